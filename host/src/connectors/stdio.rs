@@ -1,0 +1,138 @@
+//! The standard-input source and the standard-output sink.
+//!
+//! Standard input is read line by line on a thread of its own; a batch is
+//! sent when it is full or when no new line has arrived for
+//! [`STDIN_FLUSH`], so that events typed by hand flow through promptly.
+
+use std::io::{BufRead, BufWriter, Stdout, Write};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use super::json::{decode_line, encode_event};
+use super::{SinkWriter, SourceReader};
+use crate::bindings::Batch;
+use crate::job::Format;
+
+/// How long a partial batch from standard input waits for more lines.
+pub const STDIN_FLUSH: Duration = Duration::from_millis(20);
+
+/// Events from standard input.
+pub struct StdinSource {
+    lines: Receiver<Result<Vec<u8>, String>>,
+    format: Format,
+    batch_size: usize,
+    line: u64,
+    done: bool,
+}
+
+impl StdinSource {
+    /// Starts reading standard input.
+    pub fn start(format: Format, batch_size: usize) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(batch_size.max(1024));
+        std::thread::Builder::new()
+            .name("weir-stdin".into())
+            .spawn(move || {
+                let stdin = std::io::stdin();
+                let mut lock = stdin.lock();
+                loop {
+                    let mut buf = Vec::new();
+                    match lock.read_until(b'\n', &mut buf) {
+                        Ok(0) => break,
+                        Ok(_) => {
+                            if buf.last() == Some(&b'\n') {
+                                buf.pop();
+                                if buf.last() == Some(&b'\r') {
+                                    buf.pop();
+                                }
+                            }
+                            if tx.send(Ok(buf)).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(format!("cannot read standard input: {e}")));
+                            break;
+                        }
+                    }
+                }
+            })
+            .expect("spawning the stdin reader thread");
+        StdinSource {
+            lines: rx,
+            format,
+            batch_size,
+            line: 0,
+            done: false,
+        }
+    }
+
+    fn add(&mut self, line: Result<Vec<u8>, String>, batch: &mut Batch) -> Result<(), String> {
+        let line = line?;
+        self.line += 1;
+        if self.format == Format::Json && line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        decode_line(self.format, &line, batch)
+            .map_err(|e| format!("standard input line {}: {e}", self.line))
+    }
+}
+
+impl SourceReader for StdinSource {
+    fn next_batch(&mut self) -> Result<Option<Batch>, String> {
+        let mut batch = Batch::with_capacity(self.batch_size, 0);
+        while !self.done && batch.len() < self.batch_size {
+            let next = if batch.is_empty() {
+                self.lines
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                self.lines.recv_timeout(STDIN_FLUSH)
+            };
+            match next {
+                Ok(line) => self.add(line, &mut batch)?,
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => self.done = true,
+            }
+        }
+        Ok(if batch.is_empty() { None } else { Some(batch) })
+    }
+}
+
+/// Events written to standard output, one line each.
+pub struct StdoutSink {
+    format: Format,
+    out: BufWriter<Stdout>,
+    line: Vec<u8>,
+}
+
+impl StdoutSink {
+    /// A sink writing to standard output in `format`.
+    pub fn new(format: Format) -> Self {
+        StdoutSink {
+            format,
+            out: BufWriter::with_capacity(1 << 16, std::io::stdout()),
+            line: Vec::new(),
+        }
+    }
+}
+
+impl SinkWriter for StdoutSink {
+    fn write(&mut self, batch: &Batch) -> std::io::Result<()> {
+        self.line.clear();
+        for event in batch.iter() {
+            encode_event(self.format, &event, &mut self.line);
+        }
+        self.out.write_all(&self.line)?;
+        // Flush each batch: a reader of standard output sees events as they come.
+        self.out.flush()
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+
+    fn describe(&self) -> String {
+        "standard output".to_string()
+    }
+}

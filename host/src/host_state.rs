@@ -1,0 +1,228 @@
+//! Host side of the WIT `state` interface: declared keyed state, reached
+//! through handles resolved once by name, read and written in flat batches.
+
+use wasmtime::component::Resource;
+
+use crate::bindings::{state, Blobs, StateKind};
+use crate::operator::HostCtx;
+
+/// The host's representation of a `value-state` handle (its rep is the state index).
+pub struct ValueStateHandle;
+/// The host's representation of a `map-state` handle (its rep is the state index).
+pub struct MapStateHandle;
+/// The host's representation of a `list-state` handle (its rep is the state index).
+pub struct ListStateHandle;
+
+fn trap(e: impl std::fmt::Display) -> wasmtime::Error {
+    wasmtime::Error::msg(e.to_string())
+}
+
+impl state::Host for HostCtx {}
+
+impl state::HostValueState for HostCtx {
+    fn open(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Resource<ValueStateHandle>, String>> {
+        Ok(self
+            .sub
+            .state
+            .find(&name, StateKind::Value)
+            .map(Resource::new_own))
+    }
+
+    fn get_many(
+        &mut self,
+        handle: Resource<ValueStateHandle>,
+        keys: Blobs,
+    ) -> wasmtime::Result<Blobs> {
+        let state = handle.rep();
+        let keys = keys.split().map_err(trap)?;
+        let mut out = Blobs::with_capacity(keys.len());
+        for key in keys {
+            let key = key.ok_or_else(|| trap("value-state.get-many: a key is absent"))?;
+            out.push(self.sub.state.value_get(state, key).map_err(trap)?);
+        }
+        Ok(out)
+    }
+
+    fn put_many(
+        &mut self,
+        handle: Resource<ValueStateHandle>,
+        keys: Blobs,
+        values: Blobs,
+    ) -> wasmtime::Result<()> {
+        let state = handle.rep();
+        let keys = keys.split().map_err(trap)?;
+        let values = values.split().map_err(trap)?;
+        if keys.len() != values.len() {
+            return Err(trap(
+                "value-state.put-many: keys and values differ in number",
+            ));
+        }
+        for (key, value) in keys.into_iter().zip(values) {
+            let key = key.ok_or_else(|| trap("value-state.put-many: a key is absent"))?;
+            self.sub.check_value_size(value)?;
+            self.sub.state.value_put(state, key, value).map_err(trap)?;
+        }
+        Ok(())
+    }
+
+    fn drop(&mut self, _handle: Resource<ValueStateHandle>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl state::HostMapState for HostCtx {
+    fn open(&mut self, name: String) -> wasmtime::Result<Result<Resource<MapStateHandle>, String>> {
+        Ok(self
+            .sub
+            .state
+            .find(&name, StateKind::Map)
+            .map(Resource::new_own))
+    }
+
+    fn get_many(
+        &mut self,
+        handle: Resource<MapStateHandle>,
+        keys: Blobs,
+        map_keys: Blobs,
+    ) -> wasmtime::Result<Blobs> {
+        let state = handle.rep();
+        let keys = keys.split().map_err(trap)?;
+        let map_keys = map_keys.split().map_err(trap)?;
+        if keys.len() != map_keys.len() {
+            return Err(trap(
+                "map-state.get-many: keys and map keys differ in number",
+            ));
+        }
+        let mut out = Blobs::with_capacity(keys.len());
+        for (key, mk) in keys.into_iter().zip(map_keys) {
+            let key = key.ok_or_else(|| trap("map-state.get-many: a key is absent"))?;
+            let mk = mk.ok_or_else(|| trap("map-state.get-many: a map key is absent"))?;
+            out.push(self.sub.state.map_get(state, key, mk).map_err(trap)?);
+        }
+        Ok(out)
+    }
+
+    fn put_many(
+        &mut self,
+        handle: Resource<MapStateHandle>,
+        keys: Blobs,
+        map_keys: Blobs,
+        values: Blobs,
+    ) -> wasmtime::Result<()> {
+        let state = handle.rep();
+        let keys = keys.split().map_err(trap)?;
+        let map_keys = map_keys.split().map_err(trap)?;
+        let values = values.split().map_err(trap)?;
+        if keys.len() != map_keys.len() || keys.len() != values.len() {
+            return Err(trap(
+                "map-state.put-many: keys, map keys and values differ in number",
+            ));
+        }
+        for ((key, mk), value) in keys.into_iter().zip(map_keys).zip(values) {
+            let key = key.ok_or_else(|| trap("map-state.put-many: a key is absent"))?;
+            let mk = mk.ok_or_else(|| trap("map-state.put-many: a map key is absent"))?;
+            self.sub.check_value_size(value)?;
+            self.sub
+                .state
+                .map_put(state, key, mk, value)
+                .map_err(trap)?;
+        }
+        Ok(())
+    }
+
+    fn entries(
+        &mut self,
+        handle: Resource<MapStateHandle>,
+        key: Vec<u8>,
+    ) -> wasmtime::Result<(Blobs, Blobs)> {
+        let state = handle.rep();
+        let entries = self.sub.state.map_entries(state, &key).map_err(trap)?;
+        let n = entries.map_or(0, |e| e.len());
+        let mut keys = Blobs::with_capacity(n);
+        let mut values = Blobs::with_capacity(n);
+        for (mk, v) in entries.into_iter().flatten() {
+            keys.push(Some(mk));
+            values.push(Some(v));
+        }
+        Ok((keys, values))
+    }
+
+    fn clear(&mut self, handle: Resource<MapStateHandle>, key: Vec<u8>) -> wasmtime::Result<()> {
+        self.sub.state.map_clear(handle.rep(), &key).map_err(trap)
+    }
+
+    fn drop(&mut self, _handle: Resource<MapStateHandle>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl state::HostListState for HostCtx {
+    fn open(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Resource<ListStateHandle>, String>> {
+        Ok(self
+            .sub
+            .state
+            .find(&name, StateKind::List)
+            .map(Resource::new_own))
+    }
+
+    fn get(&mut self, handle: Resource<ListStateHandle>, key: Vec<u8>) -> wasmtime::Result<Blobs> {
+        let list = self.sub.state.list_get(handle.rep(), &key).map_err(trap)?;
+        let mut out = Blobs::with_capacity(list.len());
+        for v in list {
+            out.push(Some(v));
+        }
+        Ok(out)
+    }
+
+    fn add_many(
+        &mut self,
+        handle: Resource<ListStateHandle>,
+        keys: Blobs,
+        values: Blobs,
+    ) -> wasmtime::Result<()> {
+        let state = handle.rep();
+        let keys = keys.split().map_err(trap)?;
+        let values = values.split().map_err(trap)?;
+        if keys.len() != values.len() {
+            return Err(trap(
+                "list-state.add-many: keys and values differ in number",
+            ));
+        }
+        for (key, value) in keys.into_iter().zip(values) {
+            let key = key.ok_or_else(|| trap("list-state.add-many: a key is absent"))?;
+            let value = value.ok_or_else(|| trap("list-state.add-many: a value is absent"))?;
+            self.sub.check_value_size(Some(value))?;
+            self.sub.state.list_add(state, key, value).map_err(trap)?;
+        }
+        Ok(())
+    }
+
+    fn update(
+        &mut self,
+        handle: Resource<ListStateHandle>,
+        key: Vec<u8>,
+        values: Blobs,
+    ) -> wasmtime::Result<()> {
+        let values = values.split().map_err(trap)?;
+        let mut list = Vec::with_capacity(values.len());
+        for value in values {
+            let value = value.ok_or_else(|| trap("list-state.update: a value is absent"))?;
+            self.sub.check_value_size(Some(value))?;
+            list.push(value.to_vec());
+        }
+        self.sub
+            .state
+            .list_update(handle.rep(), &key, list)
+            .map_err(trap)
+    }
+
+    fn drop(&mut self, _handle: Resource<ListStateHandle>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}

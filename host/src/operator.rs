@@ -1,0 +1,216 @@
+//! An operator instance: one subtask's running operator, behind the
+//! [`OperatorInstance`] interface so that instances are replaceable (a live
+//! swap, a native benchmark operator). The WebAssembly implementation keeps
+//! one wasmtime `Store` per subtask; state and timers live in the host
+//! ([`SubtaskCtx`]), never in guest memory.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::Store;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::{Batch, GuestError, OperatorWorld, TaskInfo, Timers};
+use crate::component::LoadedOperator;
+use crate::state::StateBackend;
+use crate::timers::TimerService;
+
+/// The host-owned part of a subtask: identity, declared state, timers, watermark.
+pub struct SubtaskCtx {
+    /// The operator ID.
+    pub operator_id: String,
+    /// Index of the subtask.
+    pub subtask: u32,
+    /// Number of key groups of the job.
+    pub max_parallelism: u32,
+    /// The key groups this subtask owns.
+    pub key_groups: Range<u32>,
+    /// Declared keyed state.
+    pub state: StateBackend,
+    /// Registered timers.
+    pub timers: TimerService,
+    /// The subtask's current event-time watermark.
+    pub watermark: i64,
+    /// Largest state value the operator may store, in bytes.
+    pub max_value_size: usize,
+}
+
+/// Default largest state value, in bytes.
+pub const DEFAULT_MAX_VALUE_SIZE: usize = 16 << 20;
+
+impl SubtaskCtx {
+    /// A context with no declared state yet.
+    pub fn new(
+        operator_id: &str,
+        subtask: u32,
+        max_parallelism: u32,
+        key_groups: Range<u32>,
+    ) -> Self {
+        SubtaskCtx {
+            operator_id: operator_id.to_string(),
+            subtask,
+            max_parallelism,
+            key_groups: key_groups.clone(),
+            state: StateBackend::new(subtask, max_parallelism, key_groups),
+            timers: TimerService::default(),
+            watermark: i64::MIN,
+            max_value_size: DEFAULT_MAX_VALUE_SIZE,
+        }
+    }
+
+    /// Traps if `value` is larger than the state value budget.
+    pub fn check_value_size(&self, value: Option<&[u8]>) -> wasmtime::Result<()> {
+        match value {
+            Some(v) if v.len() > self.max_value_size => Err(wasmtime::Error::msg(format!(
+                "a state value of {} bytes exceeds the limit of {} bytes",
+                v.len(),
+                self.max_value_size
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The data of a subtask's wasmtime `Store`: WASI (no files, network or
+/// environment) and the subtask's host-owned context.
+pub struct HostCtx {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// The host-owned part of the subtask.
+    pub sub: SubtaskCtx,
+}
+
+impl HostCtx {
+    /// A context for a subtask. The guest's stdout and stderr go to the host's stderr.
+    pub fn new(sub: SubtaskCtx) -> Self {
+        let wasi = WasiCtx::builder()
+            .stdout(std::io::stderr())
+            .stderr(std::io::stderr())
+            .build();
+        HostCtx {
+            wasi,
+            table: ResourceTable::new(),
+            sub,
+        }
+    }
+
+    /// A context for calling `describe()` only.
+    pub fn for_describe() -> Self {
+        Self::new(SubtaskCtx::new("", 0, 1, 0..1))
+    }
+}
+
+impl WasiView for HostCtx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A running operator: what the subtask loop calls.
+pub trait OperatorInstance: Send {
+    /// Processes a batch. The outer error is a failure of the instance (a
+    /// trap); the inner one is the operator's own answer.
+    fn process(&mut self, input: &Batch) -> Result<Result<Batch, GuestError>, String>;
+    /// Handles timers that fired.
+    fn on_timer(&mut self, fired: &Timers) -> Result<Result<Batch, GuestError>, String>;
+    /// The host-owned context: state, timers, watermark.
+    fn ctx(&mut self) -> &mut SubtaskCtx;
+}
+
+/// An operator instance running a WebAssembly component.
+pub struct WasmOperator {
+    store: Store<HostCtx>,
+    world: OperatorWorld,
+}
+
+impl WasmOperator {
+    /// Instantiates `loaded` for a subtask, declares its states and calls `open`.
+    pub fn start(
+        loaded: &LoadedOperator,
+        task: TaskInfo,
+        key_groups: Range<u32>,
+        config: &BTreeMap<String, String>,
+    ) -> Result<Self, String> {
+        let mut sub = SubtaskCtx::new(
+            &task.operator_id,
+            task.subtask,
+            task.max_parallelism,
+            key_groups,
+        );
+        sub.state.declare(&loaded.spec.states)?;
+        let mut store = Store::new(loaded.pre.engine(), HostCtx::new(sub));
+        let world = loaded
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| format!("cannot instantiate: {}", describe_error(&e)))?;
+        let config: Vec<(String, String)> =
+            config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        world
+            .weir_operator_guest()
+            .call_open(&mut store, &task, &config)
+            .map_err(|e| describe_error(&e))?
+            .map_err(|e| format!("open() refused the config: {e}"))?;
+        Ok(WasmOperator { store, world })
+    }
+}
+
+impl OperatorInstance for WasmOperator {
+    fn process(&mut self, input: &Batch) -> Result<Result<Batch, GuestError>, String> {
+        self.world
+            .weir_operator_guest()
+            .call_process(&mut self.store, input)
+            .map_err(|e| describe_error(&e))
+    }
+
+    fn on_timer(&mut self, fired: &Timers) -> Result<Result<Batch, GuestError>, String> {
+        self.world
+            .weir_operator_guest()
+            .call_on_timer(&mut self.store, fired)
+            .map_err(|e| describe_error(&e))
+    }
+
+    fn ctx(&mut self) -> &mut SubtaskCtx {
+        &mut self.store.data_mut().sub
+    }
+}
+
+/// One line describing a failed guest call: the trap or host error, and the
+/// innermost guest functions on the stack.
+pub fn describe_error(e: &wasmtime::Error) -> String {
+    let what = match e.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("trapped: {trap}"),
+        None => e.root_cause().to_string(),
+    };
+    let mut text = what
+        .split('\n')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    if let Some(bt) = e.downcast_ref::<wasmtime::WasmBacktrace>() {
+        let frames: Vec<String> = bt
+            .frames()
+            .iter()
+            .filter_map(|f| f.func_name().map(short_name))
+            .take(4)
+            .collect();
+        if !frames.is_empty() {
+            text.push_str(&format!(" (in {})", frames.join(" <- ")));
+        }
+    }
+    text
+}
+
+fn short_name(name: &str) -> String {
+    // Demangled Rust names end with a hash segment (`::h0123...`); drop it.
+    match name.rsplit_once("::h") {
+        Some((head, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            head.to_string()
+        }
+        _ => name.to_string(),
+    }
+}

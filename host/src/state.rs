@@ -1,0 +1,385 @@
+//! The keyed state backend: declared states held in memory, sharded by key group.
+//!
+//! Every state of a subtask keeps one map per key group the subtask owns, so
+//! that checkpoints can write, and restores can move, whole key groups. A key
+//! outside the subtask's key groups is refused: keyed state needs the events
+//! routed by key (`input = "key"`), or a parallelism of 1.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use rustc_hash::FxHashMap;
+
+use crate::bindings::{StateKind, StateSpec};
+use crate::keygroup;
+
+/// A user key's state of kind `map`: user keys, sorted, to values.
+pub type MapEntries = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// The data of one declared state, one map per owned key group.
+#[derive(Debug)]
+pub enum StateData {
+    /// Value state: key -> value.
+    Value(Vec<FxHashMap<Vec<u8>, Vec<u8>>>),
+    /// Map state: key -> (user key -> value).
+    Map(Vec<FxHashMap<Vec<u8>, MapEntries>>),
+    /// List state: key -> values.
+    List(Vec<FxHashMap<Vec<u8>, Vec<Vec<u8>>>>),
+}
+
+/// A declared state and its data.
+#[derive(Debug)]
+pub struct DeclaredState {
+    /// What the operator declared.
+    pub spec: StateSpec,
+    /// The data, by local key group.
+    pub data: StateData,
+}
+
+/// Why a state access was refused (the guest traps with this message).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StateError {
+    /// The key is not in this subtask's key groups.
+    #[error("state `{state}` was used with a key of key group {key_group}, which subtask {subtask} does not own (it owns {owned:?}); keyed state needs `input = \"key\"` or parallelism 1")]
+    ForeignKey {
+        /// The state's name.
+        state: String,
+        /// The key's key group.
+        key_group: u32,
+        /// This subtask.
+        subtask: u32,
+        /// The key groups it owns.
+        owned: Range<u32>,
+    },
+}
+
+/// All declared states of one subtask.
+#[derive(Debug)]
+pub struct StateBackend {
+    subtask: u32,
+    max_parallelism: u32,
+    key_groups: Range<u32>,
+    states: Vec<DeclaredState>,
+}
+
+impl StateBackend {
+    /// An empty backend for the subtask that owns `key_groups` of `max_parallelism`.
+    pub fn new(subtask: u32, max_parallelism: u32, key_groups: Range<u32>) -> Self {
+        StateBackend {
+            subtask,
+            max_parallelism,
+            key_groups,
+            states: Vec::new(),
+        }
+    }
+
+    /// Declares the states of an operator (from its `describe`), empty.
+    pub fn declare(&mut self, specs: &[StateSpec]) -> Result<(), String> {
+        let groups = self.key_groups.len();
+        for (i, spec) in specs.iter().enumerate() {
+            if spec.name.is_empty() {
+                return Err("a declared state has an empty name".to_string());
+            }
+            if specs[..i].iter().any(|s| s.name == spec.name) {
+                return Err(format!("state `{}` is declared twice", spec.name));
+            }
+            let data = match spec.kind {
+                StateKind::Value => StateData::Value(vec![FxHashMap::default(); groups]),
+                StateKind::Map => StateData::Map(vec![FxHashMap::default(); groups]),
+                StateKind::List => StateData::List(vec![FxHashMap::default(); groups]),
+            };
+            self.states.push(DeclaredState {
+                spec: spec.clone(),
+                data,
+            });
+        }
+        Ok(())
+    }
+
+    /// The declared states.
+    pub fn states(&self) -> &[DeclaredState] {
+        &self.states
+    }
+
+    /// The index of the declared state `name` of kind `kind`.
+    pub fn find(&self, name: &str, kind: StateKind) -> Result<u32, String> {
+        match self.states.iter().position(|s| s.spec.name == name) {
+            None => Err(format!(
+                "state `{name}` is not declared by the operator's describe()"
+            )),
+            Some(i) if self.states[i].spec.kind != kind => Err(format!(
+                "state `{name}` is declared as {} state, not {}",
+                kind_name(self.states[i].spec.kind),
+                kind_name(kind)
+            )),
+            Some(i) => Ok(i as u32),
+        }
+    }
+
+    fn local_group(&self, state: usize, key: &[u8]) -> Result<usize, StateError> {
+        if self.key_groups.start == 0 && self.key_groups.end == self.max_parallelism {
+            // One subtask owns every key group: skip nothing, but avoid the range check.
+            return Ok(keygroup::key_group(Some(key), self.max_parallelism) as usize);
+        }
+        let kg = keygroup::key_group(Some(key), self.max_parallelism);
+        if !self.key_groups.contains(&kg) {
+            return Err(StateError::ForeignKey {
+                state: self.states[state].spec.name.clone(),
+                key_group: kg,
+                subtask: self.subtask,
+                owned: self.key_groups.clone(),
+            });
+        }
+        Ok((kg - self.key_groups.start) as usize)
+    }
+
+    /// Value state: the value of `key`.
+    pub fn value_get(&self, state: u32, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
+        let s = state as usize;
+        let g = self.local_group(s, key)?;
+        match &self.states[s].data {
+            StateData::Value(groups) => Ok(groups[g].get(key).map(Vec::as_slice)),
+            _ => unreachable!("state handles are typed by kind"),
+        }
+    }
+
+    /// Value state: sets (`Some`) or deletes (`None`) the value of `key`.
+    pub fn value_put(
+        &mut self,
+        state: u32,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), StateError> {
+        let s = state as usize;
+        let g = self.local_group(s, key)?;
+        let StateData::Value(groups) = &mut self.states[s].data else {
+            unreachable!("state handles are typed by kind")
+        };
+        let map = &mut groups[g];
+        match value {
+            Some(v) => match map.get_mut(key) {
+                Some(slot) => {
+                    slot.clear();
+                    slot.extend_from_slice(v);
+                }
+                None => {
+                    map.insert(key.to_vec(), v.to_vec());
+                }
+            },
+            None => {
+                map.remove(key);
+            }
+        }
+        Ok(())
+    }
+
+    fn map_of(
+        &mut self,
+        state: u32,
+        key: &[u8],
+    ) -> Result<&mut FxHashMap<Vec<u8>, MapEntries>, StateError> {
+        let s = state as usize;
+        let g = self.local_group(s, key)?;
+        match &mut self.states[s].data {
+            StateData::Map(groups) => Ok(&mut groups[g]),
+            _ => unreachable!("state handles are typed by kind"),
+        }
+    }
+
+    /// Map state: the value at `map_key` in the map of `key`.
+    pub fn map_get(
+        &mut self,
+        state: u32,
+        key: &[u8],
+        map_key: &[u8],
+    ) -> Result<Option<&[u8]>, StateError> {
+        Ok(self
+            .map_of(state, key)?
+            .get(key)
+            .and_then(|m| m.get(map_key))
+            .map(Vec::as_slice))
+    }
+
+    /// Map state: sets or removes `map_key` in the map of `key`.
+    pub fn map_put(
+        &mut self,
+        state: u32,
+        key: &[u8],
+        map_key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), StateError> {
+        let maps = self.map_of(state, key)?;
+        match value {
+            Some(v) => {
+                maps.entry(key.to_vec())
+                    .or_default()
+                    .insert(map_key.to_vec(), v.to_vec());
+            }
+            None => {
+                if let Some(m) = maps.get_mut(key) {
+                    m.remove(map_key);
+                    if m.is_empty() {
+                        maps.remove(key);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Map state: every entry of the map of `key`, sorted by user key.
+    pub fn map_entries(
+        &mut self,
+        state: u32,
+        key: &[u8],
+    ) -> Result<Option<&MapEntries>, StateError> {
+        Ok(self.map_of(state, key)?.get(key))
+    }
+
+    /// Map state: removes the map of `key`.
+    pub fn map_clear(&mut self, state: u32, key: &[u8]) -> Result<(), StateError> {
+        self.map_of(state, key)?.remove(key);
+        Ok(())
+    }
+
+    fn list_of(
+        &mut self,
+        state: u32,
+        key: &[u8],
+    ) -> Result<&mut FxHashMap<Vec<u8>, Vec<Vec<u8>>>, StateError> {
+        let s = state as usize;
+        let g = self.local_group(s, key)?;
+        match &mut self.states[s].data {
+            StateData::List(groups) => Ok(&mut groups[g]),
+            _ => unreachable!("state handles are typed by kind"),
+        }
+    }
+
+    /// List state: the list of `key`.
+    pub fn list_get(&mut self, state: u32, key: &[u8]) -> Result<&[Vec<u8>], StateError> {
+        Ok(self
+            .list_of(state, key)?
+            .get(key)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]))
+    }
+
+    /// List state: appends `value` to the list of `key`.
+    pub fn list_add(&mut self, state: u32, key: &[u8], value: &[u8]) -> Result<(), StateError> {
+        self.list_of(state, key)?
+            .entry(key.to_vec())
+            .or_default()
+            .push(value.to_vec());
+        Ok(())
+    }
+
+    /// List state: replaces the list of `key` (empty removes it).
+    pub fn list_update(
+        &mut self,
+        state: u32,
+        key: &[u8],
+        values: Vec<Vec<u8>>,
+    ) -> Result<(), StateError> {
+        let lists = self.list_of(state, key)?;
+        if values.is_empty() {
+            lists.remove(key);
+        } else {
+            lists.insert(key.to_vec(), values);
+        }
+        Ok(())
+    }
+
+    /// Number of keys held for each declared state.
+    pub fn key_counts(&self) -> Vec<(String, usize)> {
+        self.states
+            .iter()
+            .map(|s| {
+                let n = match &s.data {
+                    StateData::Value(g) => g.iter().map(|m| m.len()).sum(),
+                    StateData::Map(g) => g.iter().map(|m| m.len()).sum(),
+                    StateData::List(g) => g.iter().map(|m| m.len()).sum(),
+                };
+                (s.spec.name.clone(), n)
+            })
+            .collect()
+    }
+}
+
+/// The job-file word for a state kind.
+pub fn kind_name(kind: StateKind) -> &'static str {
+    match kind {
+        StateKind::Value => "value",
+        StateKind::Map => "map",
+        StateKind::List => "list",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, kind: StateKind) -> StateSpec {
+        StateSpec {
+            name: name.to_string(),
+            kind,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn value_map_list_roundtrip() {
+        let mut b = StateBackend::new(0, 16, 0..16);
+        b.declare(&[
+            spec("v", StateKind::Value),
+            spec("m", StateKind::Map),
+            spec("l", StateKind::List),
+        ])
+        .unwrap();
+        let v = b.find("v", StateKind::Value).unwrap();
+        let m = b.find("m", StateKind::Map).unwrap();
+        let l = b.find("l", StateKind::List).unwrap();
+        assert!(b.find("v", StateKind::Map).is_err());
+        assert!(b.find("nope", StateKind::Value).is_err());
+
+        b.value_put(v, b"k", Some(b"1")).unwrap();
+        assert_eq!(b.value_get(v, b"k").unwrap(), Some(&b"1"[..]));
+        b.value_put(v, b"k", None).unwrap();
+        assert_eq!(b.value_get(v, b"k").unwrap(), None);
+
+        b.map_put(m, b"k", b"b", Some(b"2")).unwrap();
+        b.map_put(m, b"k", b"a", Some(b"1")).unwrap();
+        let keys: Vec<_> = b
+            .map_entries(m, b"k")
+            .unwrap()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]);
+        b.map_put(m, b"k", b"a", None).unwrap();
+        b.map_put(m, b"k", b"b", None).unwrap();
+        assert!(b.map_entries(m, b"k").unwrap().is_none());
+
+        b.list_add(l, b"k", b"x").unwrap();
+        b.list_add(l, b"k", b"y").unwrap();
+        assert_eq!(b.list_get(l, b"k").unwrap().len(), 2);
+        b.list_update(l, b"k", vec![]).unwrap();
+        assert!(b.list_get(l, b"k").unwrap().is_empty());
+        assert_eq!(b.key_counts()[0].1, 0);
+    }
+
+    #[test]
+    fn foreign_keys_are_refused() {
+        let m = 8;
+        let mut b = StateBackend::new(0, m, keygroup::range_for(0, m, 2));
+        b.declare(&[spec("v", StateKind::Value)]).unwrap();
+        let foreign = (0..1000u32)
+            .map(|i| i.to_string().into_bytes())
+            .find(|k| keygroup::key_group(Some(k), m) >= 4)
+            .unwrap();
+        assert!(matches!(
+            b.value_put(0, &foreign, Some(b"1")),
+            Err(StateError::ForeignKey { .. })
+        ));
+    }
+}

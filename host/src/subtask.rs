@@ -1,0 +1,167 @@
+//! The subtask loop: one running operator instance on a thread of its own,
+//! reading its inputs, calling the operator, firing timers as the watermark
+//! and the clock pass them, and routing the output downstream.
+//!
+//! Bad input: when the operator rejects event `i` of a batch, the output of
+//! the events before it is forwarded, event `i` goes to the dead-letter
+//! output, and the operator is called again with the events after it.
+
+use std::time::{Duration, Instant};
+
+use crate::batch::EventRef;
+use crate::bindings::{Batch, Blobs, GuestError, TimeDomain, Timers};
+use crate::dead_letter::{DeadLetter, DeadLetterTx};
+use crate::host_timers::now_ms;
+use crate::operator::OperatorInstance;
+use crate::partition::Router;
+use crate::stream::{Inputs, Message, Received, StageError};
+
+/// Most timers handed to one `on-timer` call.
+const TIMERS_PER_CALL: usize = 4096;
+
+/// One subtask, ready to run.
+pub struct Subtask {
+    /// The operator instance.
+    pub op: Box<dyn OperatorInstance>,
+    /// Its inputs.
+    pub inputs: Inputs,
+    /// Where its output goes.
+    pub router: Router,
+    /// Where rejected events go.
+    pub dead_letters: DeadLetterTx,
+    /// The operator ID.
+    pub operator_id: String,
+    /// The subtask index.
+    pub subtask: u32,
+}
+
+impl Subtask {
+    fn fail(&self, message: impl std::fmt::Display) -> StageError {
+        StageError::Failed(format!(
+            "operator `{}` subtask {}: {message}",
+            self.operator_id, self.subtask
+        ))
+    }
+
+    /// Runs until every input has ended (or the job fails).
+    pub fn run(mut self) -> Result<(), StageError> {
+        let span = tracing::debug_span!("subtask", operator_id = %self.operator_id, subtask = self.subtask);
+        let _entered = span.enter();
+        loop {
+            let deadline = self.processing_deadline();
+            match self.inputs.recv(deadline) {
+                Received::Message(_, Message::Batch(batch)) => self.process(batch)?,
+                Received::Message(_, Message::Watermark(_) | Message::End) => {
+                    self.advance_watermark()?
+                }
+                Received::Timeout => self.fire_processing_timers()?,
+                Received::AllEnded => break,
+                Received::Disconnected(_) => return Err(StageError::Cancelled),
+            }
+        }
+        self.advance_watermark()?;
+        self.fire_processing_timers()?;
+        self.router.send_end()?;
+        Ok(())
+    }
+
+    fn process(&mut self, batch: Batch) -> Result<(), StageError> {
+        let mut batch = batch;
+        while !batch.is_empty() {
+            match self.op.process(&batch).map_err(|e| self.fail(e))? {
+                Ok(out) => {
+                    self.forward(out)?;
+                    break;
+                }
+                Err(GuestError::BadInput(rejected)) => {
+                    let index = rejected.index as usize;
+                    let Some(event) = batch.iter().nth(index) else {
+                        return Err(self.fail(format!(
+                            "rejected event {index} of a batch of {}",
+                            batch.len()
+                        )));
+                    };
+                    self.forward(rejected.output)?;
+                    self.dead_letter(rejected.message, &event)?;
+                    batch = batch.tail(index + 1);
+                }
+                Err(GuestError::Fatal(message)) => {
+                    return Err(self.fail(format!("failed: {message}")))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn forward(&mut self, out: Batch) -> Result<(), StageError> {
+        out.check()
+            .map_err(|e| self.fail(format!("returned {e}")))?;
+        self.router.send_batch(out)?;
+        Ok(())
+    }
+
+    fn dead_letter(&mut self, error: String, event: &EventRef<'_>) -> Result<(), StageError> {
+        match &self.dead_letters {
+            Some(tx) => {
+                let letter = DeadLetter::new(&self.operator_id, self.subtask, error, event);
+                tx.send(letter).map_err(|_| StageError::Cancelled)
+            }
+            None => Err(self.fail(format!(
+                "rejected an event as bad input ({error}) and the job has no [dead_letter] file to send it to"
+            ))),
+        }
+    }
+
+    fn advance_watermark(&mut self) -> Result<(), StageError> {
+        let watermark = self.inputs.watermark();
+        if watermark <= self.op.ctx().watermark {
+            return Ok(());
+        }
+        self.op.ctx().watermark = watermark;
+        self.fire_timers(TimeDomain::EventTime, watermark)?;
+        self.router.send_watermark(watermark)?;
+        Ok(())
+    }
+
+    fn processing_deadline(&mut self) -> Option<Instant> {
+        let next = self.op.ctx().timers.next_processing_time()?;
+        let wait = next.saturating_sub(now_ms()).max(0) as u64;
+        Some(Instant::now() + Duration::from_millis(wait))
+    }
+
+    fn fire_processing_timers(&mut self) -> Result<(), StageError> {
+        self.fire_timers(TimeDomain::ProcessingTime, now_ms())
+    }
+
+    fn fire_timers(&mut self, domain: TimeDomain, time: i64) -> Result<(), StageError> {
+        loop {
+            let due = self.op.ctx().timers.pop_due(domain, time, TIMERS_PER_CALL);
+            if due.is_empty() {
+                return Ok(());
+            }
+            let mut keys = Blobs::with_capacity(due.len());
+            let mut timestamps = Vec::with_capacity(due.len());
+            for (ts, key) in &due {
+                keys.push(key.as_deref());
+                timestamps.push(*ts);
+            }
+            let fired = Timers {
+                domain,
+                keys,
+                timestamps,
+            };
+            match self.op.on_timer(&fired).map_err(|e| self.fail(e))? {
+                Ok(out) => self.forward(out)?,
+                Err(GuestError::Fatal(message)) => {
+                    return Err(self.fail(format!("failed in on_timer: {message}")))
+                }
+                Err(GuestError::BadInput(r)) => {
+                    return Err(self.fail(format!(
+                        "on_timer rejected timer {}: {}",
+                        r.index, r.message
+                    )))
+                }
+            }
+        }
+    }
+}

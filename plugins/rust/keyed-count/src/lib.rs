@@ -1,0 +1,39 @@
+//! `keyed-count`: value state `count` per key; emits each event's key with
+//! `value` = the running count as decimal text. No config. An event without a
+//! key is bad input (dead-letter).
+
+use weir_sdk::{Context, Error, Event, Operator, Output, StateSpec, ValueState};
+
+struct KeyedCount {
+    count: ValueState<u64>,
+}
+
+impl Operator for KeyedCount {
+    const NAME: &'static str = "keyed-count";
+    const VERSION: &'static str = "1.0.0";
+
+    fn states() -> Vec<StateSpec> {
+        vec![StateSpec::value("count", 1)]
+    }
+
+    fn open(ctx: &mut Context) -> Result<Self, String> {
+        Ok(KeyedCount {
+            count: ctx.value_state("count")?,
+        })
+    }
+
+    fn process(
+        &mut self,
+        _ctx: &mut Context,
+        event: Event<'_>,
+        out: &mut Output,
+    ) -> Result<(), Error> {
+        let key = event.require_key()?;
+        let n = self.count.get(key)?.unwrap_or(0) + 1;
+        self.count.set(key, n);
+        out.emit(Some(key), n.to_string(), event.timestamp);
+        Ok(())
+    }
+}
+
+weir_sdk::export!(KeyedCount);

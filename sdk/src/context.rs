@@ -1,0 +1,243 @@
+//! The operator's view of its subtask: where it runs, its config, state
+//! handles, timers, watermark.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::str::FromStr;
+
+use crate::event::{Error, TimeDomain};
+use crate::runtime::wit::{timers, types};
+use crate::state::{Flush, ListState, MapState, StateKind, StateSpec, ValueState};
+
+/// Where a subtask runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskInfo {
+    /// The operator ID in the job.
+    pub operator_id: String,
+    /// Index of this subtask, from 0.
+    pub subtask: u32,
+    /// Number of subtasks of the operator.
+    pub parallelism: u32,
+    /// Number of key groups of the job.
+    pub max_parallelism: u32,
+}
+
+/// The operator's `config` table from the job file: string keys and values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    entries: BTreeMap<String, String>,
+}
+
+impl Config {
+    pub(crate) fn new(entries: Vec<(String, String)>) -> Self {
+        Config {
+            entries: entries.into_iter().collect(),
+        }
+    }
+
+    /// The value of `name`, if set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.entries.get(name).map(String::as_str)
+    }
+
+    /// The value of `name` parsed as `T`, `default` if unset, or an error
+    /// message naming the entry if it does not parse.
+    pub fn parse_or<T: FromStr>(&self, name: &str, default: T) -> Result<T, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(name) {
+            None => Ok(default),
+            Some(text) => text
+                .trim()
+                .parse()
+                .map_err(|e| format!("config `{name}` = {text:?} is not valid: {e}")),
+        }
+    }
+
+    /// The value of `name` parsed as `T`, or an error message if it is unset or
+    /// does not parse.
+    pub fn require<T: FromStr>(&self, name: &str) -> Result<T, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let text = self
+            .get(name)
+            .ok_or_else(|| format!("config `{name}` is required"))?;
+        text.trim()
+            .parse()
+            .map_err(|e| format!("config `{name}` = {text:?} is not valid: {e}"))
+    }
+
+    /// Every entry, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+struct TimerOp {
+    domain: TimeDomain,
+    register: bool,
+    key: Option<Vec<u8>>,
+    timestamp: i64,
+}
+
+/// The operator's handle on its subtask, passed to every [`crate::Operator`] call.
+pub struct Context {
+    task: TaskInfo,
+    config: Config,
+    declared: Vec<StateSpec>,
+    caches: Vec<Rc<dyn Flush>>,
+    timer_ops: Vec<TimerOp>,
+    watermark: Option<i64>,
+}
+
+impl Context {
+    pub(crate) fn new(task: TaskInfo, config: Config, declared: Vec<StateSpec>) -> Self {
+        Context {
+            task,
+            config,
+            declared,
+            caches: Vec::new(),
+            timer_ops: Vec::new(),
+            watermark: None,
+        }
+    }
+
+    /// Where this subtask runs.
+    pub fn task(&self) -> &TaskInfo {
+        &self.task
+    }
+
+    /// The operator's config from the job file.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn check_declared(&self, name: &str, kind: StateKind) -> Result<(), String> {
+        match self.declared.iter().find(|s| s.name == name) {
+            None => Err(format!(
+                "state `{name}` is not declared in `Operator::states`"
+            )),
+            Some(s) if s.kind != kind => Err(format!(
+                "state `{name}` is declared as {:?} state, not {kind:?}",
+                s.kind
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Opens the declared value state `name`.
+    pub fn value_state<T>(&mut self, name: &str) -> Result<ValueState<T>, String>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Clone + 'static,
+    {
+        self.check_declared(name, StateKind::Value)?;
+        let state = ValueState::open(name)?;
+        self.caches.push(state.flusher());
+        Ok(state)
+    }
+
+    /// Opens the declared map state `name`.
+    pub fn map_state<K, V>(&mut self, name: &str) -> Result<MapState<K, V>, String>
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned + 'static,
+        V: serde::Serialize + serde::de::DeserializeOwned + Clone + 'static,
+    {
+        self.check_declared(name, StateKind::Map)?;
+        let state = MapState::open(name)?;
+        self.caches.push(state.flusher());
+        Ok(state)
+    }
+
+    /// Opens the declared list state `name`.
+    pub fn list_state<T>(&mut self, name: &str) -> Result<ListState<T>, String>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + 'static,
+    {
+        self.check_declared(name, StateKind::List)?;
+        let state = ListState::open(name)?;
+        self.caches.push(state.flusher());
+        Ok(state)
+    }
+
+    /// Registers a timer for `key` at `timestamp` (ms) in `domain`; the
+    /// operator's `on_timer` is called when it fires. Registering the same
+    /// (key, time) again keeps one timer.
+    pub fn register_timer(&mut self, domain: TimeDomain, key: Option<&[u8]>, timestamp: i64) {
+        self.timer_ops.push(TimerOp {
+            domain,
+            register: true,
+            key: key.map(<[u8]>::to_vec),
+            timestamp,
+        });
+    }
+
+    /// Deletes the timer for `key` at `timestamp` in `domain`, if there is one.
+    pub fn delete_timer(&mut self, domain: TimeDomain, key: Option<&[u8]>, timestamp: i64) {
+        self.timer_ops.push(TimerOp {
+            domain,
+            register: false,
+            key: key.map(<[u8]>::to_vec),
+            timestamp,
+        });
+    }
+
+    /// The current event-time watermark (ms); `i64::MIN` before the first one.
+    /// Events at or behind it are late.
+    pub fn watermark(&mut self) -> i64 {
+        *self.watermark.get_or_insert_with(timers::current_watermark)
+    }
+
+    /// The wall clock, ms since the Unix epoch, as processing-time timers see it.
+    pub fn processing_time(&self) -> i64 {
+        timers::processing_time()
+    }
+
+    pub(crate) fn begin_call(&mut self) {
+        self.watermark = None;
+    }
+
+    /// Sends every buffered state write and timer change to the host.
+    pub(crate) fn flush(&mut self) -> Result<(), Error> {
+        let mut result = Ok(());
+        for cache in &self.caches {
+            if let Err(e) = cache.flush() {
+                result = Err(e);
+            }
+        }
+        self.flush_timers();
+        result
+    }
+
+    fn flush_timers(&mut self) {
+        let mut ops = std::mem::take(&mut self.timer_ops).into_iter().peekable();
+        while let Some(first) = ops.next() {
+            let (domain, register) = (first.domain, first.register);
+            let mut keys = types::Blobs {
+                data: Vec::new(),
+                lens: Vec::new(),
+            };
+            let mut times = Vec::new();
+            let mut push = |op: TimerOp| {
+                match op.key {
+                    Some(k) => {
+                        keys.lens.push(k.len() as i32);
+                        keys.data.extend_from_slice(&k);
+                    }
+                    None => keys.lens.push(-1),
+                }
+                times.push(op.timestamp);
+            };
+            push(first);
+            while let Some(op) = ops.next_if(|op| op.domain == domain && op.register == register) {
+                push(op);
+            }
+            if register {
+                timers::register_many(domain.to_wit(), &keys, &times);
+            } else {
+                timers::delete_many(domain.to_wit(), &keys, &times);
+            }
+        }
+    }
+}

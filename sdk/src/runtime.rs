@@ -1,0 +1,272 @@
+//! The glue between the WIT exports and an [`Operator`]: one instance per
+//! component, flat batches turned into [`Event`]s and back, state and timer
+//! buffers flushed at the end of every call.
+
+use std::any::Any;
+use std::cell::RefCell;
+
+use crate::context::{Config, Context, TaskInfo};
+use crate::event::{Error, Event, Output, TimeDomain, Timer};
+use crate::Operator;
+
+/// The bindings generated from `wit/` (the one `generate!` of the SDK).
+#[allow(missing_docs, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "operator",
+        pub_export_macro: true,
+        export_macro_name: "export",
+        default_bindings_module: "weir_sdk::__private::bindings",
+        runtime_path: "weir_sdk::__private::wit_bindgen::rt",
+    });
+}
+
+/// Short paths to the generated interfaces.
+pub mod wit {
+    pub use super::bindings::exports::weir::operator::guest;
+    pub use super::bindings::weir::operator::{logging, state, timers, types};
+}
+
+use wit::types;
+
+struct Instance {
+    op: Box<dyn Any>,
+    ctx: Context,
+}
+
+thread_local! {
+    static INSTANCE: RefCell<Option<Instance>> = const { RefCell::new(None) };
+}
+
+/// The keys of the batch being processed, for [`crate::ValueState`] prefetching.
+#[derive(Default)]
+pub(crate) struct BatchKeys {
+    pub(crate) data: Vec<u8>,
+    pub(crate) lens: Vec<i32>,
+}
+
+thread_local! {
+    pub(crate) static BATCH_KEYS: RefCell<BatchKeys> = RefCell::new(BatchKeys::default());
+}
+
+fn set_batch_keys<'a>(keys: impl Iterator<Item = Option<&'a [u8]>>) {
+    BATCH_KEYS.with_borrow_mut(|b| {
+        b.data.clear();
+        b.lens.clear();
+        for key in keys.flatten() {
+            b.data.extend_from_slice(key);
+            b.lens.push(key.len() as i32);
+        }
+    });
+}
+
+fn clear_batch_keys() {
+    BATCH_KEYS.with_borrow_mut(|b| {
+        b.data.clear();
+        b.lens.clear();
+    });
+}
+
+/// `describe` export.
+pub fn describe<T: Operator>() -> types::OperatorSpec {
+    types::OperatorSpec {
+        name: T::NAME.to_string(),
+        version: T::VERSION.to_string(),
+        states: T::states().iter().map(|s| s.to_wit()).collect(),
+    }
+}
+
+/// `open` export.
+pub fn open<T: Operator>(
+    task: types::TaskInfo,
+    config: Vec<(String, String)>,
+) -> Result<(), String> {
+    let mut ctx = Context::new(
+        TaskInfo {
+            operator_id: task.operator_id,
+            subtask: task.subtask,
+            parallelism: task.parallelism,
+            max_parallelism: task.max_parallelism,
+        },
+        Config::new(config),
+        T::states(),
+    );
+    let op = T::open(&mut ctx)?;
+    ctx.flush().map_err(|e| e.to_string())?;
+    INSTANCE.with_borrow_mut(|i| {
+        *i = Some(Instance {
+            op: Box::new(op),
+            ctx,
+        })
+    });
+    Ok(())
+}
+
+fn with_instance<T: Operator, R>(
+    f: impl FnOnce(&mut T, &mut Context) -> Result<R, types::Error>,
+) -> Result<R, types::Error> {
+    INSTANCE.with_borrow_mut(|slot| {
+        let Some(instance) = slot.as_mut() else {
+            return Err(types::Error::Fatal(
+                "the operator was called before `open`".to_string(),
+            ));
+        };
+        let Some(op) = instance.op.downcast_mut::<T>() else {
+            return Err(types::Error::Fatal(
+                "the operator instance has an unexpected type".to_string(),
+            ));
+        };
+        f(op, &mut instance.ctx)
+    })
+}
+
+/// Splits a flat batch into events.
+fn events(batch: &types::Batch) -> Result<Vec<Event<'_>>, types::Error> {
+    let n = batch.timestamps.len();
+    if batch.key_lens.len() != n || batch.value_lens.len() != n {
+        return Err(types::Error::Fatal(
+            "malformed batch: the length lists differ".to_string(),
+        ));
+    }
+    let mut events = Vec::with_capacity(n);
+    let mut at = 0usize;
+    let data = &batch.data[..];
+    for i in 0..n {
+        let key = match batch.key_lens[i] {
+            -1 => None,
+            len if len >= 0 => {
+                let end = at + len as usize;
+                let key = data.get(at..end).ok_or_else(malformed)?;
+                at = end;
+                Some(key)
+            }
+            _ => return Err(malformed()),
+        };
+        let end = at + batch.value_lens[i] as usize;
+        let value = data.get(at..end).ok_or_else(malformed)?;
+        at = end;
+        events.push(Event {
+            key,
+            value,
+            timestamp: batch.timestamps[i],
+        });
+    }
+    Ok(events)
+}
+
+fn malformed() -> types::Error {
+    types::Error::Fatal("malformed batch: lengths exceed the data".to_string())
+}
+
+fn fatal(e: Error) -> types::Error {
+    types::Error::Fatal(e.to_string())
+}
+
+/// `process` export.
+pub fn process<T: Operator>(input: types::Batch) -> Result<types::Batch, types::Error> {
+    with_instance::<T, _>(|op, ctx| {
+        let events = events(&input)?;
+        set_batch_keys(events.iter().map(|e| e.key));
+        ctx.begin_call();
+        let mut out = Output::new();
+        let result = (|| {
+            op.prefetch(ctx, &events).map_err(fatal)?;
+            for (i, event) in events.iter().enumerate() {
+                match op.process(ctx, *event, &mut out) {
+                    Ok(()) => {}
+                    Err(Error::BadInput(message)) => {
+                        return Err(types::Error::BadInput(types::Rejected {
+                            index: i as u32,
+                            message,
+                            output: std::mem::take(&mut out).into_batch(),
+                        }))
+                    }
+                    Err(e @ Error::Fatal(_)) => return Err(fatal(e)),
+                }
+            }
+            Ok(())
+        })();
+        // State written before a bad input is kept, so flush in every case.
+        let flushed = ctx.flush();
+        clear_batch_keys();
+        result?;
+        flushed.map_err(fatal)?;
+        Ok(out.into_batch())
+    })
+}
+
+/// `on-timer` export.
+pub fn on_timer<T: Operator>(fired: types::Timers) -> Result<types::Batch, types::Error> {
+    with_instance::<T, _>(|op, ctx| {
+        let domain = match fired.domain {
+            types::TimeDomain::EventTime => TimeDomain::EventTime,
+            types::TimeDomain::ProcessingTime => TimeDomain::ProcessingTime,
+        };
+        let keys = crate::state::split_blobs(&fired.keys).map_err(fatal)?;
+        if keys.len() != fired.timestamps.len() {
+            return Err(types::Error::Fatal(
+                "malformed timers: the length lists differ".to_string(),
+            ));
+        }
+        let timers: Vec<Timer<'_>> = keys
+            .iter()
+            .zip(&fired.timestamps)
+            .map(|(key, &timestamp)| Timer {
+                key: *key,
+                timestamp,
+                domain,
+            })
+            .collect();
+        set_batch_keys(timers.iter().map(|t| t.key));
+        ctx.begin_call();
+        let mut out = Output::new();
+        let result = (|| {
+            op.prefetch_timers(ctx, &timers)?;
+            for timer in &timers {
+                op.on_timer(ctx, *timer, &mut out)?;
+            }
+            Ok::<(), Error>(())
+        })();
+        let flushed = ctx.flush();
+        clear_batch_keys();
+        result.map_err(|e| match e {
+            Error::BadInput(m) => types::Error::Fatal(format!("on_timer rejected a timer: {m}")),
+            e => fatal(e),
+        })?;
+        flushed.map_err(fatal)?;
+        Ok(out.into_batch())
+    })
+}
+
+/// `migrate` export.
+pub fn migrate<T: Operator>(
+    state: &str,
+    from_version: u32,
+    values: types::Blobs,
+) -> Result<types::Blobs, types::MigrateError> {
+    let parts = crate::state::split_blobs(&values).map_err(|e| types::MigrateError {
+        index: 0,
+        message: e.to_string(),
+    })?;
+    let mut out = types::Blobs {
+        data: Vec::with_capacity(values.data.len()),
+        lens: Vec::with_capacity(parts.len()),
+    };
+    for (i, value) in parts.into_iter().enumerate() {
+        match value {
+            None => out.lens.push(-1),
+            Some(value) => {
+                let new = T::migrate(state, from_version, value).map_err(|message| {
+                    types::MigrateError {
+                        index: i as u32,
+                        message,
+                    }
+                })?;
+                out.lens.push(new.len() as i32);
+                out.data.extend_from_slice(&new);
+            }
+        }
+    }
+    Ok(out)
+}
