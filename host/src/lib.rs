@@ -15,6 +15,7 @@ pub mod build;
 pub mod component;
 pub mod connectors;
 pub mod dead_letter;
+pub mod guest_output;
 pub mod host_logging;
 pub mod host_state;
 pub mod host_timers;

@@ -13,6 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{Batch, GuestError, OperatorWorld, TaskInfo, Timers};
 use crate::component::LoadedOperator;
+use crate::guest_output::GuestOutput;
 use crate::state::StateBackend;
 use crate::timers::TimerService;
 
@@ -77,6 +78,8 @@ impl SubtaskCtx {
 pub struct HostCtx {
     wasi: WasiCtx,
     table: ResourceTable,
+    stdout: GuestOutput,
+    stderr: GuestOutput,
     /// The host-owned part of the subtask.
     pub sub: SubtaskCtx,
 }
@@ -84,14 +87,34 @@ pub struct HostCtx {
 impl HostCtx {
     /// A context for a subtask. The guest's stdout and stderr go to the host's stderr.
     pub fn new(sub: SubtaskCtx) -> Self {
+        let stdout = GuestOutput::new(&sub.operator_id, sub.subtask, false);
+        let stderr = GuestOutput::new(&sub.operator_id, sub.subtask, true);
         let wasi = WasiCtx::builder()
-            .stdout(std::io::stderr())
-            .stderr(std::io::stderr())
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
             .build();
         HostCtx {
             wasi,
             table: ResourceTable::new(),
+            stdout,
+            stderr,
             sub,
+        }
+    }
+
+    /// Marks the start of a guest call (for [`HostCtx::guest_output`]).
+    pub fn start_call(&self) {
+        self.stdout.start_call();
+        self.stderr.start_call();
+    }
+
+    /// What the guest wrote to stderr (else stdout) during the current call, on one line.
+    pub fn guest_output(&self) -> String {
+        let err = self.stderr.recent();
+        if err.is_empty() {
+            self.stdout.recent()
+        } else {
+            err
         }
     }
 
@@ -147,12 +170,13 @@ impl WasmOperator {
             .pre
             .instantiate(&mut store)
             .map_err(|e| format!("cannot instantiate: {}", describe_error(&e)))?;
+        store.data().start_call();
         let config: Vec<(String, String)> =
             config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         world
             .weir_operator_guest()
             .call_open(&mut store, &task, &config)
-            .map_err(|e| describe_error(&e))?
+            .map_err(|e| with_guest_output(describe_error(&e), store.data()))?
             .map_err(|e| format!("open() refused the config: {e}"))?;
         Ok(WasmOperator { store, world })
     }
@@ -160,22 +184,33 @@ impl WasmOperator {
 
 impl OperatorInstance for WasmOperator {
     fn process(&mut self, input: &Batch) -> Result<Result<Batch, GuestError>, String> {
+        self.store.data().start_call();
         self.world
             .weir_operator_guest()
             .call_process(&mut self.store, input)
-            .map_err(|e| describe_error(&e))
+            .map_err(|e| with_guest_output(describe_error(&e), self.store.data()))
     }
 
     fn on_timer(&mut self, fired: &Timers) -> Result<Result<Batch, GuestError>, String> {
+        self.store.data().start_call();
         self.world
             .weir_operator_guest()
             .call_on_timer(&mut self.store, fired)
-            .map_err(|e| describe_error(&e))
+            .map_err(|e| with_guest_output(describe_error(&e), self.store.data()))
     }
 
     fn ctx(&mut self) -> &mut SubtaskCtx {
         &mut self.store.data_mut().sub
     }
+}
+
+fn with_guest_output(mut message: String, ctx: &HostCtx) -> String {
+    let said = ctx.guest_output();
+    if !said.is_empty() {
+        message.push_str("; the guest wrote: ");
+        message.push_str(&said);
+    }
+    message
 }
 
 /// One line describing a failed guest call: the trap or host error, and the
@@ -195,8 +230,10 @@ pub fn describe_error(e: &wasmtime::Error) -> String {
         let frames: Vec<String> = bt
             .frames()
             .iter()
-            .filter_map(|f| f.func_name().map(short_name))
-            .take(4)
+            .filter_map(|f| f.func_name())
+            .map(|name| format!("{:#}", rustc_demangle::demangle(name)))
+            .filter(|name| !is_runtime_frame(name))
+            .take(3)
             .collect();
         if !frames.is_empty() {
             text.push_str(&format!(" (in {})", frames.join(" <- ")));
@@ -205,12 +242,20 @@ pub fn describe_error(e: &wasmtime::Error) -> String {
     text
 }
 
-fn short_name(name: &str) -> String {
-    // Demangled Rust names end with a hash segment (`::h0123...`); drop it.
-    match name.rsplit_once("::h") {
-        Some((head, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
-            head.to_string()
-        }
-        _ => name.to_string(),
-    }
+/// Frames of the language runtime (panic and abort machinery, allocator),
+/// which say nothing about where the operator went wrong.
+fn is_runtime_frame(name: &str) -> bool {
+    const PREFIXES: [&str; 9] = [
+        "std::",
+        "core::",
+        "alloc::",
+        "__rust",
+        "__rdl",
+        "rust_panic",
+        "abort",
+        "_start",
+        "wit_bindgen",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p))
+        || name.starts_with("<") && name.contains(" as core::")
 }

@@ -69,6 +69,8 @@ pub struct Output {
     batch: types::Batch,
 }
 
+// The generated type cannot derive it: `additional_derives` would apply to the WIT enums too.
+#[allow(clippy::derivable_impls)]
 impl Default for types::Batch {
     fn default() -> Self {
         types::Batch {

@@ -1,1 +1,10 @@
+//! End-to-end tests: build the operators in `plugins/` (and the test-only ones
+//! in `tests/plugins/`) with the real `weir build`, run the real `weir` binary
+//! on real files in a temporary directory, and compare its output with
+//! expected output computed independently here.
 
+mod harness;
+
+mod cli;
+mod errors;
+mod jobs;

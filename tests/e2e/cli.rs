@@ -1,0 +1,95 @@
+//! The CLI around running jobs: `weir build`, `weir operator inspect`, the
+//! component cache.
+
+use crate::harness::{operator, root, toml_path, Sandbox};
+
+#[test]
+fn inspect_prints_name_version_and_states() {
+    let sb = Sandbox::new();
+    let wasm = operator("windowed-sum");
+    let run = sb
+        .weir(&["operator", "inspect", wasm.to_str().unwrap()])
+        .ok();
+    assert!(run.stdout.contains("windowed-sum 1.0.0"), "{}", run.stdout);
+    assert!(run.stdout.contains("sums  map  v1"), "{}", run.stdout);
+    let run = sb
+        .weir(&[
+            "operator",
+            "inspect",
+            "--json",
+            operator("keyed-count").to_str().unwrap(),
+        ])
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["name"], "keyed-count");
+    assert_eq!(v["version"], "1.0.0");
+    assert_eq!(
+        v["states"],
+        serde_json::json!([{"name": "count", "kind": "value", "version": 1}])
+    );
+    assert_eq!(v["sha256"].as_str().unwrap().len(), 64);
+    assert!(v["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i == "weir:operator/state@0.1.0"));
+}
+
+#[test]
+fn build_writes_to_the_chosen_path() {
+    let sb = Sandbox::new();
+    operator("dedupe"); // the plugin workspace is built once already
+    let out = sb.path("built/dd.wasm");
+    let run = sb
+        .weir(&[
+            "build",
+            root().join("plugins/rust/dedupe").to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .ok();
+    assert_eq!(run.stdout.trim(), out.display().to_string());
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(&bytes[0..8], b"\0asm\x0d\x00\x01\x00");
+}
+
+#[test]
+fn build_refuses_a_folder_it_cannot_build() {
+    let sb = Sandbox::new();
+    sb.write("empty/readme.txt", "nothing to build");
+    sb.weir(&["build", "empty"])
+        .fails_with(&["empty", "language"]);
+    sb.weir(&["build", "nowhere"]).fails_with(&["nowhere"]);
+}
+
+#[test]
+fn a_second_start_uses_the_compiled_component_cache() {
+    let sb = Sandbox::new();
+    sb.write("in.jsonl", "{\"key\": \"a\", \"value\": \"1\"}\n");
+    sb.write(
+        "job.toml",
+        format!(
+            "name = \"cache\"\n[source]\ntype = \"file\"\npath = \"in.jsonl\"\n[[operators]]\nid = \"c\"\nwasm = {}\n[sink]\ntype = \"file\"\npath = \"out.jsonl\"\n",
+            toml_path(&operator("keyed-count"))
+        ),
+    );
+    let env = [("WEIR_LOG", "weir_host::component=debug")];
+    let first = sb.weir_with(&["run", "job.toml"], &env, None).ok();
+    assert!(
+        first.stderr.contains("component compiled"),
+        "{}",
+        first.stderr
+    );
+    let second = sb.weir_with(&["run", "job.toml"], &env, None).ok();
+    assert!(
+        second.stderr.contains("component loaded from cache"),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        !second.stderr.contains("component compiled"),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(sb.read("out.jsonl").lines().count(), 1);
+}

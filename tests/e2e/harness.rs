@@ -1,0 +1,225 @@
+//! Shared test helpers: the `weir` binary, operators built once per test run,
+//! and a temporary directory per test with a job file and input files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// The `weir` binary under test.
+pub fn weir_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_weir"))
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Operators built from source, by name: `word-split`, `keyed-count`,
+/// `windowed-sum`, `dedupe` (plugins/rust) and `probe` (tests/plugins).
+pub fn operator(name: &str) -> PathBuf {
+    static BUILT: OnceLock<BTreeMap<String, PathBuf>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let mut out = BTreeMap::new();
+        let dirs = [
+            ("word-split", "plugins/rust/word-split"),
+            ("keyed-count", "plugins/rust/keyed-count"),
+            ("windowed-sum", "plugins/rust/windowed-sum"),
+            ("dedupe", "plugins/rust/dedupe"),
+            ("probe", "tests/plugins/probe"),
+        ];
+        for (name, dir) in dirs {
+            let result = Command::new(weir_bin())
+                .arg("build")
+                .arg(root().join(dir))
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("running weir build");
+            assert!(result.status.success(), "weir build {dir} failed");
+            let path = PathBuf::from(String::from_utf8(result.stdout).unwrap().trim());
+            assert!(
+                path.is_file(),
+                "weir build printed {path:?}, which is not a file"
+            );
+            out.insert(name.to_string(), path);
+        }
+        out
+    });
+    built
+        .get(name)
+        .unwrap_or_else(|| panic!("no operator {name}"))
+        .clone()
+}
+
+/// A temporary directory for one test, with helpers to write files and run weir.
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+    cache: PathBuf,
+}
+
+/// What a `weir` run did.
+pub struct Run {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts success and returns self.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert!(
+            self.status.success(),
+            "weir failed: {}\nstdout:\n{}",
+            self.stderr,
+            self.stdout
+        );
+        self
+    }
+
+    /// Asserts failure with exit status 1 and a one-line error containing every
+    /// one of `needles`; returns that line.
+    #[track_caller]
+    pub fn fails_with(self, needles: &[&str]) -> String {
+        assert_eq!(
+            self.status.code(),
+            Some(1),
+            "expected exit 1; stderr:\n{}",
+            self.stderr
+        );
+        let errors: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect();
+        assert_eq!(
+            errors.len(),
+            1,
+            "expected one error line, stderr:\n{}",
+            self.stderr
+        );
+        assert!(
+            !self.stderr.lines().any(|l| l.starts_with("thread '")),
+            "weir panicked:\n{}",
+            self.stderr
+        );
+        for needle in needles {
+            assert!(
+                errors[0].contains(needle),
+                "error line {:?} lacks {needle:?}",
+                errors[0]
+            );
+        }
+        errors[0].to_string()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join(".cache");
+        Sandbox { dir, cache }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap_or_else(|e| panic!("reading {name}: {e}"))
+    }
+
+    /// `weir ARGS` in the sandbox, with its own component cache.
+    pub fn weir(&self, args: &[&str]) -> Run {
+        self.weir_with(args, &[], None)
+    }
+
+    /// `weir ARGS` with extra environment variables and standard input.
+    pub fn weir_with(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Run {
+        let mut cmd = Command::new(weir_bin());
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("WEIR_CACHE_DIR", &self.cache)
+            .env_remove("WEIR_LOG")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawning weir");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            let mut pipe = child.stdin.take().unwrap();
+            pipe.write_all(input).unwrap();
+        }
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = child.wait_with_output().unwrap();
+        Run {
+            status,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+
+    /// Writes `job.toml` and runs it.
+    pub fn run_job(&self, job: &str) -> Run {
+        self.write("job.toml", job);
+        self.weir(&["run", "job.toml"])
+    }
+}
+
+/// A JSON-lines event as the sink writes it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ev {
+    pub key: Option<String>,
+    pub value: String,
+    pub timestamp: i64,
+}
+
+/// Parses JSON-lines output into a sorted multiset of events.
+pub fn events(text: &str) -> Vec<Ev> {
+    let mut out: Vec<Ev> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}"));
+            Ev {
+                key: v["key"].as_str().map(str::to_string),
+                value: v["value"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no value in {l}"))
+                    .to_string(),
+                timestamp: v["timestamp"].as_i64().unwrap(),
+            }
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// TOML string literal for a path.
+pub fn toml_path(p: &Path) -> String {
+    format!("{:?}", p.display().to_string())
+}

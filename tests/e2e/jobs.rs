@@ -1,0 +1,466 @@
+//! Jobs that run to the end and produce known output.
+
+use std::collections::BTreeMap;
+
+use crate::harness::{events, operator, toml_path, Ev, Sandbox};
+
+const TEXT: &str = "The quick brown fox jumps over the lazy dog\n\
+the dog barks and the fox runs\n\
+\n\
+  A  quick   dog\tand a lazy fox\n";
+
+/// Running counts per word, computed here without weir.
+fn expected_word_counts(text: &str, lowercase: bool) -> Vec<Ev> {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut out = Vec::new();
+    for word in text.split_whitespace() {
+        let word = if lowercase {
+            word.to_lowercase()
+        } else {
+            word.to_string()
+        };
+        let n = counts.entry(word.clone()).or_default();
+        *n += 1;
+        out.push(Ev {
+            key: Some(word),
+            value: n.to_string(),
+            timestamp: 0,
+        });
+    }
+    out.sort();
+    out
+}
+
+fn wordcount_job(split_parallelism: u32, count_parallelism: u32) -> String {
+    format!(
+        r#"
+name = "wordcount"
+max_parallelism = 16
+
+[source]
+type = "file"
+path = "text.txt"
+format = "lines"
+
+[[operators]]
+id = "split"
+wasm = {split}
+parallelism = {split_parallelism}
+config = {{ lowercase = "true" }}
+
+[[operators]]
+id = "count"
+wasm = {count}
+parallelism = {count_parallelism}
+input = "key"
+
+[sink]
+type = "file"
+path = "out/counts.jsonl"
+"#,
+        split = toml_path(&operator("word-split")),
+        count = toml_path(&operator("keyed-count")),
+    )
+}
+
+#[test]
+fn word_count_of_a_known_text() {
+    let sb = Sandbox::new();
+    sb.write("text.txt", TEXT);
+    sb.run_job(&wordcount_job(1, 1)).ok();
+    let got = events(&sb.read("out/counts.jsonl"));
+    assert_eq!(got, expected_word_counts(TEXT, true));
+    // The final count of "the" is 4 and of "fox" 3.
+    assert!(got.contains(&Ev {
+        key: Some("the".into()),
+        value: "4".into(),
+        timestamp: 0
+    }));
+    assert!(got.contains(&Ev {
+        key: Some("fox".into()),
+        value: "3".into(),
+        timestamp: 0
+    }));
+}
+
+#[test]
+fn parallelism_one_and_three_give_the_same_results() {
+    let sb = Sandbox::new();
+    let text: String = (0..400)
+        .map(|i| format!("w{} w{} common w{}\n", i % 37, i % 11, (i * 7) % 53))
+        .collect();
+    sb.write("text.txt", &text);
+    sb.run_job(&wordcount_job(1, 1)).ok();
+    let one = events(&sb.read("out/counts.jsonl"));
+    sb.run_job(&wordcount_job(3, 3)).ok();
+    let three = events(&sb.read("out/counts.jsonl"));
+    sb.run_job(&wordcount_job(2, 3)).ok();
+    let mixed = events(&sb.read("out/counts.jsonl"));
+    assert_eq!(one, expected_word_counts(&text, true));
+    assert_eq!(one, three);
+    assert_eq!(one, mixed);
+}
+
+fn windowed_job(parallelism: u32, delay: &str) -> String {
+    format!(
+        r#"
+name = "windows"
+
+[source]
+type = "file"
+path = "in.jsonl"
+watermark_delay = "{delay}"
+# The watermark advances between batches: one event per batch makes lateness exact.
+batch_size = 1
+
+[[operators]]
+id = "sum"
+wasm = {sum}
+parallelism = {parallelism}
+input = "key"
+config = {{ size_ms = "1000" }}
+
+[sink]
+type = "file"
+path = "sums.jsonl"
+
+[dead_letter]
+path = "dead.jsonl"
+"#,
+        sum = toml_path(&operator("windowed-sum")),
+    )
+}
+
+#[test]
+fn windowed_sums_over_out_of_order_input() {
+    let sb = Sandbox::new();
+    // Out of order within the 2 s watermark delay; one late event, one non-integer.
+    let input = [
+        r#"{"key": "a", "value": "1", "timestamp": 100}"#,
+        r#"{"key": "b", "value": "10", "timestamp": 1500}"#,
+        r#"{"key": "a", "value": "2", "timestamp": 900}"#,
+        r#"{"key": "a", "value": "4", "timestamp": 2100}"#,
+        r#"{"key": "a", "value": "8", "timestamp": 300}"#,
+        r#"{"key": "b", "value": "20", "timestamp": 1999}"#,
+        r#"{"key": "b", "value": "x", "timestamp": 2000}"#,
+        r#"{"key": "a", "value": "16", "timestamp": 5200}"#,
+        r#"{"key": "a", "value": "32", "timestamp": 600}"#,
+        r#"{"key": "b", "value": "64", "timestamp": 5999}"#,
+    ]
+    .join("\n");
+    sb.write("in.jsonl", input);
+    let mut expected = vec![
+        Ev {
+            key: Some("a".into()),
+            value: "11".into(),
+            timestamp: 999,
+        },
+        Ev {
+            key: Some("a".into()),
+            value: "4".into(),
+            timestamp: 2999,
+        },
+        Ev {
+            key: Some("a".into()),
+            value: "16".into(),
+            timestamp: 5999,
+        },
+        Ev {
+            key: Some("b".into()),
+            value: "30".into(),
+            timestamp: 1999,
+        },
+        Ev {
+            key: Some("b".into()),
+            value: "64".into(),
+            timestamp: 5999,
+        },
+    ];
+    expected.sort();
+    for parallelism in [1, 3] {
+        sb.run_job(&windowed_job(parallelism, "2s")).ok();
+        assert_eq!(
+            events(&sb.read("sums.jsonl")),
+            expected,
+            "parallelism {parallelism}"
+        );
+        let dead: Vec<serde_json::Value> = sb
+            .read("dead.jsonl")
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(dead.len(), 2, "{dead:?}");
+        let late = dead
+            .iter()
+            .find(|d| d["timestamp"] == 600)
+            .expect("the late event");
+        assert_eq!(late["operator"], "sum");
+        assert_eq!(late["value"], "32");
+        assert!(late["error"].as_str().unwrap().contains("late"), "{late}");
+        let bad = dead
+            .iter()
+            .find(|d| d["timestamp"] == 2000)
+            .expect("the non-integer");
+        assert!(
+            bad["error"].as_str().unwrap().contains("not an integer"),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn the_last_windows_fire_at_the_end_of_a_bounded_input() {
+    let sb = Sandbox::new();
+    sb.write(
+        "in.jsonl",
+        "{\"key\": \"k\", \"value\": \"5\", \"timestamp\": 10}\n{\"key\": \"k\", \"value\": \"6\", \"timestamp\": 20}\n",
+    );
+    // A huge delay: the watermark never passes the window before the input ends.
+    sb.run_job(&windowed_job(1, "1h")).ok();
+    assert_eq!(
+        events(&sb.read("sums.jsonl")),
+        vec![Ev {
+            key: Some("k".into()),
+            value: "11".into(),
+            timestamp: 999
+        }]
+    );
+}
+
+#[test]
+fn dedupe_emits_each_value_once_per_key() {
+    let sb = Sandbox::new();
+    let input = [
+        ("a", "x", 1),
+        ("a", "y", 2),
+        ("a", "x", 3),
+        ("b", "x", 4),
+        ("b", "x", 5),
+        ("a", "y", 6),
+        ("a", "z", 7),
+    ]
+    .iter()
+    .map(|(k, v, t)| format!(r#"{{"key": "{k}", "value": "{v}", "timestamp": {t}}}"#))
+    .collect::<Vec<_>>()
+    .join("\n");
+    sb.write("in.jsonl", input);
+    sb.run_job(&format!(
+        r#"
+name = "dedupe"
+[source]
+type = "file"
+path = "in.jsonl"
+[[operators]]
+id = "dedupe"
+wasm = {dedupe}
+parallelism = 2
+input = "key"
+[sink]
+type = "file"
+path = "out.jsonl"
+"#,
+        dedupe = toml_path(&operator("dedupe"))
+    ))
+    .ok();
+    let ev = |k: &str, v: &str, t| Ev {
+        key: Some(k.into()),
+        value: v.into(),
+        timestamp: t,
+    };
+    assert_eq!(
+        events(&sb.read("out.jsonl")),
+        vec![
+            ev("a", "x", 1),
+            ev("a", "y", 2),
+            ev("a", "z", 7),
+            ev("b", "x", 4)
+        ]
+    );
+}
+
+#[test]
+fn generator_to_blackhole_is_deterministic() {
+    let sb = Sandbox::new();
+    let job = |sink: &str| {
+        format!(
+            r#"
+name = "gen"
+[source]
+type = "generator"
+count = 5000
+keys = 50
+value_size = 8
+seed = 7
+[[operators]]
+id = "count"
+wasm = {count}
+parallelism = 2
+input = "key"
+[sink]
+{sink}
+"#,
+            count = toml_path(&operator("keyed-count"))
+        )
+    };
+    let run = sb.run_job(&job("type = \"blackhole\"")).ok();
+    assert!(
+        run.stderr.contains("5000 events in, 5000 out"),
+        "{}",
+        run.stderr
+    );
+    sb.run_job(&job("type = \"file\"\npath = \"a.jsonl\"")).ok();
+    sb.run_job(&job("type = \"file\"\npath = \"b.jsonl\"")).ok();
+    let a = events(&sb.read("a.jsonl"));
+    assert_eq!(a, events(&sb.read("b.jsonl")));
+    assert_eq!(a.len(), 5000);
+    // Every key's counts run 1..=n with no gap.
+    let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for e in &a {
+        per_key
+            .entry(e.key.clone().unwrap())
+            .or_default()
+            .push(e.value.parse().unwrap());
+    }
+    assert!(per_key.len() <= 50 && per_key.len() > 40);
+    for (k, mut counts) in per_key {
+        counts.sort();
+        assert_eq!(
+            counts,
+            (1..=counts.len() as u64).collect::<Vec<_>>(),
+            "key {k}"
+        );
+    }
+}
+
+#[test]
+fn stdin_source_and_stdout_sink() {
+    let sb = Sandbox::new();
+    sb.write(
+        "job.toml",
+        format!(
+            r#"
+name = "pipe"
+[source]
+type = "stdin"
+format = "lines"
+[[operators]]
+id = "split"
+wasm = {split}
+[sink]
+type = "stdout"
+"#,
+            split = toml_path(&operator("word-split"))
+        ),
+    );
+    let run = sb
+        .weir_with(
+            &["run", "job.toml"],
+            &[],
+            Some("hello world\nhello\n".as_bytes()),
+        )
+        .ok();
+    let ev = |w: &str| Ev {
+        key: Some(w.into()),
+        value: w.into(),
+        timestamp: 0,
+    };
+    assert_eq!(
+        events(&run.stdout),
+        vec![ev("hello"), ev("hello"), ev("world")]
+    );
+}
+
+#[test]
+fn non_utf8_bytes_round_trip_as_base64() {
+    let sb = Sandbox::new();
+    sb.write("in.jsonl", "{\"key_b64\": \"/w==\", \"value\": \"a\", \"timestamp\": 3}\n{\"key\": \"k\", \"value_b64\": \"gA==\"}\n");
+    sb.run_job(&format!(
+        r#"
+name = "bytes"
+[source]
+type = "file"
+path = "in.jsonl"
+[[operators]]
+id = "dedupe"
+wasm = {dedupe}
+[sink]
+type = "file"
+path = "out.jsonl"
+"#,
+        dedupe = toml_path(&operator("dedupe"))
+    ))
+    .ok();
+    let out = sb.read("out.jsonl");
+    assert!(
+        out.contains(r#""key_b64":"/w==","value":"a","timestamp":3"#),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#""key":"k","value_b64":"gA==","timestamp":0"#),
+        "{out}"
+    );
+}
+
+fn probe_job(extra: &str, dead_letter: bool) -> String {
+    format!(
+        r#"
+name = "probe"
+[source]
+type = "file"
+path = "in.jsonl"
+[[operators]]
+id = "probe"
+wasm = {probe}
+parallelism = 2
+input = "key"
+{extra}
+[sink]
+type = "file"
+path = "out.jsonl"
+{dead}
+"#,
+        probe = toml_path(&operator("probe")),
+        dead = if dead_letter {
+            "[dead_letter]\npath = \"dead.jsonl\""
+        } else {
+            ""
+        }
+    )
+}
+
+#[test]
+fn list_state_processing_time_timers_bad_input_and_guest_logs() {
+    let sb = Sandbox::new();
+    let mut lines = Vec::new();
+    for i in 0..300 {
+        lines.push(format!(r#"{{"key": "k{}", "value": "v{i}"}}"#, i % 7));
+        if i % 50 == 0 {
+            lines.push(r#"{"key": "k1", "value": "bad"}"#.to_string());
+        }
+    }
+    lines.push(r#"{"key": "k2", "value": "log:hello from the guest"}"#.to_string());
+    sb.write("in.jsonl", lines.join("\n"));
+    let run = sb.run_job(&probe_job("", true)).ok();
+    assert!(
+        run.stderr.contains("hello from the guest"),
+        "{}",
+        run.stderr
+    );
+    // Every item comes out exactly once, in order per key, whatever the timer grouping.
+    let mut per_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in sb.read("out.jsonl").lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let items = per_key
+            .entry(v["key"].as_str().unwrap().to_string())
+            .or_default();
+        items.extend(v["value"].as_str().unwrap().split(',').map(str::to_string));
+    }
+    for k in 0..7 {
+        let want: Vec<String> = (0..300)
+            .filter(|i| i % 7 == k)
+            .map(|i| format!("v{i}"))
+            .collect();
+        assert_eq!(per_key.get(&format!("k{k}")), Some(&want), "key k{k}");
+    }
+    assert_eq!(sb.read("dead.jsonl").lines().count(), 6);
+}

@@ -1,0 +1,76 @@
+//! `probe`: a test operator whose behaviour is driven by each event's value.
+//!
+//! - `panic` panics (the subtask traps); `fatal` returns a fatal error;
+//!   `bad` is rejected as bad input; `log:TEXT` logs TEXT at info level.
+//! - anything else is appended to the list state `items` of its key, and a
+//!   processing-time timer is set for now; when it fires, the operator emits
+//!   the key with `value` = the list joined by `,` and clears the list.
+//! - config `mode = "foreign"` writes state under a key of its own choosing
+//!   (not the event's), to test the key-group check.
+
+use weir_sdk::{Context, Error, Event, ListState, Operator, Output, StateSpec, TimeDomain, Timer};
+
+struct Probe {
+    items: ListState<String>,
+    foreign: bool,
+}
+
+impl Operator for Probe {
+    const NAME: &'static str = "probe";
+    const VERSION: &'static str = "0.1.0";
+
+    fn states() -> Vec<StateSpec> {
+        vec![StateSpec::list("items", 1)]
+    }
+
+    fn open(ctx: &mut Context) -> Result<Self, String> {
+        Ok(Probe {
+            items: ctx.list_state("items")?,
+            foreign: ctx.config().get("mode") == Some("foreign"),
+        })
+    }
+
+    fn process(
+        &mut self,
+        ctx: &mut Context,
+        event: Event<'_>,
+        _out: &mut Output,
+    ) -> Result<(), Error> {
+        let value = event.value_str()?;
+        let key = event.key.unwrap_or(b"");
+        match value {
+            "panic" => panic!("probe was asked to panic"),
+            "fatal" => return Err(Error::fatal("probe was asked to fail")),
+            "bad" => return Err(Error::bad_input("probe was told this event is bad")),
+            v if v.starts_with("log:") => weir_sdk::log::info(&v[4..]),
+            v => {
+                let key = if self.foreign {
+                    format!("{}-elsewhere", v).into_bytes()
+                } else {
+                    key.to_vec()
+                };
+                self.items.add(&key, &v.to_string())?;
+                let now = ctx.processing_time();
+                ctx.register_timer(TimeDomain::ProcessingTime, Some(&key), now);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        _ctx: &mut Context,
+        timer: Timer<'_>,
+        out: &mut Output,
+    ) -> Result<(), Error> {
+        let key = timer.key.unwrap_or(b"");
+        let items = self.items.get(key)?;
+        if !items.is_empty() {
+            out.emit(Some(key), items.join(","), timer.timestamp);
+            self.items.clear(key)?;
+        }
+        Ok(())
+    }
+}
+
+weir_sdk::export!(Probe);
