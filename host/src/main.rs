@@ -26,14 +26,30 @@ fn init_tracing() {
         .init();
 }
 
+/// The error and its causes on one line, each cause once (an error that
+/// quotes its source is not followed by that source again).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message.replace('\n', " ")
+}
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_tracing();
     match cli.execute() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let message = format!("{e:#}").replace('\n', " ");
-            eprintln!("error: {message}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -216,24 +216,25 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ValueState<T> {
 
     /// Stores `value` for `key`.
     pub fn set(&self, key: &[u8], value: T) {
-        self.inner.borrow_mut().entries.insert(
-            key.to_vec(),
-            Slot {
-                value: Some(value),
-                dirty: true,
-            },
-        );
+        self.write(key, Some(value));
     }
 
     /// Removes the value of `key`.
     pub fn remove(&self, key: &[u8]) {
-        self.inner.borrow_mut().entries.insert(
-            key.to_vec(),
-            Slot {
-                value: None,
-                dirty: true,
-            },
-        );
+        self.write(key, None);
+    }
+
+    fn write(&self, key: &[u8], value: Option<T>) {
+        let mut cache = self.inner.borrow_mut();
+        // Most writes follow a read of the same key: reuse its slot, no allocation.
+        if let Some(slot) = cache.entries.get_mut(key) {
+            slot.value = value;
+            slot.dirty = true;
+        } else {
+            cache
+                .entries
+                .insert(key.to_vec(), Slot { value, dirty: true });
+        }
     }
 }
 
@@ -244,18 +245,23 @@ impl<T: Serialize + DeserializeOwned> Flush for RefCell<ValueCache<T>> {
         let mut values = empty_blobs();
         let mut result = Ok(());
         for (key, slot) in cache.entries.iter().filter(|(_, s)| s.dirty) {
-            let encoded = match &slot.value {
-                Some(v) => match encode(&cache.name, v) {
-                    Ok(bytes) => Some(bytes),
-                    Err(e) => {
-                        result = Err(e);
+            match &slot.value {
+                Some(v) => {
+                    // Encode straight into the flat buffer: no allocation per value.
+                    let start = values.data.len();
+                    if let Err(e) = serde_json::to_writer(&mut values.data, v) {
+                        values.data.truncate(start);
+                        result = Err(Error::fatal(format!(
+                            "cannot encode a value of state `{}`: {e}",
+                            cache.name
+                        )));
                         continue;
                     }
-                },
-                None => None,
-            };
+                    values.lens.push((values.data.len() - start) as i32);
+                }
+                None => values.lens.push(-1),
+            }
             push_blob(&mut keys, Some(key));
-            push_blob(&mut values, encoded.as_deref());
         }
         if !keys.lens.is_empty() {
             cache.handle.put_many(&keys, &values);

@@ -45,6 +45,10 @@ fn missing_job_file() {
     Sandbox::new()
         .weir(&["run", "nope.toml"])
         .fails_with(&["nope.toml"]);
+    let line = Sandbox::new()
+        .weir(&["run", "nope.toml"])
+        .fails_with(&["No such file"]);
+    assert_eq!(line.matches("No such file").count(), 1, "{line}");
 }
 
 #[test]

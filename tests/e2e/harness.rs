@@ -114,6 +114,7 @@ impl Run {
                 errors[0]
             );
         }
+        eprintln!("{}", errors[0]);
         errors[0].to_string()
     }
 }
