@@ -12,8 +12,10 @@
 pub mod batch;
 pub mod bindings;
 pub mod build;
+pub mod checkpoint;
 pub mod component;
 pub mod connectors;
+pub mod coordinator;
 pub mod dead_letter;
 pub mod guest_output;
 pub mod host_logging;

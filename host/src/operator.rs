@@ -144,6 +144,15 @@ pub trait OperatorInstance: Send {
     fn ctx(&mut self) -> &mut SubtaskCtx;
 }
 
+/// A checkpoint to restore subtasks from.
+#[derive(Clone)]
+pub struct Restore {
+    /// The checkpoint database.
+    pub store: crate::checkpoint::CheckpointStore,
+    /// The checkpoint.
+    pub meta: crate::checkpoint::CheckpointMeta,
+}
+
 /// An operator instance running a WebAssembly component.
 pub struct WasmOperator {
     store: Store<HostCtx>,
@@ -151,20 +160,40 @@ pub struct WasmOperator {
 }
 
 impl WasmOperator {
-    /// Instantiates `loaded` for a subtask, declares its states and calls `open`.
+    /// Instantiates `loaded` for a subtask, declares its states, restores
+    /// its key groups' state and timers from `restore` if given, and calls `open`.
     pub fn start(
         loaded: &LoadedOperator,
         task: TaskInfo,
         key_groups: Range<u32>,
         config: &BTreeMap<String, String>,
+        restore: Option<&Restore>,
+        track_changes: bool,
     ) -> Result<Self, String> {
         let mut sub = SubtaskCtx::new(
             &task.operator_id,
             task.subtask,
             task.max_parallelism,
-            key_groups,
+            key_groups.clone(),
         );
         sub.state.declare(&loaded.spec.states)?;
+        if let Some(r) = restore {
+            let state = &mut sub.state;
+            r.store
+                .load_state(&r.meta, &task.operator_id, key_groups.clone(), |change| {
+                    state.restore(change)
+                })
+                .map_err(|e| e.to_string())?;
+            let timers = r
+                .store
+                .load_timers(r.meta.id, &task.operator_id, key_groups)
+                .map_err(|e| e.to_string())?;
+            sub.timers.restore(timers);
+            sub.watermark = r.meta.watermark;
+        }
+        if track_changes {
+            sub.state.track_changes();
+        }
         let mut store = Store::new(loaded.pre.engine(), HostCtx::new(sub));
         let world = loaded
             .pre

@@ -98,6 +98,14 @@ impl Router {
         Ok(())
     }
 
+    /// Sends a checkpoint barrier to every connected subtask.
+    pub fn send_barrier(&mut self, barrier: crate::stream::Barrier) -> Result<(), Closed> {
+        for s in &self.senders {
+            s.send(Message::Barrier(barrier)).map_err(|_| Closed)?;
+        }
+        Ok(())
+    }
+
     /// Tells every connected subtask that this instance has finished.
     pub fn send_end(&mut self) -> Result<(), Closed> {
         for s in &self.senders {

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::bindings::{StateKind, StateSpec};
 use crate::keygroup;
@@ -53,6 +53,33 @@ pub enum StateError {
     },
 }
 
+/// A stored state entry: the whole state of one key (in one key group) of one
+/// declared state, or its deletion. Checkpoints store these.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum StoredEntry {
+    /// A value state's value.
+    Value(Vec<u8>),
+    /// A map state's entries, sorted by user key.
+    Map(Vec<(Vec<u8>, Vec<u8>)>),
+    /// A list state's values.
+    List(Vec<Vec<u8>>),
+    /// The key has no state (any more).
+    Deleted,
+}
+
+/// The state of one key of one declared state, as a checkpoint stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    /// The declared state's name.
+    pub state: String,
+    /// The key's key group.
+    pub key_group: u32,
+    /// The key.
+    pub key: Vec<u8>,
+    /// Its state now.
+    pub entry: StoredEntry,
+}
+
 /// All declared states of one subtask.
 #[derive(Debug)]
 pub struct StateBackend {
@@ -60,6 +87,9 @@ pub struct StateBackend {
     max_parallelism: u32,
     key_groups: Range<u32>,
     states: Vec<DeclaredState>,
+    /// Keys written since the last snapshot, per state and local key group;
+    /// `None` when no checkpoints are taken.
+    changed: Option<Vec<Vec<FxHashSet<Vec<u8>>>>>,
 }
 
 impl StateBackend {
@@ -70,7 +100,160 @@ impl StateBackend {
             max_parallelism,
             key_groups,
             states: Vec::new(),
+            changed: None,
         }
+    }
+
+    /// Starts recording which keys change, for incremental snapshots.
+    pub fn track_changes(&mut self) {
+        let groups = self.key_groups.len();
+        self.changed = Some(
+            self.states
+                .iter()
+                .map(|_| vec![FxHashSet::default(); groups])
+                .collect(),
+        );
+    }
+
+    fn mark(&mut self, state: usize, group: usize, key: &[u8]) {
+        if let Some(changed) = &mut self.changed {
+            let set = &mut changed[state][group];
+            if !set.contains(key) {
+                set.insert(key.to_vec());
+            }
+        }
+    }
+
+    fn entry_of(&self, state: usize, group: usize, key: &[u8]) -> StoredEntry {
+        let found = match &self.states[state].data {
+            StateData::Value(g) => g[group].get(key).map(|v| StoredEntry::Value(v.clone())),
+            StateData::Map(g) => g[group]
+                .get(key)
+                .map(|m| StoredEntry::Map(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())),
+            StateData::List(g) => g[group].get(key).map(|l| StoredEntry::List(l.clone())),
+        };
+        found.unwrap_or(StoredEntry::Deleted)
+    }
+
+    /// The state of every key written since the previous snapshot (deleted
+    /// keys as [`StoredEntry::Deleted`]), and forgets that they changed.
+    pub fn take_changes(&mut self) -> Vec<StateChange> {
+        let Some(changed) = self.changed.as_mut() else {
+            return Vec::new();
+        };
+        let taken: Vec<Vec<FxHashSet<Vec<u8>>>> = changed
+            .iter_mut()
+            .map(|groups| groups.iter_mut().map(std::mem::take).collect())
+            .collect();
+        let mut out = Vec::new();
+        for (state, groups) in taken.into_iter().enumerate() {
+            for (group, keys) in groups.into_iter().enumerate() {
+                for key in keys {
+                    let entry = self.entry_of(state, group, &key);
+                    out.push(StateChange {
+                        state: self.states[state].spec.name.clone(),
+                        key_group: self.key_groups.start + group as u32,
+                        key,
+                        entry,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The state of every key (a full snapshot), and forgets what changed.
+    pub fn take_all(&mut self) -> Vec<StateChange> {
+        if let Some(changed) = self.changed.as_mut() {
+            changed.iter_mut().flatten().for_each(FxHashSet::clear);
+        }
+        let total: usize = self.key_counts().iter().map(|(_, n)| n).sum();
+        let mut out = Vec::with_capacity(total);
+        let start = self.key_groups.start;
+        for declared in &self.states {
+            let name = &declared.spec.name;
+            let change = |group: usize, key: &Vec<u8>, entry: StoredEntry| StateChange {
+                state: name.clone(),
+                key_group: start + group as u32,
+                key: key.clone(),
+                entry,
+            };
+            match &declared.data {
+                StateData::Value(groups) => {
+                    for (g, map) in groups.iter().enumerate() {
+                        out.extend(
+                            map.iter()
+                                .map(|(k, v)| change(g, k, StoredEntry::Value(v.clone()))),
+                        );
+                    }
+                }
+                StateData::Map(groups) => {
+                    for (g, map) in groups.iter().enumerate() {
+                        out.extend(map.iter().map(|(k, m)| {
+                            let entries = m.iter().map(|(mk, v)| (mk.clone(), v.clone())).collect();
+                            change(g, k, StoredEntry::Map(entries))
+                        }));
+                    }
+                }
+                StateData::List(groups) => {
+                    for (g, map) in groups.iter().enumerate() {
+                        out.extend(
+                            map.iter()
+                                .map(|(k, l)| change(g, k, StoredEntry::List(l.clone()))),
+                        );
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Puts restored state back. The key group must be one of this
+    /// subtask's, the state declared, and the entry of the state's kind.
+    pub fn restore(&mut self, change: StateChange) -> Result<(), String> {
+        let Some(state) = self.states.iter().position(|s| s.spec.name == change.state) else {
+            return Err(format!(
+                "the checkpoint has state `{}`, which the operator does not declare",
+                change.state
+            ));
+        };
+        if !self.key_groups.contains(&change.key_group) {
+            return Err(format!(
+                "key group {} does not belong to this subtask",
+                change.key_group
+            ));
+        }
+        let group = (change.key_group - self.key_groups.start) as usize;
+        let kind = self.states[state].spec.kind;
+        match (&mut self.states[state].data, change.entry) {
+            (StateData::Value(g), StoredEntry::Value(v)) => {
+                g[group].insert(change.key, v);
+            }
+            (StateData::Map(g), StoredEntry::Map(entries)) => {
+                g[group].insert(change.key, entries.into_iter().collect());
+            }
+            (StateData::List(g), StoredEntry::List(values)) => {
+                g[group].insert(change.key, values);
+            }
+            (StateData::Value(g), StoredEntry::Deleted) => {
+                g[group].remove(&change.key);
+            }
+            (StateData::Map(g), StoredEntry::Deleted) => {
+                g[group].remove(&change.key);
+            }
+            (StateData::List(g), StoredEntry::Deleted) => {
+                g[group].remove(&change.key);
+            }
+            (_, entry) => {
+                return Err(format!(
+                    "state `{}` is {} state, but the checkpoint holds {} state for it",
+                    change.state,
+                    kind_name(kind),
+                    stored_kind(&entry)
+                ))
+            }
+        }
+        Ok(())
     }
 
     /// Declares the states of an operator (from its `describe`), empty.
@@ -152,6 +335,7 @@ impl StateBackend {
     ) -> Result<(), StateError> {
         let s = state as usize;
         let g = self.local_group(s, key)?;
+        self.mark(s, g, key);
         let StateData::Value(groups) = &mut self.states[s].data else {
             unreachable!("state handles are typed by kind")
         };
@@ -178,8 +362,28 @@ impl StateBackend {
         state: u32,
         key: &[u8],
     ) -> Result<&mut FxHashMap<Vec<u8>, MapEntries>, StateError> {
+        self.map_of_inner(state, key, false)
+    }
+
+    fn map_of_mut(
+        &mut self,
+        state: u32,
+        key: &[u8],
+    ) -> Result<&mut FxHashMap<Vec<u8>, MapEntries>, StateError> {
+        self.map_of_inner(state, key, true)
+    }
+
+    fn map_of_inner(
+        &mut self,
+        state: u32,
+        key: &[u8],
+        write: bool,
+    ) -> Result<&mut FxHashMap<Vec<u8>, MapEntries>, StateError> {
         let s = state as usize;
         let g = self.local_group(s, key)?;
+        if write {
+            self.mark(s, g, key);
+        }
         match &mut self.states[s].data {
             StateData::Map(groups) => Ok(&mut groups[g]),
             _ => unreachable!("state handles are typed by kind"),
@@ -208,7 +412,7 @@ impl StateBackend {
         map_key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), StateError> {
-        let maps = self.map_of(state, key)?;
+        let maps = self.map_of_mut(state, key)?;
         match value {
             Some(v) => {
                 maps.entry(key.to_vec())
@@ -238,7 +442,7 @@ impl StateBackend {
 
     /// Map state: removes the map of `key`.
     pub fn map_clear(&mut self, state: u32, key: &[u8]) -> Result<(), StateError> {
-        self.map_of(state, key)?.remove(key);
+        self.map_of_mut(state, key)?.remove(key);
         Ok(())
     }
 
@@ -247,8 +451,28 @@ impl StateBackend {
         state: u32,
         key: &[u8],
     ) -> Result<&mut FxHashMap<Vec<u8>, Vec<Vec<u8>>>, StateError> {
+        self.list_of_inner(state, key, false)
+    }
+
+    fn list_of_mut(
+        &mut self,
+        state: u32,
+        key: &[u8],
+    ) -> Result<&mut FxHashMap<Vec<u8>, Vec<Vec<u8>>>, StateError> {
+        self.list_of_inner(state, key, true)
+    }
+
+    fn list_of_inner(
+        &mut self,
+        state: u32,
+        key: &[u8],
+        write: bool,
+    ) -> Result<&mut FxHashMap<Vec<u8>, Vec<Vec<u8>>>, StateError> {
         let s = state as usize;
         let g = self.local_group(s, key)?;
+        if write {
+            self.mark(s, g, key);
+        }
         match &mut self.states[s].data {
             StateData::List(groups) => Ok(&mut groups[g]),
             _ => unreachable!("state handles are typed by kind"),
@@ -266,7 +490,7 @@ impl StateBackend {
 
     /// List state: appends `value` to the list of `key`.
     pub fn list_add(&mut self, state: u32, key: &[u8], value: &[u8]) -> Result<(), StateError> {
-        self.list_of(state, key)?
+        self.list_of_mut(state, key)?
             .entry(key.to_vec())
             .or_default()
             .push(value.to_vec());
@@ -280,7 +504,7 @@ impl StateBackend {
         key: &[u8],
         values: Vec<Vec<u8>>,
     ) -> Result<(), StateError> {
-        let lists = self.list_of(state, key)?;
+        let lists = self.list_of_mut(state, key)?;
         if values.is_empty() {
             lists.remove(key);
         } else {
@@ -302,6 +526,15 @@ impl StateBackend {
                 (s.spec.name.clone(), n)
             })
             .collect()
+    }
+}
+
+fn stored_kind(entry: &StoredEntry) -> &'static str {
+    match entry {
+        StoredEntry::Value(_) => "value",
+        StoredEntry::Map(_) => "map",
+        StoredEntry::List(_) => "list",
+        StoredEntry::Deleted => "no",
     }
 }
 
@@ -366,6 +599,44 @@ mod tests {
         b.list_update(l, b"k", vec![]).unwrap();
         assert!(b.list_get(l, b"k").unwrap().is_empty());
         assert_eq!(b.key_counts()[0].1, 0);
+    }
+
+    #[test]
+    fn changes_snapshot_and_restore() {
+        let mut b = StateBackend::new(0, 8, 0..8);
+        b.declare(&[spec("v", StateKind::Value), spec("m", StateKind::Map)])
+            .unwrap();
+        b.track_changes();
+        b.value_put(0, b"a", Some(b"1")).unwrap();
+        b.value_put(0, b"b", Some(b"2")).unwrap();
+        b.map_put(1, b"a", b"x", Some(b"9")).unwrap();
+        assert_eq!(b.take_changes().len(), 3);
+        assert!(
+            b.take_changes().is_empty(),
+            "changes are forgotten once taken"
+        );
+        b.value_put(0, b"a", None).unwrap();
+        let changes = b.take_changes();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].entry, StoredEntry::Deleted);
+        let all = b.take_all();
+        assert_eq!(all.len(), 2);
+
+        let mut r = StateBackend::new(0, 8, 0..8);
+        r.declare(&[spec("v", StateKind::Value), spec("m", StateKind::Map)])
+            .unwrap();
+        for c in all {
+            r.restore(c).unwrap();
+        }
+        assert_eq!(r.value_get(0, b"b").unwrap(), Some(&b"2"[..]));
+        assert_eq!(r.map_get(1, b"a", b"x").unwrap(), Some(&b"9"[..]));
+        let wrong = StateChange {
+            state: "v".into(),
+            key_group: 0,
+            key: b"k".to_vec(),
+            entry: StoredEntry::List(vec![]),
+        };
+        assert!(r.restore(wrong).unwrap_err().contains("value state"));
     }
 
     #[test]

@@ -22,8 +22,19 @@ pub enum Message {
     /// No event with a timestamp at or below this will follow on this channel
     /// (late ones aside).
     Watermark(i64),
+    /// Checkpoint barrier: everything before it belongs to the checkpoint.
+    Barrier(Barrier),
     /// The sender has finished: nothing more will follow.
     End,
+}
+
+/// A checkpoint barrier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Barrier {
+    /// The checkpoint's ID.
+    pub id: u64,
+    /// Whether operators snapshot all their state, not only what changed.
+    pub full: bool,
 }
 
 /// A bounded data-path channel.
@@ -33,8 +44,10 @@ pub fn channel() -> (Sender<Message>, Receiver<Message>) {
 
 /// What [`Inputs::recv`] found.
 pub enum Received {
-    /// A message from input `.0`.
+    /// A message from input `.0` (never a barrier: see `Barrier`).
     Message(usize, Message),
+    /// The barrier has arrived on every input that has not ended.
+    Barrier(Barrier),
     /// Every input has sent `End`.
     AllEnded,
     /// An input's sender went away without `End`: an upstream stage failed.
@@ -50,6 +63,11 @@ pub struct Inputs {
     ended: Vec<bool>,
     watermarks: Vec<i64>,
     next_first: usize,
+    /// Exactly-once: an input whose barrier has arrived is held back until
+    /// the barrier has arrived on all inputs.
+    align: bool,
+    barrier: Option<Barrier>,
+    arrived: Vec<bool>,
 }
 
 impl Inputs {
@@ -61,16 +79,69 @@ impl Inputs {
             ended: vec![false; n],
             watermarks: vec![i64::MIN; n],
             next_first: 0,
+            align: true,
+            barrier: None,
+            arrived: vec![false; n],
         }
+    }
+
+    /// Whether barriers are aligned (exactly-once, the default) or only
+    /// counted (at-least-once: no input is held back).
+    pub fn set_aligned(&mut self, align: bool) {
+        self.align = align;
+    }
+
+    /// Starts every input at `watermark` (after a restore).
+    pub fn start_watermarks_at(&mut self, watermark: i64) {
+        self.watermarks.iter_mut().for_each(|w| *w = watermark);
+    }
+
+    /// If the pending barrier has arrived on every input that has not ended,
+    /// completes it.
+    fn barrier_complete(&mut self) -> Option<Barrier> {
+        let barrier = self.barrier?;
+        let done = (0..self.receivers.len()).all(|i| self.arrived[i] || self.ended[i]);
+        if !done {
+            return None;
+        }
+        self.barrier = None;
+        self.arrived.iter_mut().for_each(|a| *a = false);
+        Some(barrier)
     }
 
     /// Waits for the next message from any input that has not ended, until
     /// `deadline` if one is given. Inputs are polled in rotating order.
     pub fn recv(&mut self, deadline: Option<Instant>) -> Received {
+        loop {
+            match self.recv_one(deadline) {
+                Received::Message(input, Message::Barrier(b)) => {
+                    if let Some(pending) = self.barrier {
+                        if pending.id != b.id {
+                            // A newer barrier overtook one that never completed
+                            // (at-least-once): the older one is abandoned.
+                            self.arrived.iter_mut().for_each(|a| *a = false);
+                        }
+                    }
+                    self.barrier = Some(b);
+                    self.arrived[input] = true;
+                    if let Some(done) = self.barrier_complete() {
+                        return Received::Barrier(done);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn recv_one(&mut self, deadline: Option<Instant>) -> Received {
+        if let Some(done) = self.barrier_complete() {
+            return Received::Barrier(done);
+        }
         let n = self.receivers.len();
+        let held = |i: usize| self.align && self.barrier.is_some() && self.arrived[i];
         let open: Vec<usize> = (0..n)
             .map(|i| (self.next_first + i) % n.max(1))
-            .filter(|&i| !self.ended[i])
+            .filter(|&i| !self.ended[i] && !held(i))
             .collect();
         if open.is_empty() {
             return Received::AllEnded;
@@ -126,5 +197,58 @@ pub enum StageError {
 impl From<crate::partition::Closed> for StageError {
     fn from(_: crate::partition::Closed) -> Self {
         StageError::Cancelled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn barriers_are_aligned_across_inputs() {
+        let (a_tx, a_rx) = channel();
+        let (b_tx, b_rx) = channel();
+        let mut inputs = Inputs::new(vec![a_rx, b_rx]);
+        let barrier = Barrier { id: 1, full: false };
+        a_tx.send(Message::Barrier(barrier)).unwrap();
+        a_tx.send(Message::Watermark(5)).unwrap();
+        b_tx.send(Message::Watermark(3)).unwrap();
+        // Input a is held back after its barrier: b's watermark comes first.
+        assert!(matches!(
+            inputs.recv(None),
+            Received::Message(1, Message::Watermark(3))
+        ));
+        b_tx.send(Message::Barrier(barrier)).unwrap();
+        assert!(matches!(inputs.recv(None), Received::Barrier(b) if b == barrier));
+        assert!(matches!(
+            inputs.recv(None),
+            Received::Message(0, Message::Watermark(5))
+        ));
+        a_tx.send(Message::End).unwrap();
+        b_tx.send(Message::End).unwrap();
+        assert!(matches!(
+            inputs.recv(None),
+            Received::Message(_, Message::End)
+        ));
+        assert!(matches!(
+            inputs.recv(None),
+            Received::Message(_, Message::End)
+        ));
+        assert!(matches!(inputs.recv(None), Received::AllEnded));
+    }
+
+    #[test]
+    fn an_ended_input_does_not_hold_a_barrier() {
+        let (a_tx, a_rx) = channel();
+        let (b_tx, b_rx) = channel();
+        let mut inputs = Inputs::new(vec![a_rx, b_rx]);
+        b_tx.send(Message::End).unwrap();
+        assert!(matches!(
+            inputs.recv(None),
+            Received::Message(1, Message::End)
+        ));
+        a_tx.send(Message::Barrier(Barrier { id: 7, full: true }))
+            .unwrap();
+        assert!(matches!(inputs.recv(None), Received::Barrier(b) if b.id == 7));
     }
 }

@@ -8,12 +8,16 @@
 
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Sender;
+
 use crate::batch::EventRef;
 use crate::bindings::{Batch, Blobs, GuestError, TimeDomain, Timers};
+use crate::coordinator::Ack;
 use crate::dead_letter::{DeadLetter, DeadLetterTx};
 use crate::host_timers::now_ms;
 use crate::operator::OperatorInstance;
 use crate::partition::Router;
+use crate::stream::Barrier;
 use crate::stream::{Inputs, Message, Received, StageError};
 
 /// Most timers handed to one `on-timer` call.
@@ -33,6 +37,8 @@ pub struct Subtask {
     pub operator_id: String,
     /// The subtask index.
     pub subtask: u32,
+    /// With checkpoints: where snapshots go, and this operator's index in the job.
+    pub checkpointing: Option<(Sender<Ack>, usize)>,
 }
 
 impl Subtask {
@@ -54,6 +60,8 @@ impl Subtask {
                 Received::Message(_, Message::Watermark(_) | Message::End) => {
                     self.advance_watermark()?
                 }
+                Received::Message(_, Message::Barrier(_)) => {}
+                Received::Barrier(barrier) => self.snapshot(barrier)?,
                 Received::Timeout => self.fire_processing_timers()?,
                 Received::AllEnded => break,
                 Received::Disconnected(_) => return Err(StageError::Cancelled),
@@ -90,6 +98,33 @@ impl Subtask {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Takes this subtask's part of a checkpoint at an aligned barrier: the
+    /// changed (or all) state and the timers are copied and handed to the
+    /// coordinator, which writes them while processing goes on.
+    fn snapshot(&mut self, barrier: Barrier) -> Result<(), StageError> {
+        if let Some((acks, operator)) = &self.checkpointing {
+            let ctx = self.op.ctx();
+            let changes = if barrier.full {
+                ctx.state.take_all()
+            } else {
+                ctx.state.take_changes()
+            };
+            let timers = ctx.timers.snapshot(ctx.max_parallelism);
+            let keys = ctx.state.key_counts().iter().map(|(_, n)| *n as u64).sum();
+            let ack = Ack::Subtask {
+                id: barrier.id,
+                operator: *operator,
+                changes,
+                timers,
+                watermark: ctx.watermark,
+                keys,
+            };
+            acks.send(ack).map_err(|_| StageError::Cancelled)?;
+        }
+        self.router.send_barrier(barrier)?;
         Ok(())
     }
 

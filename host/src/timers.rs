@@ -52,6 +52,37 @@ impl TimerService {
         self.processing_time.first().map(|(ts, _)| *ts)
     }
 
+    /// Every timer, grouped by the key group of its key, as checkpoints store them.
+    pub fn snapshot(
+        &self,
+        max_parallelism: u32,
+    ) -> Vec<(u32, Vec<crate::checkpoint::TimerRecord>)> {
+        let mut by_group: std::collections::BTreeMap<u32, Vec<crate::checkpoint::TimerRecord>> =
+            Default::default();
+        for (domain, set) in [(0u8, &self.event_time), (1u8, &self.processing_time)] {
+            for (ts, key) in set {
+                let kg = crate::keygroup::key_group(key.as_deref(), max_parallelism);
+                by_group
+                    .entry(kg)
+                    .or_default()
+                    .push((domain, *ts, key.clone()));
+            }
+        }
+        by_group.into_iter().collect()
+    }
+
+    /// Registers restored timers.
+    pub fn restore(&mut self, records: Vec<crate::checkpoint::TimerRecord>) {
+        for (domain, ts, key) in records {
+            let domain = if domain == 0 {
+                TimeDomain::EventTime
+            } else {
+                TimeDomain::ProcessingTime
+            };
+            self.register(domain, key, ts);
+        }
+    }
+
     /// Number of timers registered in `domain`.
     pub fn len(&self, domain: TimeDomain) -> usize {
         match domain {

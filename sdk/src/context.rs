@@ -20,6 +20,8 @@ pub struct TaskInfo {
     pub parallelism: u32,
     /// Number of key groups of the job.
     pub max_parallelism: u32,
+    /// How many times the job has been restarted after a failure (0 at first).
+    pub attempt: u32,
 }
 
 /// The operator's `config` table from the job file: string keys and values.

@@ -92,6 +92,7 @@ pub fn open<T: Operator>(
             subtask: task.subtask,
             parallelism: task.parallelism,
             max_parallelism: task.max_parallelism,
+            attempt: task.attempt,
         },
         Config::new(config),
         T::states(),

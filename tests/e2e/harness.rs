@@ -183,6 +183,22 @@ impl Sandbox {
         }
     }
 
+    /// Starts `weir ARGS` in the sandbox without waiting for it (output discarded).
+    pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+        let mut cmd = Command::new(weir_bin());
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("WEIR_CACHE_DIR", &self.cache)
+            .env_remove("WEIR_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().expect("spawning weir")
+    }
+
     /// Writes `job.toml` and runs it.
     pub fn run_job(&self, job: &str) -> Run {
         self.write("job.toml", job);
@@ -223,4 +239,44 @@ pub fn events(text: &str) -> Vec<Ev> {
 /// TOML string literal for a path.
 pub fn toml_path(p: &Path) -> String {
     format!("{:?}", p.display().to_string())
+}
+
+/// Lines of a file, sorted: output compared as a multiset.
+pub fn sorted_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+/// A small deterministic random number generator for tests (splitmix64).
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// Seeded from `WEIR_TEST_SEED`, else the clock; prints the seed to reproduce a failure.
+    pub fn from_env() -> Self {
+        let seed = std::env::var("WEIR_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("random seed: WEIR_TEST_SEED={seed}");
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `lo..hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
 }

@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod checkpoints;
 mod cli;
 mod errors;
 mod jobs;

@@ -1,6 +1,7 @@
 //! The `weir` command line: one file per subcommand, each with an `execute()`.
 
 mod build;
+mod checkpoints;
 mod operator;
 mod run;
 
@@ -23,6 +24,9 @@ enum Command {
     /// Work with operator components.
     #[command(subcommand)]
     Operator(operator::OperatorCommand),
+    /// Work with a job's checkpoints.
+    #[command(subcommand)]
+    Checkpoints(checkpoints::CheckpointsCommand),
 }
 
 impl Cli {
@@ -32,6 +36,7 @@ impl Cli {
             Command::Run(args) => args.execute(),
             Command::Build(args) => args.execute(),
             Command::Operator(cmd) => cmd.execute(),
+            Command::Checkpoints(cmd) => cmd.execute(),
         }
     }
 }

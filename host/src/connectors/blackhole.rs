@@ -15,6 +15,10 @@ impl SinkWriter for BlackholeSink {
         Ok(())
     }
 
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+
     fn finish(&mut self) -> std::io::Result<()> {
         tracing::info!(
             events = self.events,

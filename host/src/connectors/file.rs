@@ -1,12 +1,24 @@
 //! The file source (JSON lines or raw lines) and the file sink.
+//!
+//! With exactly-once checkpoints the file sink commits in two phases. Events
+//! go to a segment file in the staging directory `.<name>.pending/` beside the
+//! output; at a checkpoint barrier the segment is made durable and closed as
+//! `<checkpoint id>-<output offset>.seg` (pre-commit); when the checkpoint
+//! completes, its closed segments are appended to the output at their offset
+//! and deleted (commit). Appending at a recorded offset makes a commit that a
+//! crash interrupted safe to redo. Restoring a checkpoint commits its
+//! segments, deletes later ones and truncates the output to the checkpoint's
+//! length. With at-least-once checkpoints events are written straight to the
+//! output, and a restore truncates it to the length the checkpoint recorded.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::json::{decode_line, encode_event};
 use super::{SinkWriter, SourceReader};
 use crate::bindings::Batch;
+use crate::checkpoint::{SinkState, SourcePosition};
 use crate::job::Format;
 
 /// Reads events from any line-oriented reader.
@@ -16,6 +28,7 @@ pub struct LineSource<R> {
     format: Format,
     batch_size: usize,
     line: u64,
+    offset: u64,
     buf: Vec<u8>,
 }
 
@@ -28,6 +41,7 @@ impl<R: BufRead + Send> LineSource<R> {
             format,
             batch_size,
             line: 0,
+            offset: 0,
             buf: Vec::new(),
         }
     }
@@ -43,6 +57,7 @@ impl<R: BufRead + Send> LineSource<R> {
             return Ok(false);
         }
         self.line += 1;
+        self.offset += n as u64;
         if self.buf.last() == Some(&b'\n') {
             self.buf.pop();
             if self.buf.last() == Some(&b'\r') {
@@ -63,6 +78,13 @@ impl<R: BufRead + Send> LineSource<R> {
 }
 
 impl<R: BufRead + Send> SourceReader for LineSource<R> {
+    fn position(&self) -> Option<SourcePosition> {
+        Some(SourcePosition::File {
+            offset: self.offset,
+            line: self.line,
+        })
+    }
+
     fn next_batch(&mut self) -> Result<Option<Batch>, String> {
         let mut batch = Batch::with_capacity(self.batch_size, 0);
         while batch.len() < self.batch_size {
@@ -75,50 +97,221 @@ impl<R: BufRead + Send> SourceReader for LineSource<R> {
     }
 }
 
-/// Opens the file source at `path`.
+/// Opens the file source at `path`, at `start` if given (a restored position).
 pub fn open_source(
     path: &Path,
     format: Format,
     batch_size: usize,
+    start: Option<&SourcePosition>,
 ) -> Result<Box<dyn SourceReader>, String> {
-    let file = File::open(path)
+    let mut file = File::open(path)
         .map_err(|e| format!("cannot open source file `{}`: {e}", path.display()))?;
-    Ok(Box::new(LineSource::new(
+    let (offset, line) = match start {
+        Some(SourcePosition::File { offset, line }) => (*offset, *line),
+        Some(other) => {
+            return Err(format!(
+                "the checkpoint holds a {other:?} position, not a file position"
+            ))
+        }
+        None => (0, 0),
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if offset > len {
+        return Err(format!(
+            "source file `{}` is shorter ({len} bytes) than the checkpoint's position ({offset} bytes): was it replaced?",
+            path.display()
+        ));
+    }
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| format!("cannot seek in source file `{}`: {e}", path.display()))?;
+    let mut source = LineSource::new(
         BufReader::with_capacity(1 << 18, file),
         format!("source file `{}`", path.display()),
         format,
         batch_size,
-    )))
+    );
+    source.offset = offset;
+    source.line = line;
+    Ok(Box::new(source))
+}
+
+/// How the file sink takes part in checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkMode {
+    /// No checkpoints: write straight to the output.
+    Direct,
+    /// At-least-once: write straight to the output, record its length at each checkpoint.
+    AtLeastOnce,
+    /// Exactly-once: two-phase commit through the staging directory.
+    ExactlyOnce,
 }
 
 /// Writes events to a file, one line each.
 pub struct FileSink {
     path: PathBuf,
     format: Format,
+    mode: SinkMode,
+    /// Direct and at-least-once: the output; exactly-once: the open segment.
     out: BufWriter<File>,
+    /// Bytes written to `out`.
+    written: u64,
+    /// Exactly-once: the output length once every closed segment is published.
+    closed_len: u64,
     line: Vec<u8>,
 }
 
+fn io(context: impl std::fmt::Display, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{context}: {e}"))
+}
+
 impl FileSink {
-    /// Creates (or truncates) the file at `path`, creating its directory.
-    pub fn create(path: &Path, format: Format) -> Result<Self, String> {
+    /// The staging directory of exactly-once output to `path`.
+    pub fn staging_dir(path: &Path) -> PathBuf {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        path.with_file_name(format!(".{name}.pending"))
+    }
+
+    /// Opens the sink. `restored`: the checkpoint this run restores (its ID
+    /// and the sink's state then); without one the output starts empty.
+    pub fn open(
+        path: &Path,
+        format: Format,
+        mode: SinkMode,
+        restored: Option<(u64, Option<&SinkState>)>,
+    ) -> Result<Self, String> {
+        let shown = path.display();
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                format!(
-                    "cannot create the directory of sink file `{}`: {e}",
-                    path.display()
-                )
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create the directory of sink file `{shown}`: {e}"))?;
         }
-        let file = File::create(path)
-            .map_err(|e| format!("cannot create sink file `{}`: {e}", path.display()))?;
+        let staging = Self::staging_dir(path);
+        let restored_len = match (mode, restored) {
+            (SinkMode::ExactlyOnce, Some((id, state))) => {
+                recover_segments(path, &staging, id)
+                    .map_err(|e| format!("sink file `{shown}`: {e}"))?;
+                state.map_or(0, |s| s.output_len)
+            }
+            (_, Some((_, state))) => state.map_or(0, |s| s.output_len),
+            (_, None) => {
+                if staging.exists() {
+                    std::fs::remove_dir_all(&staging)
+                        .map_err(|e| format!("cannot clear `{}`: {e}", staging.display()))?;
+                }
+                0
+            }
+        };
+        let output = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| format!("cannot create sink file `{shown}`: {e}"))?;
+        let len = output.metadata().map(|m| m.len()).unwrap_or(0);
+        if restored.is_some() && len < restored_len {
+            return Err(format!(
+                "sink file `{shown}` is shorter ({len} bytes) than the checkpoint says ({restored_len} bytes): was it changed?"
+            ));
+        }
+        output
+            .set_len(restored_len)
+            .map_err(|e| format!("cannot truncate sink file `{shown}`: {e}"))?;
+        let out = match mode {
+            SinkMode::ExactlyOnce => {
+                std::fs::create_dir_all(&staging)
+                    .map_err(|e| format!("cannot create `{}`: {e}", staging.display()))?;
+                File::create(staging.join("open.seg")).map_err(|e| {
+                    format!("cannot create a segment in `{}`: {e}", staging.display())
+                })?
+            }
+            _ => {
+                let mut output = output;
+                output
+                    .seek(SeekFrom::End(0))
+                    .map_err(|e| format!("cannot seek in sink file `{shown}`: {e}"))?;
+                output
+            }
+        };
         Ok(FileSink {
             path: path.to_path_buf(),
             format,
-            out: BufWriter::with_capacity(1 << 18, file),
+            mode,
+            out: BufWriter::with_capacity(1 << 18, out),
+            written: if mode == SinkMode::ExactlyOnce {
+                0
+            } else {
+                restored_len
+            },
+            closed_len: restored_len,
             line: Vec::new(),
         })
     }
+
+    /// Opens a sink that writes straight to `path` (no checkpoints).
+    pub fn create(path: &Path, format: Format) -> Result<Self, String> {
+        Self::open(path, format, SinkMode::Direct, None)
+    }
+}
+
+/// Closed segments in `staging`: (checkpoint id, output offset, file), in order.
+fn closed_segments(staging: &Path) -> std::io::Result<Vec<(u64, u64, PathBuf)>> {
+    let mut out = Vec::new();
+    if !staging.exists() {
+        return Ok(out);
+    }
+    for entry in std::fs::read_dir(staging)? {
+        let path = entry?.path();
+        let Some(stem) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".seg"))
+        else {
+            continue;
+        };
+        if let Some((id, offset)) = stem.split_once('-') {
+            if let (Ok(id), Ok(offset)) = (id.parse(), offset.parse()) {
+                out.push((id, offset, path));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Appends a closed segment to the output at its offset, then deletes it.
+fn publish(output: &Path, offset: u64, segment: &Path) -> std::io::Result<()> {
+    let mut out = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(output)
+        .map_err(|e| io(format!("opening `{}`", output.display()), e))?;
+    out.set_len(offset)?;
+    out.seek(SeekFrom::Start(offset))?;
+    let mut seg =
+        File::open(segment).map_err(|e| io(format!("opening `{}`", segment.display()), e))?;
+    std::io::copy(&mut seg, &mut out)?;
+    out.sync_data()?;
+    std::fs::remove_file(segment)
+}
+
+/// After a crash: publishes the segments of checkpoints up to `restored`
+/// (complete, perhaps not yet published) and deletes everything later.
+fn recover_segments(output: &Path, staging: &Path, restored: u64) -> std::io::Result<()> {
+    for (id, offset, seg) in closed_segments(staging)? {
+        if id <= restored {
+            publish(output, offset, &seg)?;
+        } else {
+            std::fs::remove_file(&seg)?;
+        }
+    }
+    let open = staging.join("open.seg");
+    if open.exists() {
+        std::fs::remove_file(open)?;
+    }
+    Ok(())
 }
 
 impl SinkWriter for FileSink {
@@ -127,12 +320,60 @@ impl SinkWriter for FileSink {
         for event in batch.iter() {
             encode_event(self.format, &event, &mut self.line);
         }
+        self.written += self.line.len() as u64;
         self.out.write_all(&self.line)
+    }
+
+    fn pre_commit(&mut self, id: u64) -> std::io::Result<Option<SinkState>> {
+        self.out.flush()?;
+        self.out.get_ref().sync_data()?;
+        match self.mode {
+            SinkMode::Direct => Ok(None),
+            SinkMode::AtLeastOnce => Ok(Some(SinkState {
+                output_len: self.written,
+            })),
+            SinkMode::ExactlyOnce => {
+                let staging = Self::staging_dir(&self.path);
+                let closed = staging.join(format!("{id:020}-{:020}.seg", self.closed_len));
+                std::fs::rename(staging.join("open.seg"), &closed)?;
+                File::open(&staging)?.sync_all()?;
+                self.closed_len += self.written;
+                self.written = 0;
+                self.out =
+                    BufWriter::with_capacity(1 << 18, File::create(staging.join("open.seg"))?);
+                Ok(Some(SinkState {
+                    output_len: self.closed_len,
+                }))
+            }
+        }
+    }
+
+    fn commit(&mut self, id: u64) -> std::io::Result<()> {
+        if self.mode != SinkMode::ExactlyOnce {
+            return Ok(());
+        }
+        for (seg_id, offset, seg) in closed_segments(&Self::staging_dir(&self.path))? {
+            if seg_id <= id {
+                publish(&self.path, offset, &seg)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
     }
 
     fn finish(&mut self) -> std::io::Result<()> {
         self.out.flush()?;
-        self.out.get_ref().sync_data()
+        self.out.get_ref().sync_data()?;
+        if self.mode == SinkMode::ExactlyOnce {
+            // Everything was committed by the final checkpoint.
+            let staging = Self::staging_dir(&self.path);
+            let _ = std::fs::remove_file(staging.join("open.seg"));
+            let _ = std::fs::remove_dir(&staging);
+        }
+        Ok(())
     }
 
     fn describe(&self) -> String {

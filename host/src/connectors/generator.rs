@@ -56,6 +56,11 @@ impl Generator {
         }
     }
 
+    /// Continues from event `next` (after a restore).
+    pub fn seek(&mut self, next: u64) {
+        self.next = next;
+    }
+
     /// Appends event `i` to `batch`.
     pub fn push_event(&mut self, i: u64, batch: &mut Batch) {
         use std::fmt::Write;
@@ -76,6 +81,10 @@ impl Generator {
 }
 
 impl SourceReader for Generator {
+    fn position(&self) -> Option<crate::checkpoint::SourcePosition> {
+        Some(crate::checkpoint::SourcePosition::Generator { next: self.next })
+    }
+
     fn next_batch(&mut self) -> Result<Option<Batch>, String> {
         if self.next >= self.count {
             return Ok(None);

@@ -12,9 +12,13 @@ pub mod generator;
 pub mod json;
 pub mod stdio;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::bindings::Batch;
+use crate::checkpoint::{SinkState, SourcePosition, SourceState};
+use crate::coordinator::{Ack, Trigger};
 use crate::partition::Router;
 use crate::stream::{Inputs, Message, Received, StageError};
 
@@ -22,29 +26,101 @@ use crate::stream::{Inputs, Message, Received, StageError};
 pub trait SourceReader: Send {
     /// The next batch, or `None` at the end of the input.
     fn next_batch(&mut self) -> Result<Option<Batch>, String>;
+    /// Where the next batch starts, for a source that can seek back to it.
+    fn position(&self) -> Option<SourcePosition>;
 }
 
 /// A sink of events.
 pub trait SinkWriter: Send {
     /// Writes a batch.
     fn write(&mut self, batch: &Batch) -> std::io::Result<()>;
+    /// Makes everything written so far durable, as part of checkpoint `id`;
+    /// returns the state to store with the checkpoint.
+    fn pre_commit(&mut self, id: u64) -> std::io::Result<Option<SinkState>> {
+        let _ = id;
+        self.flush()?;
+        Ok(None)
+    }
+    /// Publishes what checkpoint `id` covers, now that it is complete.
+    fn commit(&mut self, id: u64) -> std::io::Result<()> {
+        let _ = id;
+        Ok(())
+    }
+    /// Flushes everything written.
+    fn flush(&mut self) -> std::io::Result<()>;
     /// Flushes everything written, at the end of the job.
-    fn finish(&mut self) -> std::io::Result<()>;
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.flush()
+    }
     /// A description for messages, e.g. ``sink file `out.jsonl` ``.
     fn describe(&self) -> String;
 }
 
+/// A source's link to the checkpoint coordinator.
+pub struct SourceCheckpointing {
+    /// Barriers to inject.
+    pub triggers: Receiver<Trigger>,
+    /// Where to acknowledge them.
+    pub acks: Sender<Ack>,
+    /// The highest timestamp seen before the restored position.
+    pub restored_max_timestamp: i64,
+}
+
+/// A sink's link to the checkpoint coordinator.
+pub struct SinkCheckpointing {
+    /// Where to acknowledge barriers.
+    pub acks: Sender<Ack>,
+    /// Completed checkpoints.
+    pub commits: Receiver<u64>,
+}
+
+fn inject(
+    reader: &dyn SourceReader,
+    router: &mut Router,
+    cp: &SourceCheckpointing,
+    trigger: Trigger,
+    max_timestamp: i64,
+) -> Result<(), StageError> {
+    let position = reader
+        .position()
+        .ok_or_else(|| StageError::Failed("the source cannot be checkpointed".to_string()))?;
+    cp.acks
+        .send(Ack::Source {
+            id: trigger.barrier.id,
+            state: SourceState {
+                position,
+                max_timestamp,
+            },
+        })
+        .map_err(|_| StageError::Cancelled)?;
+    router.send_barrier(trigger.barrier)?;
+    Ok(())
+}
+
 /// Runs a source until its input ends; returns the number of events read.
+/// With checkpointing, barriers are injected between batches when the
+/// coordinator asks, and the input ends with the final checkpoint.
 pub fn run_source(
     mut reader: Box<dyn SourceReader>,
     mut router: Router,
     watermark_delay: Duration,
+    checkpointing: Option<SourceCheckpointing>,
 ) -> Result<u64, StageError> {
     let delay = i64::try_from(watermark_delay.as_millis()).unwrap_or(i64::MAX);
-    let mut max_ts = i64::MIN;
+    let mut max_ts = checkpointing
+        .as_ref()
+        .map_or(i64::MIN, |c| c.restored_max_timestamp);
     let mut watermark = i64::MIN;
     let mut events = 0u64;
-    while let Some(batch) = reader.next_batch().map_err(StageError::Failed)? {
+    loop {
+        if let Some(cp) = &checkpointing {
+            while let Ok(trigger) = cp.triggers.try_recv() {
+                inject(reader.as_ref(), &mut router, cp, trigger, max_ts)?;
+            }
+        }
+        let Some(batch) = reader.next_batch().map_err(StageError::Failed)? else {
+            break;
+        };
         events += batch.len() as u64;
         if let Some(&m) = batch.timestamps.iter().max() {
             max_ts = max_ts.max(m);
@@ -57,29 +133,79 @@ pub fn run_source(
         }
     }
     router.send_watermark(i64::MAX)?;
+    if let Some(cp) = &checkpointing {
+        cp.acks
+            .send(Ack::EndOfInput)
+            .map_err(|_| StageError::Cancelled)?;
+        loop {
+            let trigger = cp.triggers.recv().map_err(|_| StageError::Cancelled)?;
+            inject(reader.as_ref(), &mut router, cp, trigger, max_ts)?;
+            if trigger.last {
+                break;
+            }
+        }
+    }
     router.send_end()?;
     Ok(events)
 }
 
-/// Runs a sink until every input has ended; returns the number of events written.
-pub fn run_sink(mut inputs: Inputs, mut writer: Box<dyn SinkWriter>) -> Result<u64, StageError> {
+/// How often an idle sink looks for completed checkpoints to publish.
+const COMMIT_POLL: Duration = Duration::from_millis(50);
+
+/// Runs a sink until every input has ended; returns the number of events
+/// written. With checkpointing, a barrier pre-commits what came before it and
+/// a completed checkpoint publishes it; the sink ends after the final one.
+pub fn run_sink(
+    mut inputs: Inputs,
+    mut writer: Box<dyn SinkWriter>,
+    checkpointing: Option<SinkCheckpointing>,
+) -> Result<u64, StageError> {
+    let fail = |writer: &dyn SinkWriter, e: std::io::Error| {
+        StageError::Failed(format!("cannot write to {}: {e}", writer.describe()))
+    };
     let mut events = 0u64;
+    let mut last_barrier = None;
+    let mut committed = None;
     loop {
-        match inputs.recv(None) {
+        if let Some(cp) = &checkpointing {
+            while let Ok(id) = cp.commits.try_recv() {
+                writer.commit(id).map_err(|e| fail(writer.as_ref(), e))?;
+                committed = Some(id);
+            }
+        }
+        let deadline = checkpointing.as_ref().map(|_| Instant::now() + COMMIT_POLL);
+        match inputs.recv(deadline) {
             Received::Message(_, Message::Batch(batch)) => {
                 events += batch.len() as u64;
-                writer.write(&batch).map_err(|e| {
-                    StageError::Failed(format!("cannot write to {}: {e}", writer.describe()))
-                })?;
+                writer.write(&batch).map_err(|e| fail(writer.as_ref(), e))?;
             }
-            Received::Message(_, _) => {}
+            Received::Barrier(barrier) => {
+                let state = writer
+                    .pre_commit(barrier.id)
+                    .map_err(|e| fail(writer.as_ref(), e))?;
+                if let Some(cp) = &checkpointing {
+                    cp.acks
+                        .send(Ack::Sink {
+                            id: barrier.id,
+                            state,
+                        })
+                        .map_err(|_| StageError::Cancelled)?;
+                }
+                last_barrier = Some(barrier.id);
+            }
+            Received::Message(_, _) | Received::Timeout => {}
             Received::AllEnded => break,
             Received::Disconnected(_) => return Err(StageError::Cancelled),
-            Received::Timeout => {}
         }
     }
-    writer
-        .finish()
-        .map_err(|e| StageError::Failed(format!("cannot write to {}: {e}", writer.describe())))?;
+    if let Some(cp) = &checkpointing {
+        // The input ended after the final barrier: wait until that checkpoint completes.
+        while committed < last_barrier {
+            let id = cp.commits.recv().map_err(|_| StageError::Cancelled)?;
+            writer.commit(id).map_err(|e| fail(writer.as_ref(), e))?;
+            committed = Some(id);
+        }
+    }
+    writer.finish().map_err(|e| fail(writer.as_ref(), e))?;
     Ok(events)
 }

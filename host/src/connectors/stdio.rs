@@ -79,6 +79,10 @@ impl StdinSource {
 }
 
 impl SourceReader for StdinSource {
+    fn position(&self) -> Option<crate::checkpoint::SourcePosition> {
+        None
+    }
+
     fn next_batch(&mut self) -> Result<Option<Batch>, String> {
         let mut batch = Batch::with_capacity(self.batch_size, 0);
         while !self.done && batch.len() < self.batch_size {
@@ -128,7 +132,7 @@ impl SinkWriter for StdoutSink {
         self.out.flush()
     }
 
-    fn finish(&mut self) -> std::io::Result<()> {
+    fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
     }
 

@@ -1,6 +1,7 @@
 //! `probe`: a test operator whose behaviour is driven by each event's value.
 //!
-//! - `panic` panics (the subtask traps); `fatal` returns a fatal error;
+//! - `panic` panics (the subtask traps); `panic-once` panics on the first
+//!   attempt only (after a restart it is an ordinary item); `fatal` returns a fatal error;
 //!   `bad` is rejected as bad input; `log:TEXT` logs TEXT at info level.
 //! - anything else is appended to the list state `items` of its key, and a
 //!   processing-time timer is set for now; when it fires, the operator emits
@@ -40,6 +41,9 @@ impl Operator for Probe {
         let key = event.key.unwrap_or(b"");
         match value {
             "panic" => panic!("probe was asked to panic"),
+            "panic-once" if ctx.task().attempt == 0 => {
+                panic!("probe was asked to panic on the first attempt")
+            }
             "fatal" => return Err(Error::fatal("probe was asked to fail")),
             "bad" => return Err(Error::bad_input("probe was told this event is bad")),
             v if v.starts_with("log:") => weir_sdk::log::info(&v[4..]),

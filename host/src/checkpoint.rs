@@ -1,0 +1,568 @@
+//! Checkpoint storage: a sled database under the job's state directory.
+//!
+//! A checkpoint is written as:
+//! - a tree `delta-<id>` with the state of every key that changed since its
+//!   parent checkpoint (or of every key, for a *full* checkpoint), packed per
+//!   key group into records of about 1 MiB keyed by
+//!   `operator ID | key group | chunk`, so that a subtask restores exactly its
+//!   key groups at any parallelism (and sled stores a few large records, not
+//!   millions of small ones);
+//! - a tree `timers-<id>` with every subtask's timers, by key group;
+//! - last, its [`CheckpointMeta`] in the `meta` tree, after sled has flushed
+//!   the trees: a checkpoint without its meta entry is incomplete and ignored
+//!   (and removed at the next start), so a crash while writing leaves the
+//!   previous checkpoint intact.
+//!
+//! Every checkpoint's meta lists its chain: the full checkpoint it builds on
+//! and every delta since. Restoring applies the chain in order. Retention
+//! keeps the `retain` newest completed checkpoints and every delta tree their
+//! chains still need, and frees the rest. Stored formats carry
+//! [`FORMAT_VERSION`]; values are bincode of the types here.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{StateChange, StoredEntry};
+
+fn entry_size(entry: &StoredEntry) -> usize {
+    match entry {
+        StoredEntry::Value(v) => v.len(),
+        StoredEntry::Map(m) => m.iter().map(|(k, v)| k.len() + v.len() + 8).sum(),
+        StoredEntry::List(l) => l.iter().map(|v| v.len() + 4).sum(),
+        StoredEntry::Deleted => 0,
+    }
+}
+
+/// Version of everything this module stores.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Why checkpoint storage failed. The message is one line naming the directory.
+#[derive(Debug, thiserror::Error)]
+#[error("checkpoint storage `{dir}`: {message}")]
+pub struct CheckpointError {
+    /// The state directory.
+    pub dir: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Where a source was, so that it can seek back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SourcePosition {
+    /// A file: byte offset of the next line, and its number (from 1).
+    File {
+        /// Bytes consumed.
+        offset: u64,
+        /// Lines consumed.
+        line: u64,
+    },
+    /// The generator: index of the next event.
+    Generator {
+        /// Events generated.
+        next: u64,
+    },
+}
+
+/// A source's part of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceState {
+    /// Its read position.
+    pub position: SourcePosition,
+    /// The highest event timestamp it had seen (the watermark's basis).
+    pub max_timestamp: i64,
+}
+
+/// A sink's part of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkState {
+    /// Length of the output file once everything up to this checkpoint is published.
+    pub output_len: u64,
+}
+
+/// An operator's part of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorMeta {
+    /// The operator ID.
+    pub id: String,
+    /// Its parallelism when the checkpoint was taken.
+    pub parallelism: u32,
+    /// Declared states: name, kind, version.
+    pub states: Vec<(String, String, u32)>,
+    /// Keys held, over all states, when the checkpoint was taken.
+    pub keys: u64,
+    /// Bytes this checkpoint wrote for the operator.
+    pub bytes_written: u64,
+}
+
+/// What a completed checkpoint is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// [`FORMAT_VERSION`] when written.
+    pub format: u32,
+    /// Its ID, increasing.
+    pub id: u64,
+    /// The checkpoints whose delta trees make up its state, oldest (a full
+    /// checkpoint) first, itself last.
+    pub chain: Vec<u64>,
+    /// The job's name.
+    pub job: String,
+    /// The job's number of key groups.
+    pub max_parallelism: u32,
+    /// When it was triggered (ms since the Unix epoch).
+    pub triggered_at_ms: i64,
+    /// When it completed.
+    pub completed_at_ms: i64,
+    /// Bytes written (keys and values of its trees).
+    pub bytes_written: u64,
+    /// Taken at the end of a bounded input: the job had finished.
+    pub finished: bool,
+    /// The source's position.
+    pub source: SourceState,
+    /// The sink's state, for a sink that takes part.
+    pub sink: Option<SinkState>,
+    /// The lowest watermark of the operators when it was taken.
+    pub watermark: i64,
+    /// Each operator.
+    pub operators: Vec<OperatorMeta>,
+}
+
+impl CheckpointMeta {
+    /// Whether it is a full checkpoint (its chain is itself).
+    pub fn is_full(&self) -> bool {
+        self.chain.len() == 1
+    }
+}
+
+/// One timer as stored: domain (0 event time, 1 processing time), time, key.
+pub type TimerRecord = (u8, i64, Option<Vec<u8>>);
+
+/// The checkpoint database of one job.
+#[derive(Clone)]
+pub struct CheckpointStore {
+    db: sled::Db,
+    meta: sled::Tree,
+    dir: PathBuf,
+}
+
+fn delta_name(id: u64) -> String {
+    format!("delta-{id:020}")
+}
+
+fn timers_name(id: u64) -> String {
+    format!("timers-{id:020}")
+}
+
+fn tree_id(name: &[u8]) -> Option<u64> {
+    let name = std::str::from_utf8(name).ok()?;
+    let digits = name
+        .strip_prefix("delta-")
+        .or_else(|| name.strip_prefix("timers-"))?;
+    digits.parse().ok()
+}
+
+fn meta_key(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+/// `operator ID | key group`: the prefix of an operator's entries in a key group.
+fn group_prefix(op: &str, key_group: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(op.len() + 6);
+    k.extend_from_slice(&(op.len() as u16).to_be_bytes());
+    k.extend_from_slice(op.as_bytes());
+    k.extend_from_slice(&key_group.to_be_bytes());
+    k
+}
+
+fn chunk_key(op: &str, key_group: u32, chunk: u32) -> Vec<u8> {
+    let mut k = group_prefix(op, key_group);
+    k.extend_from_slice(&chunk.to_be_bytes());
+    k
+}
+
+/// Parses the key group out of a record key.
+fn parse_group(op: &str, k: &[u8]) -> Option<u32> {
+    let rest = k.get(2 + op.len()..)?;
+    Some(u32::from_be_bytes(rest.get(0..4)?.try_into().ok()?))
+}
+
+/// Records of a key group are cut at about this many bytes.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// One stored entry: state name, key, entry.
+type PackedEntry = (String, Vec<u8>, StoredEntry);
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .expect("encoding to a Vec cannot fail")
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(|e| format!("undecodable record: {e}"))
+}
+
+impl CheckpointStore {
+    fn err(&self, message: impl std::fmt::Display) -> CheckpointError {
+        CheckpointError {
+            dir: self.dir.display().to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Opens (or creates) the checkpoint database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, CheckpointError> {
+        let fail = |message: String| CheckpointError {
+            dir: dir.display().to_string(),
+            message,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create it: {e}")))?;
+        let db = sled::Config::new()
+            .path(dir.join("checkpoints.sled"))
+            .open()
+            .map_err(|e| fail(format!("cannot open the database: {e}")))?;
+        let meta = db.open_tree("meta").map_err(|e| fail(e.to_string()))?;
+        Ok(CheckpointStore {
+            db,
+            meta,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// An ID above every checkpoint's, complete or not.
+    pub fn next_id(&self) -> u64 {
+        let trees = self
+            .db
+            .tree_names()
+            .into_iter()
+            .filter_map(|n| tree_id(&n))
+            .max();
+        let metas = self
+            .meta
+            .last()
+            .ok()
+            .flatten()
+            .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes));
+        trees.max(metas).unwrap_or(0) + 1
+    }
+
+    /// Writes the state changes of one subtask for checkpoint `id`; returns the bytes written.
+    pub fn write_changes(
+        &self,
+        id: u64,
+        op: &str,
+        changes: &[StateChange],
+    ) -> Result<u64, CheckpointError> {
+        let tree = self.db.open_tree(delta_name(id)).map_err(|e| self.err(e))?;
+        let mut by_group: std::collections::BTreeMap<u32, Vec<&StateChange>> = Default::default();
+        for change in changes {
+            by_group.entry(change.key_group).or_default().push(change);
+        }
+        let mut batch = sled::Batch::default();
+        let mut bytes = 0u64;
+        for (kg, group) in by_group {
+            let mut chunk: Vec<PackedEntry> = Vec::new();
+            let mut size = 0usize;
+            let mut n = 0u32;
+            let mut flush = |chunk: &mut Vec<PackedEntry>, n: &mut u32, batch: &mut sled::Batch| {
+                let k = chunk_key(op, kg, *n);
+                let v = encode(&*chunk);
+                bytes += (k.len() + v.len()) as u64;
+                batch.insert(k, v);
+                chunk.clear();
+                *n += 1;
+            };
+            for change in group {
+                size += change.key.len() + change.state.len() + entry_size(&change.entry) + 8;
+                chunk.push((
+                    change.state.clone(),
+                    change.key.clone(),
+                    change.entry.clone(),
+                ));
+                if size >= CHUNK_BYTES {
+                    flush(&mut chunk, &mut n, &mut batch);
+                    size = 0;
+                }
+            }
+            if !chunk.is_empty() {
+                flush(&mut chunk, &mut n, &mut batch);
+            }
+        }
+        tree.apply_batch(batch).map_err(|e| self.err(e))?;
+        Ok(bytes)
+    }
+
+    /// Writes one subtask's timers, by key group, for checkpoint `id`.
+    pub fn write_timers(
+        &self,
+        id: u64,
+        op: &str,
+        timers: &[(u32, Vec<TimerRecord>)],
+    ) -> Result<u64, CheckpointError> {
+        let tree = self
+            .db
+            .open_tree(timers_name(id))
+            .map_err(|e| self.err(e))?;
+        let mut batch = sled::Batch::default();
+        let mut bytes = 0u64;
+        for (kg, records) in timers {
+            let k = group_prefix(op, *kg);
+            let v = encode(records);
+            bytes += (k.len() + v.len()) as u64;
+            batch.insert(k, v);
+        }
+        tree.apply_batch(batch).map_err(|e| self.err(e))?;
+        Ok(bytes)
+    }
+
+    /// Marks checkpoint `meta.id` complete: flushes its trees, then writes its
+    /// meta entry and flushes again. Only then is it acknowledged.
+    pub fn complete(&self, meta: &CheckpointMeta) -> Result<(), CheckpointError> {
+        self.db.flush().map_err(|e| self.err(e))?;
+        self.meta
+            .insert(meta_key(meta.id), encode(meta))
+            .map_err(|e| self.err(e))?;
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every completed checkpoint, oldest first.
+    pub fn list(&self) -> Result<Vec<CheckpointMeta>, CheckpointError> {
+        let mut out = Vec::new();
+        for item in self.meta.iter() {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let meta: CheckpointMeta =
+                decode(&v).map_err(|e| self.err(format!("checkpoint record {k:?}: {e}")))?;
+            if meta.format != FORMAT_VERSION {
+                return Err(self.err(format!(
+                    "checkpoint {} has format version {}, this weir reads {FORMAT_VERSION}",
+                    meta.id, meta.format
+                )));
+            }
+            out.push(meta);
+        }
+        Ok(out)
+    }
+
+    /// The completed checkpoint `id`, if there is one.
+    pub fn get(&self, id: u64) -> Result<Option<CheckpointMeta>, CheckpointError> {
+        Ok(self.list()?.into_iter().find(|m| m.id == id))
+    }
+
+    /// Applies the state of `op` in key groups `groups` at checkpoint `meta`
+    /// to `restore`, chain in order (later entries replace earlier ones).
+    pub fn load_state(
+        &self,
+        meta: &CheckpointMeta,
+        op: &str,
+        groups: Range<u32>,
+        mut restore: impl FnMut(StateChange) -> Result<(), String>,
+    ) -> Result<(), CheckpointError> {
+        for &id in &meta.chain {
+            let tree = self.db.open_tree(delta_name(id)).map_err(|e| self.err(e))?;
+            let range = group_prefix(op, groups.start)..group_prefix(op, groups.end);
+            for item in tree.range(range) {
+                let (k, v) = item.map_err(|e| self.err(e))?;
+                let key_group = parse_group(op, &k)
+                    .ok_or_else(|| self.err(format!("checkpoint {id}: malformed record key")))?;
+                let entries: Vec<PackedEntry> =
+                    decode(&v).map_err(|e| self.err(format!("checkpoint {id}: {e}")))?;
+                for (state, key, entry) in entries {
+                    restore(StateChange {
+                        state,
+                        key_group,
+                        key,
+                        entry,
+                    })
+                    .map_err(|e| {
+                        self.err(format!("restoring checkpoint {id} of operator `{op}`: {e}"))
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The timers of `op` in key groups `groups` at checkpoint `id`.
+    pub fn load_timers(
+        &self,
+        id: u64,
+        op: &str,
+        groups: Range<u32>,
+    ) -> Result<Vec<TimerRecord>, CheckpointError> {
+        let tree = self
+            .db
+            .open_tree(timers_name(id))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in tree.range(group_prefix(op, groups.start)..group_prefix(op, groups.end)) {
+            let (_, v) = item.map_err(|e| self.err(e))?;
+            let records: Vec<TimerRecord> =
+                decode(&v).map_err(|e| self.err(format!("checkpoint {id}: {e}")))?;
+            out.extend(records);
+        }
+        Ok(out)
+    }
+
+    /// Whether operator `op` has any state entry in the chain of `meta`.
+    pub fn has_operator(&self, meta: &CheckpointMeta, op: &str) -> bool {
+        meta.operators.iter().any(|o| o.id == op)
+    }
+
+    /// Keeps the `retain` newest completed checkpoints and what their chains
+    /// need; frees the rest. Trees newer than the newest completed checkpoint
+    /// (one being written) are left alone unless `incomplete_too`.
+    pub fn retain(&self, retain: usize, incomplete_too: bool) -> Result<(), CheckpointError> {
+        let completed = self.list()?;
+        let newest = completed.last().map(|m| m.id).unwrap_or(0);
+        let keep: Vec<&CheckpointMeta> = completed.iter().rev().take(retain.max(1)).collect();
+        let keep_ids: Vec<u64> = keep.iter().map(|m| m.id).collect();
+        let needed: Vec<u64> = keep.iter().flat_map(|m| m.chain.iter().copied()).collect();
+        for meta in &completed {
+            if !keep_ids.contains(&meta.id) {
+                self.meta
+                    .remove(meta_key(meta.id))
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        for name in self.db.tree_names() {
+            let Some(id) = tree_id(&name) else { continue };
+            if id > newest && !incomplete_too {
+                continue;
+            }
+            let is_delta = name.starts_with(b"delta-");
+            let needed = if is_delta {
+                needed.contains(&id)
+            } else {
+                keep_ids.contains(&id)
+            };
+            if !needed {
+                self.db.drop_tree(&name).map_err(|e| self.err(e))?;
+            }
+        }
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Bytes the database takes on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(kg: u32, key: &str, value: Option<&str>) -> StateChange {
+        StateChange {
+            state: "count".into(),
+            key_group: kg,
+            key: key.as_bytes().to_vec(),
+            entry: match value {
+                Some(v) => StoredEntry::Value(v.as_bytes().to_vec()),
+                None => StoredEntry::Deleted,
+            },
+        }
+    }
+
+    fn meta(id: u64, chain: Vec<u64>) -> CheckpointMeta {
+        CheckpointMeta {
+            format: FORMAT_VERSION,
+            id,
+            chain,
+            job: "j".into(),
+            max_parallelism: 8,
+            triggered_at_ms: 0,
+            completed_at_ms: 0,
+            bytes_written: 0,
+            finished: false,
+            source: SourceState {
+                position: SourcePosition::Generator { next: id },
+                max_timestamp: 0,
+            },
+            sink: None,
+            watermark: 0,
+            operators: vec![],
+        }
+    }
+
+    fn load(
+        store: &CheckpointStore,
+        m: &CheckpointMeta,
+        groups: Range<u32>,
+    ) -> Vec<(String, Option<Vec<u8>>)> {
+        let mut out = std::collections::BTreeMap::new();
+        store
+            .load_state(m, "op", groups, |c| {
+                let v = match c.entry {
+                    StoredEntry::Value(v) => Some(v),
+                    _ => None,
+                };
+                out.insert(String::from_utf8(c.key).unwrap(), v);
+                Ok(())
+            })
+            .unwrap();
+        out.into_iter().collect()
+    }
+
+    #[test]
+    fn chains_restore_by_key_group_and_retention_keeps_what_is_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        assert_eq!(store.next_id(), 1);
+        store
+            .write_changes(
+                1,
+                "op",
+                &[change(0, "a", Some("1")), change(5, "b", Some("1"))],
+            )
+            .unwrap();
+        store.complete(&meta(1, vec![1])).unwrap();
+        store
+            .write_changes(2, "op", &[change(0, "a", Some("2"))])
+            .unwrap();
+        store.complete(&meta(2, vec![1, 2])).unwrap();
+        store
+            .write_changes(3, "op", &[change(5, "b", None)])
+            .unwrap();
+        store.complete(&meta(3, vec![1, 2, 3])).unwrap();
+        // An incomplete checkpoint 4 is ignored.
+        store
+            .write_changes(4, "op", &[change(0, "a", Some("9"))])
+            .unwrap();
+        assert_eq!(store.next_id(), 5);
+
+        let m3 = store.get(3).unwrap().unwrap();
+        assert_eq!(
+            load(&store, &m3, 0..8),
+            vec![("a".into(), Some(b"2".to_vec())), ("b".into(), None)]
+        );
+        assert_eq!(
+            load(&store, &m3, 0..4),
+            vec![("a".into(), Some(b"2".to_vec()))]
+        );
+
+        store.retain(1, true).unwrap();
+        assert_eq!(store.list().unwrap().len(), 1);
+        // Checkpoint 3 still restores: its chain's trees were kept.
+        assert_eq!(
+            load(&store, &m3, 0..8),
+            vec![("a".into(), Some(b"2".to_vec())), ("b".into(), None)]
+        );
+        assert!(
+            store.db.tree_names().iter().all(|n| tree_id(n) != Some(4)),
+            "incomplete tree dropped"
+        );
+        drop(store);
+        let reopened = CheckpointStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.list().unwrap()[0].id, 3);
+    }
+}
