@@ -32,3 +32,20 @@ echo "window sums (key, sum, window end - 1):"
 cat examples/windows/sums.jsonl
 echo "dead letters (late or malformed events):"
 cat examples/windows/dead.jsonl
+
+echo
+echo "== crash and recovery: checkpoints every 200 ms, killed with SIGKILL after 1.5 s, then resumed"
+rm -rf examples/recovery/state examples/recovery/counts.jsonl examples/recovery/.counts.jsonl.pending
+$weir run examples/recovery/job.toml 2>/dev/null &
+pid=$!
+sleep 1.5
+kill -9 "$pid" 2>/dev/null || true
+wait "$pid" 2>/dev/null || true
+echo "killed; completed checkpoints so far:"
+$weir checkpoints list examples/recovery/state
+echo "published lines so far: $(wc -l < examples/recovery/counts.jsonl)"
+$weir run examples/recovery/job.toml
+lines=$(wc -l < examples/recovery/counts.jsonl)
+dups=$(sort examples/recovery/counts.jsonl | uniq -d | wc -l)
+echo "after recovery: $lines lines (expected 300000), $dups duplicated"
+test "$lines" -eq 300000 && test "$dups" -eq 0

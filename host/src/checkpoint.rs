@@ -92,6 +92,8 @@ pub struct OperatorMeta {
     pub states: Vec<(String, String, u32)>,
     /// Keys held, over all states, when the checkpoint was taken.
     pub keys: u64,
+    /// Bytes of keys and values held then (the state's size in memory, without overhead).
+    pub state_bytes: u64,
     /// Bytes this checkpoint wrote for the operator.
     pub bytes_written: u64,
 }

@@ -46,6 +46,8 @@ pub enum Ack {
         watermark: i64,
         /// Keys it holds.
         keys: u64,
+        /// Bytes of keys and values it holds.
+        state_bytes: u64,
     },
     /// The sink pre-committed everything before barrier `id`.
     Sink {
@@ -116,6 +118,7 @@ struct Pending {
     bytes: u64,
     watermark: i64,
     keys: Vec<u64>,
+    state_bytes: Vec<u64>,
     op_bytes: Vec<u64>,
 }
 
@@ -224,6 +227,7 @@ impl Coordinator {
                     timers,
                     watermark,
                     keys,
+                    state_bytes,
                 } => {
                     if let Some(p) = pending.as_mut().filter(|p| p.id == id) {
                         let op = &self.operators[operator].id;
@@ -238,6 +242,7 @@ impl Coordinator {
                         p.bytes += bytes;
                         p.op_bytes[operator] += bytes;
                         p.keys[operator] += keys;
+                        p.state_bytes[operator] += state_bytes;
                         p.watermark = p.watermark.min(watermark);
                         p.subtasks += 1;
                     }
@@ -276,6 +281,7 @@ impl Coordinator {
                             parallelism: o.parallelism,
                             states: o.states.clone(),
                             keys: p.keys[i],
+                            state_bytes: p.state_bytes[i],
                             bytes_written: p.op_bytes[i],
                         })
                         .collect(),
@@ -336,6 +342,7 @@ impl Coordinator {
             bytes: 0,
             watermark: i64::MAX,
             keys: vec![0; n_ops],
+            state_bytes: vec![0; n_ops],
             op_bytes: vec![0; n_ops],
         })
     }

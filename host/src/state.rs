@@ -90,6 +90,8 @@ pub struct StateBackend {
     /// Keys written since the last snapshot, per state and local key group;
     /// `None` when no checkpoints are taken.
     changed: Option<Vec<Vec<FxHashSet<Vec<u8>>>>>,
+    /// Bytes of keys and values held, over all states.
+    bytes: i64,
 }
 
 impl StateBackend {
@@ -101,6 +103,7 @@ impl StateBackend {
             key_groups,
             states: Vec::new(),
             changed: None,
+            bytes: 0,
         }
     }
 
@@ -225,6 +228,8 @@ impl StateBackend {
         }
         let group = (change.key_group - self.key_groups.start) as usize;
         let kind = self.states[state].spec.kind;
+        self.bytes -= entry_bytes(&self.entry_of(state, group, &change.key), change.key.len());
+        self.bytes += entry_bytes(&change.entry, change.key.len());
         match (&mut self.states[state].data, change.entry) {
             (StateData::Value(g), StoredEntry::Value(v)) => {
                 g[group].insert(change.key, v);
@@ -340,20 +345,24 @@ impl StateBackend {
             unreachable!("state handles are typed by kind")
         };
         let map = &mut groups[g];
-        match value {
+        let delta = match value {
             Some(v) => match map.get_mut(key) {
                 Some(slot) => {
+                    let old = slot.len() as i64;
                     slot.clear();
                     slot.extend_from_slice(v);
+                    v.len() as i64 - old
                 }
                 None => {
                     map.insert(key.to_vec(), v.to_vec());
+                    (key.len() + v.len()) as i64
                 }
             },
-            None => {
-                map.remove(key);
-            }
-        }
+            None => map
+                .remove(key)
+                .map_or(0, |old| -((key.len() + old.len()) as i64)),
+        };
+        self.bytes += delta;
         Ok(())
     }
 
@@ -413,21 +422,34 @@ impl StateBackend {
         value: Option<&[u8]>,
     ) -> Result<(), StateError> {
         let maps = self.map_of_mut(state, key)?;
-        match value {
+        let entry = (map_key.len() + value.map_or(0, <[u8]>::len)) as i64;
+        let delta = match value {
             Some(v) => {
-                maps.entry(key.to_vec())
-                    .or_default()
-                    .insert(map_key.to_vec(), v.to_vec());
-            }
-            None => {
-                if let Some(m) = maps.get_mut(key) {
-                    m.remove(map_key);
-                    if m.is_empty() {
-                        maps.remove(key);
-                    }
+                let (new_key, m) = match maps.get_mut(key) {
+                    Some(m) => (0, m),
+                    None => (key.len() as i64, maps.entry(key.to_vec()).or_default()),
+                };
+                match m.insert(map_key.to_vec(), v.to_vec()) {
+                    Some(old) => v.len() as i64 - old.len() as i64,
+                    None => new_key + entry,
                 }
             }
-        }
+            None => match maps.get_mut(key) {
+                Some(m) => {
+                    let removed = m
+                        .remove(map_key)
+                        .map_or(0, |old| (map_key.len() + old.len()) as i64);
+                    if m.is_empty() {
+                        maps.remove(key);
+                        -removed - key.len() as i64
+                    } else {
+                        -removed
+                    }
+                }
+                None => 0,
+            },
+        };
+        self.bytes += delta;
         Ok(())
     }
 
@@ -442,7 +464,9 @@ impl StateBackend {
 
     /// Map state: removes the map of `key`.
     pub fn map_clear(&mut self, state: u32, key: &[u8]) -> Result<(), StateError> {
-        self.map_of_mut(state, key)?.remove(key);
+        if let Some(old) = self.map_of_mut(state, key)?.remove(key) {
+            self.bytes -= map_bytes(&old) + key.len() as i64;
+        }
         Ok(())
     }
 
@@ -490,10 +514,18 @@ impl StateBackend {
 
     /// List state: appends `value` to the list of `key`.
     pub fn list_add(&mut self, state: u32, key: &[u8], value: &[u8]) -> Result<(), StateError> {
-        self.list_of_mut(state, key)?
-            .entry(key.to_vec())
-            .or_default()
-            .push(value.to_vec());
+        let lists = self.list_of_mut(state, key)?;
+        let delta = match lists.get_mut(key) {
+            Some(list) => {
+                list.push(value.to_vec());
+                value.len() as i64
+            }
+            None => {
+                lists.insert(key.to_vec(), vec![value.to_vec()]);
+                (key.len() + value.len()) as i64
+            }
+        };
+        self.bytes += delta;
         Ok(())
     }
 
@@ -505,12 +537,24 @@ impl StateBackend {
         values: Vec<Vec<u8>>,
     ) -> Result<(), StateError> {
         let lists = self.list_of_mut(state, key)?;
-        if values.is_empty() {
-            lists.remove(key);
+        let new = if values.is_empty() {
+            0
         } else {
-            lists.insert(key.to_vec(), values);
-        }
+            list_bytes(&values) + key.len() as i64
+        };
+        let old = if values.is_empty() {
+            lists.remove(key)
+        } else {
+            lists.insert(key.to_vec(), values)
+        };
+        let old = old.map_or(0, |l| list_bytes(&l) + key.len() as i64);
+        self.bytes += new - old;
         Ok(())
+    }
+
+    /// Bytes of keys and values held, over all states.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.max(0) as u64
     }
 
     /// Number of keys held for each declared state.
@@ -527,6 +571,25 @@ impl StateBackend {
             })
             .collect()
     }
+}
+
+fn map_bytes(m: &MapEntries) -> i64 {
+    m.iter().map(|(k, v)| (k.len() + v.len()) as i64).sum()
+}
+
+fn list_bytes(l: &[Vec<u8>]) -> i64 {
+    l.iter().map(|v| v.len() as i64).sum()
+}
+
+/// Bytes a stored entry of a key of `key_len` bytes holds (0 when deleted).
+fn entry_bytes(entry: &StoredEntry, key_len: usize) -> i64 {
+    let body = match entry {
+        StoredEntry::Value(v) => v.len() as i64,
+        StoredEntry::Map(m) => m.iter().map(|(k, v)| (k.len() + v.len()) as i64).sum(),
+        StoredEntry::List(l) => list_bytes(l),
+        StoredEntry::Deleted => return 0,
+    };
+    body + key_len as i64
 }
 
 fn stored_kind(entry: &StoredEntry) -> &'static str {
@@ -595,10 +658,18 @@ mod tests {
 
         b.list_add(l, b"k", b"x").unwrap();
         b.list_add(l, b"k", b"y").unwrap();
+        assert_eq!(b.bytes(), 3);
         assert_eq!(b.list_get(l, b"k").unwrap().len(), 2);
         b.list_update(l, b"k", vec![]).unwrap();
         assert!(b.list_get(l, b"k").unwrap().is_empty());
         assert_eq!(b.key_counts()[0].1, 0);
+        assert_eq!(b.bytes(), 0, "everything was removed");
+        b.value_put(v, b"ab", Some(b"123")).unwrap();
+        b.value_put(v, b"ab", Some(b"1")).unwrap();
+        b.map_put(m, b"k", b"mk", Some(b"vv")).unwrap();
+        assert_eq!(b.bytes(), 3 + 5);
+        b.map_clear(m, b"k").unwrap();
+        assert_eq!(b.bytes(), 3);
     }
 
     #[test]

@@ -114,6 +114,7 @@ impl Subtask {
             };
             let timers = ctx.timers.snapshot(ctx.max_parallelism);
             let keys = ctx.state.key_counts().iter().map(|(_, n)| *n as u64).sum();
+            let state_bytes = ctx.state.bytes();
             let ack = Ack::Subtask {
                 id: barrier.id,
                 operator: *operator,
@@ -121,6 +122,7 @@ impl Subtask {
                 timers,
                 watermark: ctx.watermark,
                 keys,
+                state_bytes,
             };
             acks.send(ack).map_err(|_| StageError::Cancelled)?;
         }

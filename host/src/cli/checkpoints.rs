@@ -83,6 +83,7 @@ impl ListArgs {
                             "id": o.id,
                             "parallelism": o.parallelism,
                             "keys": o.keys,
+                            "state_bytes": o.state_bytes,
                             "bytes_written": o.bytes_written,
                             "states": o.states.iter().map(|(n, k, v)| json!({"name": n, "kind": k, "version": v})).collect::<Vec<_>>(),
                         })).collect::<Vec<_>>(),
@@ -97,14 +98,19 @@ impl ListArgs {
             return Ok(());
         }
         println!(
-            "{:>6}  {:<24}  {:>8}  {:>12}  {:<5}  operators (keys, bytes written)",
+            "{:>6}  {:<24}  {:>8}  {:>12}  {:<5}  operators (keys, state size, bytes written)",
             "id", "completed at", "ms", "bytes", "kind"
         );
         for m in &list {
             let ops: Vec<String> = m
                 .operators
                 .iter()
-                .map(|o| format!("{} ({} keys, {} B)", o.id, o.keys, o.bytes_written))
+                .map(|o| {
+                    format!(
+                        "{} ({} keys, {} B, {} B written)",
+                        o.id, o.keys, o.state_bytes, o.bytes_written
+                    )
+                })
                 .collect();
             println!(
                 "{:>6}  {:<24}  {:>8}  {:>12}  {:<5}  {}{}",

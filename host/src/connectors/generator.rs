@@ -20,7 +20,8 @@ pub struct Generator {
     rate: Option<u64>,
     batch_size: usize,
     next: u64,
-    started: Option<Instant>,
+    /// When pacing started, and at which event.
+    started: Option<(Instant, u64)>,
     key_buf: String,
     value_buf: String,
 }
@@ -67,17 +68,33 @@ impl Generator {
         let h = splitmix64(self.seed ^ splitmix64(i));
         self.key_buf.clear();
         let _ = write!(self.key_buf, "key-{}", h % self.keys);
+        // The value: `(h >> 32) % 1000` in decimal, zero-padded (or cut) to `value_size` bytes.
         self.value_buf.clear();
-        let _ = write!(
-            self.value_buf,
-            "{:0width$}",
-            (h >> 32) % 1000,
-            width = self.value_size
-        );
-        let v = self.value_buf.as_bytes();
-        let value = &v[v.len() - self.value_size.min(v.len())..];
+        let mut n = (h >> 32) % 1000;
+        let digits = if n >= 100 {
+            3
+        } else if n >= 10 {
+            2
+        } else {
+            1
+        };
+        let size = self.value_size;
+        let value = padded_number(&mut self.value_buf, size, digits, &mut n);
         batch.push(Some(self.key_buf.as_bytes()), value, i as i64);
     }
+}
+
+/// Writes `n` (of `digits` digits) right-aligned in `size` bytes of zeros.
+fn padded_number<'a>(buf: &'a mut String, size: usize, digits: usize, n: &mut u64) -> &'a [u8] {
+    let mut bytes = std::mem::take(buf).into_bytes();
+    bytes.clear();
+    bytes.resize(size, b'0');
+    for at in (size.saturating_sub(digits)..size).rev() {
+        bytes[at] = b'0' + (*n % 10) as u8;
+        *n /= 10;
+    }
+    *buf = String::from_utf8(bytes).expect("ASCII digits");
+    buf.as_bytes()
 }
 
 impl SourceReader for Generator {
@@ -91,8 +108,10 @@ impl SourceReader for Generator {
         }
         let n = (self.count - self.next).min(self.batch_size as u64);
         if let Some(rate) = self.rate {
-            let started = *self.started.get_or_insert_with(Instant::now);
-            let due = started + Duration::from_secs_f64((self.next + n) as f64 / rate as f64);
+            let next = self.next;
+            let (started, from) = *self.started.get_or_insert_with(|| (Instant::now(), next));
+            let due =
+                started + Duration::from_secs_f64((self.next + n - from) as f64 / rate as f64);
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);
