@@ -5,6 +5,9 @@
 //!
 //! A job without `[dead_letter]` fails on the first bad input instead of
 //! dropping it, so that nothing is lost silently.
+//!
+//! The file is at-least-once: a run that resumes from a checkpoint appends to
+//! it, so a bad event after that checkpoint may be written again.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -82,8 +85,9 @@ pub fn write_dead_letters(
     Ok(n)
 }
 
-/// Creates (or truncates) the dead-letter file.
-pub fn create(path: &Path) -> Result<BufWriter<File>, String> {
+/// Opens the dead-letter file: appending when the run resumes from a
+/// checkpoint, else created empty.
+pub fn open(path: &Path, append: bool) -> Result<BufWriter<File>, String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| {
             format!(
@@ -92,7 +96,12 @@ pub fn create(path: &Path) -> Result<BufWriter<File>, String> {
             )
         })?;
     }
-    File::create(path)
+    std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(path)
         .map(BufWriter::new)
         .map_err(|e| format!("cannot create dead-letter file `{}`: {e}", path.display()))
 }

@@ -4,8 +4,8 @@
 //!
 //! Threads and tokio: every stage of the data path (the source, each operator
 //! subtask, the sink, the dead-letter writer) runs on a thread of its own, and
-//! tokio runs the control plane that watches them (and will serve REST and
-//! trigger checkpoints). Guest code must not run inside a tokio context:
+//! so does the checkpoint coordinator, whose sled writes block; tokio runs the
+//! control plane that watches them (and will serve REST). Guest code must not run inside a tokio context:
 //! wasmtime-wasi's synchronous bindings `block_on` the ambient runtime, which
 //! panics there. Crossbeam channels connect the stages because a subtask
 //! selects over several inputs with a deadline (processing-time timers) from
@@ -516,7 +516,7 @@ fn run_attempt(
     let sink = open_sink(spec, restore)?;
     let dead_file = match &spec.dead_letter {
         Some(d) => Some((
-            dead_letter::create(&d.path).map_err(RunError::Setup)?,
+            dead_letter::open(&d.path, restore.is_some()).map_err(RunError::Setup)?,
             d.path.clone(),
         )),
         None => None,

@@ -3,10 +3,9 @@
 //! checkpoints are incremental; a trapping operator is restarted from the
 //! last checkpoint with exactly-once output.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::harness::{operator, sorted_lines, toml_path, Rng, Sandbox};
+use crate::harness::{operator, probe_items, sorted_lines, toml_path, Rng, Sandbox};
 
 /// A keyed count over a throttled generator, with checkpoints every 100 ms.
 fn counting_job(parallelism: u32, rate: Option<u64>) -> String {
@@ -207,6 +206,8 @@ input = "key"
 [sink]
 type = "file"
 path = "out.jsonl"
+[dead_letter]
+path = "dead.jsonl"
 [checkpoint]
 interval = "20ms"
 dir = "state"
@@ -228,20 +229,18 @@ fn a_trapping_operator_is_restarted_from_the_last_checkpoint() {
         if i == 2000 {
             lines.push(r#"{"key": "k1", "value": "panic-once"}"#.to_string());
         }
+        if i == 100 || i == 2900 {
+            lines.push(format!(
+                r#"{{"key": "k2", "value": "bad", "timestamp": {i}}}"#
+            ));
+        }
     }
     sb.write("in.jsonl", lines.join("\n"));
     let run = sb.run_job(&probe_job("in.jsonl", 2)).ok();
     assert!(run.stderr.contains("restart 1 of 2"), "{}", run.stderr);
     assert!(run.stderr.contains("panicked"), "{}", run.stderr);
     // Every item exactly once, in order per key.
-    let mut per_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for line in sb.read("out.jsonl").lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let items = per_key
-            .entry(v["key"].as_str().unwrap().to_string())
-            .or_default();
-        items.extend(v["value"].as_str().unwrap().split(',').map(str::to_string));
-    }
+    let per_key = probe_items(&sb.read("out.jsonl"));
     for k in 0..5 {
         let mut want: Vec<String> = (0..3000)
             .filter(|i| i % 5 == k)
@@ -252,6 +251,11 @@ fn a_trapping_operator_is_restarted_from_the_last_checkpoint() {
             want.insert(at, "panic-once".to_string());
         }
         assert_eq!(per_key.get(&format!("k{k}")), Some(&want), "key k{k}");
+    }
+    // Dead letters are at-least-once: both bad events are there after the restart.
+    let dead = sb.read("dead.jsonl");
+    for ts in [100, 2900] {
+        assert!(dead.contains(&format!("\"timestamp\":{ts}")), "{dead}");
     }
 }
 

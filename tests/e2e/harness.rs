@@ -280,3 +280,17 @@ impl Rng {
         lo + self.next() % (hi - lo)
     }
 }
+
+/// The items the `probe` operator emitted, per key, in order: it emits a key
+/// with its collected items joined by `,`.
+pub fn probe_items(output: &str) -> BTreeMap<String, Vec<String>> {
+    let mut per_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in output.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let items = per_key
+            .entry(v["key"].as_str().unwrap().to_string())
+            .or_default();
+        items.extend(v["value"].as_str().unwrap().split(',').map(str::to_string));
+    }
+    per_key
+}

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::harness::{events, operator, toml_path, Ev, Sandbox};
+use crate::harness::{events, operator, probe_items, toml_path, Ev, Sandbox};
 
 const TEXT: &str = "The quick brown fox jumps over the lazy dog\n\
 the dog barks and the fox runs\n\
@@ -447,14 +447,7 @@ fn list_state_processing_time_timers_bad_input_and_guest_logs() {
         run.stderr
     );
     // Every item comes out exactly once, in order per key, whatever the timer grouping.
-    let mut per_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for line in sb.read("out.jsonl").lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let items = per_key
-            .entry(v["key"].as_str().unwrap().to_string())
-            .or_default();
-        items.extend(v["value"].as_str().unwrap().split(',').map(str::to_string));
-    }
+    let per_key = probe_items(&sb.read("out.jsonl"));
     for k in 0..7 {
         let want: Vec<String> = (0..300)
             .filter(|i| i % 7 == k)
