@@ -9,6 +9,10 @@ use crate::harness::{operator, probe_items, sorted_lines, toml_path, Rng, Sandbo
 
 /// A keyed count over a throttled generator, with checkpoints every 100 ms.
 fn counting_job(parallelism: u32, rate: Option<u64>) -> String {
+    counting_job_in_mode(parallelism, rate, "exactly-once")
+}
+
+fn counting_job_in_mode(parallelism: u32, rate: Option<u64>, mode: &str) -> String {
     format!(
         r#"
 name = "crash"
@@ -44,6 +48,7 @@ path = "out/result.jsonl"
 interval = "100ms"
 dir = "state"
 retain = 2
+mode = "{mode}"
 "#,
         rate = rate.map(|r| format!("rate = {r}")).unwrap_or_default(),
         split = toml_path(&operator("word-split")),
@@ -309,4 +314,58 @@ fn fresh_and_from_checkpoint() {
         .fails_with(&["no completed checkpoint 999"]);
     sb.weir(&["checkpoints", "list", "nowhere"])
         .fails_with(&["nowhere", "not a weir state directory"]);
+}
+
+#[test]
+fn at_least_once_loses_nothing_across_kills() {
+    let expected = reference(2);
+    let sb = Sandbox::new();
+    let job = counting_job_in_mode(2, Some(8000), "at-least-once");
+    sb.write("job.toml", &job);
+    let mut rng = Rng::from_env();
+    for _ in 0..3 {
+        let mut child = sb.spawn(&["run", "job.toml"], &[]);
+        std::thread::sleep(Duration::from_millis(rng.range(300, 900)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    sb.weir(&["run", "job.toml"]).ok();
+    let got = sorted_lines(&sb.read("out/result.jsonl"));
+    let mut missing = expected.clone();
+    missing.retain(|line| got.binary_search(line).is_err());
+    assert!(
+        missing.is_empty(),
+        "{} lines lost, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    assert!(got.len() >= expected.len());
+}
+
+#[test]
+fn restoring_an_older_checkpoint_rolls_the_output_back() {
+    let expected = reference(2);
+    let sb = Sandbox::new();
+    sb.write("job.toml", counting_job(2, Some(8000)));
+    let mut child = sb.spawn(&["run", "job.toml"], &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let list = sb.weir(&["checkpoints", "list", "state", "--json"]).ok();
+    let all: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+    assert!(all.len() >= 2, "{}", list.stdout);
+    let oldest = all[0]["id"].as_u64().unwrap().to_string();
+    let run = sb
+        .weir(&["run", "job.toml", "--from-checkpoint", &oldest])
+        .ok();
+    assert!(
+        run.stderr
+            .contains(&format!("restoring checkpoint {oldest}")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        sorted_lines(&sb.read("out/result.jsonl")) == expected,
+        "output differs"
+    );
 }
