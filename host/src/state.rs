@@ -16,11 +16,21 @@ use crate::keygroup;
 /// A user key's state of kind `map`: user keys, sorted, to values.
 pub type MapEntries = BTreeMap<Vec<u8>, Vec<u8>>;
 
+/// A value state's value, with whether it changed since the last snapshot
+/// (so that a write to a key already changed costs no second lookup).
+#[derive(Debug, Clone)]
+pub struct ValueSlot {
+    /// The value.
+    pub value: Vec<u8>,
+    /// Written since the last snapshot (and recorded as changed).
+    pub dirty: bool,
+}
+
 /// The data of one declared state, one map per owned key group.
 #[derive(Debug)]
 pub enum StateData {
     /// Value state: key -> value.
-    Value(Vec<FxHashMap<Vec<u8>, Vec<u8>>>),
+    Value(Vec<FxHashMap<Vec<u8>, ValueSlot>>),
     /// Map state: key -> (user key -> value).
     Map(Vec<FxHashMap<Vec<u8>, MapEntries>>),
     /// List state: key -> values.
@@ -129,7 +139,9 @@ impl StateBackend {
 
     fn entry_of(&self, state: usize, group: usize, key: &[u8]) -> StoredEntry {
         let found = match &self.states[state].data {
-            StateData::Value(g) => g[group].get(key).map(|v| StoredEntry::Value(v.clone())),
+            StateData::Value(g) => g[group]
+                .get(key)
+                .map(|v| StoredEntry::Value(v.value.clone())),
             StateData::Map(g) => g[group]
                 .get(key)
                 .map(|m| StoredEntry::Map(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())),
@@ -153,6 +165,11 @@ impl StateBackend {
             for (group, keys) in groups.into_iter().enumerate() {
                 for key in keys {
                     let entry = self.entry_of(state, group, &key);
+                    if let StateData::Value(g) = &mut self.states[state].data {
+                        if let Some(slot) = g[group].get_mut(&key) {
+                            slot.dirty = false;
+                        }
+                    }
                     out.push(StateChange {
                         state: self.states[state].spec.name.clone(),
                         key_group: self.key_groups.start + group as u32,
@@ -170,6 +187,14 @@ impl StateBackend {
         if let Some(changed) = self.changed.as_mut() {
             changed.iter_mut().flatten().for_each(FxHashSet::clear);
         }
+        for declared in &mut self.states {
+            if let StateData::Value(groups) = &mut declared.data {
+                groups
+                    .iter_mut()
+                    .flat_map(|m| m.values_mut())
+                    .for_each(|slot| slot.dirty = false);
+            }
+        }
         let total: usize = self.key_counts().iter().map(|(_, n)| n).sum();
         let mut out = Vec::with_capacity(total);
         let start = self.key_groups.start;
@@ -186,7 +211,7 @@ impl StateBackend {
                     for (g, map) in groups.iter().enumerate() {
                         out.extend(
                             map.iter()
-                                .map(|(k, v)| change(g, k, StoredEntry::Value(v.clone()))),
+                                .map(|(k, v)| change(g, k, StoredEntry::Value(v.value.clone()))),
                         );
                     }
                 }
@@ -232,7 +257,13 @@ impl StateBackend {
         self.bytes += entry_bytes(&change.entry, change.key.len());
         match (&mut self.states[state].data, change.entry) {
             (StateData::Value(g), StoredEntry::Value(v)) => {
-                g[group].insert(change.key, v);
+                g[group].insert(
+                    change.key,
+                    ValueSlot {
+                        value: v,
+                        dirty: false,
+                    },
+                );
             }
             (StateData::Map(g), StoredEntry::Map(entries)) => {
                 g[group].insert(change.key, entries.into_iter().collect());
@@ -326,7 +357,7 @@ impl StateBackend {
         let s = state as usize;
         let g = self.local_group(s, key)?;
         match &self.states[s].data {
-            StateData::Value(groups) => Ok(groups[g].get(key).map(Vec::as_slice)),
+            StateData::Value(groups) => Ok(groups[g].get(key).map(|s| s.value.as_slice())),
             _ => unreachable!("state handles are typed by kind"),
         }
     }
@@ -340,29 +371,40 @@ impl StateBackend {
     ) -> Result<(), StateError> {
         let s = state as usize;
         let g = self.local_group(s, key)?;
-        self.mark(s, g, key);
+        let tracking = self.changed.is_some();
         let StateData::Value(groups) = &mut self.states[s].data else {
             unreachable!("state handles are typed by kind")
         };
         let map = &mut groups[g];
-        let delta = match value {
+        // `first`: the key's first change since the last snapshot, to record.
+        let (delta, first) = match value {
             Some(v) => match map.get_mut(key) {
                 Some(slot) => {
-                    let old = slot.len() as i64;
-                    slot.clear();
-                    slot.extend_from_slice(v);
-                    v.len() as i64 - old
+                    let old = slot.value.len() as i64;
+                    slot.value.clear();
+                    slot.value.extend_from_slice(v);
+                    let first = tracking && !slot.dirty;
+                    slot.dirty |= tracking;
+                    (v.len() as i64 - old, first)
                 }
                 None => {
-                    map.insert(key.to_vec(), v.to_vec());
-                    (key.len() + v.len()) as i64
+                    let slot = ValueSlot {
+                        value: v.to_vec(),
+                        dirty: tracking,
+                    };
+                    map.insert(key.to_vec(), slot);
+                    ((key.len() + v.len()) as i64, tracking)
                 }
             },
-            None => map
-                .remove(key)
-                .map_or(0, |old| -((key.len() + old.len()) as i64)),
+            None => match map.remove(key) {
+                Some(old) => (-((key.len() + old.value.len()) as i64), tracking),
+                None => (0, false),
+            },
         };
         self.bytes += delta;
+        if first {
+            self.mark(s, g, key);
+        }
         Ok(())
     }
 
@@ -690,8 +732,18 @@ mod tests {
         let changes = b.take_changes();
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].entry, StoredEntry::Deleted);
+        // A key written again after a snapshot is recorded again.
+        b.value_put(0, b"b", Some(b"3")).unwrap();
+        b.value_put(0, b"b", Some(b"4")).unwrap();
+        let changes = b.take_changes();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].entry, StoredEntry::Value(b"4".to_vec()));
+        b.value_put(0, b"b", Some(b"2")).unwrap();
+        assert_eq!(b.take_changes().len(), 1);
         let all = b.take_all();
         assert_eq!(all.len(), 2);
+        b.value_put(0, b"b", Some(b"2")).unwrap();
+        assert_eq!(b.take_changes().len(), 1, "take_all resets the flags too");
 
         let mut r = StateBackend::new(0, 8, 0..8);
         r.declare(&[spec("v", StateKind::Value), spec("m", StateKind::Map)])
