@@ -326,7 +326,7 @@ impl Coordinator {
         tracing::debug!(checkpoint_id = id, full, last, "triggering checkpoint {id}");
         self.triggers
             .send(Trigger {
-                barrier: Barrier { id, full },
+                barrier: Barrier { id, full, last },
                 last,
             })
             .ok()?;

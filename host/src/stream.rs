@@ -35,6 +35,8 @@ pub struct Barrier {
     pub id: u64,
     /// Whether operators snapshot all their state, not only what changed.
     pub full: bool,
+    /// The final checkpoint of a finished input: nothing follows but the end.
+    pub last: bool,
 }
 
 /// A bounded data-path channel.
@@ -209,7 +211,11 @@ mod tests {
         let (a_tx, a_rx) = channel();
         let (b_tx, b_rx) = channel();
         let mut inputs = Inputs::new(vec![a_rx, b_rx]);
-        let barrier = Barrier { id: 1, full: false };
+        let barrier = Barrier {
+            id: 1,
+            full: false,
+            last: false,
+        };
         a_tx.send(Message::Barrier(barrier)).unwrap();
         a_tx.send(Message::Watermark(5)).unwrap();
         b_tx.send(Message::Watermark(3)).unwrap();
@@ -247,8 +253,12 @@ mod tests {
             inputs.recv(None),
             Received::Message(1, Message::End)
         ));
-        a_tx.send(Message::Barrier(Barrier { id: 7, full: true }))
-            .unwrap();
+        a_tx.send(Message::Barrier(Barrier {
+            id: 7,
+            full: true,
+            last: false,
+        }))
+        .unwrap();
         assert!(matches!(inputs.recv(None), Received::Barrier(b) if b.id == 7));
     }
 }

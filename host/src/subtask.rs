@@ -68,7 +68,11 @@ impl Subtask {
             }
         }
         self.advance_watermark()?;
-        self.fire_processing_timers()?;
+        if self.checkpointing.is_none() {
+            // With checkpoints, due timers fired at the last barrier: output
+            // after it could never be committed.
+            self.fire_processing_timers()?;
+        }
         self.router.send_end()?;
         Ok(())
     }
@@ -105,6 +109,11 @@ impl Subtask {
     /// changed (or all) state and the timers are copied and handed to the
     /// coordinator, which writes them while processing goes on.
     fn snapshot(&mut self, barrier: Barrier) -> Result<(), StageError> {
+        if barrier.last {
+            // Nothing but the end follows the last barrier: what the due
+            // processing-time timers emit must belong to the final checkpoint.
+            self.fire_processing_timers()?;
+        }
         if let Some((acks, operator)) = &self.checkpointing {
             let ctx = self.op.ctx();
             let changes = if barrier.full {
