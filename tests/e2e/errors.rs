@@ -108,18 +108,25 @@ fn a_component_of_another_world() {
         .fails_with(&["empty.wasm", "exports nothing"]);
 }
 
-#[test]
-fn a_component_of_another_weir_version() {
-    let sb = Sandbox::new();
-    let newer = wat::parse_str(
+/// A component with `imports` that exports, as `interface`, an instance
+/// with only a `describe` function (of the wrong type, too).
+fn partial_component(imports: &str, interface: &str) -> Vec<u8> {
+    wat::parse_str(format!(
         r#"(component
+            {imports}
             (core module $m (func (export "d")))
             (core instance $i (instantiate $m))
             (func $d (canon lift (core func $i "d")))
             (instance $g (export "describe" (func $d)))
-            (export "weir:operator/guest@0.9.0" (instance $g)))"#,
-    )
-    .unwrap();
+            (export "{interface}" (instance $g)))"#
+    ))
+    .unwrap()
+}
+
+#[test]
+fn a_component_of_another_weir_version() {
+    let sb = Sandbox::new();
+    let newer = partial_component("", "weir:operator/guest@0.9.0");
     sb.write("newer.wasm", newer);
     sb.weir(&["operator", "inspect", "newer.wasm"])
         .fails_with(&["newer.wasm", "weir:operator/guest@0.9.0", "rebuild"]);
@@ -128,16 +135,10 @@ fn a_component_of_another_weir_version() {
 #[test]
 fn an_import_weir_does_not_provide() {
     let sb = Sandbox::new();
-    let needy = wat::parse_str(
-        r#"(component
-            (import "acme:db/query@1.0.0" (instance (export "q" (func))))
-            (core module $m (func (export "d")))
-            (core instance $i (instantiate $m))
-            (func $d (canon lift (core func $i "d")))
-            (instance $g (export "describe" (func $d)))
-            (export "weir:operator/guest@0.1.0" (instance $g)))"#,
-    )
-    .unwrap();
+    let needy = partial_component(
+        r#"(import "acme:db/query@1.0.0" (instance (export "q" (func))))"#,
+        "weir:operator/guest@0.1.0",
+    );
     sb.write("needy.wasm", needy);
     sb.weir(&["operator", "inspect", "needy.wasm"])
         .fails_with(&["needy.wasm", "imports `acme:db/query@1.0.0`"]);
@@ -146,15 +147,7 @@ fn an_import_weir_does_not_provide() {
 #[test]
 fn a_missing_export_function() {
     let sb = Sandbox::new();
-    let partial = wat::parse_str(
-        r#"(component
-            (core module $m (func (export "d")))
-            (core instance $i (instantiate $m))
-            (func $d (canon lift (core func $i "d")))
-            (instance $g (export "describe" (func $d)))
-            (export "weir:operator/guest@0.1.0" (instance $g)))"#,
-    )
-    .unwrap();
+    let partial = partial_component("", "weir:operator/guest@0.1.0");
     sb.write("partial.wasm", partial);
     sb.weir(&["operator", "inspect", "partial.wasm"])
         .fails_with(&["partial.wasm", "does not match the weir operator world"]);
