@@ -249,3 +249,29 @@ fn state_outside_the_subtasks_key_groups_is_refused() {
     sb.run_job(&job)
         .fails_with(&["operator `op` subtask", "does not own"]);
 }
+
+#[test]
+fn checkpoints_need_a_replayable_source() {
+    let sb = Sandbox::new();
+    sb.write(
+        "job.toml",
+        format!(
+            "name = \"s\"\n[source]\ntype = \"stdin\"\n[[operators]]\nid = \"c\"\nwasm = {}\n[sink]\ntype = \"stdout\"\n[checkpoint]\ninterval = \"1s\"\n",
+            toml_path(&operator("keyed-count"))
+        ),
+    );
+    sb.weir(&["run", "job.toml"]).fails_with(&[
+        "job.toml",
+        "checkpoints need a source that can be read again",
+        "stdin",
+    ]);
+}
+
+#[test]
+fn from_checkpoint_needs_checkpoints() {
+    let sb = Sandbox::new();
+    sb.write("in.jsonl", "");
+    sb.write("job.toml", count_job(""));
+    sb.weir(&["run", "job.toml", "--from-checkpoint", "3"])
+        .fails_with(&["--from-checkpoint", "takes no checkpoints"]);
+}
