@@ -358,8 +358,8 @@ fn restoring_an_older_checkpoint_rolls_the_output_back() {
     let expected = reference(2);
     let sb = Sandbox::new();
     sb.write("job.toml", counting_job(2, Some(8000)));
-    let mut child = sb.spawn(&["run", "job.toml"], &[]);
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut child = sb.spawn_logged(&["run", "job.toml"], "run.log");
+    sb.wait_for("run.log", "complete in", 3);
     child.kill().unwrap();
     child.wait().unwrap();
     let list = sb.weir(&["checkpoints", "list", "state", "--json"]).ok();
@@ -430,8 +430,8 @@ fn sigkill_and_restart_of_event_time_windows_gives_the_uninterrupted_output() {
     // 160 windows of 250 ms over 300 keys; about 57 % of the keys fall in each window.
     assert!(expected.len() > 20_000, "{}", expected.len());
     let got = crash_until_done(
-        &windows_job(2, Some(6000)),
-        &windows_job(3, Some(6000)),
+        &windows_job(2, Some(5000)),
+        &windows_job(3, Some(5000)),
         10,
         "sums.jsonl",
     );

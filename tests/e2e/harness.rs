@@ -199,6 +199,39 @@ impl Sandbox {
         cmd.spawn().expect("spawning weir")
     }
 
+    /// Starts `weir ARGS` with its log (at info level) going to the file `log`.
+    pub fn spawn_logged(&self, args: &[&str], log: &str) -> std::process::Child {
+        let file = std::fs::File::create(self.path(log)).unwrap();
+        Command::new(weir_bin())
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("WEIR_CACHE_DIR", &self.cache)
+            .env("WEIR_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawning weir")
+    }
+
+    /// Waits until the file `name` contains `needle` at least `times` times,
+    /// failing the test after a generous deadline.
+    #[track_caller]
+    pub fn wait_for(&self, name: &str, needle: &str, times: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let text = std::fs::read_to_string(self.path(name)).unwrap_or_default();
+            if text.matches(needle).count() >= times {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "`{needle}` did not appear {times} times in {name}:\n{text}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Writes `job.toml` and runs it.
     pub fn run_job(&self, job: &str) -> Run {
         self.write("job.toml", job);
