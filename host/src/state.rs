@@ -408,23 +408,9 @@ impl StateBackend {
         Ok(())
     }
 
+    /// The per-key data of map state `state` in the key group of `key`; `write`
+    /// records the key as changed.
     fn map_of(
-        &mut self,
-        state: u32,
-        key: &[u8],
-    ) -> Result<&mut FxHashMap<Vec<u8>, MapEntries>, StateError> {
-        self.map_of_inner(state, key, false)
-    }
-
-    fn map_of_mut(
-        &mut self,
-        state: u32,
-        key: &[u8],
-    ) -> Result<&mut FxHashMap<Vec<u8>, MapEntries>, StateError> {
-        self.map_of_inner(state, key, true)
-    }
-
-    fn map_of_inner(
         &mut self,
         state: u32,
         key: &[u8],
@@ -449,7 +435,7 @@ impl StateBackend {
         map_key: &[u8],
     ) -> Result<Option<&[u8]>, StateError> {
         Ok(self
-            .map_of(state, key)?
+            .map_of(state, key, false)?
             .get(key)
             .and_then(|m| m.get(map_key))
             .map(Vec::as_slice))
@@ -463,7 +449,7 @@ impl StateBackend {
         map_key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), StateError> {
-        let maps = self.map_of_mut(state, key)?;
+        let maps = self.map_of(state, key, true)?;
         let entry = (map_key.len() + value.map_or(0, <[u8]>::len)) as i64;
         let delta = match value {
             Some(v) => {
@@ -501,34 +487,20 @@ impl StateBackend {
         state: u32,
         key: &[u8],
     ) -> Result<Option<&MapEntries>, StateError> {
-        Ok(self.map_of(state, key)?.get(key))
+        Ok(self.map_of(state, key, false)?.get(key))
     }
 
     /// Map state: removes the map of `key`.
     pub fn map_clear(&mut self, state: u32, key: &[u8]) -> Result<(), StateError> {
-        if let Some(old) = self.map_of_mut(state, key)?.remove(key) {
+        if let Some(old) = self.map_of(state, key, true)?.remove(key) {
             self.bytes -= map_bytes(&old) + key.len() as i64;
         }
         Ok(())
     }
 
+    /// The per-key data of list state `state` in the key group of `key`; `write`
+    /// records the key as changed.
     fn list_of(
-        &mut self,
-        state: u32,
-        key: &[u8],
-    ) -> Result<&mut FxHashMap<Vec<u8>, Vec<Vec<u8>>>, StateError> {
-        self.list_of_inner(state, key, false)
-    }
-
-    fn list_of_mut(
-        &mut self,
-        state: u32,
-        key: &[u8],
-    ) -> Result<&mut FxHashMap<Vec<u8>, Vec<Vec<u8>>>, StateError> {
-        self.list_of_inner(state, key, true)
-    }
-
-    fn list_of_inner(
         &mut self,
         state: u32,
         key: &[u8],
@@ -548,7 +520,7 @@ impl StateBackend {
     /// List state: the list of `key`.
     pub fn list_get(&mut self, state: u32, key: &[u8]) -> Result<&[Vec<u8>], StateError> {
         Ok(self
-            .list_of(state, key)?
+            .list_of(state, key, false)?
             .get(key)
             .map(Vec::as_slice)
             .unwrap_or(&[]))
@@ -556,7 +528,7 @@ impl StateBackend {
 
     /// List state: appends `value` to the list of `key`.
     pub fn list_add(&mut self, state: u32, key: &[u8], value: &[u8]) -> Result<(), StateError> {
-        let lists = self.list_of_mut(state, key)?;
+        let lists = self.list_of(state, key, true)?;
         let delta = match lists.get_mut(key) {
             Some(list) => {
                 list.push(value.to_vec());
@@ -578,7 +550,7 @@ impl StateBackend {
         key: &[u8],
         values: Vec<Vec<u8>>,
     ) -> Result<(), StateError> {
-        let lists = self.list_of_mut(state, key)?;
+        let lists = self.list_of(state, key, true)?;
         let new = if values.is_empty() {
             0
         } else {

@@ -247,6 +247,15 @@ pub struct Ev {
     pub timestamp: i64,
 }
 
+/// An expected event with a key.
+pub fn ev(key: &str, value: &str, timestamp: i64) -> Ev {
+    Ev {
+        key: Some(key.to_string()),
+        value: value.to_string(),
+        timestamp,
+    }
+}
+
 /// Parses JSON-lines output into a sorted multiset of events.
 pub fn events(text: &str) -> Vec<Ev> {
     let mut out: Vec<Ev> = text

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::harness::{events, operator, probe_items, toml_path, Ev, Sandbox};
+use crate::harness::{ev, events, operator, probe_items, toml_path, Ev, Sandbox};
 
 const TEXT: &str = "The quick brown fox jumps over the lazy dog\n\
 the dog barks and the fox runs\n\
@@ -71,16 +71,8 @@ fn word_count_of_a_known_text() {
     let got = events(&sb.read("out/counts.jsonl"));
     assert_eq!(got, expected_word_counts(TEXT, true));
     // The final count of "the" is 4 and of "fox" 3.
-    assert!(got.contains(&Ev {
-        key: Some("the".into()),
-        value: "4".into(),
-        timestamp: 0
-    }));
-    assert!(got.contains(&Ev {
-        key: Some("fox".into()),
-        value: "3".into(),
-        timestamp: 0
-    }));
+    assert!(got.contains(&ev("the", "4", 0)));
+    assert!(got.contains(&ev("fox", "3", 0)));
 }
 
 #[test]
@@ -150,31 +142,11 @@ fn windowed_sums_over_out_of_order_input() {
     .join("\n");
     sb.write("in.jsonl", input);
     let mut expected = vec![
-        Ev {
-            key: Some("a".into()),
-            value: "11".into(),
-            timestamp: 999,
-        },
-        Ev {
-            key: Some("a".into()),
-            value: "4".into(),
-            timestamp: 2999,
-        },
-        Ev {
-            key: Some("a".into()),
-            value: "16".into(),
-            timestamp: 5999,
-        },
-        Ev {
-            key: Some("b".into()),
-            value: "30".into(),
-            timestamp: 1999,
-        },
-        Ev {
-            key: Some("b".into()),
-            value: "64".into(),
-            timestamp: 5999,
-        },
+        ev("a", "11", 999),
+        ev("a", "4", 2999),
+        ev("a", "16", 5999),
+        ev("b", "30", 1999),
+        ev("b", "64", 5999),
     ];
     expected.sort();
     for parallelism in [1, 3] {
@@ -217,14 +189,7 @@ fn the_last_windows_fire_at_the_end_of_a_bounded_input() {
     );
     // A huge delay: the watermark never passes the window before the input ends.
     sb.run_job(&windowed_job(1, "1h")).ok();
-    assert_eq!(
-        events(&sb.read("sums.jsonl")),
-        vec![Ev {
-            key: Some("k".into()),
-            value: "11".into(),
-            timestamp: 999
-        }]
-    );
+    assert_eq!(events(&sb.read("sums.jsonl")), vec![ev("k", "11", 999)]);
 }
 
 #[test]
@@ -262,11 +227,6 @@ path = "out.jsonl"
         dedupe = toml_path(&operator("dedupe"))
     ))
     .ok();
-    let ev = |k: &str, v: &str, t| Ev {
-        key: Some(k.into()),
-        value: v.into(),
-        timestamp: t,
-    };
     assert_eq!(
         events(&sb.read("out.jsonl")),
         vec![
@@ -359,14 +319,13 @@ type = "stdout"
             Some("hello world\nhello\n".as_bytes()),
         )
         .ok();
-    let ev = |w: &str| Ev {
-        key: Some(w.into()),
-        value: w.into(),
-        timestamp: 0,
-    };
     assert_eq!(
         events(&run.stdout),
-        vec![ev("hello"), ev("hello"), ev("world")]
+        vec![
+            ev("hello", "hello", 0),
+            ev("hello", "hello", 0),
+            ev("world", "world", 0)
+        ]
     );
 }
 
