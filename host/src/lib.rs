@@ -26,6 +26,7 @@ pub mod keygroup;
 pub mod operator;
 pub mod partition;
 pub mod runtime;
+pub mod savepoint;
 pub mod state;
 pub mod stream;
 pub mod subtask;
