@@ -50,6 +50,7 @@ pub struct CheckpointError {
 
 /// Where a source was, so that it can seek back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum SourcePosition {
     /// A file: byte offset of the next line, and its number (from 1).
     File {

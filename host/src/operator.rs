@@ -11,9 +11,10 @@ use wasmtime::component::ResourceTable;
 use wasmtime::Store;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::{Batch, GuestError, OperatorWorld, TaskInfo, Timers};
+use crate::bindings::{Batch, Blobs, GuestError, OperatorWorld, TaskInfo, Timers};
 use crate::component::LoadedOperator;
 use crate::guest_output::GuestOutput;
+use crate::restore::{Restore, StatePlan};
 use crate::state::StateBackend;
 use crate::timers::TimerService;
 
@@ -144,15 +145,6 @@ pub trait OperatorInstance: Send {
     fn ctx(&mut self) -> &mut SubtaskCtx;
 }
 
-/// A checkpoint to restore subtasks from.
-#[derive(Clone)]
-pub struct Restore {
-    /// The checkpoint database.
-    pub store: crate::checkpoint::CheckpointStore,
-    /// The checkpoint.
-    pub meta: crate::checkpoint::CheckpointMeta,
-}
-
 /// An operator instance running a WebAssembly component.
 pub struct WasmOperator {
     store: Store<HostCtx>,
@@ -161,13 +153,15 @@ pub struct WasmOperator {
 
 impl WasmOperator {
     /// Instantiates `loaded` for a subtask, declares its states, restores
-    /// its key groups' state and timers from `restore` if given, and calls `open`.
+    /// its key groups' state and timers from `restore` if given (as the
+    /// restore plan of operator `op_index` says: dropped states skipped,
+    /// raised versions migrated by the guest), and calls `open`.
     pub fn start(
         loaded: &LoadedOperator,
         task: TaskInfo,
         key_groups: Range<u32>,
         config: &BTreeMap<String, String>,
-        restore: Option<&Restore>,
+        restore: Option<(&Restore, usize)>,
         track_changes: bool,
     ) -> Result<Self, String> {
         let mut sub = SubtaskCtx::new(
@@ -177,28 +171,35 @@ impl WasmOperator {
             key_groups.clone(),
         );
         sub.state.declare(&loaded.spec.states)?;
-        if let Some(r) = restore {
+        let plan = restore.and_then(|(r, i)| r.plan.operators.get(i).filter(|p| p.restored));
+        if let (Some((r, _)), Some(plan)) = (restore, plan) {
             let state = &mut sub.state;
-            r.store
-                .load_state(&r.meta, &task.operator_id, key_groups.clone(), |change| {
-                    state.restore(change)
-                })
-                .map_err(|e| e.to_string())?;
-            let timers = r
-                .store
-                .load_timers(r.meta.id, &task.operator_id, key_groups)
-                .map_err(|e| e.to_string())?;
+            let timers = r.load(&task.operator_id, key_groups, |change| {
+                if plan.dropped_states.contains(&change.state) {
+                    return Ok(());
+                }
+                state.restore(change)
+            })?;
             sub.timers.restore(timers);
-            sub.watermark = r.meta.watermark;
         }
-        if track_changes {
-            sub.state.track_changes();
+        if let Some((r, _)) = restore {
+            sub.watermark = r.meta.watermark;
         }
         let mut store = Store::new(loaded.pre.engine(), HostCtx::new(sub));
         let world = loaded
             .pre
             .instantiate(&mut store)
             .map_err(|e| format!("cannot instantiate: {}", describe_error(&e)))?;
+        if let Some(plan) = plan {
+            for (name, state_plan) in &plan.states {
+                if let StatePlan::Migrate { from, to } = state_plan {
+                    migrate(&mut store, &world, name, *from, *to)?;
+                }
+            }
+        }
+        if track_changes {
+            store.data_mut().sub.state.track_changes();
+        }
         store.data().start_call();
         let config: Vec<(String, String)> =
             config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -209,6 +210,84 @@ impl WasmOperator {
             .map_err(|e| format!("open() refused the config: {e}"))?;
         Ok(WasmOperator { store, world })
     }
+}
+
+/// Values handed to one `migrate` call.
+const MIGRATE_BATCH: usize = 4096;
+
+/// Runs every stored value of state `name` through the guest's `migrate`
+/// from version `from`; the first refusal names the key.
+fn migrate(
+    store: &mut Store<HostCtx>,
+    world: &OperatorWorld,
+    name: &str,
+    from: u32,
+    to: u32,
+) -> Result<(), String> {
+    // The state leaves the store while the guest runs: `migrate` may not use state.
+    let placeholder = StateBackend::new(0, 1, 0..0);
+    let mut state = std::mem::replace(&mut store.data_mut().sub.state, placeholder);
+    let max_value = store.data().sub.max_value_size;
+    let result = (|| {
+        let mut values = state.values_mut(name);
+        let mut delta = 0i64;
+        for chunk in values.chunks_mut(MIGRATE_BATCH) {
+            let mut blobs = Blobs::with_capacity(chunk.len());
+            for (_, v) in chunk.iter() {
+                blobs.push(Some(v.as_slice()));
+            }
+            store.data().start_call();
+            let out = world
+                .weir_operator_guest()
+                .call_migrate(&mut *store, name, from, &blobs)
+                .map_err(|e| with_guest_output(describe_error(&e), store.data()))?;
+            let key_of = |i: usize, chunk: &[(&[u8], &mut Vec<u8>)]| {
+                chunk.get(i).map_or("?".to_string(), |(k, _)| {
+                    String::from_utf8_lossy(k).into_owned()
+                })
+            };
+            let out = out.map_err(|e| {
+                format!(
+                    "migrate of state `{name}` from version {from} to {to} failed at key `{}`: {}",
+                    key_of(e.index as usize, chunk),
+                    e.message
+                )
+            })?;
+            let parts = out.split().map_err(|e| format!("migrate returned {e}"))?;
+            if parts.len() != chunk.len() {
+                return Err(format!(
+                    "migrate of state `{name}` returned {} values for {}",
+                    parts.len(),
+                    chunk.len()
+                ));
+            }
+            for (i, new) in parts.into_iter().enumerate() {
+                let Some(new) = new else {
+                    return Err(format!(
+                        "migrate of state `{name}` returned no value for key `{}`",
+                        key_of(i, chunk)
+                    ));
+                };
+                if new.len() > max_value {
+                    return Err(format!(
+                        "migrate of state `{name}` returned a value of {} bytes for key `{}`, over the limit of {max_value}",
+                        new.len(),
+                        key_of(i, chunk)
+                    ));
+                }
+                let slot = &mut chunk[i].1;
+                delta += new.len() as i64 - slot.len() as i64;
+                slot.clear();
+                slot.extend_from_slice(new);
+            }
+        }
+        Ok(delta)
+    })();
+    if let Ok(delta) = &result {
+        state.adjust_bytes(*delta);
+    }
+    store.data_mut().sub.state = state;
+    result.map(|_| ())
 }
 
 impl OperatorInstance for WasmOperator {

@@ -11,25 +11,29 @@
 //! selects over several inputs with a deadline (processing-time timers) from
 //! a plain thread, and will hold back inputs for barrier alignment.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::bindings::TaskInfo;
-use crate::checkpoint::{CheckpointStore, SourcePosition};
+use crate::checkpoint::{CheckpointMeta, CheckpointStore, OperatorMeta, SourcePosition};
 use crate::component::{Components, LoadedOperator};
 use crate::connectors::file::SinkMode;
 use crate::connectors::{self, SinkCheckpointing, SinkWriter, SourceCheckpointing, SourceReader};
+use crate::control::{JobControl, JobState, OperatorStatus};
 use crate::coordinator::{Ack, Coordinator, CoordinatorEnd, OperatorInfo, Trigger};
 use crate::dead_letter::{self, DeadLetter};
 use crate::job::{
     CheckpointMode, InputMode, JobSpec, RestartSpec, RestartStrategy, SinkSpec, SourceSpec,
 };
 use crate::keygroup;
-use crate::operator::{OperatorInstance, Restore, WasmOperator};
+use crate::operator::{OperatorInstance, WasmOperator};
 use crate::partition::{Router, Routing};
+use crate::restore::{self, Restore, RestorePlan, RestoreSource};
+use crate::savepoint::Savepoint;
 use crate::state::kind_name;
 use crate::stream::{self, Inputs, Message, StageError};
 use crate::subtask::Subtask;
@@ -45,6 +49,8 @@ pub struct JobReport {
     pub dead_letters: u64,
     /// Wall-clock time from the start of the data path to its end.
     pub elapsed: Duration,
+    /// The job was stopped with this savepoint.
+    pub stopped_with_savepoint: Option<PathBuf>,
 }
 
 /// Why a job did not run to its end. The message is one line.
@@ -96,6 +102,12 @@ pub struct RunOptions {
     pub fresh: bool,
     /// Restore this checkpoint rather than the newest.
     pub from_checkpoint: Option<u64>,
+    /// Restore this savepoint directory.
+    pub from_savepoint: Option<PathBuf>,
+    /// Let a restore drop saved state that the job has no place for.
+    pub allow_non_restored_state: bool,
+    /// Serve the REST API here (overrides the job file's `[rest] addr`).
+    pub rest_addr: Option<String>,
 }
 
 /// Loads every operator of `spec`, with messages that name the job file line.
@@ -182,7 +194,24 @@ fn open_sink(spec: &JobSpec, restore: Option<&Restore>) -> Result<Box<dyn SinkWr
     };
     Ok(match &spec.sink {
         SinkSpec::File { path, format } => {
-            let restored = restore.map(|r| (r.meta.id, r.meta.sink.as_ref()));
+            let restored = restore.map(|r| {
+                let state = r.meta.sink.as_ref();
+                let len = std::fs::metadata(path).map_or(0, |m| m.len());
+                let state = match (&r.source, state) {
+                    // A savepoint restored where its output is not (a moved job,
+                    // a new output file): the output is appended to, not cut.
+                    (RestoreSource::Savepoint(_), Some(s)) if len < s.output_len => {
+                        tracing::warn!(
+                            "sink file `{}` is shorter ({len} bytes) than when the savepoint was taken ({} bytes): appending to it",
+                            path.display(),
+                            s.output_len
+                        );
+                        None
+                    }
+                    _ => state,
+                };
+                (r.meta.id, state)
+            });
             Box::new(
                 connectors::file::FileSink::open(path, *format, mode, restored)
                     .map_err(RunError::Setup)?,
@@ -193,12 +222,13 @@ fn open_sink(spec: &JobSpec, restore: Option<&Restore>) -> Result<Box<dyn SinkWr
     })
 }
 
-/// Picks the checkpoint to restore, and checks it fits the job.
-fn choose_restore(
-    spec: &JobSpec,
+/// Picks the checkpoint to restore, if any: `options.from_checkpoint`, else
+/// the newest (with an ID of at least `min_id`).
+fn choose_checkpoint(
     store: &CheckpointStore,
     options: &RunOptions,
-) -> Result<Option<Restore>, RunError> {
+    min_id: u64,
+) -> Result<Option<CheckpointMeta>, RunError> {
     let setup = |e: crate::checkpoint::CheckpointError| RunError::Setup(e.to_string());
     let completed = store.list().map_err(setup)?;
     if options.fresh {
@@ -211,11 +241,12 @@ fn choose_restore(
         }
         return Ok(None);
     }
-    let meta = match options.from_checkpoint {
+    match options.from_checkpoint {
         Some(id) => completed
             .iter()
             .find(|m| m.id == id)
             .cloned()
+            .map(Some)
             .ok_or_else(|| {
                 let ids: Vec<String> = completed.iter().map(|m| m.id.to_string()).collect();
                 RunError::Setup(format!(
@@ -227,35 +258,103 @@ fn choose_restore(
                         ids.join(", ")
                     }
                 ))
-            })?,
-        None => match completed.last() {
-            Some(m) => m.clone(),
-            None => return Ok(None),
-        },
+            }),
+        None => Ok(completed.into_iter().rev().find(|m| m.id >= min_id)),
+    }
+}
+
+/// A savepoint's manifest, as the checkpoint metadata the runtime restores from.
+fn savepoint_meta(sp: &Savepoint) -> CheckpointMeta {
+    let m = &sp.meta;
+    CheckpointMeta {
+        format: crate::checkpoint::FORMAT_VERSION,
+        id: m.id,
+        chain: Vec::new(),
+        job: m.job.clone(),
+        max_parallelism: m.max_parallelism,
+        triggered_at_ms: m.created_at_ms,
+        completed_at_ms: m.created_at_ms,
+        bytes_written: 0,
+        finished: m.finished,
+        source: m.source.clone(),
+        sink: m.sink.clone(),
+        watermark: m.watermark,
+        operators: m
+            .operators
+            .iter()
+            .map(|o| OperatorMeta {
+                id: o.id.clone(),
+                parallelism: o.parallelism,
+                states: o
+                    .states
+                    .iter()
+                    .map(|s| (s.name.clone(), s.kind.clone(), s.version))
+                    .collect(),
+                keys: o.states.iter().map(|s| s.keys).sum(),
+                state_bytes: o.state_bytes,
+                bytes_written: 0,
+            })
+            .collect(),
+    }
+}
+
+/// Opens and checks a savepoint (manifest and every data file's checksum).
+fn open_savepoint(dir: &Path) -> Result<Savepoint, RunError> {
+    let sp = Savepoint::open(dir).map_err(|e| RunError::Setup(e.to_string()))?;
+    sp.verify().map_err(|e| RunError::Setup(e.to_string()))?;
+    Ok(sp)
+}
+
+/// Checks that `meta` fits the job and plans how its state maps onto the job's operators.
+fn plan_restore(
+    spec: &JobSpec,
+    loaded: &[LoadedOperator],
+    meta: CheckpointMeta,
+    source: RestoreSource,
+    allow_non_restored: bool,
+) -> Result<Restore, RunError> {
+    let what = match &source {
+        RestoreSource::Savepoint(sp) => format!("savepoint `{}`", sp.dir.display()),
+        RestoreSource::Checkpoint(_) => format!("checkpoint {}", meta.id),
+    };
+    let fix = match &source {
+        RestoreSource::Savepoint(_) => "",
+        RestoreSource::Checkpoint(_) => " (use --fresh to start over)",
     };
     if meta.max_parallelism != spec.max_parallelism {
         return Err(RunError::Setup(format!(
-            "checkpoint {} was taken with max_parallelism {}, the job has {}: key groups cannot change (use --fresh to start over)",
-            meta.id, meta.max_parallelism, spec.max_parallelism
+            "{what} was taken with max_parallelism {}, the job has {}: key groups cannot change{fix}",
+            meta.max_parallelism, spec.max_parallelism
         )));
     }
-    for op in &meta.operators {
-        if !spec.operators.iter().any(|o| o.id == op.id) {
-            return Err(RunError::Setup(format!(
-                "checkpoint {} has state for operator `{}`, which the job does not have (use --fresh to start over)",
-                meta.id, op.id
-            )));
-        }
+    let saved: Vec<(String, Vec<(String, String, u32)>)> = meta
+        .operators
+        .iter()
+        .map(|o| (o.id.clone(), o.states.clone()))
+        .collect();
+    let job: Vec<(String, Vec<crate::bindings::StateSpec>)> = spec
+        .operators
+        .iter()
+        .zip(loaded)
+        .map(|(o, l)| (o.id.clone(), l.spec.states.clone()))
+        .collect();
+    let plan: RestorePlan = restore::plan(&what, &saved, &job, allow_non_restored)
+        .map_err(|e| RunError::Setup(format!("{e}{fix}")))?;
+    let ids: Vec<String> = spec.operators.iter().map(|o| o.id.clone()).collect();
+    for line in plan.report(&ids) {
+        tracing::warn!("restoring {what}: {line}");
     }
-    Ok(Some(Restore {
-        store: store.clone(),
+    Ok(Restore {
         meta,
-    }))
+        source,
+        plan: Arc::new(plan),
+    })
 }
 
 /// Runs the job described by `spec` (read from `job_file`) to the end of its
-/// input, restoring from a checkpoint and restarting after failures as the
-/// job file and `options` say.
+/// input (or until stopped with a savepoint), restoring from a checkpoint or
+/// savepoint and restarting after failures as the job file and `options`
+/// say. With a REST address, the REST API is served while it runs.
 pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobReport, RunError> {
     let components =
         Components::new().map_err(|e| RunError::Setup(format!("cannot start wasmtime: {e}")))?;
@@ -269,56 +368,156 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
             )));
         }
     }
-    let checkpoint = spec.checkpoint.as_ref().filter(|c| c.interval.is_some());
-    let store = match checkpoint {
-        Some(cp) => {
-            if matches!(spec.source, SourceSpec::Stdin { .. }) {
-                return Err(RunError::Setup(format!(
-                    "{}: checkpoints need a source that can be read again (file or generator), not stdin",
-                    job_file.display()
-                )));
-            }
-            let store =
-                CheckpointStore::open(&cp.dir).map_err(|e| RunError::Setup(e.to_string()))?;
-            store
-                .retain(cp.retain, true)
-                .map_err(|e| RunError::Setup(e.to_string()))?;
-            Some(store)
-        }
-        None => {
-            if options.from_checkpoint.is_some() {
-                return Err(RunError::Setup(format!(
-                    "--from-checkpoint: {} takes no checkpoints (it has no [checkpoint] interval)",
-                    job_file.display()
-                )));
-            }
-            None
-        }
-    };
-    let mut restore = match &store {
-        Some(store) => choose_restore(spec, store, options)?,
+    let replayable = !matches!(spec.source, SourceSpec::Stdin { .. });
+    if options.from_savepoint.is_some() && !replayable {
+        return Err(RunError::Setup(format!(
+            "--from-savepoint: {} reads stdin, which cannot be read from a savepoint's position",
+            job_file.display()
+        )));
+    }
+    // Every check of a savepoint runs before the state directory is touched.
+    let savepoint = match &options.from_savepoint {
+        Some(dir) => Some(Arc::new(open_savepoint(dir)?)),
         None => None,
     };
+    let savepoint_restore = match &savepoint {
+        Some(sp) => Some(plan_restore(
+            spec,
+            &loaded,
+            savepoint_meta(sp),
+            RestoreSource::Savepoint(sp.clone()),
+            options.allow_non_restored_state,
+        )?),
+        None => None,
+    };
+    let checkpoint = spec.checkpoint.as_ref().filter(|c| c.interval.is_some());
+    if checkpoint.is_some() && !replayable {
+        return Err(RunError::Setup(format!(
+            "{}: checkpoints need a source that can be read again (file or generator), not stdin",
+            job_file.display()
+        )));
+    }
+    if checkpoint.is_none() && options.from_checkpoint.is_some() {
+        return Err(RunError::Setup(format!(
+            "--from-checkpoint: {} takes no checkpoints (it has no [checkpoint] interval)",
+            job_file.display()
+        )));
+    }
+    let store = LazyStore {
+        spec: checkpoint.map(|c| (c.dir.clone(), c.retain)),
+        store: Default::default(),
+        min_id: savepoint_restore.as_ref().map_or(0, |r| r.meta.id + 1),
+    };
+    let checkpoint_restore =
+        |options: &RunOptions, min_id: u64| -> Result<Option<Restore>, RunError> {
+            let Some(store) = store.get()? else {
+                return Ok(None);
+            };
+            match choose_checkpoint(&store, options, min_id)? {
+                Some(meta) => Ok(Some(plan_restore(
+                    spec,
+                    &loaded,
+                    meta,
+                    RestoreSource::Checkpoint(store.clone()),
+                    options.allow_non_restored_state,
+                )?)),
+                None => Ok(None),
+            }
+        };
+    // Restoring a savepoint, the state directory is opened only once every
+    // subtask has restored and migrated its state: a failed restore leaves it untouched.
+    let initial = match savepoint_restore {
+        Some(r) => Some(r),
+        None => checkpoint_restore(options, 0)?,
+    };
+    let mut restore = initial.clone();
     if let Some(r) = &restore {
         if r.meta.finished {
             tracing::info!(
-                "job `{}` already finished: checkpoint {} was taken at the end of its input; nothing to do (use --fresh to run it again)",
+                "job `{}` already finished: {} was taken at the end of its input; nothing to do{}",
                 spec.name,
-                r.meta.id
+                r.savepoint_dir()
+                    .map_or(format!("checkpoint {}", r.meta.id), |d| format!(
+                        "savepoint `{}`",
+                        d.display()
+                    )),
+                if r.savepoint_dir().is_some() {
+                    ""
+                } else {
+                    " (use --fresh to run it again)"
+                }
             );
             return Ok(JobReport {
                 events_in: 0,
                 events_out: 0,
                 dead_letters: 0,
                 elapsed: Duration::ZERO,
+                stopped_with_savepoint: None,
             });
         }
-        tracing::info!(
-            checkpoint_id = r.meta.id,
-            "restoring checkpoint {}",
-            r.meta.id
-        );
+        match r.savepoint_dir() {
+            Some(dir) => tracing::info!(
+                checkpoint_id = r.meta.id,
+                "restoring savepoint `{}`",
+                dir.display()
+            ),
+            None => tracing::info!(
+                checkpoint_id = r.meta.id,
+                "restoring checkpoint {}",
+                r.meta.id
+            ),
+        }
     }
+
+    let job_dir = job_file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let job_dir = std::path::absolute(&job_dir).unwrap_or(job_dir);
+    let control = Arc::new(JobControl::new(
+        &spec.name,
+        spec.operators
+            .iter()
+            .zip(&loaded)
+            .map(|(o, l)| OperatorStatus {
+                id: o.id.clone(),
+                name: l.spec.name.clone(),
+                version: l.spec.version.clone(),
+                wasm_sha256: l.sha256.clone(),
+                parallelism: o.parallelism,
+            })
+            .collect(),
+        &job_dir,
+        spec.savepoint.as_ref().map(|s| s.dir.clone()),
+        replayable,
+    ));
+    let plane = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("weir-control")
+        .enable_all()
+        .build()
+        .map_err(|e| RunError::Setup(format!("cannot start the control plane: {e}")))?;
+    let rest_addr = options
+        .rest_addr
+        .clone()
+        .or_else(|| spec.rest.as_ref().map(|r| r.addr.clone()));
+    let serving = match &rest_addr {
+        Some(addr) => {
+            let bound = plane
+                .block_on(crate::rest::serve(addr, control.clone()))
+                .map_err(RunError::Setup)?;
+            // Printed whatever WEIR_LOG says: scripts and tests read it.
+            eprintln!("weir: REST API of job `{}` at http://{bound}", spec.name);
+            true
+        }
+        None => false,
+    };
+    let sampler = control.clone();
+    plane.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            sampler.sample();
+        }
+    });
+
     let restart = spec.restart.clone().unwrap_or(RestartSpec {
         strategy: RestartStrategy::None,
         attempts: 0,
@@ -330,19 +529,22 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
     } else {
         restart.attempts
     };
-    let replayable = !matches!(spec.source, SourceSpec::Stdin { .. });
     let mut attempt = 0u32;
-    loop {
+    let result = loop {
         let can_restart = attempt < max_restarts && replayable;
-        match run_attempt(
+        control.set_state(JobState::Running);
+        let wiring = Wiring {
             spec,
-            &loaded,
-            store.as_ref(),
-            restore.as_ref(),
+            loaded: &loaded,
+            store: &store,
+            restore: restore.as_ref(),
             attempt,
-            can_restart,
-        ) {
-            Ok(report) => return Ok(report),
+            wait_all: can_restart,
+            control: &control,
+            plane: &plane,
+        };
+        match run_attempt(wiring) {
+            Ok(report) => break Ok(report),
             Err(RunError::Failed(message)) if can_restart => {
                 let factor = if restart.strategy == RestartStrategy::Exponential {
                     1u32 << attempt.min(20)
@@ -354,43 +556,117 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
                     delay = delay.min(max);
                 }
                 attempt += 1;
-                restore = match &store {
-                    Some(store) => choose_restore(spec, store, &RunOptions::default())?,
-                    None => None,
+                control.restarting(attempt, &message);
+                let first_id = store.first_id()?;
+                restore = match checkpoint_restore(&RunOptions::default(), first_id)? {
+                    Some(r) => Some(r),
+                    None => initial.clone(),
                 };
                 tracing::warn!(
                     "job `{}` failed: {message}; restart {attempt} of {max_restarts} in {:?} from {}",
                     spec.name,
                     delay,
-                    restore.as_ref().map_or("the beginning".to_string(), |r| format!("checkpoint {}", r.meta.id))
+                    restore.as_ref().map_or("the beginning".to_string(), |r| match r.savepoint_dir() {
+                        Some(d) => format!("savepoint `{}`", d.display()),
+                        None => format!("checkpoint {}", r.meta.id),
+                    })
                 );
                 std::thread::sleep(delay);
             }
             Err(RunError::Failed(message)) if max_restarts > 0 => {
-                return Err(RunError::Failed(format!(
+                break Err(RunError::Failed(format!(
                     "{message} (gave up after {attempt} restarts)"
                 )));
             }
-            Err(e) => return Err(e),
+            Err(e) => break Err(e),
         }
+    };
+    match &result {
+        Ok(report) if report.stopped_with_savepoint.is_some() => {
+            control.set_state(JobState::Stopped);
+            if serving {
+                // Let the client that asked for the stop read where the savepoint is.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !control.stop_reported() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        Ok(_) => control.set_state(JobState::Finished),
+        Err(e) => control.failed(&e.to_string()),
+    }
+    control.fail_outstanding("the job ended before the savepoint could be taken");
+    plane.shutdown_background();
+    result
+}
+
+/// Everything one run of the data path needs.
+struct Wiring<'a> {
+    spec: &'a JobSpec,
+    loaded: &'a [LoadedOperator],
+    store: &'a LazyStore,
+    restore: Option<&'a Restore>,
+    attempt: u32,
+    /// Report a failure only once every stage has stopped, so that a
+    /// restart does not race with the failed run.
+    wait_all: bool,
+    control: &'a Arc<JobControl>,
+    plane: &'a tokio::runtime::Runtime,
+}
+
+/// The job's checkpoint database, opened when first needed.
+struct LazyStore {
+    /// Directory and retention, when the job takes checkpoints.
+    spec: Option<(PathBuf, usize)>,
+    /// The database and the first checkpoint ID of this process, once open.
+    store: std::sync::Mutex<Option<(CheckpointStore, u64)>>,
+    /// The lowest ID new checkpoints may have (above a restored savepoint's).
+    min_id: u64,
+}
+
+impl LazyStore {
+    /// Opens the database (once; clearing incomplete checkpoints), if the job takes checkpoints.
+    fn get(&self) -> Result<Option<CheckpointStore>, RunError> {
+        Ok(self.open()?.map(|(s, _)| s))
+    }
+
+    fn open(&self) -> Result<Option<(CheckpointStore, u64)>, RunError> {
+        let Some((dir, retain)) = &self.spec else {
+            return Ok(None);
+        };
+        let mut slot = self.store.lock().expect("store lock");
+        if slot.is_none() {
+            let store = CheckpointStore::open(dir).map_err(|e| RunError::Setup(e.to_string()))?;
+            store
+                .retain(*retain, true)
+                .map_err(|e| RunError::Setup(e.to_string()))?;
+            let first = store.next_id().max(self.min_id);
+            *slot = Some((store, first));
+        }
+        Ok(slot.clone())
+    }
+
+    /// The first checkpoint ID of this process: later ones are this run's own.
+    fn first_id(&self) -> Result<u64, RunError> {
+        Ok(self.open()?.map_or(self.min_id.max(1), |(_, id)| id))
     }
 }
 
 /// One run of the job's data path, from `restore` if given. With
 /// `wait_all`, a failure is reported only once every stage has stopped, so
 /// that a restart does not race with the failed run.
-fn run_attempt(
-    spec: &JobSpec,
-    loaded: &[LoadedOperator],
-    store: Option<&CheckpointStore>,
-    restore: Option<&Restore>,
-    attempt: u32,
-    wait_all: bool,
-) -> Result<JobReport, RunError> {
-    let checkpoint = spec
-        .checkpoint
-        .as_ref()
-        .filter(|c| c.interval.is_some() && store.is_some());
+fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
+    let Wiring {
+        spec,
+        loaded,
+        store,
+        restore,
+        attempt,
+        wait_all,
+        control,
+        plane,
+    } = w;
+    let checkpoint = spec.checkpoint.as_ref().filter(|c| c.interval.is_some());
     let aligned = checkpoint.is_none_or(|c| c.mode == CheckpointMode::ExactlyOnce);
     let max_p = spec.max_parallelism;
     let mut upstream = 1usize;
@@ -455,7 +731,7 @@ fn run_attempt(
             let dead = dead_tx.clone();
             let id = op.id.clone();
             let restore = restore.cloned();
-            let acks = checkpoint.map(|_| (ack_tx.clone(), stage));
+            let acks = Some((ack_tx.clone(), stage));
             let track = checkpoint.is_some();
             std::thread::Builder::new()
                 .name(format!("weir-{}-{i}", op.id))
@@ -465,7 +741,7 @@ fn run_attempt(
                         task,
                         key_groups,
                         &config,
-                        restore.as_ref(),
+                        restore.as_ref().map(|r| (r, stage)),
                         track,
                     ) {
                         Ok(op) => {
@@ -491,6 +767,7 @@ fn run_attempt(
                         operator_id: id,
                         subtask: i as u32,
                         checkpointing: acks,
+                        stopped: false,
                     };
                     let _ = done.send(Done::Subtask(subtask.run()));
                 })
@@ -512,7 +789,13 @@ fn run_attempt(
         }
     }
 
-    // Everything opened: now the outputs may be created and the data may flow.
+    // Everything opened: now the state directory and the outputs may be
+    // touched, and the data may flow.
+    let store = store.get()?;
+    if let Some(s) = &store {
+        control.set_store(s.clone());
+    }
+    let first_id = w_first_id(&store, restore)?;
     let sink = open_sink(spec, restore)?;
     let dead_file = match &spec.dead_letter {
         Some(d) => Some((
@@ -526,13 +809,19 @@ fn run_attempt(
 
     let mut sink_inputs = Inputs::new(to_sink.receivers.into_iter().next().expect("one sink"));
     sink_inputs.set_aligned(aligned);
-    let sink_cp = checkpoint.map(|_| SinkCheckpointing {
+    let sink_cp = Some(SinkCheckpointing {
         acks: ack_tx.clone(),
         commits: commit_rx,
     });
     let done = done_tx.clone();
+    let sink_control = control.clone();
     spawn("weir-sink", move || {
-        let _ = done.send(Done::Sink(connectors::run_sink(sink_inputs, sink, sink_cp)));
+        let _ = done.send(Done::Sink(connectors::run_sink(
+            sink_inputs,
+            sink,
+            sink_cp,
+            Some(sink_control),
+        )));
     })?;
     let mut stages = subtasks + 1;
     if let (Some((file, path)), Some(rx)) = (dead_file, dead_rx) {
@@ -544,40 +833,47 @@ fn run_attempt(
         })?;
         stages += 1;
     }
-    if let (Some(cp), Some(store)) = (checkpoint, store) {
-        let coordinator = Coordinator {
-            store: store.clone(),
-            job: spec.name.clone(),
-            max_parallelism: max_p,
-            operators: spec
-                .operators
-                .iter()
-                .zip(loaded)
-                .map(|(o, l)| OperatorInfo {
-                    id: o.id.clone(),
-                    parallelism: o.parallelism,
-                    states: l
-                        .spec
-                        .states
-                        .iter()
-                        .map(|s| (s.name.clone(), kind_name(s.kind).to_string(), s.version))
-                        .collect(),
-                })
-                .collect(),
-            interval: cp.interval,
-            retain: cp.retain,
-            parent_chain: restore.map(|r| r.meta.chain.clone()).unwrap_or_default(),
-            acks: ack_rx,
-            triggers: trigger_tx,
-            commits: commit_tx,
-            cancel: cancel_rx,
-        };
-        let done = done_tx.clone();
-        spawn("weir-coordinator", move || {
-            let _ = done.send(Done::Coordinator(coordinator.run()));
-        })?;
-        stages += 1;
-    }
+    let parent_chain = restore
+        .filter(|r| r.plan.is_identity() && matches!(r.source, RestoreSource::Checkpoint(_)))
+        .map(|r| r.meta.chain.clone())
+        .unwrap_or_default();
+    let coordinator = Coordinator {
+        store: store.clone(),
+        job: spec.name.clone(),
+        max_parallelism: max_p,
+        operators: spec
+            .operators
+            .iter()
+            .zip(loaded)
+            .map(|(o, l)| OperatorInfo {
+                id: o.id.clone(),
+                parallelism: o.parallelism,
+                states: l
+                    .spec
+                    .states
+                    .iter()
+                    .map(|s| (s.name.clone(), kind_name(s.kind).to_string(), s.version))
+                    .collect(),
+                name: l.spec.name.clone(),
+                version: l.spec.version.clone(),
+                wasm_sha256: l.sha256.clone(),
+            })
+            .collect(),
+        interval: checkpoint.and_then(|c| c.interval),
+        retain: checkpoint.map_or(1, |c| c.retain),
+        parent_chain,
+        acks: ack_rx,
+        triggers: trigger_tx,
+        commits: commit_tx,
+        cancel: cancel_rx,
+        control: control.clone(),
+        first_id,
+    };
+    let done = done_tx.clone();
+    spawn("weir-coordinator", move || {
+        let _ = done.send(Done::Coordinator(coordinator.run()));
+    })?;
+    stages += 1;
     let source_routing = match spec.operators[0].input {
         InputMode::Key => Routing::Key {
             max_parallelism: max_p,
@@ -585,31 +881,39 @@ fn run_attempt(
         InputMode::Forward => Routing::Forward,
     };
     let router = Router::new(source_senders, source_routing);
-    let source_cp = checkpoint.map(|_| SourceCheckpointing {
+    let source_cp = Some(SourceCheckpointing {
         triggers: trigger_rx,
         acks: ack_tx.clone(),
         restored_max_timestamp: restore.map_or(i64::MIN, |r| r.meta.source.max_timestamp),
     });
     let done = done_tx.clone();
+    let source_control = control.clone();
     spawn("weir-source", move || {
         let _ = done.send(Done::Source(connectors::run_source(
             reader,
             router,
             watermark_delay,
             source_cp,
+            Some(source_control),
         )));
     })?;
     stages += 1;
     drop(done_tx);
     drop(ack_tx);
 
-    let control = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| RunError::Setup(format!("cannot start the control plane: {e}")))?;
-    let mut report = control.block_on(watch(done_rx, stages, cancel_tx, wait_all))?;
+    let mut report = plane.block_on(watch(done_rx, stages, cancel_tx, wait_all))?;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// The first checkpoint ID of this run: above every checkpoint in the
+/// store and above the restored snapshot's.
+fn w_first_id(store: &Option<CheckpointStore>, restore: Option<&Restore>) -> Result<u64, RunError> {
+    let above_restore = restore.map_or(1, |r| r.meta.id + 1);
+    Ok(store
+        .as_ref()
+        .map_or(1, CheckpointStore::next_id)
+        .max(above_restore))
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), RunError> {
@@ -634,6 +938,7 @@ async fn watch(
         events_out: 0,
         dead_letters: 0,
         elapsed: Duration::ZERO,
+        stopped_with_savepoint: None,
     };
     let mut cancel = Some(cancel);
     let mut failure: Option<String> = None;
@@ -656,6 +961,10 @@ async fn watch(
                 None
             }
             Done::Subtask(Ok(())) | Done::Coordinator(Ok(CoordinatorEnd::Finished)) => None,
+            Done::Coordinator(Ok(CoordinatorEnd::StoppedWithSavepoint(dir))) => {
+                report.stopped_with_savepoint = Some(dir);
+                None
+            }
             Done::Coordinator(Ok(CoordinatorEnd::Stopped)) => {
                 cancelled = true;
                 None

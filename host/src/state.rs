@@ -315,6 +315,43 @@ impl StateBackend {
         Ok(())
     }
 
+    /// Every stored value of state `name`, with its key: a value state's
+    /// values, each value of a map state's maps, each element of a list
+    /// state's lists. For migrating them in place.
+    pub fn values_mut(&mut self, name: &str) -> Vec<(&[u8], &mut Vec<u8>)> {
+        let Some(declared) = self.states.iter_mut().find(|s| s.spec.name == name) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        match &mut declared.data {
+            StateData::Value(groups) => {
+                for map in groups {
+                    out.extend(map.iter_mut().map(|(k, v)| (k.as_slice(), &mut v.value)));
+                }
+            }
+            StateData::Map(groups) => {
+                for map in groups {
+                    for (k, m) in map.iter_mut() {
+                        out.extend(m.values_mut().map(|v| (k.as_slice(), v)));
+                    }
+                }
+            }
+            StateData::List(groups) => {
+                for map in groups {
+                    for (k, l) in map.iter_mut() {
+                        out.extend(l.iter_mut().map(|v| (k.as_slice(), v)));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Accounts for values that [`StateBackend::values_mut`] resized.
+    pub fn adjust_bytes(&mut self, delta: i64) {
+        self.bytes += delta;
+    }
+
     /// The declared states.
     pub fn states(&self) -> &[DeclaredState] {
         &self.states

@@ -35,8 +35,12 @@ pub struct Barrier {
     pub id: u64,
     /// Whether operators snapshot all their state, not only what changed.
     pub full: bool,
-    /// The final checkpoint of a finished input: nothing follows but the end.
+    /// The final checkpoint: nothing follows but the end (of a finished
+    /// input, or of a job stopped with a savepoint).
     pub last: bool,
+    /// Stop without draining: after it, operators end at once, without
+    /// advancing event time or firing timers (stop-with-savepoint).
+    pub stop: bool,
 }
 
 /// A bounded data-path channel.
@@ -215,6 +219,7 @@ mod tests {
             id: 1,
             full: false,
             last: false,
+            stop: false,
         };
         a_tx.send(Message::Barrier(barrier)).unwrap();
         a_tx.send(Message::Watermark(5)).unwrap();
@@ -257,6 +262,7 @@ mod tests {
             id: 7,
             full: true,
             last: false,
+            stop: false,
         }))
         .unwrap();
         assert!(matches!(inputs.recv(None), Received::Barrier(b) if b.id == 7));

@@ -39,6 +39,8 @@ pub struct Subtask {
     pub subtask: u32,
     /// With checkpoints: where snapshots go, and this operator's index in the job.
     pub checkpointing: Option<(Sender<Ack>, usize)>,
+    /// A stop barrier went through: end without advancing event time.
+    pub stopped: bool,
 }
 
 impl Subtask {
@@ -58,7 +60,9 @@ impl Subtask {
             match self.inputs.recv(deadline) {
                 Received::Message(_, Message::Batch(batch)) => self.process(batch)?,
                 Received::Message(_, Message::Watermark(_) | Message::End) => {
-                    self.advance_watermark()?
+                    if !self.stopped {
+                        self.advance_watermark()?
+                    }
                 }
                 Received::Message(_, Message::Barrier(_)) => {}
                 Received::Barrier(barrier) => self.snapshot(barrier)?,
@@ -66,6 +70,11 @@ impl Subtask {
                 Received::AllEnded => break,
                 Received::Disconnected(_) => return Err(StageError::Cancelled),
             }
+        }
+        if self.stopped {
+            // Stopped with a savepoint: timers and event time stay where the savepoint has them.
+            self.router.send_end()?;
+            return Ok(());
         }
         self.advance_watermark()?;
         if self.checkpointing.is_none() {
@@ -109,7 +118,7 @@ impl Subtask {
     /// changed (or all) state and the timers are copied and handed to the
     /// coordinator, which writes them while processing goes on.
     fn snapshot(&mut self, barrier: Barrier) -> Result<(), StageError> {
-        if barrier.last {
+        if barrier.last && !barrier.stop {
             // Nothing but the end follows the last barrier: what the due
             // processing-time timers emit must belong to the final checkpoint.
             self.fire_processing_timers()?;
@@ -127,6 +136,8 @@ impl Subtask {
             let ack = Ack::Subtask {
                 id: barrier.id,
                 operator: *operator,
+                subtask: self.subtask,
+                key_groups: ctx.key_groups.clone(),
                 changes,
                 timers,
                 watermark: ctx.watermark,
@@ -136,6 +147,9 @@ impl Subtask {
             acks.send(ack).map_err(|_| StageError::Cancelled)?;
         }
         self.router.send_barrier(barrier)?;
+        if barrier.stop {
+            self.stopped = true;
+        }
         Ok(())
     }
 

@@ -1,4 +1,5 @@
-//! `weir run JOB.toml`: runs a job to the end of its input.
+//! `weir run JOB.toml`: runs a job to the end of its input, or until it is
+//! stopped with a savepoint; restores a checkpoint or a savepoint first.
 
 use std::path::PathBuf;
 
@@ -14,11 +15,21 @@ pub struct RunArgs {
     /// The job file (TOML).
     job: PathBuf,
     /// Ignore the checkpoints in the state directory and start from the beginning.
-    #[arg(long, conflicts_with = "from_checkpoint")]
+    #[arg(long, conflicts_with_all = ["from_checkpoint", "from_savepoint"])]
     fresh: bool,
     /// Restore this checkpoint rather than the newest (see `weir checkpoints list`).
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", conflicts_with = "from_savepoint")]
     from_checkpoint: Option<u64>,
+    /// Restore this savepoint directory: state is mapped by operator ID.
+    #[arg(long, value_name = "DIR")]
+    from_savepoint: Option<PathBuf>,
+    /// Let a restore drop saved state the job has no place for (an operator
+    /// ID it lacks, a state an operator no longer declares), reporting it.
+    #[arg(long)]
+    allow_non_restored_state: bool,
+    /// Serve the REST API on HOST:PORT (port 0 picks a free one); overrides `[rest] addr`.
+    #[arg(long, value_name = "HOST:PORT")]
+    rest_addr: Option<String>,
 }
 
 impl RunArgs {
@@ -28,9 +39,25 @@ impl RunArgs {
         let options = runtime::RunOptions {
             fresh: self.fresh,
             from_checkpoint: self.from_checkpoint,
+            from_savepoint: self.from_savepoint,
+            allow_non_restored_state: self.allow_non_restored_state,
+            rest_addr: self.rest_addr,
         };
         let report = runtime::run(&spec, &self.job, &options)
             .with_context(|| format!("job `{}`", spec.name))?;
+        if let Some(dir) = &report.stopped_with_savepoint {
+            tracing::info!(
+                job = %spec.name,
+                "job `{}` stopped with savepoint {} after {:.3}s: {} events in, {} out, {} dead letters",
+                spec.name,
+                dir.display(),
+                report.elapsed.as_secs_f64(),
+                report.events_in,
+                report.events_out,
+                report.dead_letters
+            );
+            return Ok(());
+        }
         tracing::info!(
             job = %spec.name,
             events_in = report.events_in,

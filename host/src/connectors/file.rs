@@ -174,8 +174,10 @@ impl FileSink {
         path.with_file_name(format!(".{name}.pending"))
     }
 
-    /// Opens the sink. `restored`: the checkpoint this run restores (its ID
-    /// and the sink's state then); without one the output starts empty.
+    /// Opens the sink. `restored`: the checkpoint or savepoint this run
+    /// restores (its ID and the sink's state then): the output is cut back
+    /// to its length then; with no sink state, the output is kept as it is
+    /// and appended to. Without `restored` the output starts empty.
     pub fn open(
         path: &Path,
         format: Format,
@@ -210,6 +212,10 @@ impl FileSink {
             .open(path)
             .map_err(|e| format!("cannot create sink file `{shown}`: {e}"))?;
         let len = output.metadata().map(|m| m.len()).unwrap_or(0);
+        let restored_len = match restored {
+            Some((_, None)) => len,
+            _ => restored_len,
+        };
         if restored.is_some() && len < restored_len {
             return Err(format!(
                 "sink file `{shown}` is shorter ({len} bytes) than the checkpoint says ({restored_len} bytes): was it changed?"
@@ -328,8 +334,7 @@ impl SinkWriter for FileSink {
         self.out.flush()?;
         self.out.get_ref().sync_data()?;
         match self.mode {
-            SinkMode::Direct => Ok(None),
-            SinkMode::AtLeastOnce => Ok(Some(SinkState {
+            SinkMode::Direct | SinkMode::AtLeastOnce => Ok(Some(SinkState {
                 output_len: self.written,
             })),
             SinkMode::ExactlyOnce => {

@@ -16,8 +16,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use std::sync::Arc;
+
 use crate::bindings::Batch;
 use crate::checkpoint::{SinkState, SourcePosition, SourceState};
+use crate::control::JobControl;
 use crate::coordinator::{Ack, Trigger};
 use crate::partition::Router;
 use crate::stream::{Inputs, Message, Received, StageError};
@@ -81,16 +84,14 @@ fn inject(
     trigger: Trigger,
     max_timestamp: i64,
 ) -> Result<(), StageError> {
-    let position = reader
-        .position()
-        .ok_or_else(|| StageError::Failed("the source cannot be checkpointed".to_string()))?;
+    let state = reader.position().map(|position| SourceState {
+        position,
+        max_timestamp,
+    });
     cp.acks
         .send(Ack::Source {
             id: trigger.barrier.id,
-            state: SourceState {
-                position,
-                max_timestamp,
-            },
+            state,
         })
         .map_err(|_| StageError::Cancelled)?;
     router.send_barrier(trigger.barrier)?;
@@ -105,7 +106,9 @@ pub fn run_source(
     mut router: Router,
     watermark_delay: Duration,
     checkpointing: Option<SourceCheckpointing>,
+    control: Option<Arc<JobControl>>,
 ) -> Result<u64, StageError> {
+    let metrics = control.as_ref().map(|c| &c.metrics);
     let delay = i64::try_from(watermark_delay.as_millis()).unwrap_or(i64::MAX);
     let mut max_ts = checkpointing
         .as_ref()
@@ -115,6 +118,15 @@ pub fn run_source(
     loop {
         if let Some(cp) = &checkpointing {
             while let Ok(trigger) = cp.triggers.try_recv() {
+                if trigger.barrier.last {
+                    // Stop-with-savepoint: nothing more is read.
+                    if trigger.drain {
+                        router.send_watermark(i64::MAX)?;
+                    }
+                    inject(reader.as_ref(), &mut router, cp, trigger, max_ts)?;
+                    router.send_end()?;
+                    return Ok(events);
+                }
                 inject(reader.as_ref(), &mut router, cp, trigger, max_ts)?;
             }
         }
@@ -122,6 +134,10 @@ pub fn run_source(
             break;
         };
         events += batch.len() as u64;
+        if let Some(m) = metrics {
+            m.events_in
+                .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(&m) = batch.timestamps.iter().max() {
             max_ts = max_ts.max(m);
         }
@@ -140,7 +156,7 @@ pub fn run_source(
         loop {
             let trigger = cp.triggers.recv().map_err(|_| StageError::Cancelled)?;
             inject(reader.as_ref(), &mut router, cp, trigger, max_ts)?;
-            if trigger.last {
+            if trigger.barrier.last {
                 break;
             }
         }
@@ -159,7 +175,9 @@ pub fn run_sink(
     mut inputs: Inputs,
     mut writer: Box<dyn SinkWriter>,
     checkpointing: Option<SinkCheckpointing>,
+    control: Option<Arc<JobControl>>,
 ) -> Result<u64, StageError> {
+    let metrics = control.as_ref().map(|c| &c.metrics);
     let fail = |writer: &dyn SinkWriter, e: std::io::Error| {
         StageError::Failed(format!("cannot write to {}: {e}", writer.describe()))
     };
@@ -177,6 +195,10 @@ pub fn run_sink(
         match inputs.recv(deadline) {
             Received::Message(_, Message::Batch(batch)) => {
                 events += batch.len() as u64;
+                if let Some(m) = metrics {
+                    m.events_out
+                        .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
                 writer.write(&batch).map_err(|e| fail(writer.as_ref(), e))?;
             }
             Received::Barrier(barrier) => {

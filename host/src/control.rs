@@ -1,0 +1,482 @@
+//! The control plane's handle on a running job: savepoint and stop requests
+//! (which enter the data path only through the checkpoint coordinator), and
+//! the status, metrics and savepoint results that the REST API reports.
+//!
+//! One [`JobControl`] lives for the whole `weir run` process, across
+//! restarts: a request made while the job restarts is taken by the next
+//! run's coordinator.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crossbeam_channel::{Receiver, Sender};
+use serde::Serialize;
+
+use crate::checkpoint::CheckpointStore;
+use crate::host_timers::now_ms;
+
+/// A request for a savepoint, perhaps followed by a stop.
+#[derive(Debug, Clone)]
+pub struct SavepointRequest {
+    /// The request ID the caller polls.
+    pub id: String,
+    /// The directory the savepoint goes in (absolute).
+    pub target: PathBuf,
+    /// `Some(drain)`: stop the job right after the savepoint.
+    pub stop: Option<bool>,
+}
+
+/// Where a savepoint request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SavepointState {
+    /// Requested or being taken.
+    InProgress,
+    /// Written: `location` says where.
+    Completed,
+    /// Not taken: `failure` says why.
+    Failed,
+}
+
+/// A savepoint request's status, as `GET /jobs/{id}/savepoints/{request-id}` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SavepointStatus {
+    /// The request ID.
+    pub request_id: String,
+    /// Where it is.
+    pub status: SavepointState,
+    /// The savepoint directory, once completed.
+    pub location: Option<String>,
+    /// Why it failed.
+    pub failure: Option<String>,
+    /// The directory it was asked for in.
+    pub target_directory: String,
+    /// Whether the job stops after it.
+    pub stop: bool,
+    /// Whether event time is drained before it.
+    pub drain: bool,
+    /// When it was requested (ms since the Unix epoch).
+    pub requested_at_ms: i64,
+}
+
+/// The job's lifecycle, as the REST API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobState {
+    /// Loading operators, restoring state.
+    Initializing,
+    /// Processing.
+    Running,
+    /// Failed; waiting to restart.
+    Restarting,
+    /// A stop-with-savepoint is under way.
+    Stopping,
+    /// Reached the end of its input.
+    Finished,
+    /// Stopped with a savepoint.
+    Stopped,
+    /// Gave up.
+    Failed,
+}
+
+/// An operator of the job, as the REST API reports it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct OperatorStatus {
+    /// The operator ID.
+    pub id: String,
+    /// The logic's name and version.
+    pub name: String,
+    /// The logic's version.
+    pub version: String,
+    /// Hex SHA-256 of the `.wasm`.
+    pub wasm_sha256: String,
+    /// Subtasks.
+    pub parallelism: u32,
+}
+
+/// The last completed checkpoint, as the REST API reports it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CheckpointSummary {
+    /// Its ID.
+    pub id: u64,
+    /// When it completed (ms since the Unix epoch).
+    pub completed_at_ms: i64,
+    /// How long it took from trigger to completion.
+    pub duration_ms: i64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Whether it was a full checkpoint.
+    pub full: bool,
+}
+
+struct Status {
+    state: JobState,
+    attempt: u32,
+    failure: Option<String>,
+    last_checkpoint: Option<CheckpointSummary>,
+    /// (time ms, events in, events out) one second ago or so, for throughput.
+    sample: (i64, u64, u64),
+    rate: (f64, f64),
+}
+
+/// Counters the stages update as they go.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Events read by the source.
+    pub events_in: AtomicU64,
+    /// Events written by the sink.
+    pub events_out: AtomicU64,
+}
+
+/// The control plane's handle on the job of this process.
+pub struct JobControl {
+    /// The job's name (its ID in the REST API).
+    pub job: String,
+    /// The operators.
+    pub operators: Vec<OperatorStatus>,
+    /// Live counters.
+    pub metrics: Metrics,
+    started_at_ms: i64,
+    base_dir: PathBuf,
+    default_target: Option<PathBuf>,
+    replayable: bool,
+    store: Mutex<Option<CheckpointStore>>,
+    requests: (Sender<SavepointRequest>, Receiver<SavepointRequest>),
+    savepoints: Mutex<BTreeMap<String, SavepointStatus>>,
+    status: Mutex<Status>,
+    stopping: AtomicBool,
+    stop_reported: AtomicBool,
+    next_request: AtomicU64,
+}
+
+/// Why a request was refused: an HTTP status and a one-line message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// 400 (bad request), 404 or 409 (conflict with the job's state).
+    pub status: u16,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn refused(status: u16, message: impl Into<String>) -> Refused {
+    Refused {
+        status,
+        message: message.into(),
+    }
+}
+
+impl JobControl {
+    /// A handle for job `job`. Relative savepoint directories are relative
+    /// to `base_dir` (the job file's directory); `default_target` is the job
+    /// file's `[savepoint] dir`; `replayable`: the source can seek back, so
+    /// savepoints can be taken. The checkpoint store is set once opened.
+    pub fn new(
+        job: &str,
+        operators: Vec<OperatorStatus>,
+        base_dir: &Path,
+        default_target: Option<PathBuf>,
+        replayable: bool,
+    ) -> Self {
+        let now = now_ms();
+        JobControl {
+            job: job.to_string(),
+            operators,
+            metrics: Metrics::default(),
+            started_at_ms: now,
+            base_dir: base_dir.to_path_buf(),
+            default_target,
+            replayable,
+            store: Mutex::new(None),
+            requests: crossbeam_channel::unbounded(),
+            savepoints: Mutex::new(BTreeMap::new()),
+            status: Mutex::new(Status {
+                state: JobState::Initializing,
+                attempt: 0,
+                failure: None,
+                last_checkpoint: None,
+                sample: (now, 0, 0),
+                rate: (0.0, 0.0),
+            }),
+            stopping: AtomicBool::new(false),
+            stop_reported: AtomicBool::new(false),
+            next_request: AtomicU64::new(1),
+        }
+    }
+
+    /// Asks for a savepoint in `target` (else the job file's default) and,
+    /// with `stop = Some(drain)`, for the job to stop after it. Returns the request ID.
+    pub fn request_savepoint(
+        &self,
+        target: Option<&str>,
+        stop: Option<bool>,
+    ) -> Result<String, Refused> {
+        if !self.replayable {
+            return Err(refused(
+                409,
+                "savepoints need a source that can be read again (file or generator); this job reads stdin",
+            ));
+        }
+        let target = match target {
+            Some(t) if t.trim().is_empty() => {
+                return Err(refused(400, "`target-directory` is empty"));
+            }
+            Some(t) => {
+                let p = PathBuf::from(t);
+                if p.is_absolute() {
+                    p
+                } else {
+                    self.base_dir.join(p)
+                }
+            }
+            None => self.default_target.clone().ok_or_else(|| {
+                refused(
+                    400,
+                    "no `target-directory` given and the job file has no [savepoint] dir",
+                )
+            })?,
+        };
+        let state = self.state();
+        if matches!(
+            state,
+            JobState::Finished | JobState::Stopped | JobState::Failed
+        ) {
+            return Err(refused(
+                409,
+                format!("the job is {state:?}: no savepoint can be taken").to_lowercase(),
+            ));
+        }
+        if stop.is_some() {
+            if self.stopping.swap(true, Ordering::SeqCst) {
+                return Err(refused(409, "the job is already stopping"));
+            }
+        } else if self.stopping.load(Ordering::SeqCst) {
+            return Err(refused(409, "the job is stopping"));
+        }
+        let n = self.next_request.fetch_add(1, Ordering::SeqCst);
+        let id = format!(
+            "{:016x}",
+            xxhash_rust::xxh3::xxh3_64(format!("{}-{n}-{}", self.job, now_ms()).as_bytes())
+        );
+        let status = SavepointStatus {
+            request_id: id.clone(),
+            status: SavepointState::InProgress,
+            location: None,
+            failure: None,
+            target_directory: target.display().to_string(),
+            stop: stop.is_some(),
+            drain: stop.unwrap_or(false),
+            requested_at_ms: now_ms(),
+        };
+        self.savepoints
+            .lock()
+            .expect("savepoints lock")
+            .insert(id.clone(), status);
+        if stop.is_some() {
+            self.set_state(JobState::Stopping);
+        }
+        let request = SavepointRequest {
+            id: id.clone(),
+            target,
+            stop,
+        };
+        self.requests
+            .0
+            .send(request)
+            .expect("the receiver lives in self");
+        Ok(id)
+    }
+
+    /// Sets the job's checkpoint database, once it is open.
+    pub fn set_store(&self, store: CheckpointStore) {
+        *self.store.lock().expect("store lock") = Some(store);
+    }
+
+    /// The requests, for the coordinator.
+    pub fn requests(&self) -> Receiver<SavepointRequest> {
+        self.requests.1.clone()
+    }
+
+    /// The status of savepoint request `id`. Reading the result of a
+    /// completed stop lets the process exit.
+    pub fn savepoint(&self, id: &str) -> Option<SavepointStatus> {
+        let s = self
+            .savepoints
+            .lock()
+            .expect("savepoints lock")
+            .get(id)
+            .cloned()?;
+        if s.stop && s.status != SavepointState::InProgress {
+            self.stop_reported.store(true, Ordering::SeqCst);
+        }
+        Some(s)
+    }
+
+    /// Every savepoint request, oldest first.
+    pub fn savepoints(&self) -> Vec<SavepointStatus> {
+        let mut all: Vec<SavepointStatus> = self
+            .savepoints
+            .lock()
+            .expect("savepoints lock")
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by_key(|s| s.requested_at_ms);
+        all
+    }
+
+    /// Records that savepoint request `id` completed at `location`.
+    pub fn savepoint_completed(&self, id: &str, location: &Path) {
+        if let Some(s) = self.savepoints.lock().expect("savepoints lock").get_mut(id) {
+            s.status = SavepointState::Completed;
+            s.location = Some(location.display().to_string());
+        }
+    }
+
+    /// Records that savepoint request `id` failed.
+    pub fn savepoint_failed(&self, id: &str, why: &str) {
+        let stop = {
+            let mut all = self.savepoints.lock().expect("savepoints lock");
+            let Some(s) = all.get_mut(id) else { return };
+            s.status = SavepointState::Failed;
+            s.failure = Some(why.to_string());
+            s.stop
+        };
+        if stop {
+            // The job goes on; another stop may be asked for.
+            self.stopping.store(false, Ordering::SeqCst);
+            if self.state() == JobState::Stopping {
+                self.set_state(JobState::Running);
+            }
+        }
+    }
+
+    /// Fails every request not yet taken (the job ended first).
+    pub fn fail_outstanding(&self, why: &str) {
+        while self.requests.1.try_recv().is_ok() {}
+        let ids: Vec<String> = self
+            .savepoints
+            .lock()
+            .expect("savepoints lock")
+            .values()
+            .filter(|s| s.status == SavepointState::InProgress)
+            .map(|s| s.request_id.clone())
+            .collect();
+        for id in ids {
+            self.savepoint_failed(&id, why);
+        }
+    }
+
+    /// Whether a stop was requested and its result has been read (or there
+    /// was no REST API to read it from).
+    pub fn stop_reported(&self) -> bool {
+        self.stop_reported.load(Ordering::SeqCst)
+    }
+
+    /// The job's state.
+    pub fn state(&self) -> JobState {
+        self.status.lock().expect("status lock").state
+    }
+
+    /// Sets the job's state.
+    pub fn set_state(&self, state: JobState) {
+        self.status.lock().expect("status lock").state = state;
+    }
+
+    /// Records a restart after `failure`.
+    pub fn restarting(&self, attempt: u32, failure: &str) {
+        let mut s = self.status.lock().expect("status lock");
+        s.state = JobState::Restarting;
+        s.attempt = attempt;
+        s.failure = Some(failure.to_string());
+    }
+
+    /// Records the job's final failure.
+    pub fn failed(&self, failure: &str) {
+        let mut s = self.status.lock().expect("status lock");
+        s.state = JobState::Failed;
+        s.failure = Some(failure.to_string());
+    }
+
+    /// Records a completed checkpoint.
+    pub fn checkpoint_completed(&self, summary: CheckpointSummary) {
+        self.status.lock().expect("status lock").last_checkpoint = Some(summary);
+    }
+
+    /// Updates the throughput from the counters (called about once a second).
+    pub fn sample(&self) {
+        let now = now_ms();
+        let ins = self.metrics.events_in.load(Ordering::Relaxed);
+        let outs = self.metrics.events_out.load(Ordering::Relaxed);
+        let mut s = self.status.lock().expect("status lock");
+        let (t, i, o) = s.sample;
+        let secs = (now - t) as f64 / 1000.0;
+        if secs > 0.0 {
+            s.rate = (
+                ins.saturating_sub(i) as f64 / secs,
+                outs.saturating_sub(o) as f64 / secs,
+            );
+            s.sample = (now, ins, outs);
+        }
+    }
+
+    /// The job's status as JSON (`GET /jobs/{id}`).
+    pub fn status_json(&self) -> serde_json::Value {
+        let s = self.status.lock().expect("status lock");
+        serde_json::json!({
+            "id": self.job,
+            "name": self.job,
+            "state": s.state,
+            "started-at-ms": self.started_at_ms,
+            "attempt": s.attempt,
+            "last-failure": s.failure,
+            "operators": self.operators,
+            "events-in": self.metrics.events_in.load(Ordering::Relaxed),
+            "events-out": self.metrics.events_out.load(Ordering::Relaxed),
+            "throughput": {
+                "events-in-per-second": s.rate.0,
+                "events-out-per-second": s.rate.1,
+            },
+            "last-checkpoint": s.last_checkpoint,
+            "checkpointing": self.store.lock().expect("store lock").is_some(),
+        })
+    }
+
+    /// The completed checkpoints as JSON (`GET /jobs/{id}/checkpoints`).
+    pub fn checkpoints_json(&self) -> Result<serde_json::Value, String> {
+        let Some(store) = self.store.lock().expect("store lock").clone() else {
+            return Ok(serde_json::json!({ "checkpointing": false, "checkpoints": [] }));
+        };
+        let list = store.list().map_err(|e| e.to_string())?;
+        let items: Vec<serde_json::Value> = list
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "id": m.id,
+                    "full": m.is_full(),
+                    "chain": m.chain,
+                    "triggered-at-ms": m.triggered_at_ms,
+                    "completed-at-ms": m.completed_at_ms,
+                    "bytes-written": m.bytes_written,
+                    "finished": m.finished,
+                    "watermark": m.watermark,
+                    "operators": m.operators.iter().map(|o| serde_json::json!({
+                        "id": o.id,
+                        "parallelism": o.parallelism,
+                        "keys": o.keys,
+                        "state-bytes": o.state_bytes,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({
+            "checkpointing": true,
+            "directory": store.dir().display().to_string(),
+            "checkpoints": items,
+        }))
+    }
+}

@@ -1,0 +1,190 @@
+//! The REST API of a running job (axum), on the control plane's tokio
+//! runtime. The job's name is its ID. Every error is JSON
+//! `{"error": "..."}` with a fitting status. `openapi.yaml` at the
+//! repository root describes these endpoints:
+//!
+//! | method | path | |
+//! | --- | --- | --- |
+//! | GET | `/jobs` | the job of this process |
+//! | GET | `/jobs/{id}` | status, operators, throughput, last checkpoint |
+//! | GET | `/jobs/{id}/checkpoints` | completed checkpoints |
+//! | POST | `/jobs/{id}/savepoints` | `{"target-directory": …}` → `{"request-id": …}` |
+//! | GET | `/jobs/{id}/savepoints` | every savepoint request |
+//! | GET | `/jobs/{id}/savepoints/{request-id}` | `IN_PROGRESS`, `COMPLETED` (with `location`) or `FAILED` (with `failure`) |
+//! | POST | `/jobs/{id}/stop` | `{"target-directory": …, "drain": bool}`: stop-with-savepoint → `{"request-id": …}` |
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::control::JobControl;
+
+type Shared = State<Arc<JobControl>>;
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+fn check_job(control: &JobControl, id: &str) -> Result<(), Response> {
+    if id == control.job {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no job `{id}`: this process runs job `{}`", control.job),
+        ))
+    }
+}
+
+/// Parses a JSON body (an empty body is `{}`), naming what is wrong.
+fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, Response> {
+    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    serde_json::from_slice(text)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavepointBody {
+    #[serde(rename = "target-directory")]
+    target_directory: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StopBody {
+    #[serde(rename = "target-directory")]
+    target_directory: Option<String>,
+    #[serde(default)]
+    drain: bool,
+}
+
+async fn jobs(State(c): Shared) -> Response {
+    let status = c.status_json();
+    Json(json!({ "jobs": [{ "id": c.job, "state": status["state"] }] })).into_response()
+}
+
+async fn job(State(c): Shared, Path(id): Path<String>) -> Response {
+    if let Err(r) = check_job(&c, &id) {
+        return r;
+    }
+    Json(c.status_json()).into_response()
+}
+
+async fn checkpoints(State(c): Shared, Path(id): Path<String>) -> Response {
+    if let Err(r) = check_job(&c, &id) {
+        return r;
+    }
+    // sled reads may block briefly: off the async workers.
+    let c2 = c.clone();
+    match tokio::task::spawn_blocking(move || c2.checkpoints_json()).await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+fn accepted(result: Result<String, crate::control::Refused>) -> Response {
+    match result {
+        Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "request-id": id }))).into_response(),
+        Err(r) => error(
+            StatusCode::from_u16(r.status).unwrap_or(StatusCode::CONFLICT),
+            r.message,
+        ),
+    }
+}
+
+async fn trigger_savepoint(State(c): Shared, Path(id): Path<String>, bytes: Bytes) -> Response {
+    if let Err(r) = check_job(&c, &id) {
+        return r;
+    }
+    let b: SavepointBody = match body(&bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    accepted(c.request_savepoint(b.target_directory.as_deref(), None))
+}
+
+async fn stop(State(c): Shared, Path(id): Path<String>, bytes: Bytes) -> Response {
+    if let Err(r) = check_job(&c, &id) {
+        return r;
+    }
+    let b: StopBody = match body(&bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    accepted(c.request_savepoint(b.target_directory.as_deref(), Some(b.drain)))
+}
+
+async fn savepoints(State(c): Shared, Path(id): Path<String>) -> Response {
+    if let Err(r) = check_job(&c, &id) {
+        return r;
+    }
+    Json(json!({ "savepoints": c.savepoints() })).into_response()
+}
+
+async fn savepoint(State(c): Shared, Path((id, request)): Path<(String, String)>) -> Response {
+    if let Err(r) = check_job(&c, &id) {
+        return r;
+    }
+    match c.savepoint(&request) {
+        Some(s) => Json(s).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no savepoint request `{request}` for job `{id}`"),
+        ),
+    }
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "no such endpoint (see openapi.yaml: /jobs, /jobs/{id}, /jobs/{id}/checkpoints, /jobs/{id}/savepoints, /jobs/{id}/stop)",
+    )
+}
+
+/// The routes, over `control`.
+pub fn router(control: Arc<JobControl>) -> Router {
+    Router::new()
+        .route("/jobs", get(jobs))
+        .route("/jobs/{id}", get(job))
+        .route("/jobs/{id}/checkpoints", get(checkpoints))
+        .route(
+            "/jobs/{id}/savepoints",
+            post(trigger_savepoint).get(savepoints),
+        )
+        .route("/jobs/{id}/savepoints/{request}", get(savepoint))
+        .route("/jobs/{id}/stop", post(stop))
+        .fallback(not_found)
+        .with_state(control)
+}
+
+/// Listens on `addr` (`host:port`; port 0 picks a free one) and serves the
+/// API in the background; returns the address it listens on.
+pub async fn serve(addr: &str, control: Arc<JobControl>) -> Result<SocketAddr, String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot serve the REST API on `{addr}`: {e}"))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("cannot serve the REST API on `{addr}`: {e}"))?;
+    let app = router(control);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("the REST API stopped: {e}");
+        }
+    });
+    Ok(bound)
+}
