@@ -33,11 +33,20 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": message.to_string() }))).into_response()
 }
 
-fn check_job(control: &JobControl, id: &str) -> Result<(), Response> {
+/// An error answer: a status and a message, sent as `{"error": message}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
+    }
+}
+
+fn check_job(control: &JobControl, id: &str) -> Result<(), ApiError> {
     if id == control.job {
         Ok(())
     } else {
-        Err(error(
+        Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no job `{id}`: this process runs job `{}`", control.job),
         ))
@@ -45,14 +54,14 @@ fn check_job(control: &JobControl, id: &str) -> Result<(), Response> {
 }
 
 /// Parses a JSON body (an empty body is `{}`), naming what is wrong.
-fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, Response> {
+fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, ApiError> {
     let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         bytes
     };
     serde_json::from_slice(text)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -78,14 +87,14 @@ async fn jobs(State(c): Shared) -> Response {
 
 async fn job(State(c): Shared, Path(id): Path<String>) -> Response {
     if let Err(r) = check_job(&c, &id) {
-        return r;
+        return r.into_response();
     }
     Json(c.status_json()).into_response()
 }
 
 async fn checkpoints(State(c): Shared, Path(id): Path<String>) -> Response {
     if let Err(r) = check_job(&c, &id) {
-        return r;
+        return r.into_response();
     }
     // sled reads may block briefly: off the async workers.
     let c2 = c.clone();
@@ -108,36 +117,36 @@ fn accepted(result: Result<String, crate::control::Refused>) -> Response {
 
 async fn trigger_savepoint(State(c): Shared, Path(id): Path<String>, bytes: Bytes) -> Response {
     if let Err(r) = check_job(&c, &id) {
-        return r;
+        return r.into_response();
     }
     let b: SavepointBody = match body(&bytes) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     accepted(c.request_savepoint(b.target_directory.as_deref(), None))
 }
 
 async fn stop(State(c): Shared, Path(id): Path<String>, bytes: Bytes) -> Response {
     if let Err(r) = check_job(&c, &id) {
-        return r;
+        return r.into_response();
     }
     let b: StopBody = match body(&bytes) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     accepted(c.request_savepoint(b.target_directory.as_deref(), Some(b.drain)))
 }
 
 async fn savepoints(State(c): Shared, Path(id): Path<String>) -> Response {
     if let Err(r) = check_job(&c, &id) {
-        return r;
+        return r.into_response();
     }
     Json(json!({ "savepoints": c.savepoints() })).into_response()
 }
 
 async fn savepoint(State(c): Shared, Path((id, request)): Path<(String, String)>) -> Response {
     if let Err(r) = check_job(&c, &id) {
-        return r;
+        return r.into_response();
     }
     match c.savepoint(&request) {
         Some(s) => Json(s).into_response(),

@@ -105,14 +105,14 @@ impl RestorePlan {
     }
 }
 
-/// An operator's saved states: name, kind, version.
-pub type SavedStates<'a> = &'a [(String, String, u32)];
+/// An operator ID with its saved states: name, kind, version.
+pub type SavedOperatorStates = (String, Vec<(String, String, u32)>);
 
 /// Plans a restore of `saved` (operator ID and states, from `what`, e.g.
 /// ``savepoint `DIR` ``) into the job's operators `job` (ID and declared states).
 pub fn plan(
     what: &str,
-    saved: &[(String, Vec<(String, String, u32)>)],
+    saved: &[SavedOperatorStates],
     job: &[(String, Vec<StateSpec>)],
     allow_non_restored: bool,
 ) -> Result<RestorePlan, String> {
@@ -248,7 +248,7 @@ mod tests {
         }
     }
 
-    fn saved(id: &str, states: &[(&str, &str, u32)]) -> (String, Vec<(String, String, u32)>) {
+    fn saved(id: &str, states: &[(&str, &str, u32)]) -> SavedOperatorStates {
         (
             id.into(),
             states

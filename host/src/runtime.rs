@@ -327,7 +327,7 @@ fn plan_restore(
             meta.max_parallelism, spec.max_parallelism
         )));
     }
-    let saved: Vec<(String, Vec<(String, String, u32)>)> = meta
+    let saved: Vec<restore::SavedOperatorStates> = meta
         .operators
         .iter()
         .map(|o| (o.id.clone(), o.states.clone()))

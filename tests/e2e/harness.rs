@@ -19,8 +19,9 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Operators built from source, by name: `word-split`, `keyed-count`,
-/// `windowed-sum`, `dedupe` (plugins/rust) and `probe` (tests/plugins).
+/// Operators built from source, by name: `word-split`, `keyed-count` (and
+/// its `-v2`, `-v3`), `windowed-sum`, `dedupe` (plugins/rust) and `probe`
+/// (tests/plugins).
 pub fn operator(name: &str) -> PathBuf {
     static BUILT: OnceLock<BTreeMap<String, PathBuf>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
@@ -28,6 +29,8 @@ pub fn operator(name: &str) -> PathBuf {
         let dirs = [
             ("word-split", "plugins/rust/word-split"),
             ("keyed-count", "plugins/rust/keyed-count"),
+            ("keyed-count-v2", "plugins/rust/keyed-count-v2"),
+            ("keyed-count-v3", "plugins/rust/keyed-count-v3"),
             ("windowed-sum", "plugins/rust/windowed-sum"),
             ("dedupe", "plugins/rust/dedupe"),
             ("probe", "tests/plugins/probe"),

@@ -9,3 +9,5 @@ mod checkpoints;
 mod cli;
 mod errors;
 mod jobs;
+mod savepoint_tools;
+mod savepoints;

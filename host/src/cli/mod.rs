@@ -2,8 +2,12 @@
 
 mod build;
 mod checkpoints;
+mod client;
 mod operator;
 mod run;
+mod savepoint;
+mod state;
+mod stop;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +31,14 @@ enum Command {
     /// Work with a job's checkpoints.
     #[command(subcommand)]
     Checkpoints(checkpoints::CheckpointsCommand),
+    /// Inspect, verify, delete and edit savepoints.
+    #[command(subcommand)]
+    Savepoint(savepoint::SavepointCommand),
+    /// Export and import one state of a savepoint as JSON lines.
+    #[command(subcommand)]
+    State(state::StateCommand),
+    /// Stop a running job with a savepoint (through its REST API).
+    Stop(stop::StopArgs),
 }
 
 impl Cli {
@@ -37,6 +49,9 @@ impl Cli {
             Command::Build(args) => args.execute(),
             Command::Operator(cmd) => cmd.execute(),
             Command::Checkpoints(cmd) => cmd.execute(),
+            Command::Savepoint(cmd) => cmd.execute(),
+            Command::State(cmd) => cmd.execute(),
+            Command::Stop(args) => args.execute(),
         }
     }
 }

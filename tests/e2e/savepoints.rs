@@ -1,0 +1,729 @@
+//! Savepoints end to end: the REST API and the CLI over it, stop-with-
+//! savepoint, restore by operator ID (moved, at another parallelism, with
+//! new logic that adds a state or migrates one), every check before a
+//! restore, and damaged savepoints refused before the job starts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::harness::{operator, sorted_lines, toml_path, Sandbox};
+
+/// Keyed counts over a throttled generator; REST on a free port.
+fn job(wasm: &Path, parallelism: u32, rate: Option<u64>, extra: &str) -> String {
+    format!(
+        r#"
+name = "counts"
+max_parallelism = 32
+
+[source]
+type = "generator"
+count = 40000
+keys = 300
+value_size = 3
+seed = 5
+batch_size = 128
+{rate}
+
+[[operators]]
+id = "count"
+wasm = {wasm}
+parallelism = {parallelism}
+input = "key"
+
+[sink]
+type = "file"
+path = "out.jsonl"
+
+[savepoint]
+dir = "savepoints"
+
+[rest]
+addr = "127.0.0.1:0"
+{extra}
+"#,
+        rate = rate.map(|r| format!("rate = {r}")).unwrap_or_default(),
+        wasm = toml_path(wasm),
+    )
+}
+
+const CHECKPOINTS: &str = r#"
+[checkpoint]
+interval = "150ms"
+dir = "state"
+"#;
+
+/// Waits for the job logging to `log` to print its REST address.
+fn rest_addr(sb: &Sandbox, log: &str) -> String {
+    sb.wait_for(log, "REST API of job", 1);
+    let text = sb.read(log);
+    let at = text.find("http://").expect("an address") + "http://".len();
+    text[at..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// One HTTP request with curl-free std: (status, JSON body).
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw[9..12].parse().unwrap();
+    let body = raw.split_once("\r\n\r\n").unwrap().1;
+    let body = if raw
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        // One chunk is all our small answers take.
+        body.split_once("\r\n")
+            .unwrap()
+            .1
+            .rsplit_once("\r\n0")
+            .unwrap()
+            .0
+    } else {
+        body
+    };
+    (status, serde_json::from_str(body).unwrap())
+}
+
+/// Counts per key: the largest running count each key reached.
+fn final_counts(output: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for line in output.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let n: u64 = v["value"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let e = out
+            .entry(v["key"].as_str().unwrap().to_string())
+            .or_insert(0);
+        *e = n.max(*e);
+    }
+    out
+}
+
+/// Every key's counts, in output order, must be 1, 2, 3, ...: nothing lost, nothing twice.
+#[track_caller]
+fn assert_counts_continue(output: &str) {
+    let mut next: BTreeMap<String, u64> = BTreeMap::new();
+    for line in output.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let key = v["key"].as_str().unwrap().to_string();
+        let n: u64 = v["value"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let expected = next.entry(key.clone()).or_insert(1);
+        assert_eq!(
+            n, *expected,
+            "key {key}: count {n} where {expected} was due"
+        );
+        *expected += 1;
+    }
+}
+
+/// The uninterrupted run's output.
+fn reference(parallelism: u32) -> String {
+    let sb = Sandbox::new();
+    sb.run_job(&job(&operator("keyed-count"), parallelism, None, ""))
+        .ok();
+    sb.read("out.jsonl")
+}
+
+/// Starts the job, waits for some output, stops it with a savepoint through
+/// `weir stop`; returns the savepoint directory.
+fn run_and_stop(sb: &Sandbox, job_file: &str, extra_args: &[&str], stop_args: &[&str]) -> PathBuf {
+    run_and_stop_after(sb, job_file, extra_args, stop_args, 2000)
+}
+
+/// [`run_and_stop`], once the output has `lines` lines.
+fn run_and_stop_after(
+    sb: &Sandbox,
+    job_file: &str,
+    extra_args: &[&str],
+    stop_args: &[&str],
+    lines: usize,
+) -> PathBuf {
+    let mut args = vec!["run", job_file];
+    args.extend_from_slice(extra_args);
+    let log = format!("{job_file}.log");
+    let mut child = sb.spawn_logged(&args, &log);
+    let addr = rest_addr(sb, &log);
+    sb.wait_for("out.jsonl", "\n", lines);
+    let mut stop = vec!["stop", "--addr", &addr];
+    stop.extend_from_slice(stop_args);
+    let run = sb.weir(&stop).ok();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "job exit {status:?}:\n{}", sb.read(&log));
+    let dir = PathBuf::from(run.stdout.trim());
+    assert!(dir.join("_metadata").is_file(), "{dir:?}");
+    dir
+}
+
+#[test]
+fn rest_api_reports_the_job_and_refuses_bad_requests() {
+    let sb = Sandbox::new();
+    sb.write(
+        "job.toml",
+        job(&operator("keyed-count"), 2, Some(20000), CHECKPOINTS),
+    );
+    let mut child = sb.spawn_logged(&["run", "job.toml"], "log");
+    let addr = rest_addr(&sb, "log");
+    sb.wait_for("log", "checkpoint 2 complete", 1);
+
+    let (status, jobs) = http(&addr, "GET", "/jobs", "");
+    assert_eq!(status, 200);
+    assert_eq!(jobs["jobs"][0]["id"], "counts");
+    let (status, job) = http(&addr, "GET", "/jobs/counts", "");
+    assert_eq!(status, 200);
+    assert_eq!(job["state"], "RUNNING");
+    assert_eq!(job["operators"][0]["id"], "count");
+    assert_eq!(job["operators"][0]["name"], "keyed-count");
+    assert!(job["last-checkpoint"]["id"].as_u64().unwrap() >= 2);
+    assert!(job["events-in"].as_u64().unwrap() > 0);
+    let (status, cps) = http(&addr, "GET", "/jobs/counts/checkpoints", "");
+    assert_eq!(status, 200);
+    assert!(!cps["checkpoints"].as_array().unwrap().is_empty());
+
+    // Errors are JSON with a message.
+    let (status, e) = http(&addr, "GET", "/jobs/other", "");
+    assert_eq!(status, 404);
+    assert!(e["error"].as_str().unwrap().contains("`other`"));
+    let (status, e) = http(&addr, "POST", "/jobs/counts/savepoints", "{not json");
+    assert_eq!(status, 400);
+    assert!(e["error"].as_str().unwrap().contains("bad request body"));
+    let (status, e) = http(&addr, "POST", "/jobs/counts/savepoints", r#"{"dir": "x"}"#);
+    assert_eq!(status, 400, "{e}");
+    let (status, e) = http(&addr, "GET", "/jobs/counts/savepoints/nope", "");
+    assert_eq!(status, 404, "{e}");
+    let (status, _) = http(&addr, "GET", "/nowhere", "");
+    assert_eq!(status, 404);
+
+    // A savepoint through the REST API, into the job file's default directory.
+    let (status, r) = http(&addr, "POST", "/jobs/counts/savepoints", "");
+    assert_eq!(status, 202, "{r}");
+    let id = r["request-id"].as_str().unwrap().to_string();
+    let location = loop {
+        let (_, s) = http(&addr, "GET", &format!("/jobs/counts/savepoints/{id}"), "");
+        match s["status"].as_str().unwrap() {
+            "COMPLETED" => break s["location"].as_str().unwrap().to_string(),
+            "IN_PROGRESS" => std::thread::sleep(std::time::Duration::from_millis(20)),
+            other => panic!("savepoint {other}: {s}"),
+        }
+    };
+    assert!(Path::new(&location).starts_with(sb.path("savepoints")));
+    sb.weir(&["savepoint", "verify", &location]).ok();
+
+    // A savepoint into a directory that cannot be created fails, and the job goes on.
+    sb.write("blocker", "a file");
+    let (status, r) = http(
+        &addr,
+        "POST",
+        "/jobs/counts/savepoints",
+        &format!(
+            r#"{{"target-directory": {:?}}}"#,
+            sb.path("blocker/sp").display().to_string()
+        ),
+    );
+    assert_eq!(status, 202);
+    let id = r["request-id"].as_str().unwrap().to_string();
+    loop {
+        let (_, s) = http(&addr, "GET", &format!("/jobs/counts/savepoints/{id}"), "");
+        match s["status"].as_str().unwrap() {
+            "FAILED" => {
+                assert!(s["failure"].as_str().unwrap().contains("blocker"), "{s}");
+                break;
+            }
+            "IN_PROGRESS" => std::thread::sleep(std::time::Duration::from_millis(20)),
+            other => panic!("expected FAILED, got {other}: {s}"),
+        }
+    }
+    let (_, job) = http(&addr, "GET", "/jobs/counts", "");
+    assert_eq!(job["state"], "RUNNING");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
+    let expected = reference(2);
+    let sb = Sandbox::new();
+    sb.write(
+        "job.toml",
+        job(&operator("keyed-count"), 2, Some(15000), CHECKPOINTS),
+    );
+    // A triggered savepoint through the CLI, while the job runs.
+    let mut child = sb.spawn_logged(&["run", "job.toml"], "log");
+    let addr = rest_addr(&sb, "log");
+    sb.wait_for("out.jsonl", "\n", 1000);
+    let triggered = sb
+        .weir(&["savepoint", "trigger", "--addr", &addr, "--dir", "manual"])
+        .ok();
+    let triggered = PathBuf::from(triggered.stdout.trim());
+    assert!(triggered.starts_with(sb.path("manual")), "{triggered:?}");
+    sb.weir(&["savepoint", "verify", triggered.to_str().unwrap()])
+        .ok();
+    // Then stop with a savepoint: the process exits 0 and all output before it is published.
+    let stopped = sb
+        .weir(&["stop", "--addr", &addr, "--savepoint", "stops"])
+        .ok();
+    assert!(child.wait().unwrap().success(), "{}", sb.read("log"));
+    let stopped = PathBuf::from(stopped.stdout.trim());
+    let before = sb.read("out.jsonl");
+    assert!(before.lines().count() < 40000, "the job stopped early");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(stopped.join("_metadata")).unwrap()).unwrap();
+    assert_eq!(meta["kind"], "stop");
+    assert_eq!(
+        meta["sink"]["output_len"].as_u64().unwrap(),
+        before.len() as u64,
+        "the sink's final commit is the savepoint's"
+    );
+    // Restore it, at another parallelism, from another working state directory.
+    sb.write(
+        "job.toml",
+        job(&operator("keyed-count"), 3, None, CHECKPOINTS),
+    );
+    sb.weir(&[
+        "run",
+        "job.toml",
+        "--from-savepoint",
+        stopped.to_str().unwrap(),
+    ])
+    .ok();
+    let after = sb.read("out.jsonl");
+    assert_eq!(sorted_lines(&after), sorted_lines(&expected));
+    assert_counts_continue(&after);
+}
+
+#[test]
+fn a_moved_savepoint_restores_at_any_parallelism_without_checkpoints() {
+    let expected = reference(1);
+    let sb = Sandbox::new();
+    // No [checkpoint] table: savepoints work all the same.
+    sb.write(
+        "job.toml",
+        job(&operator("keyed-count"), 3, Some(15000), ""),
+    );
+    let dir = run_and_stop(&sb, "job.toml", &[], &["--savepoint", "sp"]);
+    // Move it somewhere else entirely.
+    let moved = sb.path("elsewhere/deeper/the-savepoint");
+    std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    std::fs::rename(&dir, &moved).unwrap();
+    sb.weir(&["savepoint", "verify", moved.to_str().unwrap()])
+        .ok();
+    for p in [1, 2, 32] {
+        let run_dir = Sandbox::new();
+        let copy = run_dir.path("copied-savepoint");
+        std::fs::create_dir_all(&copy).unwrap();
+        for f in std::fs::read_dir(&moved).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), copy.join(f.file_name())).unwrap();
+        }
+        std::fs::copy(sb.path("out.jsonl"), run_dir.path("out.jsonl")).unwrap();
+        run_dir.write("job.toml", job(&operator("keyed-count"), p, None, ""));
+        run_dir
+            .weir(&["run", "job.toml", "--from-savepoint", "copied-savepoint"])
+            .ok();
+        let out = run_dir.read("out.jsonl");
+        assert_eq!(
+            sorted_lines(&out),
+            sorted_lines(&expected),
+            "at parallelism {p}"
+        );
+    }
+}
+
+#[test]
+fn logic_swap_adds_a_state_then_migrates_one() {
+    let expected = final_counts(&reference(2));
+    let sb = Sandbox::new();
+    // v1 counts.
+    sb.write(
+        "job.toml",
+        job(&operator("keyed-count"), 2, Some(12000), CHECKPOINTS),
+    );
+    let sp1 = run_and_stop(&sb, "job.toml", &[], &["--savepoint", "sp"]);
+    let v1_lines = sb.read("out.jsonl").lines().count();
+
+    // v2 keeps `count` and adds `last_seen`: the counts go on.
+    sb.write(
+        "job.toml",
+        job(&operator("keyed-count-v2"), 2, Some(12000), CHECKPOINTS),
+    );
+    let sp2 = run_and_stop(
+        &sb,
+        "job.toml",
+        &["--from-savepoint", sp1.to_str().unwrap()],
+        &["--savepoint", "sp"],
+    );
+    let log = sb.read("job.toml.log");
+    assert!(
+        log.contains("state `last_seen` is new"),
+        "the restore says what is new:\n{log}"
+    );
+    let out = sb.read("out.jsonl");
+    let v2_part: Vec<&str> = out.lines().skip(v1_lines).collect();
+    assert!(!v2_part.is_empty());
+    assert!(
+        v2_part.iter().all(|l| l.contains("last_seen=")),
+        "v2 output after the swap"
+    );
+    let meta = sb
+        .weir(&["savepoint", "inspect", "--json", sp2.to_str().unwrap()])
+        .ok();
+    let meta: serde_json::Value = serde_json::from_str(&meta.stdout).unwrap();
+    assert_eq!(meta["operators"][0]["version"], "2.0.0");
+
+    // v3 declares `count` at version 2 and migrates it; it no longer keeps
+    // `last_seen`, which only --allow-non-restored-state may drop.
+    sb.write(
+        "job.toml",
+        job(&operator("keyed-count-v3"), 3, None, CHECKPOINTS),
+    );
+    sb.weir(&["run", "job.toml", "--from-savepoint", sp2.to_str().unwrap()])
+        .fails_with(&[
+            "operator `count`",
+            "`last_seen`",
+            "--allow-non-restored-state",
+        ]);
+    let run = sb
+        .weir(&[
+            "run",
+            "job.toml",
+            "--from-savepoint",
+            sp2.to_str().unwrap(),
+            "--allow-non-restored-state",
+        ])
+        .ok();
+    assert!(
+        run.stderr.contains("state `last_seen` is dropped")
+            && run.stderr.contains("migrated from version 1 to 2"),
+        "{}",
+        run.stderr
+    );
+    let out = sb.read("out.jsonl");
+    assert_counts_continue(&out);
+    assert_eq!(final_counts(&out), expected);
+}
+
+#[test]
+fn restore_checks_run_before_anything_and_change_nothing() {
+    let sb = Sandbox::new();
+    sb.write(
+        "job.toml",
+        job(&operator("keyed-count"), 2, Some(15000), ""),
+    );
+    let sp = run_and_stop(&sb, "job.toml", &[], &["--savepoint", "sp"]);
+    let sp_s = sp.to_str().unwrap().to_string();
+    let snapshot = |dir: &Path| -> BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|f| {
+                let f = f.unwrap();
+                (
+                    f.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(f.path()).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let sp_before = snapshot(&sp);
+    let out_before = sb.read("out.jsonl");
+    let unchanged = |sb: &Sandbox| {
+        assert_eq!(snapshot(&sp), sp_before, "the savepoint changed");
+        assert_eq!(sb.read("out.jsonl"), out_before, "the output changed");
+        assert!(
+            !sb.path("state").exists(),
+            "the state directory was created"
+        );
+    };
+
+    // An operator ID the job lacks.
+    let renamed = job(&operator("keyed-count"), 2, None, CHECKPOINTS)
+        .replace("id = \"count\"", "id = \"tally\"");
+    sb.write("job.toml", &renamed);
+    sb.weir(&["run", "job.toml", "--from-savepoint", &sp_s])
+        .fails_with(&["operator `count`", "--allow-non-restored-state"]);
+    unchanged(&sb);
+    // With --allow-non-restored-state it is dropped, said so, and `tally` starts empty.
+    let allowed = Sandbox::new();
+    allowed.write("job.toml", &renamed);
+    let run = allowed
+        .weir(&[
+            "run",
+            "job.toml",
+            "--from-savepoint",
+            &sp_s,
+            "--allow-non-restored-state",
+        ])
+        .ok();
+    assert!(
+        run.stderr
+            .contains("operator `count`: its saved state is dropped")
+            && run.stderr.contains("operator `tally` is new"),
+        "{}",
+        run.stderr
+    );
+
+    // A different max_parallelism.
+    sb.write(
+        "job.toml",
+        job(&operator("keyed-count"), 2, None, CHECKPOINTS)
+            .replace("max_parallelism = 32", "max_parallelism = 64"),
+    );
+    sb.weir(&["run", "job.toml", "--from-savepoint", &sp_s])
+        .fails_with(&["max_parallelism 32", "64"]);
+    unchanged(&sb);
+
+    // A state whose kind changed (the manifest says `count` was a map state).
+    let kind_changed = sb.path("kind-changed");
+    std::fs::create_dir_all(&kind_changed).unwrap();
+    for (name, bytes) in &sp_before {
+        let bytes = if name == "_metadata" {
+            String::from_utf8(bytes.clone())
+                .unwrap()
+                .replace("\"kind\": \"value\"", "\"kind\": \"map\"")
+                .into_bytes()
+        } else {
+            bytes.clone()
+        };
+        std::fs::write(kind_changed.join(name), bytes).unwrap();
+    }
+    sb.write(
+        "job.toml",
+        job(&operator("keyed-count"), 2, None, CHECKPOINTS),
+    );
+    sb.weir(&[
+        "run",
+        "job.toml",
+        "--from-savepoint",
+        kind_changed.to_str().unwrap(),
+    ])
+    .fails_with(&[
+        "operator `count`",
+        "state `count`",
+        "was map state",
+        "value state",
+    ]);
+    unchanged(&sb);
+
+    // A migrate failure names the key, and leaves everything as it was.
+    sb.write(
+        "bad.jsonl",
+        "{\"key\": \"k-bad\", \"value\": \"not a number\"}\n",
+    );
+    let with_bad = sb.path("with-bad-value");
+    let imported = sb
+        .weir(&[
+            "state",
+            "import",
+            &sp_s,
+            "--operator",
+            "count",
+            "--state",
+            "count",
+            "--input",
+            "bad.jsonl",
+            "--output",
+            with_bad.to_str().unwrap(),
+        ])
+        .ok();
+    let imported = imported.stdout.trim().to_string();
+    assert_eq!(Path::new(&imported), with_bad);
+    let imported_before = snapshot(Path::new(&imported));
+    sb.write(
+        "job.toml",
+        job(&operator("keyed-count-v3"), 2, None, CHECKPOINTS),
+    );
+    sb.weir(&["run", "job.toml", "--from-savepoint", &imported])
+        .fails_with(&["migrate", "state `count`", "key `k-bad`", "is not a count"]);
+    assert_eq!(snapshot(Path::new(&imported)), imported_before);
+    unchanged(&sb);
+}
+
+#[test]
+fn damaged_savepoints_are_refused_before_the_job_starts() {
+    let sb = Sandbox::new();
+    sb.write(
+        "job.toml",
+        job(&operator("keyed-count"), 2, Some(15000), ""),
+    );
+    let sp = run_and_stop(&sb, "job.toml", &[], &["--savepoint", "sp"]);
+    let out_before = sb.read("out.jsonl");
+    let damage = |name: &str, how: &dyn Fn(&Path)| -> PathBuf {
+        let copy = sb.path(&format!("damaged/{name}"));
+        std::fs::create_dir_all(&copy).unwrap();
+        for f in std::fs::read_dir(&sp).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), copy.join(f.file_name())).unwrap();
+        }
+        how(&copy);
+        copy
+    };
+    let data = "op0-sub1.state";
+    let cases: Vec<(&str, PathBuf, Vec<&str>)> = vec![
+        (
+            "truncated",
+            damage("truncated", &|d| {
+                let b = std::fs::read(d.join(data)).unwrap();
+                std::fs::write(d.join(data), &b[..b.len() / 2]).unwrap();
+            }),
+            vec![data, "truncated"],
+        ),
+        (
+            "flipped",
+            damage("flipped", &|d| {
+                let mut b = std::fs::read(d.join(data)).unwrap();
+                let i = b.len() / 2;
+                b[i] ^= 0x10;
+                std::fs::write(d.join(data), &b).unwrap();
+            }),
+            vec![data, "damaged", "SHA-256"],
+        ),
+        (
+            "missing file",
+            damage("missing", &|d| std::fs::remove_file(d.join(data)).unwrap()),
+            vec![data, "missing"],
+        ),
+        (
+            "missing metadata",
+            damage("nometa", &|d| {
+                std::fs::remove_file(d.join("_metadata")).unwrap()
+            }),
+            vec!["_metadata", "missing"],
+        ),
+        (
+            "unparsable metadata",
+            damage("badmeta", &|d| {
+                std::fs::write(d.join("_metadata"), "{\"format\": \"weir-savepoint\", ").unwrap()
+            }),
+            vec!["_metadata", "not valid JSON"],
+        ),
+        (
+            "unknown format version",
+            damage("future", &|d| {
+                let t = std::fs::read_to_string(d.join("_metadata")).unwrap();
+                std::fs::write(
+                    d.join("_metadata"),
+                    t.replace("\"format_version\": 1", "\"format_version\": 99"),
+                )
+                .unwrap()
+            }),
+            vec!["_metadata", "format version 99"],
+        ),
+    ];
+    sb.write("job.toml", job(&operator("keyed-count"), 2, None, ""));
+    for (what, dir, needles) in cases {
+        eprintln!("case: {what}");
+        sb.weir(&["run", "job.toml", "--from-savepoint", dir.to_str().unwrap()])
+            .fails_with(&needles);
+        sb.weir(&["savepoint", "verify", dir.to_str().unwrap()])
+            .fails_with(&needles);
+        assert_eq!(
+            sb.read("out.jsonl"),
+            out_before,
+            "{what}: the output changed"
+        );
+    }
+}
+
+#[test]
+fn stop_with_drain_fires_the_windows_and_without_drain_they_resume() {
+    let windows = |rate: Option<u64>| {
+        format!(
+            r#"
+name = "windows"
+max_parallelism = 16
+
+[source]
+type = "generator"
+count = 30000
+keys = 20
+value_size = 2
+seed = 3
+batch_size = 100
+{rate}
+
+[[operators]]
+id = "sums"
+wasm = {wasm}
+parallelism = 2
+input = "key"
+config = {{ size_ms = "1000" }}
+
+[sink]
+type = "file"
+path = "out.jsonl"
+
+[checkpoint]
+interval = "100ms"
+dir = "state"
+
+[rest]
+addr = "127.0.0.1:0"
+"#,
+            rate = rate.map(|r| format!("rate = {r}")).unwrap_or_default(),
+            wasm = toml_path(&operator("windowed-sum")),
+        )
+    };
+    let reference = {
+        let sb = Sandbox::new();
+        sb.run_job(&windows(None)).ok();
+        sb.read("out.jsonl")
+    };
+    // Without drain: windows open at the stop resume after the restore.
+    let sb = Sandbox::new();
+    sb.write("job.toml", windows(Some(10000)));
+    let sp = run_and_stop_after(&sb, "job.toml", &[], &["--savepoint", "sp"], 100);
+    sb.write("job.toml", windows(None));
+    sb.weir(&["run", "job.toml", "--from-savepoint", sp.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        sorted_lines(&sb.read("out.jsonl")),
+        sorted_lines(&reference)
+    );
+
+    // With drain: event time ends, every open window fires before the savepoint.
+    let sb = Sandbox::new();
+    sb.write("job.toml", windows(Some(10000)));
+    let sp = run_and_stop_after(&sb, "job.toml", &[], &["--savepoint", "sp", "--drain"], 100);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sp.join("_metadata")).unwrap()).unwrap();
+    assert_eq!(meta["kind"], "stop-drain");
+    assert_eq!(meta["operators"][0]["timers"], 0, "every timer fired");
+    let drained = sb.read("out.jsonl");
+    let last_ts = meta["source"]["max_timestamp"].as_i64().unwrap();
+    // Every window up to the last event read has been emitted.
+    let emitted: std::collections::BTreeSet<i64> = drained
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["timestamp"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        emitted.iter().any(|&t| t >= last_ts - last_ts % 1000),
+        "the last window fired"
+    );
+}
