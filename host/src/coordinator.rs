@@ -202,8 +202,32 @@ impl Coordinator {
         e.to_string()
     }
 
-    /// Runs until the final checkpoint completes or the stages go away.
+    /// Runs until the final checkpoint completes or the stages go away. A
+    /// savepoint that could not complete is reported failed, and its
+    /// partial directory removed.
     pub fn run(self) -> Result<CoordinatorEnd, String> {
+        let mut pending: Option<Pending> = None;
+        let mut waiting: VecDeque<SavepointRequest> = VecDeque::new();
+        let result = self.run_until_done(&mut pending, &mut waiting);
+        let why = match &result {
+            Err(e) => format!("the job failed: {e}"),
+            Ok(_) => "the job stopped before the savepoint completed".to_string(),
+        };
+        if let Some(sp) = pending.and_then(|p| p.savepoint) {
+            self.control.savepoint_failed(&sp.request.id, &why);
+            sp.writer.abort();
+        }
+        for request in waiting {
+            self.control.savepoint_failed(&request.id, &why);
+        }
+        result
+    }
+
+    fn run_until_done(
+        &self,
+        pending: &mut Option<Pending>,
+        waiting: &mut VecDeque<SavepointRequest>,
+    ) -> Result<CoordinatorEnd, String> {
         let mut chain = self.parent_chain.clone();
         let mut chain_bytes: Vec<u64> = Vec::new();
         if let (Some(&last), Some(store)) = (chain.last(), &self.store) {
@@ -224,10 +248,8 @@ impl Coordinator {
             .as_ref()
             .map_or(1, CheckpointStore::next_id)
             .max(self.first_id);
-        let mut pending: Option<Pending> = None;
         let mut end_requested = false;
         let mut stopping = false;
-        let mut waiting: VecDeque<SavepointRequest> = VecDeque::new();
         let mut next_trigger = self.interval.map(|i| Instant::now() + i);
         let requests = self.control.requests();
         loop {
@@ -247,7 +269,7 @@ impl Coordinator {
                         &chain_bytes,
                         end_requested,
                     ) {
-                        Some(p) => pending = Some(p),
+                        Some(p) => *pending = Some(p),
                         None => return Ok(CoordinatorEnd::Stopped),
                     }
                     next_id += 1;
@@ -286,7 +308,7 @@ impl Coordinator {
             };
             let Some(ack) = ack else {
                 match self.trigger(next_id, false, None, &chain, &chain_bytes, false) {
-                    Some(p) => pending = Some(p),
+                    Some(p) => *pending = Some(p),
                     None => return Ok(CoordinatorEnd::Stopped),
                 }
                 next_id += 1;

@@ -164,6 +164,13 @@ async fn not_found() -> Response {
     )
 }
 
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this endpoint does not take that method (see openapi.yaml)",
+    )
+}
+
 /// The routes, over `control`.
 pub fn router(control: Arc<JobControl>) -> Router {
     Router::new()
@@ -177,6 +184,7 @@ pub fn router(control: Arc<JobControl>) -> Router {
         .route("/jobs/{id}/savepoints/{request}", get(savepoint))
         .route("/jobs/{id}/stop", post(stop))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(control)
 }
 
@@ -196,4 +204,145 @@ pub async fn serve(addr: &str, control: Arc<JobControl>) -> Result<SocketAddr, S
         }
     });
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use crate::control::JobControl;
+
+    /// Every (path, methods) that `router()` serves. Update this list,
+    /// `router()` and `openapi.yaml` (at the repository root) together.
+    const ROUTES: &[(&str, &[&str])] = &[
+        ("/jobs", &["get"]),
+        ("/jobs/{id}", &["get"]),
+        ("/jobs/{id}/checkpoints", &["get"]),
+        ("/jobs/{id}/savepoints", &["get", "post"]),
+        ("/jobs/{id}/savepoints/{request}", &["get"]),
+        ("/jobs/{id}/stop", &["post"]),
+    ];
+
+    const OPENAPI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.yaml");
+
+    const HTTP_METHODS: &[&str] = &[
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+
+    /// The (path, method) pairs under `paths:` in an OpenAPI YAML file: a
+    /// path is a key indented two spaces, its operations keys indented four.
+    fn documented(yaml: &str) -> BTreeSet<(String, String)> {
+        let mut pairs = BTreeSet::new();
+        let mut in_paths = false;
+        let mut path: Option<String> = None;
+        for line in yaml.lines() {
+            let line = line.trim_end();
+            if line.trim_start().is_empty() || line.trim_start().starts_with('#') {
+                continue;
+            }
+            if !line.starts_with(' ') {
+                in_paths = line == "paths:";
+                continue;
+            }
+            if !in_paths {
+                continue;
+            }
+            if let Some(key) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':')) {
+                if !key.starts_with(' ') {
+                    let key = key.trim_matches(|c| c == '\'' || c == '"');
+                    assert!(key.starts_with('/'), "a path in openapi.yaml: `{key}`");
+                    path = Some(key.to_string());
+                    continue;
+                }
+            }
+            if let Some(key) = line.strip_prefix("    ").and_then(|l| l.strip_suffix(':')) {
+                if HTTP_METHODS.contains(&key) {
+                    let path = path.clone().expect("an operation under a path");
+                    assert!(
+                        pairs.insert((path.clone(), key.to_string())),
+                        "{key} {path} is twice in openapi.yaml"
+                    );
+                }
+            }
+        }
+        pairs
+    }
+
+    /// Sends `method path` to `addr`; returns the status and the body.
+    fn send(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+        .expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read");
+        let status = answer
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP answer: {answer}"));
+        (status, answer)
+    }
+
+    #[test]
+    fn openapi_yaml_matches_the_router() {
+        let expected: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .flat_map(|(path, methods)| methods.iter().map(|m| (path.to_string(), m.to_string())))
+            .collect();
+        let yaml = std::fs::read_to_string(OPENAPI)
+            .unwrap_or_else(|e| panic!("cannot read `{OPENAPI}`: {e}"));
+        let documented = documented(&yaml);
+        let missing: Vec<_> = expected.difference(&documented).collect();
+        assert!(
+            missing.is_empty(),
+            "routed but not in openapi.yaml: {missing:?}"
+        );
+        let extra: Vec<_> = documented.difference(&expected).collect();
+        assert!(
+            extra.is_empty(),
+            "in openapi.yaml but not routed: {extra:?}"
+        );
+
+        // The hand-written list is the router's: each listed (path, method)
+        // reaches a handler (not the fallback, not 405), and every other
+        // method on a listed path is 405. A stdin job refuses savepoints
+        // (409), so the POSTs change nothing.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let control = Arc::new(JobControl::new(
+            "j",
+            Vec::new(),
+            Path::new("/"),
+            None,
+            false,
+        ));
+        let addr = runtime
+            .block_on(super::serve("127.0.0.1:0", control))
+            .expect("serve");
+        for (path, methods) in ROUTES {
+            let concrete = path.replace("{id}", "j").replace("{request}", "r");
+            for method in ["get", "post", "put", "delete", "patch"] {
+                let (status, answer) = send(addr, &method.to_uppercase(), &concrete);
+                if methods.contains(&method) {
+                    assert!(
+                        status != 405 && !answer.contains("no such endpoint"),
+                        "{method} {path} is not routed: {answer}"
+                    );
+                } else {
+                    assert_eq!(status, 405, "{method} {path} is routed: {answer}");
+                }
+            }
+        }
+        assert_eq!(send(addr, "GET", "/nowhere").0, 404);
+    }
 }

@@ -693,6 +693,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
     let (cancel_tx, cancel_rx) = crossbeam_channel::bounded::<()>(1);
 
     // Start every subtask and wait until each has restored and opened, before any output is touched.
+    let opening = Instant::now();
     let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), String>>();
     let mut receivers_by_stage: Vec<Vec<Vec<Receiver<Message>>>> = edges
         .iter_mut()
@@ -787,6 +788,19 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
                 ))
             }
         }
+    }
+    if let Some(r) = restore {
+        let keys: u64 = r.meta.operators.iter().map(|o| o.keys).sum();
+        tracing::info!(
+            checkpoint_id = r.meta.id,
+            "restored {} into {subtasks} subtasks in {:.1} ms ({keys} keys)",
+            r.savepoint_dir()
+                .map_or(format!("checkpoint {}", r.meta.id), |d| format!(
+                    "savepoint `{}`",
+                    d.display()
+                )),
+            opening.elapsed().as_secs_f64() * 1e3
+        );
     }
 
     // Everything opened: now the state directory and the outputs may be
