@@ -7,9 +7,11 @@
 #   "savepoint N complete in X ms"   trigger -> barrier -> every subtask's
 #                                     state written, checksummed, fsynced,
 #                                     _metadata written and renamed
-#   "restored savepoint ... in X ms" read + verify every checksum (before
-#                                     the job starts), then every subtask
-#                                     reads its key groups and opens
+#   "checked savepoint ... in X ms"  read every data file and verify its
+#                                     size, SHA-256 and frames (before the
+#                                     job starts)
+#   "restored savepoint ... in X ms" then every subtask reads and decodes
+#                                     its key groups' files and opens
 # Usage: benches/savepoint.sh [PARALLELISM]   (after cargo build --bin weir
 # and weir build plugins/rust/keyed-count)
 set -euo pipefail
@@ -44,7 +46,10 @@ cd "$dir"
 "$weir" run job.toml 2> run.log &
 pid=$!
 until addr=$(grep -o 'http://[0-9.:]*' run.log | head -n 1) && [ -n "$addr" ]; do sleep 0.1; done
-until [ "$(curl -s "$addr/jobs/bench" | python3 -c 'import json,sys; print(json.load(sys.stdin)["events-in"])')" -gt 8000000 ]; do sleep 0.2; done
+events_in() {
+  python3 -c 'import json,sys,urllib.request; print(json.load(urllib.request.urlopen(sys.argv[1] + "/jobs/bench"))["events-in"])' "$addr"
+}
+until [ "$(events_in)" -gt 8000000 ]; do sleep 0.2; done
 sp=$("$weir" savepoint trigger --addr "${addr#http://}")
 "$weir" stop --addr "${addr#http://}" > /dev/null
 wait "$pid"
@@ -53,4 +58,5 @@ echo "savepoint: $keys (keys, data bytes) at parallelism $p"
 grep -o 'savepoint [0-9]* complete in [0-9.]* ms' run.log | head -n 1
 sed -i 's/^rate = .*//' job.toml
 "$weir" run job.toml --from-savepoint "$sp" 2> restore.log
+grep -o 'checked savepoint .* in [0-9.]* ms' restore.log | sed 's/`[^`]*`/SP/'
 grep -o 'restored savepoint .* in [0-9.]* ms ([0-9]* keys)' restore.log | sed 's/`[^`]*`/SP/'

@@ -300,8 +300,14 @@ fn savepoint_meta(sp: &Savepoint) -> CheckpointMeta {
 
 /// Opens and checks a savepoint (manifest and every data file's checksum).
 fn open_savepoint(dir: &Path) -> Result<Savepoint, RunError> {
+    let started = Instant::now();
     let sp = Savepoint::open(dir).map_err(|e| RunError::Setup(e.to_string()))?;
-    sp.verify().map_err(|e| RunError::Setup(e.to_string()))?;
+    let (files, bytes) = sp.verify().map_err(|e| RunError::Setup(e.to_string()))?;
+    tracing::info!(
+        "checked savepoint `{}`: {files} data files, {bytes} bytes, in {:.1} ms",
+        dir.display(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
     Ok(sp)
 }
 
