@@ -62,9 +62,9 @@ run_and_stop() {
   $weir run "$job" "$@" 2> "$job.log" &
   local pid=$!
   local addr="" before
-  before=$(wc -l < counts.jsonl 2>/dev/null || echo 0)
+  before=$(wc -l 2>/dev/null < counts.jsonl || echo 0)
   until addr=$(grep -o 'http://[0-9.:]*' "$job.log" | head -n 1) && [ -n "$addr" ]; do sleep 0.1; done
-  until [ "$(wc -l < counts.jsonl 2>/dev/null || echo 0)" -gt $((before + 20000)) ]; do sleep 0.1; done
+  until [ "$(wc -l 2>/dev/null < counts.jsonl || echo 0)" -gt $((before + 20000)) ]; do sleep 0.1; done
   if [ "$job" = v1.toml ]; then
     echo "  a savepoint while v1 runs: $($weir savepoint trigger --addr "${addr#http://}")" >&2
   fi
@@ -79,7 +79,7 @@ sp2=$(run_and_stop v2.toml --from-savepoint "$sp1")
 echo "v2 (same ID, new .wasm) carried on from the v1 counts and stopped with savepoint $sp2"
 echo "last v2 line:  $(tail -n 1 counts.jsonl)"
 # v3 no longer keeps last_seen: dropping saved state must be asked for.
-$weir run v3.toml --from-savepoint "$sp2" --allow-non-restored-state 2>&1 | grep -E 'restoring|finished' || true
+$weir run v3.toml --from-savepoint "$sp2" --allow-non-restored-state 2>&1 | grep -E "restor|finished" || true
 echo "last v3 line:  $(tail -n 1 counts.jsonl)"
 python3 - counts.jsonl <<'PY'
 import json, sys

@@ -348,7 +348,11 @@ fn plan_restore(
         .map_err(|e| RunError::Setup(format!("{e}{fix}")))?;
     let ids: Vec<String> = spec.operators.iter().map(|o| o.id.clone()).collect();
     for line in plan.report(&ids) {
-        tracing::warn!("restoring {what}: {line}");
+        if line.contains("dropped") {
+            tracing::warn!("restoring {what}: {line}");
+        } else {
+            tracing::info!("restoring {what}: {line}");
+        }
     }
     Ok(Restore {
         meta,
