@@ -514,54 +514,60 @@ fn check_file_name(dir: &Path, name: &str) -> Result<(), SavepointError> {
     }
 }
 
+/// Reads `dir/_metadata` and checks that it names itself a weir savepoint;
+/// returns its path, its bytes and its format version (any version).
+fn read_manifest(dir: &Path) -> Result<(PathBuf, Vec<u8>, u32), SavepointError> {
+    if !dir.is_dir() {
+        return Err(err(
+            dir,
+            if dir.exists() {
+                "is not a directory"
+            } else {
+                "does not exist"
+            },
+        ));
+    }
+    let path = dir.join(METADATA);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(err(
+                &path,
+                "is missing: this is not a savepoint directory (or it is incomplete)",
+            ))
+        }
+        Err(e) => return Err(err(&path, format!("cannot read it: {e}"))),
+    };
+    // The format fields first, so that a future version is named as such.
+    #[derive(Deserialize)]
+    struct Head {
+        format: Option<String>,
+        format_version: Option<u32>,
+    }
+    let head: Head =
+        serde_json::from_slice(&text).map_err(|e| err(&path, format!("is not valid JSON: {e}")))?;
+    if head.format.as_deref() != Some(FORMAT) {
+        return Err(err(
+            &path,
+            format!("is not a weir savepoint manifest (its `format` is not \"{FORMAT}\")"),
+        ));
+    }
+    let version = head
+        .format_version
+        .ok_or_else(|| err(&path, "has no `format_version`"))?;
+    Ok((path, text, version))
+}
+
 impl Savepoint {
     /// Reads and checks `dir/_metadata`: present, JSON of the expected shape,
     /// a weir savepoint of a format version this weir reads, with plain file names.
     pub fn open(dir: &Path) -> Result<Self, SavepointError> {
-        if !dir.is_dir() {
-            return Err(err(
-                dir,
-                if dir.exists() {
-                    "is not a directory"
-                } else {
-                    "does not exist"
-                },
-            ));
-        }
-        let path = dir.join(METADATA);
-        let text = match std::fs::read(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(err(
-                    &path,
-                    "is missing: this is not a savepoint directory (or it is incomplete)",
-                ))
-            }
-            Err(e) => return Err(err(&path, format!("cannot read it: {e}"))),
-        };
-        // The format fields first, so that a future version is named as such.
-        #[derive(Deserialize)]
-        struct Head {
-            format: Option<String>,
-            format_version: Option<u32>,
-        }
-        let head: Head = serde_json::from_slice(&text)
-            .map_err(|e| err(&path, format!("is not valid JSON: {e}")))?;
-        if head.format.as_deref() != Some(FORMAT) {
+        let (path, text, version) = read_manifest(dir)?;
+        if version != FORMAT_VERSION {
             return Err(err(
                 &path,
-                format!("is not a weir savepoint manifest (its `format` is not \"{FORMAT}\")"),
+                format!("has format version {version}; this weir reads version {FORMAT_VERSION}"),
             ));
-        }
-        match head.format_version {
-            Some(FORMAT_VERSION) => {}
-            Some(v) => {
-                return Err(err(
-                    &path,
-                    format!("has format version {v}; this weir reads version {FORMAT_VERSION}"),
-                ))
-            }
-            None => return Err(err(&path, "has no `format_version`")),
         }
         let meta: Metadata = serde_json::from_slice(&text)
             .map_err(|e| err(&path, format!("is not a valid manifest: {e}")))?;
@@ -813,39 +819,7 @@ pub fn new_metadata(
 /// savepoint, of any format version (which this weir may not read); returns
 /// that version. Its data files are not looked at.
 pub fn manifest_format_version(dir: &Path) -> Result<u32, SavepointError> {
-    if !dir.is_dir() {
-        return Err(err(
-            dir,
-            if dir.exists() {
-                "is not a directory"
-            } else {
-                "does not exist"
-            },
-        ));
-    }
-    let path = dir.join(METADATA);
-    let text = match std::fs::read(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(err(&path, "is missing: this is not a savepoint directory"))
-        }
-        Err(e) => return Err(err(&path, format!("cannot read it: {e}"))),
-    };
-    #[derive(Deserialize)]
-    struct Head {
-        format: Option<String>,
-        format_version: Option<u32>,
-    }
-    let head: Head = serde_json::from_slice(&text)
-        .map_err(|e| err(&path, format!("is not a weir savepoint manifest: {e}")))?;
-    if head.format.as_deref() != Some(FORMAT) {
-        return Err(err(
-            &path,
-            format!("is not a weir savepoint manifest (its `format` is not \"{FORMAT}\")"),
-        ));
-    }
-    head.format_version
-        .ok_or_else(|| err(&path, "has no `format_version`"))
+    read_manifest(dir).map(|(_, _, version)| version)
 }
 
 /// `value`, `map` or `list`: the kind name of a stored entry, as `_metadata` writes it.

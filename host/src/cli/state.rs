@@ -315,18 +315,7 @@ fn decode_line(line: &str, kind: Kind) -> Result<(Vec<u8>, StoredEntry), String>
         }
         Kind::Map => {
             only_fields(&obj, &["key", "key_b64", "entries"], kind)?;
-            let Some(list) = obj.get("entries") else {
-                return Err("missing `entries`".to_string());
-            };
-            let Value::Array(list) = list else {
-                return Err(format!("`entries` is {list}, not an array"));
-            };
-            if list.is_empty() {
-                return Err(
-                    "`entries` is empty: a key with an empty map has no state; leave the line out"
-                        .to_string(),
-                );
-            }
+            let list = nonempty_array(&obj, "entries", "map")?;
             let mut entries: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
             for (i, item) in list.iter().enumerate() {
                 let Value::Object(e) = item else {
@@ -351,18 +340,7 @@ fn decode_line(line: &str, kind: Kind) -> Result<(Vec<u8>, StoredEntry), String>
         }
         Kind::List => {
             only_fields(&obj, &["key", "key_b64", "values"], kind)?;
-            let Some(list) = obj.get("values") else {
-                return Err("missing `values`".to_string());
-            };
-            let Value::Array(list) = list else {
-                return Err(format!("`values` is {list}, not an array"));
-            };
-            if list.is_empty() {
-                return Err(
-                    "`values` is empty: a key with an empty list has no state; leave the line out"
-                        .to_string(),
-                );
-            }
+            let list = nonempty_array(&obj, "values", "list")?;
             let mut values = Vec::with_capacity(list.len());
             for (i, item) in list.iter().enumerate() {
                 let bytes = match item {
@@ -538,6 +516,27 @@ impl ImportArgs {
         println!("{}", written.display());
         Ok(())
     }
+}
+
+/// The array in `field` of a line, which must be there and not be empty (a
+/// key with an empty `what` has no state).
+fn nonempty_array<'a>(
+    obj: &'a serde_json::Map<String, Value>,
+    field: &str,
+    what: &str,
+) -> Result<&'a Vec<Value>, String> {
+    let Some(list) = obj.get(field) else {
+        return Err(format!("missing `{field}`"));
+    };
+    let Value::Array(list) = list else {
+        return Err(format!("`{field}` is {list}, not an array"));
+    };
+    if list.is_empty() {
+        return Err(format!(
+            "`{field}` is empty: a key with an empty {what} has no state; leave the line out"
+        ));
+    }
+    Ok(list)
 }
 
 #[cfg(test)]
