@@ -361,6 +361,47 @@ fn plan_restore(
     })
 }
 
+/// Checks, before anything runs, that the job's source can resume from the
+/// position `restore` holds: the same kind of source, and a file not shorter.
+fn check_source_position(
+    spec: &JobSpec,
+    job_file: &Path,
+    restore: &Restore,
+) -> Result<(), RunError> {
+    let what = restore
+        .savepoint_dir()
+        .map_or(format!("checkpoint {}", restore.meta.id), |d| {
+            format!("savepoint `{}`", d.display())
+        });
+    let position = &restore.meta.source.position;
+    let mismatch = |source: &str| {
+        RunError::Setup(format!(
+            "{what} holds a {} position and the job ({}) reads {source}: a source resumes only from a position of its own kind",
+            match position {
+                SourcePosition::File { .. } => "file",
+                SourcePosition::Generator { .. } => "generator",
+            },
+            job_file.display()
+        ))
+    };
+    match (&spec.source, position) {
+        (SourceSpec::File { path, .. }, SourcePosition::File { offset, .. }) => {
+            let len = std::fs::metadata(path).map_or(0, |m| m.len());
+            if *offset > len {
+                return Err(RunError::Setup(format!(
+                    "source file `{}` is shorter ({len} bytes) than the position in {what} ({offset} bytes): was it replaced?",
+                    path.display()
+                )));
+            }
+            Ok(())
+        }
+        (SourceSpec::Generator { .. }, SourcePosition::Generator { .. }) => Ok(()),
+        (SourceSpec::File { .. }, _) => Err(mismatch("a file")),
+        (SourceSpec::Generator { .. }, _) => Err(mismatch("a generator")),
+        (SourceSpec::Stdin { .. }, _) => Err(mismatch("stdin")),
+    }
+}
+
 /// Runs the job described by `spec` (read from `job_file`) to the end of its
 /// input (or until stopped with a savepoint), restoring from a checkpoint or
 /// savepoint and restarting after failures as the job file and `options`
@@ -440,6 +481,9 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
         Some(r) => Some(r),
         None => checkpoint_restore(options, 0)?,
     };
+    if let Some(r) = &initial {
+        check_source_position(spec, job_file, r)?;
+    }
     let mut restore = initial.clone();
     if let Some(r) = &restore {
         if r.meta.finished {

@@ -485,6 +485,21 @@ fn restore_checks_run_before_anything_and_change_nothing() {
         run.stderr
     );
 
+    // A source of another kind cannot resume from the savepoint's position.
+    sb.write("input.jsonl", "{\"key\": \"a\", \"value\": \"1\"}\n");
+    let file_source = job(&operator("keyed-count"), 2, None, CHECKPOINTS);
+    let at = file_source.find("[source]").unwrap();
+    let end = file_source.find("[[operators]]").unwrap();
+    let file_source = format!(
+        "{}[source]\ntype = \"file\"\npath = \"input.jsonl\"\n\n{}",
+        &file_source[..at],
+        &file_source[end..]
+    );
+    sb.write("job.toml", &file_source);
+    sb.weir(&["run", "job.toml", "--from-savepoint", &sp_s])
+        .fails_with(&["generator position", "reads a file"]);
+    unchanged(&sb);
+
     // A different max_parallelism.
     sb.write(
         "job.toml",
