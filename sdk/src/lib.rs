@@ -147,8 +147,11 @@ pub trait Operator: Sized + 'static {
     }
 
     /// Converts one stored value of `state` from schema version `from_version`
-    /// to the version this operator declares. Called when state from an older
-    /// version is restored; the default refuses.
+    /// to the version this operator declares. Called when a checkpoint or
+    /// savepoint of an older version is restored (before `open`, for every
+    /// value of a value state, every value of a map state, every element of a
+    /// list state); an `Err` stops the restore, naming the key. The default
+    /// refuses.
     fn migrate(state: &str, from_version: u32, value: &[u8]) -> Result<Vec<u8>, String> {
         let _ = value;
         Err(format!(
