@@ -158,6 +158,13 @@ impl Components {
         })
     }
 
+    /// Uses `dir` (or no cache at all) for compiled components, rather than
+    /// the default of [`Components::new`].
+    pub fn with_cache_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.cache_dir = dir;
+        self
+    }
+
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine

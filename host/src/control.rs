@@ -141,6 +141,8 @@ pub struct JobControl {
     pub operators: Vec<OperatorStatus>,
     /// Live counters.
     pub metrics: Metrics,
+    /// Latencies a `latency = true` blackhole sink recorded, when it ends.
+    pub latency: Mutex<Option<crate::connectors::blackhole::LatencyHistogram>>,
     started_at_ms: i64,
     base_dir: PathBuf,
     default_target: Option<PathBuf>,
@@ -187,6 +189,7 @@ impl JobControl {
             job: job.to_string(),
             operators,
             metrics: Metrics::default(),
+            latency: Mutex::new(None),
             started_at_ms: now,
             base_dir: base_dir.to_path_buf(),
             default_target,

@@ -112,6 +112,9 @@ pub enum SourceSpec {
         watermark_delay: Duration,
         /// Events per batch.
         batch_size: usize,
+        /// Event time is the wall clock when the event is made (`timestamps =
+        /// "now"`), for measuring latency; else the event's index (`"index"`).
+        wall_clock: bool,
     },
 }
 
@@ -168,7 +171,11 @@ pub enum SinkSpec {
         format: Format,
     },
     /// `type = "blackhole"`: events are discarded (and counted).
-    Blackhole,
+    Blackhole {
+        /// `latency = true`: record each event's latency (wall clock now
+        /// minus its event time) and report percentiles at the end.
+        latency: bool,
+    },
 }
 
 /// `[dead_letter]`: where events rejected as bad input go.
@@ -452,6 +459,7 @@ struct RawSource {
     value_size: Field,
     seed: Field,
     rate: Field,
+    timestamps: Field,
 }
 
 struct RawOperators(Vec<Spanned<RawOperator>>);
@@ -517,6 +525,7 @@ struct RawSink {
     ty: Field,
     path: Field,
     format: Field,
+    latency: Field,
 }
 
 #[derive(Deserialize)]
@@ -759,6 +768,7 @@ impl Cx<'_> {
             ("value_size", &r.value_size),
             ("seed", &r.seed),
             ("rate", &r.rate),
+            ("timestamps", &r.timestamps),
         ];
         match kind {
             Kind::File | Kind::Stdin => {
@@ -801,6 +811,11 @@ impl Cx<'_> {
                     .opt(&r.seed, |v| s.int("seed", v, 0, i64::MAX))?
                     .unwrap_or(0);
                 let rate = s.opt(&r.rate, |v| s.int("rate", v, 1, i64::MAX))?;
+                let wall_clock = s
+                    .opt(&r.timestamps, |v| {
+                        s.choice("timestamps", v, &[("index", false), ("now", true)])
+                    })?
+                    .unwrap_or(false);
                 Ok(SourceSpec::Generator {
                     count,
                     keys,
@@ -809,6 +824,7 @@ impl Cx<'_> {
                     rate,
                     watermark_delay,
                     batch_size,
+                    wall_clock,
                 })
             }
         }
@@ -931,6 +947,7 @@ impl Cx<'_> {
         )?;
         match kind {
             Kind::File => {
+                s.forbid("latency", &r.latency, "a `file` sink")?;
                 let path_v = s.required("path", &r.path, " (required for a `file` sink)")?;
                 Ok(SinkSpec::File {
                     path: s.path("path", path_v)?,
@@ -939,6 +956,7 @@ impl Cx<'_> {
             }
             Kind::Stdout => {
                 s.forbid("path", &r.path, "a `stdout` sink")?;
+                s.forbid("latency", &r.latency, "a `stdout` sink")?;
                 Ok(SinkSpec::Stdout {
                     format: s.format(&r.format)?,
                 })
@@ -946,7 +964,10 @@ impl Cx<'_> {
             Kind::Blackhole => {
                 s.forbid("path", &r.path, "a `blackhole` sink")?;
                 s.forbid("format", &r.format, "a `blackhole` sink")?;
-                Ok(SinkSpec::Blackhole)
+                let latency = s.opt(&r.latency, |v| s.boolean("latency", v))?;
+                Ok(SinkSpec::Blackhole {
+                    latency: latency.unwrap_or(false),
+                })
             }
         }
     }
@@ -1124,6 +1145,16 @@ impl Section<'_, '_> {
         f: impl FnOnce(&Spanned<Value>) -> Result<T, JobError>,
     ) -> Result<Option<T>, JobError> {
         field.as_ref().map(f).transpose()
+    }
+
+    fn boolean(&self, name: &str, v: &Spanned<Value>) -> Result<bool, JobError> {
+        match v.get_ref() {
+            Value::Boolean(b) => Ok(*b),
+            other => Err(self.fail(
+                v.span(),
+                format!("`{name}` must be true or false, found {}", describe(other)),
+            )),
+        }
     }
 
     fn string<'v>(&self, name: &str, v: &'v Spanned<Value>) -> Result<&'v str, JobError> {
@@ -1750,6 +1781,7 @@ type = "stdout"
                 rate: Some(50_000),
                 watermark_delay: Duration::from_millis(250),
                 batch_size: 512,
+                wall_clock: false,
             }
         );
         let text = MINIMAL.replace("type = \"stdin\"", "type = \"generator\"\ncount = 5");
@@ -1763,8 +1795,20 @@ type = "stdout"
                 rate: None,
                 watermark_delay: Duration::ZERO,
                 batch_size: 1024,
+                wall_clock: false,
             }
         );
+        let text = MINIMAL.replace(
+            "type = \"stdin\"",
+            "type = \"generator\"\ncount = 5\ntimestamps = \"now\"",
+        );
+        assert!(matches!(
+            parse(&text).unwrap().source,
+            SourceSpec::Generator {
+                wall_clock: true,
+                ..
+            }
+        ));
         let e = err(&MINIMAL.replace("type = \"stdin\"", "type = \"generator\""));
         assert!(
             e.starts_with("/jobs/job.toml:2: source: missing `count`"),
@@ -1891,7 +1935,7 @@ type = "stdout"
             }
         );
         let spec = parse(&MINIMAL.replace("type = \"stdout\"", "type = \"blackhole\"")).unwrap();
-        assert_eq!(spec.sink, SinkSpec::Blackhole);
+        assert_eq!(spec.sink, SinkSpec::Blackhole { latency: false });
         let e = err(&MINIMAL.replace(
             "type = \"stdout\"",
             "type = \"blackhole\"\nformat = \"json\"",

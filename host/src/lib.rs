@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod bench;
 pub mod bindings;
 pub mod build;
 pub mod checkpoint;
@@ -24,6 +25,7 @@ pub mod host_state;
 pub mod host_timers;
 pub mod job;
 pub mod keygroup;
+pub mod native;
 pub mod operator;
 pub mod partition;
 pub mod rest;

@@ -11,10 +11,10 @@ use wasmtime::component::ResourceTable;
 use wasmtime::Store;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::{Batch, Blobs, GuestError, OperatorWorld, TaskInfo, Timers};
+use crate::bindings::{Batch, Blobs, GuestError, OperatorSpec, OperatorWorld, TaskInfo, Timers};
 use crate::component::LoadedOperator;
 use crate::guest_output::GuestOutput;
-use crate::restore::{Restore, StatePlan};
+use crate::restore::{OperatorPlan, Restore, StatePlan};
 use crate::state::StateBackend;
 use crate::timers::TimerService;
 
@@ -164,27 +164,7 @@ impl WasmOperator {
         restore: Option<(&Restore, usize)>,
         track_changes: bool,
     ) -> Result<Self, String> {
-        let mut sub = SubtaskCtx::new(
-            &task.operator_id,
-            task.subtask,
-            task.max_parallelism,
-            key_groups.clone(),
-        );
-        sub.state.declare(&loaded.spec.states)?;
-        let plan = restore.and_then(|(r, i)| r.plan.operators.get(i).filter(|p| p.restored));
-        if let (Some((r, _)), Some(plan)) = (restore, plan) {
-            let state = &mut sub.state;
-            let timers = r.load(&task.operator_id, key_groups, |change| {
-                if plan.dropped_states.contains(&change.state) {
-                    return Ok(());
-                }
-                state.restore(change)
-            })?;
-            sub.timers.restore(timers);
-        }
-        if let Some((r, _)) = restore {
-            sub.watermark = r.meta.watermark;
-        }
+        let (sub, plan) = restored_ctx(&loaded.spec, &task, key_groups, restore)?;
         let mut store = Store::new(loaded.pre.engine(), HostCtx::new(sub));
         let world = loaded
             .pre
@@ -209,6 +189,102 @@ impl WasmOperator {
             .map_err(|e| with_guest_output(describe_error(&e), store.data()))?
             .map_err(|e| format!("open() refused the config: {e}"))?;
         Ok(WasmOperator { store, world })
+    }
+}
+
+/// A subtask's context with its declared states and, from `restore`, its
+/// key groups' state and timers and the watermark; and the operator's
+/// restore plan, if it has saved state.
+pub fn restored_ctx<'r>(
+    spec: &OperatorSpec,
+    task: &TaskInfo,
+    key_groups: Range<u32>,
+    restore: Option<(&'r Restore, usize)>,
+) -> Result<(SubtaskCtx, Option<&'r OperatorPlan>), String> {
+    let mut sub = SubtaskCtx::new(
+        &task.operator_id,
+        task.subtask,
+        task.max_parallelism,
+        key_groups.clone(),
+    );
+    sub.state.declare(&spec.states)?;
+    let plan = restore.and_then(|(r, i)| r.plan.operators.get(i).filter(|p| p.restored));
+    if let (Some((r, _)), Some(plan)) = (restore, plan) {
+        let state = &mut sub.state;
+        let timers = r.load(&task.operator_id, key_groups, |change| {
+            if plan.dropped_states.contains(&change.state) {
+                return Ok(());
+            }
+            state.restore(change)
+        })?;
+        sub.timers.restore(timers);
+    }
+    if let Some((r, _)) = restore {
+        sub.watermark = r.meta.watermark;
+    }
+    Ok((sub, plan))
+}
+
+/// What runs behind an operator ID: a loaded component or, for benchmarks
+/// only, the same logic compiled into the host ([`crate::native`]).
+#[derive(Clone)]
+pub enum OperatorImpl {
+    /// A WebAssembly component.
+    Wasm(LoadedOperator),
+    /// Native logic.
+    Native(crate::native::NativeLogic, OperatorSpec),
+}
+
+impl OperatorImpl {
+    /// What the operator says of itself.
+    pub fn spec(&self) -> &OperatorSpec {
+        match self {
+            OperatorImpl::Wasm(l) => &l.spec,
+            OperatorImpl::Native(_, spec) => spec,
+        }
+    }
+
+    /// Hex SHA-256 of the `.wasm` (`native` for native logic).
+    pub fn sha256(&self) -> &str {
+        match self {
+            OperatorImpl::Wasm(l) => &l.sha256,
+            OperatorImpl::Native(..) => "native",
+        }
+    }
+
+    /// Starts a subtask's instance (see [`WasmOperator::start`]).
+    pub fn start(
+        &self,
+        task: TaskInfo,
+        key_groups: Range<u32>,
+        config: &BTreeMap<String, String>,
+        restore: Option<(&Restore, usize)>,
+        track_changes: bool,
+    ) -> Result<Box<dyn OperatorInstance>, String> {
+        match self {
+            OperatorImpl::Wasm(l) => Ok(Box::new(WasmOperator::start(
+                l,
+                task,
+                key_groups,
+                config,
+                restore,
+                track_changes,
+            )?)),
+            OperatorImpl::Native(logic, spec) => {
+                let (mut sub, plan) = restored_ctx(spec, &task, key_groups, restore)?;
+                if plan.is_some_and(|p| {
+                    p.states
+                        .values()
+                        .any(|s| matches!(s, StatePlan::Migrate { .. }))
+                }) {
+                    return Err("native operators do not migrate state".to_string());
+                }
+                if track_changes {
+                    sub.state.track_changes();
+                }
+                Ok(Box::new(crate::native::NativeOperator::new(*logic, sub)))
+            }
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! selects over several inputs with a deadline (processing-time timers) from
 //! a plain thread, and will hold back inputs for barrier alignment.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::bindings::TaskInfo;
 use crate::checkpoint::{CheckpointMeta, CheckpointStore, OperatorMeta, SourcePosition};
-use crate::component::{Components, LoadedOperator};
+use crate::component::Components;
 use crate::connectors::file::SinkMode;
 use crate::connectors::{self, SinkCheckpointing, SinkWriter, SourceCheckpointing, SourceReader};
 use crate::control::{JobControl, JobState, OperatorStatus};
@@ -30,7 +31,8 @@ use crate::job::{
     CheckpointMode, InputMode, JobSpec, RestartSpec, RestartStrategy, SinkSpec, SourceSpec,
 };
 use crate::keygroup;
-use crate::operator::{OperatorInstance, WasmOperator};
+use crate::native::NativeLogic;
+use crate::operator::OperatorImpl;
 use crate::partition::{Router, Routing};
 use crate::restore::{self, Restore, RestorePlan, RestoreSource};
 use crate::savepoint::Savepoint;
@@ -51,6 +53,8 @@ pub struct JobReport {
     pub elapsed: Duration,
     /// The job was stopped with this savepoint.
     pub stopped_with_savepoint: Option<PathBuf>,
+    /// End-to-end latencies, from a `latency = true` blackhole sink.
+    pub latency: Option<crate::connectors::blackhole::LatencyHistogram>,
 }
 
 /// Why a job did not run to its end. The message is one line.
@@ -108,25 +112,43 @@ pub struct RunOptions {
     pub allow_non_restored_state: bool,
     /// Serve the REST API here (overrides the job file's `[rest] addr`).
     pub rest_addr: Option<String>,
+    /// Benchmarks: operator ID → native logic to run instead of its `.wasm`.
+    pub native: BTreeMap<String, String>,
 }
 
-/// Loads every operator of `spec`, with messages that name the job file line.
+/// Loads every operator of `spec`, with messages that name the job file
+/// line; an operator ID in `native` runs that native logic instead (benchmarks).
 pub fn load_operators(
     components: &Components,
     spec: &JobSpec,
     job_file: &Path,
-) -> Result<Vec<LoadedOperator>, RunError> {
+    native: &BTreeMap<String, String>,
+) -> Result<Vec<OperatorImpl>, RunError> {
+    for id in native.keys() {
+        if !spec.operators.iter().any(|o| &o.id == id) {
+            return Err(RunError::Setup(format!(
+                "--native-operator: the job has no operator `{id}`"
+            )));
+        }
+    }
     spec.operators
         .iter()
         .map(|op| {
-            components.load(&op.wasm).map_err(|e| {
-                RunError::Setup(format!(
-                    "operator `{}` ({}:{}): {e}",
-                    op.id,
-                    job_file.display(),
-                    op.line
-                ))
-            })
+            if let Some(name) = native.get(&op.id) {
+                let logic = NativeLogic::from_name(name).map_err(RunError::Setup)?;
+                return Ok(OperatorImpl::Native(logic, logic.spec()));
+            }
+            components
+                .load(&op.wasm)
+                .map(OperatorImpl::Wasm)
+                .map_err(|e| {
+                    RunError::Setup(format!(
+                        "operator `{}` ({}:{}): {e}",
+                        op.id,
+                        job_file.display(),
+                        op.line
+                    ))
+                })
         })
         .collect()
 }
@@ -163,6 +185,7 @@ fn open_source(
             rate,
             watermark_delay,
             batch_size,
+            wall_clock,
         } => {
             let mut generator = connectors::generator::Generator::new(
                 *count,
@@ -171,7 +194,8 @@ fn open_source(
                 *seed,
                 *rate,
                 *batch_size,
-            );
+            )
+            .with_wall_clock(*wall_clock);
             match position {
                 Some(SourcePosition::Generator { next }) => generator.seek(*next),
                 Some(other) => {
@@ -186,7 +210,11 @@ fn open_source(
     })
 }
 
-fn open_sink(spec: &JobSpec, restore: Option<&Restore>) -> Result<Box<dyn SinkWriter>, RunError> {
+fn open_sink(
+    spec: &JobSpec,
+    restore: Option<&Restore>,
+    latency_out: &Arc<JobControl>,
+) -> Result<Box<dyn SinkWriter>, RunError> {
     let mode = match spec.checkpoint.as_ref().filter(|c| c.interval.is_some()) {
         None => SinkMode::Direct,
         Some(c) if c.mode == CheckpointMode::AtLeastOnce => SinkMode::AtLeastOnce,
@@ -218,7 +246,9 @@ fn open_sink(spec: &JobSpec, restore: Option<&Restore>) -> Result<Box<dyn SinkWr
             )
         }
         SinkSpec::Stdout { format } => Box::new(connectors::stdio::StdoutSink::new(*format)),
-        SinkSpec::Blackhole => Box::new(connectors::blackhole::BlackholeSink::default()),
+        SinkSpec::Blackhole { latency } => Box::new(connectors::blackhole::BlackholeSink::new(
+            latency.then(|| latency_out.clone()),
+        )),
     })
 }
 
@@ -314,7 +344,7 @@ fn open_savepoint(dir: &Path) -> Result<Savepoint, RunError> {
 /// Checks that `meta` fits the job and plans how its state maps onto the job's operators.
 fn plan_restore(
     spec: &JobSpec,
-    loaded: &[LoadedOperator],
+    loaded: &[OperatorImpl],
     meta: CheckpointMeta,
     source: RestoreSource,
     allow_non_restored: bool,
@@ -342,7 +372,7 @@ fn plan_restore(
         .operators
         .iter()
         .zip(loaded)
-        .map(|(o, l)| (o.id.clone(), l.spec.states.clone()))
+        .map(|(o, l)| (o.id.clone(), l.spec().states.clone()))
         .collect();
     let plan: RestorePlan = restore::plan(&what, &saved, &job, allow_non_restored)
         .map_err(|e| RunError::Setup(format!("{e}{fix}")))?;
@@ -409,7 +439,7 @@ fn check_source_position(
 pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobReport, RunError> {
     let components =
         Components::new().map_err(|e| RunError::Setup(format!("cannot start wasmtime: {e}")))?;
-    let loaded = load_operators(&components, spec, job_file)?;
+    let loaded = load_operators(&components, spec, job_file, &options.native)?;
     if let SourceSpec::File { path, .. } = &spec.source {
         if !path.is_file() {
             return Err(RunError::Setup(format!(
@@ -507,6 +537,7 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
                 dead_letters: 0,
                 elapsed: Duration::ZERO,
                 stopped_with_savepoint: None,
+                latency: None,
             });
         }
         match r.savepoint_dir() {
@@ -532,9 +563,9 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
             .zip(&loaded)
             .map(|(o, l)| OperatorStatus {
                 id: o.id.clone(),
-                name: l.spec.name.clone(),
-                version: l.spec.version.clone(),
-                wasm_sha256: l.sha256.clone(),
+                name: l.spec().name.clone(),
+                version: l.spec().version.clone(),
+                wasm_sha256: l.sha256().to_string(),
                 parallelism: o.parallelism,
             })
             .collect(),
@@ -657,7 +688,7 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
 /// Everything one run of the data path needs.
 struct Wiring<'a> {
     spec: &'a JobSpec,
-    loaded: &'a [LoadedOperator],
+    loaded: &'a [OperatorImpl],
     store: &'a LazyStore,
     restore: Option<&'a Restore>,
     attempt: u32,
@@ -791,8 +822,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
             std::thread::Builder::new()
                 .name(format!("weir-{}-{i}", op.id))
                 .spawn(move || {
-                    let op = match WasmOperator::start(
-                        &component,
+                    let op = match component.start(
                         task,
                         key_groups,
                         &config,
@@ -815,7 +845,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
                         inputs.start_watermarks_at(r.meta.watermark);
                     }
                     let subtask = Subtask {
-                        op: Box::new(op) as Box<dyn OperatorInstance>,
+                        op,
                         inputs,
                         router: Router::new(outs, routing),
                         dead_letters: dead,
@@ -864,7 +894,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
         control.set_store(s.clone());
     }
     let first_id = w_first_id(&store, restore)?;
-    let sink = open_sink(spec, restore)?;
+    let sink = open_sink(spec, restore, control)?;
     let dead_file = match &spec.dead_letter {
         Some(d) => Some((
             dead_letter::open(&d.path, restore.is_some()).map_err(RunError::Setup)?,
@@ -917,14 +947,14 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
                 id: o.id.clone(),
                 parallelism: o.parallelism,
                 states: l
-                    .spec
+                    .spec()
                     .states
                     .iter()
                     .map(|s| (s.name.clone(), kind_name(s.kind).to_string(), s.version))
                     .collect(),
-                name: l.spec.name.clone(),
-                version: l.spec.version.clone(),
-                wasm_sha256: l.sha256.clone(),
+                name: l.spec().name.clone(),
+                version: l.spec().version.clone(),
+                wasm_sha256: l.sha256().to_string(),
             })
             .collect(),
         interval: checkpoint.and_then(|c| c.interval),
@@ -971,6 +1001,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
 
     let mut report = plane.block_on(watch(done_rx, stages, cancel_tx, wait_all))?;
     report.elapsed = started.elapsed();
+    report.latency = control.latency.lock().expect("latency lock").take();
     Ok(report)
 }
 
@@ -1007,6 +1038,7 @@ async fn watch(
         dead_letters: 0,
         elapsed: Duration::ZERO,
         stopped_with_savepoint: None,
+        latency: None,
     };
     let mut cancel = Some(cancel);
     let mut failure: Option<String> = None;

@@ -1,5 +1,6 @@
 //! The `weir` command line: one file per subcommand, each with an `execute()`.
 
+mod bench;
 mod build;
 mod checkpoints;
 mod client;
@@ -39,6 +40,8 @@ enum Command {
     State(state::StateCommand),
     /// Stop a running job with a savepoint (through its REST API).
     Stop(stop::StopArgs),
+    /// Run the benchmarks: real jobs against the native ceiling, checkpoints, savepoints, start.
+    Bench(bench::BenchArgs),
 }
 
 impl Cli {
@@ -52,6 +55,7 @@ impl Cli {
             Command::Savepoint(cmd) => cmd.execute(),
             Command::State(cmd) => cmd.execute(),
             Command::Stop(args) => args.execute(),
+            Command::Bench(args) => args.execute(),
         }
     }
 }

@@ -30,6 +30,12 @@ pub struct RunArgs {
     /// Serve the REST API on HOST:PORT (port 0 picks a free one); overrides `[rest] addr`.
     #[arg(long, value_name = "HOST:PORT")]
     rest_addr: Option<String>,
+    /// Benchmarks: run native logic (`map`, `keyed-count`) behind operator ID.
+    #[arg(long, value_name = "ID=NAME", hide = true)]
+    native_operator: Vec<String>,
+    /// Benchmarks: write what the run did (events, time, peak memory) as JSON to FILE.
+    #[arg(long, value_name = "FILE", hide = true)]
+    report: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -42,9 +48,34 @@ impl RunArgs {
             from_savepoint: self.from_savepoint,
             allow_non_restored_state: self.allow_non_restored_state,
             rest_addr: self.rest_addr,
+            native: self
+                .native_operator
+                .iter()
+                .map(|pair| {
+                    pair.split_once('=')
+                        .map(|(id, name)| (id.to_string(), name.to_string()))
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("--native-operator takes ID=NAME, not `{pair}`")
+                        })
+                })
+                .collect::<anyhow::Result<_>>()?,
         };
         let report = runtime::run(&spec, &self.job, &options)
             .with_context(|| format!("job `{}`", spec.name))?;
+        if let Some(path) = &self.report {
+            let json = serde_json::json!({
+                "events_in": report.events_in,
+                "events_out": report.events_out,
+                "dead_letters": report.dead_letters,
+                "elapsed_s": report.elapsed.as_secs_f64(),
+                "peak_rss_kib": weir_host::bench::peak_rss_kib(),
+                "latency_ms": report.latency.as_ref().map(|l| serde_json::json!({
+                    "p50": l.quantile(0.5), "p99": l.quantile(0.99), "max": l.max(), "count": l.count(),
+                })),
+            });
+            std::fs::write(path, json.to_string())
+                .with_context(|| format!("writing the report `{}`", path.display()))?;
+        }
         if let Some(dir) = &report.stopped_with_savepoint {
             tracing::info!(
                 job = %spec.name,

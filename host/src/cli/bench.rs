@@ -1,0 +1,420 @@
+//! `weir bench [CASE ...] [--runs N] [--quick] [--json]`: the benchmarks.
+//!
+//! The job cases run real jobs, generator → operator → blackhole, each run
+//! in a child `weir run` of its own (so that peak memory is the run's own),
+//! and report events/s (the median of the runs), peak RSS, and for
+//! `latency` the end-to-end p50/p99 at a fixed input rate. `map` and
+//! `keyed-count` also run the same logic compiled into the host (the native
+//! ceiling), so the cost of the WebAssembly boundary is a measured ratio.
+//! The other cases run inside this process over the real code: checkpoint
+//! cost, savepoint write and restore, component start. `--quick` runs
+//! everything small and once: a smoke run, not a measurement.
+//!
+//! Operators come from `plugins/rust` (built with `weir build` when their
+//! `.wasm` is missing); `--plugins DIR` points elsewhere.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use serde_json::{json, Value};
+
+/// Every case, in the order they run.
+const CASES: [&str; 8] = [
+    "map",
+    "keyed-count",
+    "keyed-count-1m",
+    "windowed-sum",
+    "latency",
+    "checkpoint",
+    "savepoint",
+    "start",
+];
+
+/// Arguments of `weir bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Cases to run (default: all): map, keyed-count, keyed-count-1m,
+    /// windowed-sum, latency, checkpoint, savepoint, start.
+    cases: Vec<String>,
+    /// Runs of each job case (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// A smoke run: every case small and once (not a measurement).
+    #[arg(long)]
+    quick: bool,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Where the example operators' sources are.
+    #[arg(long, value_name = "DIR", default_value = "plugins/rust")]
+    plugins: PathBuf,
+}
+
+/// Sizes of the cases: full, or `--quick`.
+struct Scale {
+    events: u64,
+    keys_1m: u64,
+    state_keys: u64,
+    runs: usize,
+}
+
+/// One job case's job file and native twin.
+#[derive(Clone, Copy)]
+struct JobCase {
+    row: &'static str,
+    operator: &'static str,
+    native: Option<&'static str>,
+    input: &'static str,
+    events: u64,
+    keys: u64,
+    config: &'static str,
+    checkpoints: bool,
+    rate: Option<u64>,
+    latency: bool,
+}
+
+impl BenchArgs {
+    pub fn execute(self) -> anyhow::Result<()> {
+        for c in &self.cases {
+            if !CASES.contains(&c.as_str()) {
+                bail!("no benchmark case `{c}` (there are: {})", CASES.join(", "));
+            }
+        }
+        if self.runs == 0 {
+            bail!("--runs must be at least 1");
+        }
+        let scale = if self.quick {
+            Scale {
+                events: 20_000,
+                keys_1m: 5_000,
+                state_keys: 10_000,
+                runs: 1,
+            }
+        } else {
+            Scale {
+                events: 5_000_000,
+                keys_1m: 1_000_000,
+                state_keys: 1_000_000,
+                runs: self.runs,
+            }
+        };
+        let wanted = |c: &str| self.cases.is_empty() || self.cases.iter().any(|x| x == c);
+        let work = tempfile::Builder::new()
+            .prefix("weir-bench-")
+            .tempdir()
+            .context("creating a temporary directory")?;
+        let mut results: Vec<Value> = Vec::new();
+        let mut report = |v: Value| {
+            if !self.json {
+                println!("{}", describe(&v));
+            }
+            results.push(v);
+        };
+        if !self.json {
+            println!(
+                "weir bench: {} run(s) per job case, {} events each; machine: {}",
+                scale.runs,
+                scale.events,
+                machine()
+            );
+        }
+        for case in job_cases(&scale) {
+            let group = case.row.trim_end_matches("-native");
+            if !wanted(group) {
+                continue;
+            }
+            let wasm = self.operator(case.operator)?;
+            report(run_job_case(&case, &wasm, work.path(), scale.runs)?);
+        }
+        if wanted("checkpoint") {
+            let f = weir_host::bench::checkpoint(
+                scale.state_keys,
+                0.01,
+                &work.path().join("checkpoint"),
+            )
+            .map_err(anyhow::Error::msg)?;
+            report(json!({ "case": "checkpoint", "figures": f }));
+        }
+        if wanted("savepoint") {
+            let f = weir_host::bench::savepoint(scale.state_keys, &work.path().join("savepoints"))
+                .map_err(anyhow::Error::msg)?;
+            report(json!({ "case": "savepoint", "figures": f }));
+        }
+        if wanted("start") {
+            let wasm = self.operator("keyed-count")?;
+            let f = weir_host::bench::component_start(&wasm, &work.path().join("cache"))
+                .map_err(anyhow::Error::msg)?;
+            report(json!({ "case": "start", "figures": f }));
+        }
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "machine": machine(), "results": results }))?
+            );
+        }
+        Ok(())
+    }
+
+    /// The `.wasm` of example operator `name`, built if missing.
+    fn operator(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let dir = std::path::absolute(self.plugins.join(name))?;
+        let wasm = dir.join(format!("{}.wasm", name.replace('-', "_")));
+        if wasm.is_file() {
+            return Ok(wasm);
+        }
+        if !dir.is_dir() {
+            bail!(
+                "operator `{name}` not found: no `{}` (run from the repository root, or pass --plugins DIR)",
+                dir.display()
+            );
+        }
+        Ok(weir_host::build::build_plugin(&dir, None)?)
+    }
+}
+
+fn job_cases(s: &Scale) -> Vec<JobCase> {
+    let base = JobCase {
+        row: "",
+        operator: "",
+        native: None,
+        input: "forward",
+        events: s.events,
+        keys: 10_000,
+        config: "",
+        checkpoints: false,
+        rate: None,
+        latency: false,
+    };
+    let map = JobCase {
+        row: "map",
+        operator: "map",
+        ..base
+    };
+    let count = JobCase {
+        row: "keyed-count",
+        operator: "keyed-count",
+        input: "key",
+        checkpoints: true,
+        ..base
+    };
+    vec![
+        JobCase {
+            row: "map-native",
+            native: Some("map"),
+            ..map
+        },
+        map,
+        JobCase {
+            row: "keyed-count-native",
+            native: Some("keyed-count"),
+            ..count
+        },
+        count,
+        JobCase {
+            row: "keyed-count-1m",
+            keys: s.keys_1m,
+            ..count
+        },
+        JobCase {
+            row: "windowed-sum",
+            operator: "windowed-sum",
+            keys: 100_000,
+            config: "config = { size_ms = \"1000\" }",
+            ..count
+        },
+        JobCase {
+            row: "latency",
+            events: (s.events / 2).max(1),
+            rate: Some(if s.events < 1_000_000 {
+                20_000
+            } else {
+                500_000
+            }),
+            latency: true,
+            ..count
+        },
+    ]
+}
+
+fn job_file(case: &JobCase, wasm: &Path) -> String {
+    let mut job = format!(
+        r#"name = "bench-{row}"
+max_parallelism = 128
+
+[source]
+type = "generator"
+count = {events}
+keys = {keys}
+value_size = 100
+{rate}{timestamps}
+[[operators]]
+id = "op"
+wasm = {wasm:?}
+parallelism = 1
+input = "{input}"
+{config}
+
+[sink]
+type = "blackhole"
+{latency}
+"#,
+        row = case.row,
+        events = case.events,
+        keys = case.keys,
+        rate = case
+            .rate
+            .map(|r| format!("rate = {r}\n"))
+            .unwrap_or_default(),
+        timestamps = if case.latency {
+            "timestamps = \"now\"\n"
+        } else {
+            ""
+        },
+        wasm = wasm.display().to_string(),
+        input = case.input,
+        config = case.config,
+        latency = if case.latency { "latency = true" } else { "" },
+    );
+    if case.checkpoints {
+        job.push_str(
+            "\n[checkpoint]\ninterval = \"1s\"\ndir = \"state\"\nmode = \"exactly-once\"\n",
+        );
+    }
+    job
+}
+
+/// Runs one job case `runs` times, each in a child `weir run`; reports the medians.
+fn run_job_case(case: &JobCase, wasm: &Path, work: &Path, runs: usize) -> anyhow::Result<Value> {
+    let dir = work.join(case.row);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("job.toml"), job_file(case, wasm))?;
+    let me = std::env::current_exe().context("finding the weir binary")?;
+    let mut rates = Vec::new();
+    let mut rss = Vec::new();
+    let mut p50 = Vec::new();
+    let mut p99 = Vec::new();
+    for _ in 0..runs {
+        let _ = std::fs::remove_dir_all(dir.join("state"));
+        let mut cmd = Command::new(&me);
+        cmd.current_dir(&dir)
+            .args(["run", "job.toml", "--report", "report.json"])
+            .env("WEIR_LOG", "warn");
+        if let Some(native) = case.native {
+            cmd.arg("--native-operator").arg(format!("op={native}"));
+        }
+        let out = cmd.output().context("running weir run")?;
+        if !out.status.success() {
+            bail!(
+                "case `{}`: the job failed: {}",
+                case.row,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let r: Value = serde_json::from_slice(&std::fs::read(dir.join("report.json"))?)?;
+        let events = r["events_in"].as_u64().unwrap_or(0);
+        if events != case.events {
+            bail!(
+                "case `{}`: {events} events read of {}",
+                case.row,
+                case.events
+            );
+        }
+        rates.push(events as f64 / r["elapsed_s"].as_f64().unwrap_or(f64::NAN));
+        rss.push(r["peak_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0);
+        if let Some(l) = r["latency_ms"].as_object() {
+            p50.push(l["p50"].as_f64().unwrap_or(0.0));
+            p99.push(l["p99"].as_f64().unwrap_or(0.0));
+        }
+    }
+    let mut v = json!({
+        "case": case.row,
+        "events": case.events,
+        "keys": case.keys,
+        "runs": runs,
+        "checkpoints": case.checkpoints,
+        "events_per_s": median(&mut rates),
+        "events_per_s_min": rates.iter().copied().fold(f64::INFINITY, f64::min),
+        "events_per_s_max": rates.iter().copied().fold(0.0, f64::max),
+        "peak_rss_mib": median(&mut rss),
+    });
+    if let Some(rate) = case.rate {
+        v["input_rate"] = json!(rate);
+    }
+    if !p99.is_empty() {
+        v["latency_p50_ms"] = json!(median(&mut p50));
+        v["latency_p99_ms"] = json!(median(&mut p99));
+    }
+    Ok(v)
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or("?".to_string(), |kib| format!("{} GiB", kib / (1 << 20)));
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "?".to_string());
+    format!("{cores} cores ({cpu}), {mem}")
+}
+
+/// One line for a result.
+fn describe(v: &Value) -> String {
+    let case = v["case"].as_str().unwrap_or("?");
+    if let Some(rate) = v["events_per_s"].as_f64() {
+        let mut line = format!(
+            "{case:<20} {:>7.2} M events/s (min {:.2}, max {:.2}), peak RSS {:.0} MiB",
+            rate / 1e6,
+            v["events_per_s_min"].as_f64().unwrap_or(0.0) / 1e6,
+            v["events_per_s_max"].as_f64().unwrap_or(0.0) / 1e6,
+            v["peak_rss_mib"].as_f64().unwrap_or(0.0)
+        );
+        if let Some(p99) = v["latency_p99_ms"].as_f64() {
+            line.push_str(&format!(
+                ", latency p50 {} ms, p99 {p99} ms at {} events/s",
+                v["latency_p50_ms"], v["input_rate"]
+            ));
+        }
+        return line;
+    }
+    let f = &v["figures"];
+    match case {
+        "checkpoint" => format!(
+            "{case:<20} {} keys: full {} bytes (copy {:.0} ms, write {:.0} ms); {} changed: delta {} bytes = {:.2} % of full (copy {:.1} ms, write {:.1} ms)",
+            f["keys"], f["full_bytes"],
+            f["full_copy_ms"].as_f64().unwrap_or(0.0), f["full_write_ms"].as_f64().unwrap_or(0.0),
+            f["changed"], f["delta_bytes"],
+            100.0 * f["delta_bytes"].as_f64().unwrap_or(0.0) / f["full_bytes"].as_f64().unwrap_or(1.0),
+            f["delta_copy_ms"].as_f64().unwrap_or(0.0), f["delta_write_ms"].as_f64().unwrap_or(0.0),
+        ),
+        "savepoint" => format!(
+            "{case:<20} {} keys, {} bytes: write {:.0} ms (+ copy at the barrier {:.0} ms), check {:.0} ms, restore {:.0} ms",
+            f["keys"], f["bytes"],
+            f["write_ms"].as_f64().unwrap_or(0.0), f["copy_ms"].as_f64().unwrap_or(0.0),
+            f["check_ms"].as_f64().unwrap_or(0.0), f["restore_ms"].as_f64().unwrap_or(0.0),
+        ),
+        "start" => format!(
+            "{case:<20} keyed-count: cold (compile) {:.0} ms, cached {:.1} ms (+ engine set-up {:.1} ms once per process)",
+            f["cold_ms"].as_f64().unwrap_or(0.0), f["cached_ms"].as_f64().unwrap_or(0.0),
+            f["engine_ms"].as_f64().unwrap_or(0.0),
+        ),
+        _ => v.to_string(),
+    }
+}
