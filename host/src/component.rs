@@ -144,6 +144,10 @@ impl Components {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        if std::env::var_os("WEIR_PERF_MAP").is_some() {
+            // `perf` names guest functions from /tmp/perf-PID.map (see BENCHMARKS.md).
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;

@@ -47,20 +47,31 @@ thread_local! {
 #[derive(Default)]
 pub(crate) struct BatchKeys {
     pub(crate) data: Vec<u8>,
+    /// One per event (or timer) of the call, in order; -1: no key.
     pub(crate) lens: Vec<i32>,
 }
 
 thread_local! {
     pub(crate) static BATCH_KEYS: RefCell<BatchKeys> = RefCell::new(BatchKeys::default());
+    /// The position of the event (or timer) being handled in the current
+    /// call and where its key's bytes are, so that state finds that key
+    /// without hashing or comparing it again.
+    pub(crate) static CURRENT: std::cell::Cell<(u32, usize, usize)> =
+        const { std::cell::Cell::new((u32::MAX, 0, 0)) };
 }
 
 fn set_batch_keys<'a>(keys: impl Iterator<Item = Option<&'a [u8]>>) {
     BATCH_KEYS.with_borrow_mut(|b| {
         b.data.clear();
         b.lens.clear();
-        for key in keys.flatten() {
-            b.data.extend_from_slice(key);
-            b.lens.push(key.len() as i32);
+        for key in keys {
+            match key {
+                Some(key) => {
+                    b.data.extend_from_slice(key);
+                    b.lens.push(key.len() as i32);
+                }
+                None => b.lens.push(-1),
+            }
         }
     });
 }
@@ -70,6 +81,11 @@ fn clear_batch_keys() {
         b.data.clear();
         b.lens.clear();
     });
+    CURRENT.set((u32::MAX, 0, 0));
+}
+
+fn key_at(key: Option<&[u8]>) -> (usize, usize) {
+    key.map_or((0, 0), |k| (k.as_ptr() as usize, k.len()))
 }
 
 /// `describe` export.
@@ -178,6 +194,8 @@ pub fn process<T: Operator>(input: types::Batch) -> Result<types::Batch, types::
         let result = (|| {
             op.prefetch(ctx, &events).map_err(fatal)?;
             for (i, event) in events.iter().enumerate() {
+                let (ptr, len) = key_at(event.key);
+                CURRENT.set((i as u32, ptr, len));
                 match op.process(ctx, *event, &mut out) {
                     Ok(()) => {}
                     Err(Error::BadInput(message)) => {
@@ -228,7 +246,9 @@ pub fn on_timer<T: Operator>(fired: types::Timers) -> Result<types::Batch, types
         let mut out = Output::new();
         let result = (|| {
             op.prefetch_timers(ctx, &timers)?;
-            for timer in &timers {
+            for (i, timer) in timers.iter().enumerate() {
+                let (ptr, len) = key_at(timer.key);
+                CURRENT.set((i as u32, ptr, len));
                 op.on_timer(ctx, *timer, &mut out)?;
             }
             Ok::<(), Error>(())

@@ -132,44 +132,152 @@ struct Slot<T> {
     dirty: bool,
 }
 
+/// The distinct keys one batch touches, in one flat arena, indexed by a
+/// hash table of positions: finding or adding a key allocates nothing once
+/// the buffers have grown, and the key just used is found without hashing.
+#[derive(Default)]
+pub(crate) struct KeyIndex {
+    arena: Vec<u8>,
+    spans: Vec<(u32, u32)>,
+    table: hashbrown::HashTable<u32>,
+    last: Option<u32>,
+}
+
+fn hash_key(key: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(key);
+    h.finish()
+}
+
+impl KeyIndex {
+    /// Key number `i`.
+    pub(crate) fn key(&self, i: u32) -> &[u8] {
+        let (start, len) = self.spans[i as usize];
+        &self.arena[start as usize..(start + len) as usize]
+    }
+
+    /// The number of `key`, if it is there.
+    pub(crate) fn find(&mut self, key: &[u8]) -> Option<u32> {
+        if let Some(i) = self.last {
+            if self.key(i) == key {
+                return Some(i);
+            }
+        }
+        let (arena, spans) = (&self.arena, &self.spans);
+        let found = self
+            .table
+            .find(hash_key(key), |&i| {
+                let (start, len) = spans[i as usize];
+                &arena[start as usize..(start + len) as usize] == key
+            })
+            .copied();
+        if found.is_some() {
+            self.last = found;
+        }
+        found
+    }
+
+    /// The number of `key`, added if new (then `true`).
+    pub(crate) fn insert(&mut self, key: &[u8]) -> (u32, bool) {
+        if let Some(i) = self.find(key) {
+            return (i, false);
+        }
+        let i = self.spans.len() as u32;
+        self.spans.push((self.arena.len() as u32, key.len() as u32));
+        self.arena.extend_from_slice(key);
+        let (arena, spans) = (&self.arena, &self.spans);
+        self.table.insert_unique(hash_key(key), i, |&j| {
+            let (start, len) = spans[j as usize];
+            hash_key(&arena[start as usize..(start + len) as usize])
+        });
+        self.last = Some(i);
+        (i, true)
+    }
+
+    /// Number of keys.
+    pub(crate) fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Forgets every key, keeping the memory.
+    pub(crate) fn clear(&mut self) {
+        self.arena.clear();
+        self.spans.clear();
+        self.table.clear();
+        self.last = None;
+    }
+}
+
 struct ValueCache<T> {
     name: String,
     handle: host::ValueState,
-    entries: FxHashMap<Vec<u8>, Slot<T>>,
+    /// The keys of this batch; `slots[i]` is key `i`'s value.
+    keys: KeyIndex,
+    slots: Vec<Slot<T>>,
     prefetched: bool,
+    /// Reused buffers of a fetch.
+    request: types::Blobs,
+    fetched: Vec<u32>,
+    /// Key number of each event of the call (after the batch's prefetch).
+    positions: Vec<u32>,
+}
+
+const NO_KEY: u32 = u32::MAX;
+
+impl<T> ValueCache<T> {
+    /// The number of `key`: the current event's own key is found without hashing.
+    fn find(&mut self, key: &[u8]) -> Option<u32> {
+        let (at, ptr, len) = crate::runtime::CURRENT.get();
+        if let Some(&i) = self.positions.get(at as usize) {
+            // The very bytes of the current event's key: no need to compare them.
+            if i != NO_KEY && key.as_ptr() as usize == ptr && key.len() == len {
+                return Some(i);
+            }
+        }
+        self.keys.find(key)
+    }
 }
 
 impl<T: Serialize + DeserializeOwned> ValueCache<T> {
-    /// Fetches `keys` (flat, possibly repeated) that the cache does not hold yet.
-    fn fetch(&mut self, data: &[u8], lens: &[i32]) -> Result<(), Error> {
-        let mut request = empty_blobs();
+    /// Fetches `keys` (flat, possibly repeated, -1: none) that the cache
+    /// does not hold yet; with `batch`, they are the call's keys in order,
+    /// and each position's key number is remembered.
+    fn fetch(&mut self, data: &[u8], lens: &[i32], batch: bool) -> Result<(), Error> {
+        self.request.data.clear();
+        self.request.lens.clear();
+        self.fetched.clear();
         let mut at = 0usize;
         for &len in lens {
+            if len < 0 {
+                if batch {
+                    self.positions.push(NO_KEY);
+                }
+                continue;
+            }
             let key = &data[at..at + len as usize];
             at += len as usize;
-            if !self.entries.contains_key(key) {
-                self.entries.insert(
-                    key.to_vec(),
-                    Slot {
-                        value: None,
-                        dirty: false,
-                    },
-                );
-                push_blob(&mut request, Some(key));
+            let (i, new) = self.keys.insert(key);
+            if batch {
+                self.positions.push(i);
+            }
+            if new {
+                self.slots.push(Slot {
+                    value: None,
+                    dirty: false,
+                });
+                push_blob(&mut self.request, Some(key));
+                self.fetched.push(i);
             }
         }
-        if request.lens.is_empty() {
+        if self.fetched.is_empty() {
             return Ok(());
         }
-        let values = self.handle.get_many(&request);
+        let values = self.handle.get_many(&self.request);
         let parts = split_blobs(&values)?;
-        let keys = split_blobs(&request)?;
-        for (key, value) in keys.into_iter().zip(parts) {
-            if let (Some(key), Some(bytes)) = (key, value) {
-                let decoded = decode(&self.name, bytes)?;
-                if let Some(slot) = self.entries.get_mut(key) {
-                    slot.value = Some(decoded);
-                }
+        for (&i, value) in self.fetched.iter().zip(parts) {
+            if let Some(bytes) = value {
+                self.slots[i as usize].value = Some(decode(&self.name, bytes)?);
             }
         }
         Ok(())
@@ -191,8 +299,12 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ValueState<T> {
             inner: Rc::new(RefCell::new(ValueCache {
                 name: name.to_string(),
                 handle,
-                entries: FxHashMap::default(),
+                keys: KeyIndex::default(),
+                slots: Vec::new(),
                 prefetched: false,
+                request: empty_blobs(),
+                fetched: Vec::new(),
+                positions: Vec::new(),
             })),
         })
     }
@@ -206,12 +318,16 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ValueState<T> {
         let mut cache = self.inner.borrow_mut();
         if !cache.prefetched {
             cache.prefetched = true;
-            BATCH_KEYS.with_borrow(|keys| cache.fetch(&keys.data, &keys.lens))?;
+            BATCH_KEYS.with_borrow(|keys| cache.fetch(&keys.data, &keys.lens, true))?;
         }
-        if !cache.entries.contains_key(key) {
-            cache.fetch(key, &[key.len() as i32])?;
-        }
-        Ok(cache.entries.get(key).and_then(|slot| slot.value.clone()))
+        let i = match cache.find(key) {
+            Some(i) => i,
+            None => {
+                cache.fetch(key, &[key.len() as i32], false)?;
+                cache.keys.find(key).expect("just fetched")
+            }
+        };
+        Ok(cache.slots[i as usize].value.clone())
     }
 
     /// Stores `value` for `key`.
@@ -226,25 +342,32 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ValueState<T> {
 
     fn write(&self, key: &[u8], value: Option<T>) {
         let mut cache = self.inner.borrow_mut();
-        // Most writes follow a read of the same key: reuse its slot, no allocation.
-        if let Some(slot) = cache.entries.get_mut(key) {
+        // Most writes follow a read of the same key: found without hashing.
+        let (i, new) = match cache.find(key) {
+            Some(i) => (i, false),
+            None => cache.keys.insert(key),
+        };
+        if new {
+            cache.slots.push(Slot { value, dirty: true });
+        } else {
+            let slot = &mut cache.slots[i as usize];
             slot.value = value;
             slot.dirty = true;
-        } else {
-            cache
-                .entries
-                .insert(key.to_vec(), Slot { value, dirty: true });
         }
     }
 }
 
 impl<T: Serialize + DeserializeOwned> Flush for RefCell<ValueCache<T>> {
     fn flush(&self) -> Result<(), Error> {
-        let mut cache = self.borrow_mut();
+        let mut guard = self.borrow_mut();
+        let cache = &mut *guard;
         let mut keys = empty_blobs();
         let mut values = empty_blobs();
         let mut result = Ok(());
-        for (key, slot) in cache.entries.iter().filter(|(_, s)| s.dirty) {
+        for (i, slot) in cache.slots.iter().enumerate() {
+            if !slot.dirty {
+                continue;
+            }
             match &slot.value {
                 Some(v) => {
                     // Encode straight into the flat buffer: no allocation per value.
@@ -261,12 +384,15 @@ impl<T: Serialize + DeserializeOwned> Flush for RefCell<ValueCache<T>> {
                 }
                 None => values.lens.push(-1),
             }
-            push_blob(&mut keys, Some(key));
+            push_blob(&mut keys, Some(cache.keys.key(i as u32)));
         }
         if !keys.lens.is_empty() {
             cache.handle.put_many(&keys, &values);
         }
-        cache.entries.clear();
+        debug_assert_eq!(cache.keys.len(), cache.slots.len());
+        cache.keys.clear();
+        cache.slots.clear();
+        cache.positions.clear();
         cache.prefetched = false;
         result
     }

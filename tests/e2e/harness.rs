@@ -28,6 +28,7 @@ pub fn operator(name: &str) -> PathBuf {
         let mut out = BTreeMap::new();
         let dirs = [
             ("word-split", "plugins/rust/word-split"),
+            ("map", "plugins/rust/map"),
             ("keyed-count", "plugins/rust/keyed-count"),
             ("keyed-count-v2", "plugins/rust/keyed-count-v2"),
             ("keyed-count-v3", "plugins/rust/keyed-count-v3"),

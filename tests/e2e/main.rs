@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod bench;
 mod checkpoints;
 mod cli;
 mod errors;

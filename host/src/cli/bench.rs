@@ -60,7 +60,7 @@ struct Scale {
     runs: usize,
 }
 
-/// One job case's job file and native twin.
+/// One job case: its job file, and the native logic behind it if any.
 #[derive(Clone, Copy)]
 struct JobCase {
     row: &'static str,
@@ -120,13 +120,32 @@ impl BenchArgs {
                 machine()
             );
         }
-        for case in job_cases(&scale) {
-            let group = case.row.trim_end_matches("-native");
-            if !wanted(group) {
+        for (case, native) in job_cases(&scale) {
+            if !wanted(case.row) {
                 continue;
             }
             let wasm = self.operator(case.operator)?;
-            report(run_job_case(&case, &wasm, work.path(), scale.runs)?);
+            // A case and its native twin run in turns, so that a noisy
+            // neighbour slows both alike and their ratio holds.
+            let mut runs = Vec::new();
+            let mut native_runs = Vec::new();
+            for _ in 0..scale.runs {
+                if let Some(n) = &native {
+                    native_runs.push(run_once(n, &wasm, work.path())?);
+                }
+                runs.push(run_once(&case, &wasm, work.path())?);
+            }
+            let mut row = summarize(&case, &runs);
+            if let Some(n) = &native {
+                let mut ratios: Vec<f64> = runs
+                    .iter()
+                    .zip(&native_runs)
+                    .map(|(w, n)| w.rate / n.rate)
+                    .collect();
+                row["of_native"] = json!(median(&mut ratios));
+                report(summarize(n, &native_runs));
+            }
+            report(row);
         }
         if wanted("checkpoint") {
             let f = weir_host::bench::checkpoint(
@@ -174,7 +193,8 @@ impl BenchArgs {
     }
 }
 
-fn job_cases(s: &Scale) -> Vec<JobCase> {
+/// The job cases, each with its native twin where there is one.
+fn job_cases(s: &Scale) -> Vec<(JobCase, Option<JobCase>)> {
     let base = JobCase {
         row: "",
         operator: "",
@@ -200,41 +220,54 @@ fn job_cases(s: &Scale) -> Vec<JobCase> {
         ..base
     };
     vec![
-        JobCase {
-            row: "map-native",
-            native: Some("map"),
-            ..map
-        },
-        map,
-        JobCase {
-            row: "keyed-count-native",
-            native: Some("keyed-count"),
-            ..count
-        },
-        count,
-        JobCase {
-            row: "keyed-count-1m",
-            keys: s.keys_1m,
-            ..count
-        },
-        JobCase {
-            row: "windowed-sum",
-            operator: "windowed-sum",
-            keys: 100_000,
-            config: "config = { size_ms = \"1000\" }",
-            ..count
-        },
-        JobCase {
-            row: "latency",
-            events: (s.events / 2).max(1),
-            rate: Some(if s.events < 1_000_000 {
-                20_000
-            } else {
-                500_000
+        (
+            map,
+            Some(JobCase {
+                row: "map-native",
+                native: Some("map"),
+                ..map
             }),
-            latency: true,
-            ..count
-        },
+        ),
+        (
+            count,
+            Some(JobCase {
+                row: "keyed-count-native",
+                native: Some("keyed-count"),
+                ..count
+            }),
+        ),
+        (
+            JobCase {
+                row: "keyed-count-1m",
+                keys: s.keys_1m,
+                ..count
+            },
+            None,
+        ),
+        (
+            JobCase {
+                row: "windowed-sum",
+                operator: "windowed-sum",
+                keys: 100_000,
+                config: "config = { size_ms = \"1000\" }",
+                ..count
+            },
+            None,
+        ),
+        (
+            JobCase {
+                row: "latency",
+                events: (s.events / 2).max(1),
+                rate: Some(if s.events < 1_000_000 {
+                    20_000
+                } else {
+                    500_000
+                }),
+                latency: true,
+                ..count
+            },
+            None,
+        ),
     ]
 }
 
@@ -285,54 +318,65 @@ type = "blackhole"
     job
 }
 
-/// Runs one job case `runs` times, each in a child `weir run`; reports the medians.
-fn run_job_case(case: &JobCase, wasm: &Path, work: &Path, runs: usize) -> anyhow::Result<Value> {
+/// What one run of a job case measured.
+struct RunFigures {
+    rate: f64,
+    rss_mib: f64,
+    latency: Option<(f64, f64)>,
+}
+
+/// Runs a job case once, in a child `weir run` of its own.
+fn run_once(case: &JobCase, wasm: &Path, work: &Path) -> anyhow::Result<RunFigures> {
     let dir = work.join(case.row);
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("job.toml"), job_file(case, wasm))?;
+    let _ = std::fs::remove_dir_all(dir.join("state"));
     let me = std::env::current_exe().context("finding the weir binary")?;
-    let mut rates = Vec::new();
-    let mut rss = Vec::new();
-    let mut p50 = Vec::new();
-    let mut p99 = Vec::new();
-    for _ in 0..runs {
-        let _ = std::fs::remove_dir_all(dir.join("state"));
-        let mut cmd = Command::new(&me);
-        cmd.current_dir(&dir)
-            .args(["run", "job.toml", "--report", "report.json"])
-            .env("WEIR_LOG", "warn");
-        if let Some(native) = case.native {
-            cmd.arg("--native-operator").arg(format!("op={native}"));
-        }
-        let out = cmd.output().context("running weir run")?;
-        if !out.status.success() {
-            bail!(
-                "case `{}`: the job failed: {}",
-                case.row,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        let r: Value = serde_json::from_slice(&std::fs::read(dir.join("report.json"))?)?;
-        let events = r["events_in"].as_u64().unwrap_or(0);
-        if events != case.events {
-            bail!(
-                "case `{}`: {events} events read of {}",
-                case.row,
-                case.events
-            );
-        }
-        rates.push(events as f64 / r["elapsed_s"].as_f64().unwrap_or(f64::NAN));
-        rss.push(r["peak_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0);
-        if let Some(l) = r["latency_ms"].as_object() {
-            p50.push(l["p50"].as_f64().unwrap_or(0.0));
-            p99.push(l["p99"].as_f64().unwrap_or(0.0));
-        }
+    let mut cmd = Command::new(&me);
+    cmd.current_dir(&dir)
+        .args(["run", "job.toml", "--report", "report.json"])
+        .env("WEIR_LOG", "warn");
+    if let Some(native) = case.native {
+        cmd.arg("--native-operator").arg(format!("op={native}"));
     }
+    let out = cmd.output().context("running weir run")?;
+    if !out.status.success() {
+        bail!(
+            "case `{}`: the job failed: {}",
+            case.row,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let r: Value = serde_json::from_slice(&std::fs::read(dir.join("report.json"))?)?;
+    let events = r["events_in"].as_u64().unwrap_or(0);
+    if events != case.events {
+        bail!(
+            "case `{}`: {events} events read of {}",
+            case.row,
+            case.events
+        );
+    }
+    Ok(RunFigures {
+        rate: events as f64 / r["elapsed_s"].as_f64().unwrap_or(f64::NAN),
+        rss_mib: r["peak_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0,
+        latency: r["latency_ms"].as_object().map(|l| {
+            (
+                l["p50"].as_f64().unwrap_or(0.0),
+                l["p99"].as_f64().unwrap_or(0.0),
+            )
+        }),
+    })
+}
+
+/// The medians of a case's runs.
+fn summarize(case: &JobCase, runs: &[RunFigures]) -> Value {
+    let mut rates: Vec<f64> = runs.iter().map(|r| r.rate).collect();
+    let mut rss: Vec<f64> = runs.iter().map(|r| r.rss_mib).collect();
     let mut v = json!({
         "case": case.row,
         "events": case.events,
         "keys": case.keys,
-        "runs": runs,
+        "runs": runs.len(),
         "checkpoints": case.checkpoints,
         "events_per_s": median(&mut rates),
         "events_per_s_min": rates.iter().copied().fold(f64::INFINITY, f64::min),
@@ -342,11 +386,13 @@ fn run_job_case(case: &JobCase, wasm: &Path, work: &Path, runs: usize) -> anyhow
     if let Some(rate) = case.rate {
         v["input_rate"] = json!(rate);
     }
+    let mut p50: Vec<f64> = runs.iter().filter_map(|r| r.latency.map(|l| l.0)).collect();
+    let mut p99: Vec<f64> = runs.iter().filter_map(|r| r.latency.map(|l| l.1)).collect();
     if !p99.is_empty() {
         v["latency_p50_ms"] = json!(median(&mut p50));
         v["latency_p99_ms"] = json!(median(&mut p99));
     }
-    Ok(v)
+    v
 }
 
 fn median(xs: &mut [f64]) -> f64 {
@@ -386,6 +432,9 @@ fn describe(v: &Value) -> String {
             v["events_per_s_max"].as_f64().unwrap_or(0.0) / 1e6,
             v["peak_rss_mib"].as_f64().unwrap_or(0.0)
         );
+        if let Some(r) = v["of_native"].as_f64() {
+            line.push_str(&format!(", {:.0} % of native", r * 100.0));
+        }
         if let Some(p99) = v["latency_p99_ms"].as_f64() {
             line.push_str(&format!(
                 ", latency p50 {} ms, p99 {p99} ms at {} events/s",

@@ -1,0 +1,68 @@
+//! `weir bench --quick`: a smoke run of every benchmark case, so that the
+//! benchmark command does not rot. It checks what each case reports, never
+//! how fast: speed is measured by the benchmarks themselves (BENCHMARKS.md).
+
+use crate::harness::{operator, root, weir_bin};
+
+#[test]
+fn every_benchmark_case_runs_and_reports() {
+    // Built like every test operator; `weir bench` finds them in plugins/rust.
+    for op in ["map", "keyed-count", "windowed-sum"] {
+        operator(op);
+    }
+    let out = std::process::Command::new(weir_bin())
+        .args(["bench", "--quick", "--json"])
+        .current_dir(root())
+        .env_remove("WEIR_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "weir bench failed: {stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = v["results"].as_array().unwrap();
+    let case = |name: &str| -> &serde_json::Value {
+        results
+            .iter()
+            .find(|r| r["case"] == name)
+            .unwrap_or_else(|| panic!("no result for {name}: {v}"))
+    };
+    for name in [
+        "map",
+        "map-native",
+        "keyed-count",
+        "keyed-count-native",
+        "keyed-count-1m",
+        "windowed-sum",
+        "latency",
+    ] {
+        let r = case(name);
+        assert!(r["events_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["peak_rss_mib"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert!(case("keyed-count")["of_native"].as_f64().unwrap() > 0.0);
+    let latency = case("latency");
+    assert!(
+        latency["latency_p99_ms"].as_f64().unwrap() >= latency["latency_p50_ms"].as_f64().unwrap()
+    );
+    let cp = &case("checkpoint")["figures"];
+    assert_eq!(cp["keys"], 10_000);
+    assert!(cp["delta_bytes"].as_u64().unwrap() < cp["full_bytes"].as_u64().unwrap() / 10);
+    let sp = &case("savepoint")["figures"];
+    assert_eq!(sp["keys"], 10_000);
+    assert!(sp["bytes"].as_u64().unwrap() > 0);
+    let start = &case("start")["figures"];
+    assert!(start["cold_ms"].as_f64().unwrap() > 0.0 && start["cached_ms"].as_f64().unwrap() > 0.0);
+
+    // A case that does not exist is an error that lists the ones there are.
+    let out = std::process::Command::new(weir_bin())
+        .args(["bench", "nope"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no benchmark case `nope`") && stderr.contains("keyed-count-1m"),
+        "{stderr}"
+    );
+}
