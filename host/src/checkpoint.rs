@@ -190,6 +190,9 @@ fn parse_group(op: &str, k: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(rest.get(0..4)?.try_into().ok()?))
 }
 
+/// sled's page cache, in bytes.
+const CACHE_BYTES: u64 = 32 << 20;
+
 /// Records of a key group are cut at about this many bytes.
 const CHUNK_BYTES: usize = 1 << 20;
 
@@ -224,6 +227,9 @@ impl CheckpointStore {
         std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create it: {e}")))?;
         let db = sled::Config::new()
             .path(dir.join("checkpoints.sled"))
+            // Checkpoints are written once and read back only to restore:
+            // sled's default 1 GiB page cache would only hold memory.
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| fail(format!("cannot open the database: {e}")))?;
         let meta = db.open_tree("meta").map_err(|e| fail(e.to_string()))?;
@@ -271,10 +277,13 @@ impl CheckpointStore {
         let mut batch = sled::Batch::default();
         let mut bytes = 0u64;
         for (kg, group) in by_group {
-            let mut chunk: Vec<PackedEntry> = Vec::new();
+            // Borrowed, not cloned: it encodes exactly as a `PackedEntry`.
+            let mut chunk: Vec<(&str, &[u8], &StoredEntry)> = Vec::new();
             let mut size = 0usize;
             let mut n = 0u32;
-            let mut flush = |chunk: &mut Vec<PackedEntry>, n: &mut u32, batch: &mut sled::Batch| {
+            let mut flush = |chunk: &mut Vec<(&str, &[u8], &StoredEntry)>,
+                             n: &mut u32,
+                             batch: &mut sled::Batch| {
                 let k = chunk_key(op, kg, *n);
                 let v = encode(&*chunk);
                 bytes += (k.len() + v.len()) as u64;
@@ -284,11 +293,7 @@ impl CheckpointStore {
             };
             for change in group {
                 size += change.key.len() + change.state.len() + entry_size(&change.entry) + 8;
-                chunk.push((
-                    change.state.clone(),
-                    change.key.clone(),
-                    change.entry.clone(),
-                ));
+                chunk.push((&change.state, &change.key, &change.entry));
                 if size >= CHUNK_BYTES {
                     flush(&mut chunk, &mut n, &mut batch);
                     size = 0;
