@@ -166,9 +166,11 @@ fn run_and_stop_after(
     let mut args = vec!["run", job_file];
     args.extend_from_slice(extra_args);
     let log = format!("{job_file}.log");
+    // Count from what the output already holds (a restored run appends to it).
+    let before = std::fs::read_to_string(sb.path("out.jsonl")).map_or(0, |t| t.lines().count());
     let mut child = sb.spawn_logged(&args, &log);
     let addr = rest_addr(sb, &log);
-    sb.wait_for("out.jsonl", "\n", lines);
+    sb.wait_for("out.jsonl", "\n", before + lines);
     let mut stop = vec!["stop", "--addr", &addr];
     stop.extend_from_slice(stop_args);
     let run = sb.weir(&stop).ok();
@@ -184,7 +186,7 @@ fn rest_api_reports_the_job_and_refuses_bad_requests() {
     let sb = Sandbox::new();
     sb.write(
         "job.toml",
-        job(&operator("keyed-count"), 2, Some(20000), CHECKPOINTS),
+        job(&operator("keyed-count"), 2, Some(4000), CHECKPOINTS),
     );
     let mut child = sb.spawn_logged(&["run", "job.toml"], "log");
     let addr = rest_addr(&sb, "log");
@@ -269,7 +271,7 @@ fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
     let sb = Sandbox::new();
     sb.write(
         "job.toml",
-        job(&operator("keyed-count"), 2, Some(15000), CHECKPOINTS),
+        job(&operator("keyed-count"), 2, Some(8000), CHECKPOINTS),
     );
     // A triggered savepoint through the CLI, while the job runs.
     let mut child = sb.spawn_logged(&["run", "job.toml"], "log");
@@ -320,10 +322,7 @@ fn a_moved_savepoint_restores_at_any_parallelism_without_checkpoints() {
     let expected = reference(1);
     let sb = Sandbox::new();
     // No [checkpoint] table: savepoints work all the same.
-    sb.write(
-        "job.toml",
-        job(&operator("keyed-count"), 3, Some(15000), ""),
-    );
+    sb.write("job.toml", job(&operator("keyed-count"), 3, Some(8000), ""));
     let dir = run_and_stop(&sb, "job.toml", &[], &["--savepoint", "sp"]);
     // Move it somewhere else entirely.
     let moved = sb.path("elsewhere/deeper/the-savepoint");
@@ -360,7 +359,7 @@ fn logic_swap_adds_a_state_then_migrates_one() {
     // v1 counts.
     sb.write(
         "job.toml",
-        job(&operator("keyed-count"), 2, Some(12000), CHECKPOINTS),
+        job(&operator("keyed-count"), 2, Some(8000), CHECKPOINTS),
     );
     let sp1 = run_and_stop(&sb, "job.toml", &[], &["--savepoint", "sp"]);
     let v1_lines = sb.read("out.jsonl").lines().count();
@@ -368,7 +367,7 @@ fn logic_swap_adds_a_state_then_migrates_one() {
     // v2 keeps `count` and adds `last_seen`: the counts go on.
     sb.write(
         "job.toml",
-        job(&operator("keyed-count-v2"), 2, Some(12000), CHECKPOINTS),
+        job(&operator("keyed-count-v2"), 2, Some(8000), CHECKPOINTS),
     );
     let sp2 = run_and_stop(
         &sb,
@@ -429,10 +428,7 @@ fn logic_swap_adds_a_state_then_migrates_one() {
 #[test]
 fn restore_checks_run_before_anything_and_change_nothing() {
     let sb = Sandbox::new();
-    sb.write(
-        "job.toml",
-        job(&operator("keyed-count"), 2, Some(15000), ""),
-    );
+    sb.write("job.toml", job(&operator("keyed-count"), 2, Some(8000), ""));
     let sp = run_and_stop(&sb, "job.toml", &[], &["--savepoint", "sp"]);
     let sp_s = sp.to_str().unwrap().to_string();
     let snapshot = |dir: &Path| -> BTreeMap<String, Vec<u8>> {
@@ -579,10 +575,7 @@ fn restore_checks_run_before_anything_and_change_nothing() {
 #[test]
 fn damaged_savepoints_are_refused_before_the_job_starts() {
     let sb = Sandbox::new();
-    sb.write(
-        "job.toml",
-        job(&operator("keyed-count"), 2, Some(15000), ""),
-    );
+    sb.write("job.toml", job(&operator("keyed-count"), 2, Some(8000), ""));
     let sp = run_and_stop(&sb, "job.toml", &[], &["--savepoint", "sp"]);
     let out_before = sb.read("out.jsonl");
     let damage = |name: &str, how: &dyn Fn(&Path)| -> PathBuf {
