@@ -198,10 +198,6 @@ impl Coordinator {
         deltas > full.max(1 << 20)
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> String {
-        e.to_string()
-    }
-
     /// Runs until the final checkpoint completes or the stages go away. A
     /// savepoint that could not complete is reported failed, and its
     /// partial directory removed.
@@ -342,10 +338,10 @@ impl Coordinator {
                         if let Some(store) = &self.store {
                             let bytes = store
                                 .write_changes(id, op, &changes)
-                                .map_err(|e| self.err(e))?
+                                .map_err(|e| e.to_string())?
                                 + store
                                     .write_timers(id, op, &timers)
-                                    .map_err(|e| self.err(e))?;
+                                    .map_err(|e| e.to_string())?;
                             p.bytes += bytes;
                             p.op_bytes[operator] += bytes;
                         }
@@ -355,7 +351,7 @@ impl Coordinator {
                             let file = sp
                                 .writer
                                 .write_file(&name, key_groups, &data)
-                                .map_err(|e| self.err(e))?;
+                                .map_err(|e| e.to_string())?;
                             sp.files[operator].push(file);
                             for (state, n) in state_keys {
                                 *sp.keys[operator].entry(state).or_default() += n;
@@ -432,7 +428,7 @@ impl Coordinator {
             std::thread::sleep(pause);
         }
         if let Some(store) = &self.store {
-            store.complete(&meta).map_err(|e| self.err(e))?;
+            store.complete(&meta).map_err(|e| e.to_string())?;
             tracing::info!(
                 checkpoint_id = p.id,
                 bytes = p.bytes,
@@ -482,7 +478,9 @@ impl Coordinator {
         // The sink publishes what the checkpoint covers; it may be gone if the job failed.
         let _ = self.commits.send(p.id);
         if let Some(store) = &self.store {
-            store.retain(self.retain, false).map_err(|e| self.err(e))?;
+            store
+                .retain(self.retain, false)
+                .map_err(|e| e.to_string())?;
         }
         if let Some(dir) = stopped_at {
             return Ok(Some(CoordinatorEnd::StoppedWithSavepoint(dir)));

@@ -893,7 +893,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
     if let Some(s) = &store {
         control.set_store(s.clone());
     }
-    let first_id = w_first_id(&store, restore)?;
+    let first_id = first_checkpoint_id(store.as_ref(), restore);
     let sink = open_sink(spec, restore, control)?;
     let dead_file = match &spec.dead_letter {
         Some(d) => Some((
@@ -1007,12 +1007,9 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
 
 /// The first checkpoint ID of this run: above every checkpoint in the
 /// store and above the restored snapshot's.
-fn w_first_id(store: &Option<CheckpointStore>, restore: Option<&Restore>) -> Result<u64, RunError> {
+fn first_checkpoint_id(store: Option<&CheckpointStore>, restore: Option<&Restore>) -> u64 {
     let above_restore = restore.map_or(1, |r| r.meta.id + 1);
-    Ok(store
-        .as_ref()
-        .map_or(1, CheckpointStore::next_id)
-        .max(above_restore))
+    store.map_or(1, CheckpointStore::next_id).max(above_restore)
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), RunError> {
