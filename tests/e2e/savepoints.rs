@@ -96,22 +96,21 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::V
     (status, serde_json::from_str(body).unwrap())
 }
 
+/// Each output line's key and running count (the first word of its value:
+/// v2 writes `N last_seen=T`).
+fn counts(output: &str) -> impl Iterator<Item = (String, u64)> + '_ {
+    output.lines().map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let n = v["value"].as_str().unwrap().split(' ').next().unwrap();
+        (v["key"].as_str().unwrap().to_string(), n.parse().unwrap())
+    })
+}
+
 /// Counts per key: the largest running count each key reached.
 fn final_counts(output: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    for line in output.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let n: u64 = v["value"]
-            .as_str()
-            .unwrap()
-            .split(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let e = out
-            .entry(v["key"].as_str().unwrap().to_string())
-            .or_insert(0);
+    for (key, n) in counts(output) {
+        let e = out.entry(key).or_insert(0);
         *e = n.max(*e);
     }
     out
@@ -121,17 +120,7 @@ fn final_counts(output: &str) -> BTreeMap<String, u64> {
 #[track_caller]
 fn assert_counts_continue(output: &str) {
     let mut next: BTreeMap<String, u64> = BTreeMap::new();
-    for line in output.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let key = v["key"].as_str().unwrap().to_string();
-        let n: u64 = v["value"]
-            .as_str()
-            .unwrap()
-            .split(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+    for (key, n) in counts(output) {
         let expected = next.entry(key.clone()).or_insert(1);
         assert_eq!(
             n, *expected,
