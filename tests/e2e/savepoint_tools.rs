@@ -14,7 +14,7 @@ use weir_host::savepoint::{
 };
 use weir_host::state::{StateChange, StoredEntry};
 
-use crate::harness::Sandbox;
+use crate::harness::{dir_snapshot, Sandbox};
 
 const MAX_PARALLELISM: u32 = 16;
 
@@ -196,20 +196,6 @@ fn names(dir: &Path) -> Vec<String> {
     out
 }
 
-/// Every file of a directory with its bytes.
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect()
-}
-
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
 }
@@ -300,7 +286,7 @@ fn verify_accepts_an_intact_savepoint_and_names_each_damage() {
     let sb = Sandbox::new();
     let dir = fixture(&sb, "sp");
     let out = sb.weir(&["savepoint", "verify", "sp"]).ok().stdout;
-    let bytes: u64 = snapshot(&dir)
+    let bytes: u64 = dir_snapshot(&dir)
         .iter()
         .filter(|(n, _)| n.ends_with(".state"))
         .map(|(_, b)| b.len() as u64)
@@ -382,10 +368,10 @@ fn delete_removes_savepoints_and_nothing_else() {
     sb.write("other/_metadata", "{\"format\": \"something-else\"}");
     sb.write("other/data", "keep me too");
     for (dir, needle) in [("plain", "missing"), ("other", "not a weir savepoint")] {
-        let before = snapshot(&sb.path(dir));
+        let before = dir_snapshot(&sb.path(dir));
         sb.weir(&["savepoint", "delete", dir])
             .fails_with(&[dir, "_metadata", needle]);
-        assert_eq!(snapshot(&sb.path(dir)), before, "{dir} was touched");
+        assert_eq!(dir_snapshot(&sb.path(dir)), before, "{dir} was touched");
     }
     sb.weir(&["savepoint", "delete", "nowhere"])
         .fails_with(&["nowhere", "does not exist"]);
@@ -410,7 +396,7 @@ fn delete_removes_savepoints_and_nothing_else() {
 fn edit_renames_and_drops_into_a_new_savepoint() {
     let sb = Sandbox::new();
     let dir = fixture(&sb, "sp");
-    let original = snapshot(&dir);
+    let original = dir_snapshot(&dir);
     let count_before = export(&sb, "sp", "count", "seen");
 
     let out = sb
@@ -425,7 +411,7 @@ fn edit_renames_and_drops_into_a_new_savepoint() {
         .stdout;
     let edited = PathBuf::from(out.trim());
     assert_eq!(edited, Path::new(".").join("sp-edited"));
-    assert_eq!(snapshot(&dir), original, "the original changed");
+    assert_eq!(dir_snapshot(&dir), original, "the original changed");
     sb.weir(&["savepoint", "verify", "sp-edited"]).ok();
     let v = json(
         &sb.weir(&["savepoint", "inspect", "sp-edited", "--json"])
@@ -440,7 +426,7 @@ fn edit_renames_and_drops_into_a_new_savepoint() {
     let mut b = Savepoint::open(&sb.path("sp-edited")).unwrap().meta;
     b.operators[0].id = "count".into();
     assert_eq!(a, b);
-    let mut data = snapshot(&sb.path("sp-edited"));
+    let mut data = dir_snapshot(&sb.path("sp-edited"));
     let mut original_data = original.clone();
     data.remove("_metadata");
     original_data.remove("_metadata");
@@ -465,7 +451,7 @@ fn edit_renames_and_drops_into_a_new_savepoint() {
     let ids: Vec<&str> = meta.operators.iter().map(|o| o.id.as_str()).collect();
     assert_eq!(ids, ["c2"]);
     assert!(!sb.path("sp-edited-2/op1-sub0.state").exists());
-    assert_eq!(snapshot(&dir), original, "the original changed");
+    assert_eq!(dir_snapshot(&dir), original, "the original changed");
 
     // --output, and the errors.
     sb.weir(&[
@@ -518,7 +504,7 @@ fn edit_renames_and_drops_into_a_new_savepoint() {
         .filter(|n| n.contains("inprogress"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    assert_eq!(snapshot(&dir), original, "the original changed");
+    assert_eq!(dir_snapshot(&dir), original, "the original changed");
 }
 
 #[test]
@@ -608,7 +594,7 @@ fn export_writes_sorted_json_lines_with_base64_for_bytes() {
 fn export_then_import_round_trips_every_kind() {
     let sb = Sandbox::new();
     let dir = fixture(&sb, "sp");
-    let original = snapshot(&dir);
+    let original = dir_snapshot(&dir);
     let exports: BTreeMap<(&str, &str), String> = [
         ("count", "count"),
         ("count", "seen"),
@@ -664,7 +650,7 @@ fn export_then_import_round_trips_every_kind() {
         assert_eq!(after, before, "after importing {state}");
         assert_eq!(timers(&sb.path(&imported), "count"), timers(&dir, "count"));
     }
-    assert_eq!(snapshot(&dir), original, "the original changed");
+    assert_eq!(dir_snapshot(&dir), original, "the original changed");
 }
 
 #[test]
@@ -817,74 +803,38 @@ fn import_errors_name_the_line() {
             &["number.jsonl:1", "`value`", "not a string"],
         ),
     ];
-    for (file, content, needles) in cases {
-        sb.write(file, content);
-        sb.weir(&[
+    // `weir state import sp --operator OP --state count ARGS...`
+    let import = |op: &str, args: &[&str]| {
+        let mut all = vec![
             "state",
             "import",
             "sp",
             "--operator",
-            "count",
+            op,
             "--state",
             "count",
-            "--input",
-            file,
-        ])
-        .fails_with(needles);
+        ];
+        all.extend_from_slice(args);
+        sb.weir(&all)
+    };
+    for (file, content, needles) in cases {
+        sb.write(file, content);
+        import("count", &["--input", file]).fails_with(needles);
     }
     sb.write("ok.jsonl", ok);
-    sb.weir(&[
-        "state",
-        "import",
-        "sp",
-        "--operator",
-        "nope",
-        "--state",
-        "count",
-        "--input",
-        "ok.jsonl",
-    ])
-    .fails_with(&["no operator `nope`", "`count`", "`windows`"]);
-    sb.weir(&[
-        "state",
-        "import",
-        "sp",
-        "--operator",
-        "count",
-        "--state",
-        "count",
-        "--kind",
-        "map",
-        "--input",
-        "ok.jsonl",
-    ])
-    .fails_with(&["`count`", "value state", "cannot change"]);
-    sb.weir(&[
-        "state",
-        "import",
-        "sp",
-        "--operator",
-        "count",
-        "--state",
-        "count",
-        "--input",
-        "absent.jsonl",
-    ])
-    .fails_with(&["absent.jsonl"]);
-    sb.weir(&[
-        "state",
-        "import",
-        "sp",
-        "--operator",
-        "count",
-        "--state",
-        "count",
-        "--input",
-        "ok.jsonl",
-        "--output",
-        "sp",
-    ])
-    .fails_with(&["`sp` already exists"]);
+    import("nope", &["--input", "ok.jsonl"]).fails_with(&[
+        "no operator `nope`",
+        "`count`",
+        "`windows`",
+    ]);
+    import("count", &["--kind", "map", "--input", "ok.jsonl"]).fails_with(&[
+        "`count`",
+        "value state",
+        "cannot change",
+    ]);
+    import("count", &["--input", "absent.jsonl"]).fails_with(&["absent.jsonl"]);
+    import("count", &["--input", "ok.jsonl", "--output", "sp"])
+        .fails_with(&["`sp` already exists"]);
     // Nothing was written by any of these.
     let dirs: Vec<String> = names(&sb.path(""))
         .into_iter()

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::harness::{operator, sorted_lines, toml_path, Sandbox};
+use crate::harness::{dir_snapshot, operator, sorted_lines, toml_path, Sandbox};
 
 /// Keyed counts over a throttled generator; REST on a free port.
 fn job(wasm: &Path, parallelism: u32, rate: Option<u64>, extra: &str) -> String {
@@ -420,22 +420,10 @@ fn restore_checks_run_before_anything_and_change_nothing() {
     sb.write("job.toml", job(&operator("keyed-count"), 2, Some(8000), ""));
     let sp = run_and_stop(&sb, "job.toml", &[], &["--savepoint", "sp"]);
     let sp_s = sp.to_str().unwrap().to_string();
-    let snapshot = |dir: &Path| -> BTreeMap<String, Vec<u8>> {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .map(|f| {
-                let f = f.unwrap();
-                (
-                    f.file_name().to_string_lossy().into_owned(),
-                    std::fs::read(f.path()).unwrap(),
-                )
-            })
-            .collect()
-    };
-    let sp_before = snapshot(&sp);
+    let sp_before = dir_snapshot(&sp);
     let out_before = sb.read("out.jsonl");
     let unchanged = |sb: &Sandbox| {
-        assert_eq!(snapshot(&sp), sp_before, "the savepoint changed");
+        assert_eq!(dir_snapshot(&sp), sp_before, "the savepoint changed");
         assert_eq!(sb.read("out.jsonl"), out_before, "the output changed");
         assert!(
             !sb.path("state").exists(),
@@ -550,14 +538,14 @@ fn restore_checks_run_before_anything_and_change_nothing() {
         .ok();
     let imported = imported.stdout.trim().to_string();
     assert_eq!(Path::new(&imported), with_bad);
-    let imported_before = snapshot(Path::new(&imported));
+    let imported_before = dir_snapshot(Path::new(&imported));
     sb.write(
         "job.toml",
         job(&operator("keyed-count-v3"), 2, None, CHECKPOINTS),
     );
     sb.weir(&["run", "job.toml", "--from-savepoint", &imported])
         .fails_with(&["migrate", "state `count`", "key `k-bad`", "is not a count"]);
-    assert_eq!(snapshot(Path::new(&imported)), imported_before);
+    assert_eq!(dir_snapshot(Path::new(&imported)), imported_before);
     unchanged(&sb);
 }
 
