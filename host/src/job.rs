@@ -141,8 +141,38 @@ pub struct OperatorSpec {
     pub input: InputMode,
     /// The string map handed to the operator's `open()`.
     pub config: BTreeMap<String, String>,
+    /// What the operator may reach through WASI beyond clocks, random and its
+    /// log (`[operators.capabilities]`); nothing by default.
+    pub capabilities: Capabilities,
     /// 1-based line of this `[[operators]]` entry in the job file, for messages.
     pub line: usize,
+}
+
+/// `[operators.capabilities]`: the WASI access an operator is granted. By
+/// default it has none: no files, no environment variables, no network. A
+/// guest that tries gets a WASI error (no such file, variable unset,
+/// permission denied), never access.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// `env = { NAME = "value" }`: the environment the operator sees (weir's
+    /// own environment is never passed through).
+    pub env: Vec<(String, String)>,
+    /// `dirs` (read-only) and `writable_dirs`: folders of the host the
+    /// operator sees, each under a guest path.
+    pub dirs: Vec<DirGrant>,
+    /// `network = true`: outgoing and incoming TCP and UDP, and name lookups.
+    pub network: bool,
+}
+
+/// One folder granted to an operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    /// The path the guest opens it at, e.g. `/data`.
+    pub guest: String,
+    /// The host folder (absolute).
+    pub host: PathBuf,
+    /// Whether the guest may create, write and delete files in it.
+    pub writable: bool,
 }
 
 /// How an operator's input is distributed over its subtasks.
@@ -492,6 +522,16 @@ struct RawOperator {
     parallelism: Field,
     input: Field,
     config: Option<Spanned<RawConfig>>,
+    capabilities: Option<Spanned<RawCapabilities>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an [operators.capabilities] table")]
+struct RawCapabilities {
+    env: Option<Spanned<RawConfig>>,
+    dirs: Option<Spanned<RawConfig>>,
+    writable_dirs: Option<Spanned<RawConfig>>,
+    network: Field,
 }
 
 struct RawConfig(Vec<(String, Spanned<Value>)>);
@@ -913,6 +953,10 @@ impl Cx<'_> {
                 }
             }
         }
+        let capabilities = match &r.capabilities {
+            Some(c) => self.capabilities(id, c)?,
+            None => Capabilities::default(),
+        };
         Ok((
             OperatorSpec {
                 id: id.to_owned(),
@@ -920,10 +964,83 @@ impl Cx<'_> {
                 parallelism,
                 input,
                 config,
+                capabilities,
                 line,
             },
             id_line,
         ))
+    }
+
+    fn capabilities(
+        &self,
+        id: &str,
+        raw: &Spanned<RawCapabilities>,
+    ) -> Result<Capabilities, JobError> {
+        let s = self.section(format!("operator `{id}` capabilities"), raw.span());
+        let r = raw.get_ref();
+        let strings = |name: &str, table: &Option<Spanned<RawConfig>>| {
+            let mut out = Vec::new();
+            if let Some(t) = table {
+                for (key, value) in &t.get_ref().0 {
+                    let v = s.string(&format!("{name}.{key}"), value)?;
+                    out.push((key.clone(), v.to_owned(), value.span()));
+                }
+            }
+            Ok::<_, JobError>(out)
+        };
+        let env = strings("env", &r.env)?
+            .into_iter()
+            .map(|(k, v, _)| (k, v))
+            .collect();
+        let mut dirs: Vec<DirGrant> = Vec::new();
+        for (name, table, writable) in [
+            ("dirs", &r.dirs, false),
+            ("writable_dirs", &r.writable_dirs, true),
+        ] {
+            for (guest, host, span) in strings(name, table)? {
+                if !guest.starts_with('/') {
+                    return Err(s.fail(
+                        span,
+                        format!(
+                            "`{name}`: the guest path `{}` must be absolute, e.g. `\"/data\" = \"{}\"`",
+                            guest.escape_debug(),
+                            host.escape_debug()
+                        ),
+                    ));
+                }
+                if dirs.iter().any(|d| d.guest == guest) {
+                    return Err(s.fail(
+                        span,
+                        format!("guest path `{}` is granted twice", guest.escape_debug()),
+                    ));
+                }
+                if host.is_empty() {
+                    return Err(s.fail(
+                        span,
+                        format!("`{name}`: the host folder of `{guest}` must not be empty"),
+                    ));
+                }
+                let path = self.resolve(&host);
+                if !path.is_dir() {
+                    return Err(s.fail(
+                        span,
+                        format!(
+                            "`{name}`: `{}` (granted as `{guest}`) is not a folder",
+                            path.display()
+                        ),
+                    ));
+                }
+                dirs.push(DirGrant {
+                    guest,
+                    host: path,
+                    writable,
+                });
+            }
+        }
+        let network = s
+            .opt(&r.network, |v| s.boolean("network", v))?
+            .unwrap_or(false);
+        Ok(Capabilities { env, dirs, network })
     }
 
     fn sink(&self, raw: &Spanned<RawSink>) -> Result<SinkSpec, JobError> {

@@ -9,11 +9,12 @@ use std::ops::Range;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::Store;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{Batch, Blobs, GuestError, OperatorSpec, OperatorWorld, TaskInfo, Timers};
 use crate::component::LoadedOperator;
 use crate::guest_output::GuestOutput;
+use crate::job::Capabilities;
 use crate::restore::{OperatorPlan, Restore, StatePlan};
 use crate::state::StateBackend;
 use crate::timers::TimerService;
@@ -86,21 +87,46 @@ pub struct HostCtx {
 }
 
 impl HostCtx {
-    /// A context for a subtask. The guest's stdout and stderr go to the host's stderr.
-    pub fn new(sub: SubtaskCtx) -> Self {
+    /// A context for a subtask, with WASI as `caps` grants it: clocks,
+    /// random, and stdout and stderr into the host's log always; files,
+    /// environment variables and the network only when granted. Errors if a
+    /// granted folder cannot be opened.
+    pub fn new(sub: SubtaskCtx, caps: &Capabilities) -> Result<Self, String> {
         let stdout = GuestOutput::new(&sub.operator_id, sub.subtask, false);
         let stderr = GuestOutput::new(&sub.operator_id, sub.subtask, true);
-        let wasi = WasiCtx::builder()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .build();
-        HostCtx {
-            wasi,
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(stdout.clone()).stderr(stderr.clone());
+        for (name, value) in &caps.env {
+            wasi.env(name, value);
+        }
+        for dir in &caps.dirs {
+            let perms = if dir.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            wasi.preopened_dir(&dir.host, &dir.guest, perms)
+                .map_err(|e| {
+                    format!(
+                        "cannot grant folder `{}` as `{}`: {e}",
+                        dir.host.display(),
+                        dir.guest
+                    )
+                })?;
+        }
+        if caps.network {
+            wasi.inherit_network()
+                .allow_tcp(true)
+                .allow_udp(true)
+                .allow_ip_name_lookup(true);
+        }
+        Ok(HostCtx {
+            wasi: wasi.build(),
             table: ResourceTable::new(),
             stdout,
             stderr,
             sub,
-        }
+        })
     }
 
     /// Marks the start of a guest call (for [`HostCtx::guest_output`]).
@@ -121,7 +147,8 @@ impl HostCtx {
 
     /// A context for calling `describe()` only.
     pub fn for_describe() -> Self {
-        Self::new(SubtaskCtx::new("", 0, 1, 0..1))
+        Self::new(SubtaskCtx::new("", 0, 1, 0..1), &Capabilities::default())
+            .expect("no folders are granted to describe()")
     }
 }
 
@@ -161,11 +188,13 @@ impl WasmOperator {
         task: TaskInfo,
         key_groups: Range<u32>,
         config: &BTreeMap<String, String>,
+        caps: &Capabilities,
         restore: Option<(&Restore, usize)>,
         track_changes: bool,
     ) -> Result<Self, String> {
         let (sub, plan) = restored_ctx(&loaded.spec, &task, key_groups, restore)?;
-        let mut store = Store::new(loaded.pre.engine(), HostCtx::new(sub));
+        let ctx = HostCtx::new(sub, caps)?;
+        let mut store = Store::new(loaded.pre.engine(), ctx);
         let world = loaded
             .pre
             .instantiate(&mut store)
@@ -258,6 +287,7 @@ impl OperatorImpl {
         task: TaskInfo,
         key_groups: Range<u32>,
         config: &BTreeMap<String, String>,
+        caps: &Capabilities,
         restore: Option<(&Restore, usize)>,
         track_changes: bool,
     ) -> Result<Box<dyn OperatorInstance>, String> {
@@ -267,6 +297,7 @@ impl OperatorImpl {
                 task,
                 key_groups,
                 config,
+                caps,
                 restore,
                 track_changes,
             )?)),

@@ -812,6 +812,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
             let key_groups = keygroup::range_for(i as u32, max_p, op.parallelism);
             let component = component.clone();
             let config = op.config.clone();
+            let caps = op.capabilities.clone();
             let ready = ready_tx.clone();
             let done = done_tx.clone();
             let dead = dead_tx.clone();
@@ -826,6 +827,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
                         task,
                         key_groups,
                         &config,
+                        &caps,
                         restore.as_ref().map(|r| (r, stage)),
                         track,
                     ) {

@@ -6,6 +6,7 @@
 mod harness;
 
 mod bench;
+mod capabilities;
 mod checkpoints;
 mod cli;
 mod errors;

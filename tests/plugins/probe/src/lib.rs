@@ -6,6 +6,9 @@
 //! - anything else is appended to the list state `items` of its key, and a
 //!   processing-time timer is set for now; when it fires, the operator emits
 //!   the key with `value` = the list joined by `,` and clears the list.
+//! - `read:PATH`, `write:PATH`, `list:PATH`, `env:NAME` and `connect:HOST:PORT`
+//!   try that WASI access and emit the key with `value` = `ok:…` (what was
+//!   read, listed or found) or `err:…` (the error), to test capabilities.
 //! - config `mode = "foreign"` writes state under a key of its own choosing
 //!   (not the event's), to test the key-group check.
 
@@ -35,10 +38,14 @@ impl Operator for Probe {
         &mut self,
         ctx: &mut Context,
         event: Event<'_>,
-        _out: &mut Output,
+        out: &mut Output,
     ) -> Result<(), Error> {
         let value = event.value_str()?;
         let key = event.key.unwrap_or(b"");
+        if let Some(result) = try_access(value) {
+            out.emit(event.key, result, event.timestamp);
+            return Ok(());
+        }
         match value {
             "panic" => panic!("probe was asked to panic"),
             "panic-once" if ctx.task().attempt == 0 => {
@@ -75,6 +82,31 @@ impl Operator for Probe {
         }
         Ok(())
     }
+}
+
+/// Tries the access that `value` asks for: `ok:…` or `err:…`, or `None`
+/// when `value` asks for none.
+fn try_access(value: &str) -> Option<String> {
+    let (verb, arg) = value.split_once(':')?;
+    let result = match verb {
+        "read" => std::fs::read_to_string(arg).map(|text| text.trim().to_string()),
+        "write" => std::fs::write(arg, "written by probe").map(|()| "written".to_string()),
+        "list" => std::fs::read_dir(arg).map(|entries| {
+            let mut names: Vec<String> = entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names.join(",")
+        }),
+        "env" => std::env::var(arg).map_err(|e| std::io::Error::other(e.to_string())),
+        "connect" => std::net::TcpStream::connect(arg).map(|_| "connected".to_string()),
+        _ => return None,
+    };
+    Some(match result {
+        Ok(found) => format!("ok:{found}"),
+        Err(e) => format!("err:{e}"),
+    })
 }
 
 weir_sdk::export!(Probe);
