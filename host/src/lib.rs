@@ -32,6 +32,7 @@ pub mod rest;
 pub mod restore;
 pub mod runtime;
 pub mod savepoint;
+pub mod scaffold;
 pub mod state;
 pub mod stream;
 pub mod subtask;

@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod checkpoints;
 mod client;
+mod new;
 mod operator;
 mod run;
 mod savepoint;
@@ -26,6 +27,8 @@ enum Command {
     Run(run::RunArgs),
     /// Build an operator from its source folder into a `.wasm` component.
     Build(build::BuildArgs),
+    /// Create a new operator project (Rust, Python, JavaScript, C or Go) with a sample job.
+    New(new::NewArgs),
     /// Work with operator components.
     #[command(subcommand)]
     Operator(operator::OperatorCommand),
@@ -50,6 +53,7 @@ impl Cli {
         match self.command {
             Command::Run(args) => args.execute(),
             Command::Build(args) => args.execute(),
+            Command::New(args) => args.execute(),
             Command::Operator(cmd) => cmd.execute(),
             Command::Checkpoints(cmd) => cmd.execute(),
             Command::Savepoint(cmd) => cmd.execute(),

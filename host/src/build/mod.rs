@@ -2,13 +2,19 @@
 //!
 //! [`build_plugin`] looks at the folder to tell its language ([`detect_language`]),
 //! runs that language's toolchain, and copies the component it produced next to
-//! the sources (or to the path given with `-o`). Only Rust is built for now:
-//! `cargo build --release --target wasm32-wasip2` turns a `cdylib` crate into a
-//! component directly, with no extra tools. Python, JavaScript, Go and C folders
-//! are recognised so that the error can say what is missing, rather than that
-//! the folder is not understood.
+//! the sources (or to the path given with `-o`).
 //!
-//! Choices a user may notice:
+//! - **Rust**: `cargo build --release --target wasm32-wasip2` turns a
+//!   `cdylib` crate into a component directly, with no extra tools.
+//! - **Python, JavaScript, C and Go**: the plugin folder holds only the
+//!   operator's own source. The build runs in a staging folder
+//!   ([`stage`]) that also holds the WIT contract and the language's SDK,
+//!   both embedded in the `weir` binary, with the language's component
+//!   toolchain ([`tools`]; each recipe in its own module: [`python`],
+//!   [`js`], [`c`], [`go`]). The plugin folder is never written to, but for
+//!   the component itself.
+//!
+//! Choices a user may notice (Rust):
 //! - cargo runs with the plugin folder as its current directory, so a
 //!   `.cargo/config.toml` or `rust-toolchain.toml` in or above the folder
 //!   applies, and the build goes to that crate's (or its workspace's) usual
@@ -32,6 +38,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
 use serde::Deserialize;
+
+pub mod c;
+pub mod go;
+pub mod js;
+pub mod python;
+pub mod stage;
+pub mod tools;
 
 /// The Rust target that turns a `cdylib` crate into a WebAssembly component.
 pub const RUST_TARGET: &str = "wasm32-wasip2";
@@ -108,18 +121,65 @@ pub enum BuildError {
         dir: PathBuf,
     },
 
-    /// The folder is in a language `weir build` cannot build yet.
+    /// A tool the language's build needs is not installed.
     #[error(
-        "building {language} operators is not supported yet (found `{marker}` in `{dir}`): \
-         build the component with the {language} toolchain and name the .wasm in the job file"
+        "cannot build {language} operator `{dir}`: `{tool}` was not found on PATH or in \
+         ~/.weir/toolchains; install it with `scripts/install.sh {installer}` from the weir \
+         repository, or `{install}`"
     )]
-    Unsupported {
+    ToolMissing {
         /// The folder as given.
         dir: PathBuf,
-        /// The language that was recognised.
+        /// The folder's language.
         language: Language,
-        /// The file (or pattern) that gave the language away.
-        marker: String,
+        /// The missing command.
+        tool: &'static str,
+        /// The argument of `scripts/install.sh` that installs it.
+        installer: &'static str,
+        /// A plain command that installs it.
+        install: &'static str,
+    },
+
+    /// A tool was found but could not be started.
+    #[error("cannot run `{tool}` to build `{dir}`: {cause}")]
+    RunTool {
+        /// The folder as given.
+        dir: PathBuf,
+        /// The tool.
+        tool: String,
+        /// The underlying I/O error.
+        cause: io::Error,
+    },
+
+    /// A tool ran and failed; its messages have gone to stderr.
+    #[error("`{tool}` failed building `{dir}` ({status}): see its messages above")]
+    ToolFailed {
+        /// The folder as given.
+        dir: PathBuf,
+        /// The tool.
+        tool: String,
+        /// How it ended, e.g. `exit status 1`.
+        status: String,
+    },
+
+    /// The staging folder could not be written.
+    #[error("cannot prepare the build of `{dir}` in a temporary folder: {cause}")]
+    Stage {
+        /// The folder as given.
+        dir: PathBuf,
+        /// The underlying I/O error.
+        cause: io::Error,
+    },
+
+    /// The folder's language is known but a file its build needs is missing.
+    #[error("cannot build {language} operator `{dir}`: {message}")]
+    Layout {
+        /// The folder as given.
+        dir: PathBuf,
+        /// The folder's language.
+        language: Language,
+        /// What is missing, e.g. `no app.py (the operator module)`.
+        message: String,
     },
 
     /// cargo could not be found.
@@ -213,23 +273,53 @@ pub fn detect_language(dir: &Path) -> Result<Language, BuildError> {
 ///
 /// The component is written to `out` when given (its parent folders are
 /// created; an existing folder receives the file under its default name), or
-/// else to `dir/<lib_name>.wasm`. Only Rust packages can be built for now;
-/// see the module documentation for how cargo is run.
+/// else to `dir/<lib_name>.wasm` (Rust; for the other languages the folder's
+/// name with `-` as `_`, e.g. `keyed_count.wasm`). See the module
+/// documentation for how each language is built.
 pub fn build_plugin(dir: &Path, out: Option<&Path>) -> Result<PathBuf, BuildError> {
-    let (language, marker) = detect(dir)?;
-    match language {
-        Language::Rust => {
-            let cargo = std::env::var_os("CARGO")
-                .filter(|c| !c.is_empty())
-                .unwrap_or_else(|| OsString::from("cargo"));
-            build_rust(dir, out, &cargo, OsStr::new("rustup"))
-        }
-        other => Err(BuildError::Unsupported {
-            dir: dir.to_path_buf(),
-            language: other,
-            marker,
-        }),
+    let (language, _marker) = detect(dir)?;
+    if language == Language::Rust {
+        let cargo = std::env::var_os("CARGO")
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| OsString::from("cargo"));
+        return build_rust(dir, out, &cargo, OsStr::new("rustup"));
     }
+    let dest = destination(dir, out)?;
+    let stage = stage::Stage::new(dir)?;
+    let built = stage.join("operator.wasm");
+    match language {
+        Language::Python => python::build(dir, &stage, &built)?,
+        Language::JavaScript => js::build(dir, &stage, &built)?,
+        Language::C => c::build(dir, &stage, &built)?,
+        Language::Go => go::build(dir, &stage, &built)?,
+        Language::Rust => unreachable!("built above"),
+    }
+    copy_atomically(&built, &dest).map_err(|cause| BuildError::WriteOutput {
+        dir: dir.to_path_buf(),
+        path: dest.clone(),
+        cause,
+    })?;
+    Ok(dest)
+}
+
+/// Where a non-Rust build writes its component: `out`, inside `out` when it
+/// is a folder, or `dir/<folder name with _>.wasm`.
+fn destination(dir: &Path, out: Option<&Path>) -> Result<PathBuf, BuildError> {
+    let abs = fs::canonicalize(dir).map_err(|cause| BuildError::ReadDir {
+        dir: dir.to_path_buf(),
+        cause,
+    })?;
+    let stem = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().replace('-', "_"))
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "operator".to_string());
+    let file_name = format!("{stem}.wasm");
+    Ok(match out {
+        Some(out) if out.is_dir() => out.join(&file_name),
+        Some(out) => out.to_path_buf(),
+        None => dir.join(&file_name),
+    })
 }
 
 /// Detection, also returning the file name that gave the language away.
@@ -461,7 +551,7 @@ fn check_target_installed(dir: &Path, abs_dir: &Path, rustup: &OsStr) -> Result<
 }
 
 /// `exit status 101`, or how a process that did not exit normally ended.
-fn describe_status(status: ExitStatus) -> String {
+pub(crate) fn describe_status(status: ExitStatus) -> String {
     match status.code() {
         Some(code) => format!("exit status {code}"),
         None => {
@@ -528,31 +618,6 @@ mod tests {
         touch(tmp.path(), "package.json");
         touch(tmp.path(), "Cargo.toml");
         assert_eq!(detect_language(tmp.path()).unwrap(), Language::Rust);
-    }
-
-    #[test]
-    fn unsupported_languages_name_language_and_folder() {
-        for (file, language) in [
-            ("pyproject.toml", "Python"),
-            ("app.py", "Python"),
-            ("package.json", "JavaScript"),
-            ("go.mod", "Go"),
-            ("main.c", "C"),
-        ] {
-            let tmp = tempfile::tempdir().unwrap();
-            touch(tmp.path(), file);
-            let err = build_plugin(tmp.path(), None).unwrap_err();
-            assert!(matches!(err, BuildError::Unsupported { .. }), "{err:?}");
-            let msg = err.to_string();
-            assert!(
-                msg.starts_with(&format!(
-                    "building {language} operators is not supported yet"
-                )),
-                "{msg}"
-            );
-            assert!(msg.contains(&tmp.path().display().to_string()), "{msg}");
-            assert!(!msg.contains('\n'), "{msg}");
-        }
     }
 
     #[test]

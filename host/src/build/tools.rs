@@ -1,0 +1,128 @@
+//! The toolchains `weir build` runs for languages other than Rust: where it
+//! looks for them, how it runs them, and what it says when one is missing.
+//!
+//! A tool is looked up on `PATH` first, then under the toolchains folder that
+//! `scripts/install.sh` fills (`$WEIR_TOOLCHAINS`, default
+//! `~/.weir/toolchains`: `bin/`, `venv/bin/`, `npm/node_modules/.bin/`).
+//! Nothing is ever installed by `weir build`: a missing tool is an error
+//! naming the command that installs it. Tools run with those folders on
+//! their `PATH` too (clang finds `wasm-ld` there), their output going to
+//! weir's stderr, since weir's stdout carries the path of the component.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::{describe_status, BuildError, Language};
+
+/// A tool a language's build needs, and how a user installs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Tool {
+    /// The command's name, e.g. `componentize-py`.
+    pub name: &'static str,
+    /// The language whose installer provides it (`scripts/install.sh LANG`).
+    pub installer: &'static str,
+    /// The plain command that installs it without the weir repository.
+    pub install: &'static str,
+}
+
+/// The toolchains folder: `$WEIR_TOOLCHAINS`, else `~/.weir/toolchains`.
+pub fn toolchains_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("WEIR_TOOLCHAINS").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".weir").join("toolchains"))
+}
+
+/// The folders searched after `PATH`.
+fn toolchain_bins() -> Vec<PathBuf> {
+    toolchains_dir()
+        .map(|t| {
+            vec![
+                t.join("bin"),
+                t.join("venv").join("bin"),
+                t.join("npm").join("node_modules").join(".bin"),
+            ]
+        })
+        .unwrap_or_default()
+}
+
+/// `PATH` with the toolchain folders after it, for the tools' own use.
+pub fn search_path() -> OsString {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(toolchain_bins());
+    std::env::join_paths(dirs).unwrap_or_default()
+}
+
+/// Where `name` is, on `PATH` or in the toolchains folder.
+pub fn find(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&search_path())
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        path.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        path.is_file()
+    }
+}
+
+/// Finds `tool` or says which command installs it.
+pub fn require(tool: Tool, dir: &Path, language: Language) -> Result<PathBuf, BuildError> {
+    find(tool.name).ok_or_else(|| BuildError::ToolMissing {
+        dir: dir.to_path_buf(),
+        language,
+        tool: tool.name,
+        installer: tool.installer,
+        install: tool.install,
+    })
+}
+
+/// Runs `program` with `args` in `cwd`, its output on our stderr; errors
+/// name the tool and the plugin folder.
+pub fn run(
+    dir: &Path,
+    program: &Path,
+    args: &[&std::ffi::OsStr],
+    cwd: &Path,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Result<(), BuildError> {
+    let tool = program
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    tracing::debug!(?program, ?args, "running");
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(cwd)
+        .env("PATH", search_path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::io::stderr()))
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let status = cmd.status().map_err(|cause| BuildError::RunTool {
+        dir: dir.to_path_buf(),
+        tool: tool.clone(),
+        cause,
+    })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(BuildError::ToolFailed {
+            dir: dir.to_path_buf(),
+            tool,
+            status: describe_status(status),
+        })
+    }
+}
