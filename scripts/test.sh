@@ -5,7 +5,7 @@
 # the real `weir` binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/install.sh
+./scripts/install.sh --all
 cargo fmt --all --check
 (cd plugins/rust && cargo fmt --all --check)
 (cd tests/plugins && cargo fmt --all --check)

@@ -59,6 +59,39 @@ pub fn operator(name: &str) -> PathBuf {
         .clone()
 }
 
+/// The languages every example operator is written in.
+pub const LANGUAGES: [&str; 5] = ["rust", "python", "js", "c", "go"];
+
+/// `plugins/<lang>/<name>` built with `weir build`, once per test run (the
+/// Rust ones through [`operator`]).
+pub fn polyglot(lang: &str, name: &str) -> PathBuf {
+    use std::sync::{Arc, Mutex};
+    type Slot = Arc<OnceLock<PathBuf>>;
+    static BUILT: OnceLock<Mutex<BTreeMap<String, Slot>>> = OnceLock::new();
+    if lang == "rust" {
+        return operator(name);
+    }
+    let slot = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(format!("{lang}/{name}"))
+        .or_default()
+        .clone();
+    slot.get_or_init(|| {
+        let dir = root().join("plugins").join(lang).join(name);
+        let result = Command::new(weir_bin())
+            .arg("build")
+            .arg(&dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running weir build");
+        assert!(result.status.success(), "weir build {dir:?} failed");
+        PathBuf::from(String::from_utf8(result.stdout).unwrap().trim())
+    })
+    .clone()
+}
+
 /// A temporary directory for one test, with helpers to write files and run weir.
 pub struct Sandbox {
     dir: tempfile::TempDir,

@@ -9,6 +9,7 @@ mod bench;
 mod capabilities;
 mod checkpoints;
 mod cli;
+mod conformance;
 mod errors;
 mod jobs;
 mod savepoint_tools;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::harness::{dir_snapshot, operator, sorted_lines, toml_path, Sandbox};
 
 /// Keyed counts over a throttled generator; REST on a free port.
-fn job(wasm: &Path, parallelism: u32, rate: Option<u64>, extra: &str) -> String {
+pub(crate) fn job(wasm: &Path, parallelism: u32, rate: Option<u64>, extra: &str) -> String {
     format!(
         r#"
 name = "counts"
@@ -53,7 +53,7 @@ dir = "state"
 "#;
 
 /// Waits for the job logging to `log` to print its REST address.
-fn rest_addr(sb: &Sandbox, log: &str) -> String {
+pub(crate) fn rest_addr(sb: &Sandbox, log: &str) -> String {
     sb.wait_for(log, "REST API of job", 1);
     let text = sb.read(log);
     let at = text.find("http://").expect("an address") + "http://".len();
@@ -98,7 +98,7 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::V
 
 /// Each output line's key and running count (the first word of its value:
 /// v2 writes `N last_seen=T`).
-fn counts(output: &str) -> impl Iterator<Item = (String, u64)> + '_ {
+pub(crate) fn counts(output: &str) -> impl Iterator<Item = (String, u64)> + '_ {
     output.lines().map(|line| {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let n = v["value"].as_str().unwrap().split(' ').next().unwrap();
@@ -107,7 +107,7 @@ fn counts(output: &str) -> impl Iterator<Item = (String, u64)> + '_ {
 }
 
 /// Counts per key: the largest running count each key reached.
-fn final_counts(output: &str) -> BTreeMap<String, u64> {
+pub(crate) fn final_counts(output: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for (key, n) in counts(output) {
         let e = out.entry(key).or_insert(0);
@@ -118,7 +118,7 @@ fn final_counts(output: &str) -> BTreeMap<String, u64> {
 
 /// Every key's counts, in output order, must be 1, 2, 3, ...: nothing lost, nothing twice.
 #[track_caller]
-fn assert_counts_continue(output: &str) {
+pub(crate) fn assert_counts_continue(output: &str) {
     let mut next: BTreeMap<String, u64> = BTreeMap::new();
     for (key, n) in counts(output) {
         let expected = next.entry(key.clone()).or_insert(1);
@@ -131,7 +131,7 @@ fn assert_counts_continue(output: &str) {
 }
 
 /// The uninterrupted run's output.
-fn reference(parallelism: u32) -> String {
+pub(crate) fn reference(parallelism: u32) -> String {
     let sb = Sandbox::new();
     sb.run_job(&job(&operator("keyed-count"), parallelism, None, ""))
         .ok();
@@ -145,7 +145,7 @@ fn run_and_stop(sb: &Sandbox, job_file: &str, extra_args: &[&str], stop_args: &[
 }
 
 /// [`run_and_stop`], once the output has `lines` lines.
-fn run_and_stop_after(
+pub(crate) fn run_and_stop_after(
     sb: &Sandbox,
     job_file: &str,
     extra_args: &[&str],
@@ -632,11 +632,11 @@ fn damaged_savepoints_are_refused_before_the_job_starts() {
     }
 }
 
-#[test]
-fn stop_with_drain_fires_the_windows_and_without_drain_they_resume() {
-    let windows = |rate: Option<u64>| {
-        format!(
-            r#"
+/// Window sums over a generator (1,000 events a second of event time, 20
+/// keys), checkpointed, with a REST API.
+pub(crate) fn windows_job(wasm: &Path, rate: Option<u64>) -> String {
+    format!(
+        r#"
 name = "windows"
 max_parallelism = 16
 
@@ -667,10 +667,14 @@ dir = "state"
 [rest]
 addr = "127.0.0.1:0"
 "#,
-            rate = rate.map(|r| format!("rate = {r}")).unwrap_or_default(),
-            wasm = toml_path(&operator("windowed-sum")),
-        )
-    };
+        rate = rate.map(|r| format!("rate = {r}")).unwrap_or_default(),
+        wasm = toml_path(wasm),
+    )
+}
+
+#[test]
+fn stop_with_drain_fires_the_windows_and_without_drain_they_resume() {
+    let windows = |rate: Option<u64>| windows_job(&operator("windowed-sum"), rate);
     let reference = {
         let sb = Sandbox::new();
         sb.run_job(&windows(None)).ok();
