@@ -27,7 +27,9 @@ venv() {
 pip_tool() {
   venv
   local spec="$1" name="${1%%==*}" version="${1#*==}"
-  if "$WEIR_TOOLCHAINS/venv/bin/python" -m pip show "$name" 2>/dev/null | grep -qx "Version: $version"; then
+  local shown
+  shown=$("$WEIR_TOOLCHAINS/venv/bin/python" -m pip show "$name" 2>/dev/null || true)
+  if grep -qx "Version: $version" <<<"$shown"; then
     return
   fi
   say "pip install $spec"

@@ -1,0 +1,5 @@
+module keyed-count
+
+go 1.27.1
+
+require weir.dev/sdk v0.1.0

@@ -1,0 +1,5 @@
+module windowed-sum
+
+go 1.27.1
+
+require weir.dev/sdk v0.1.0

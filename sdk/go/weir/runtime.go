@@ -1,0 +1,407 @@
+package weir
+
+import (
+	"fmt"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+
+	witTypes "go.bytecodealliance.org/pkg/wit/types"
+	guest "weir.dev/sdk/internal/wit/exports/export_weir_operator_guest"
+	_ "weir.dev/sdk/internal/wit/exports/wit_exports" // the component's exports
+	"weir.dev/sdk/internal/wit/imports/weir_operator_types"
+)
+
+// Operator is the operator logic: one value per subtask, made by Spec.Open.
+// Only declared state survives a restart: the value's fields are rebuilt by Open.
+//
+// An operator may also implement [TimerHandler], [Prefetcher] and
+// [TimerPrefetcher].
+type Operator interface {
+	// Process handles one event. Return BadInput to send the event to the
+	// dead-letter output (the job goes on), Fatal or any other error to
+	// fail the job. Validate an event before writing state for it: writes
+	// made before a bad-input error are kept.
+	Process(ctx *Context, event Event, out *Output) error
+}
+
+// TimerHandler is an Operator that handles timers registered with
+// Context.RegisterTimer when they fire. An error from OnTimer is fatal.
+type TimerHandler interface {
+	OnTimer(ctx *Context, timer Timer, out *Output) error
+}
+
+// Prefetcher is an Operator that sees every event of a batch before Process
+// does, to batch state reads the SDK cannot guess (see MapState.Prefetch).
+type Prefetcher interface {
+	Prefetch(ctx *Context, events []Event) error
+}
+
+// TimerPrefetcher is a TimerHandler that sees every timer that fires
+// together before OnTimer does, to batch state reads.
+type TimerPrefetcher interface {
+	PrefetchTimers(ctx *Context, timers []Timer) error
+}
+
+// Spec describes an operator to Export.
+type Spec struct {
+	// Name is the name of the logic, e.g. "keyed-count".
+	Name string
+	// Version is the version of the logic, e.g. "1.0.0".
+	Version string
+	// States are the declared states: name, kind and schema version of each.
+	States []StateSpec
+	// Open creates the operator for one subtask: it reads the config and
+	// opens state handles. An error stops the job with its text.
+	Open func(ctx *Context) (Operator, error)
+	// Migrate, if set, converts one stored value of state from schema
+	// version fromVersion to the version declared in States. It is called
+	// when a checkpoint or savepoint of an older version is restored (before
+	// Open, for every value of a value state, every value of a map state,
+	// every element of a list state); an error stops the restore, naming the
+	// key. Unset, every migration is refused.
+	Migrate func(state string, fromVersion uint32, value []byte) ([]byte, error)
+}
+
+// Export makes spec the operator of this component. Call it once, from an
+// init function of package main.
+func Export(spec Spec) {
+	if exported.spec.Open != nil {
+		panic("weir.Export called twice")
+	}
+	if spec.Open == nil {
+		panic("weir.Export: Spec.Open is nil")
+	}
+	exported.spec = spec
+}
+
+type instance struct {
+	spec Spec
+	op   Operator
+	ctx  *Context
+	out  Output
+	// Reused between calls.
+	events []Event
+	timers []Timer
+}
+
+var exported instance
+
+// current is the call being handled: its keys in order (for ValueState's
+// prefetch) and the position of the event or timer being handled.
+var current struct {
+	keys [][]byte
+	has  []bool
+	at   int
+}
+
+func init() {
+	// See "Memory" in the package docs: the SDK collects garbage itself.
+	debug.SetGCPercent(-1)
+	current.at = -1
+	guest.Impl = glue{}
+}
+
+// glue implements the exported WIT interface on top of the exported Spec.
+type glue struct{}
+
+type (
+	batchResult   = witTypes.Result[weir_operator_types.Batch, weir_operator_types.Error]
+	migrateResult = witTypes.Result[weir_operator_types.Blobs, weir_operator_types.MigrateError]
+)
+
+func (glue) Describe() weir_operator_types.OperatorSpec {
+	spec := exported.spec
+	states := make([]weir_operator_types.StateSpec, len(spec.States))
+	for i, s := range spec.States {
+		kind := weir_operator_types.StateKind_Value
+		switch s.Kind {
+		case MapKind:
+			kind = weir_operator_types.StateKind_Map
+		case ListKind:
+			kind = weir_operator_types.StateKind_List
+		}
+		states[i] = weir_operator_types.StateSpec{Name: s.Name, Kind: kind, Version: s.Version}
+	}
+	return weir_operator_types.OperatorSpec{Name: spec.Name, Version: spec.Version, States: states}
+}
+
+func (glue) Open(task weir_operator_types.TaskInfo, config []witTypes.Tuple2[string, string]) (result witTypes.Result[witTypes.Unit, string]) {
+	defer func() {
+		if p := recover(); p != nil {
+			result = witTypes.Err[witTypes.Unit](fmt.Sprintf("panic: %v", p))
+		}
+	}()
+	if exported.spec.Open == nil {
+		return witTypes.Err[witTypes.Unit]("no operator: call weir.Export from an init function of package main")
+	}
+	entries := make(map[string]string, len(config))
+	for _, kv := range config {
+		entries[kv.F0] = kv.F1
+	}
+	ctx := &Context{
+		task: TaskInfo{
+			OperatorID:     task.OperatorId,
+			Subtask:        task.Subtask,
+			Parallelism:    task.Parallelism,
+			MaxParallelism: task.MaxParallelism,
+			Attempt:        task.Attempt,
+		},
+		config:   Config{entries: entries},
+		declared: exported.spec.States,
+	}
+	op, err := exported.spec.Open(ctx)
+	if err == nil {
+		err = ctx.flush()
+	}
+	if err != nil {
+		return witTypes.Err[witTypes.Unit](err.Error())
+	}
+	exported.op, exported.ctx = op, ctx
+	return witTypes.Ok[witTypes.Unit, string](witTypes.Unit{})
+}
+
+func fatalResult(message string) batchResult {
+	return witTypes.Err[weir_operator_types.Batch](weir_operator_types.MakeErrorFatal(message))
+}
+
+func (o *Output) wit() weir_operator_types.Batch {
+	return weir_operator_types.Batch{Data: o.data, KeyLens: o.keyLens, ValueLens: o.valueLens, Timestamps: o.times}
+}
+
+// splitBatch turns a flat batch into events (their bytes stay in the batch).
+func splitBatch(b weir_operator_types.Batch, events []Event) ([]Event, string) {
+	n := len(b.Timestamps)
+	if len(b.KeyLens) != n || len(b.ValueLens) != n {
+		return nil, "malformed batch: the length lists differ"
+	}
+	const malformed = "malformed batch: lengths exceed the data"
+	at, data := 0, b.Data
+	for i := 0; i < n; i++ {
+		e := Event{Timestamp: b.Timestamps[i]}
+		switch kl := b.KeyLens[i]; {
+		case kl >= 0:
+			end := at + int(kl)
+			if end > len(data) {
+				return nil, malformed
+			}
+			e.Key, e.HasKey, at = data[at:end:end], true, end
+		case kl != -1:
+			return nil, malformed
+		}
+		end := at + int(b.ValueLens[i])
+		if end > len(data) || end < at {
+			return nil, malformed
+		}
+		e.Value, at = data[at:end:end], end
+		events = append(events, e)
+	}
+	return events, ""
+}
+
+func setCurrent(n int, key func(int) ([]byte, bool)) {
+	current.keys = current.keys[:0]
+	current.has = current.has[:0]
+	for i := 0; i < n; i++ {
+		k, ok := key(i)
+		current.keys = append(current.keys, k)
+		current.has = append(current.has, ok)
+	}
+	current.at = -1
+}
+
+func clearCurrent() {
+	clear(current.keys)
+	current.keys = current.keys[:0]
+	current.has = current.has[:0]
+	current.at = -1
+}
+
+// recovered turns a panic of the operator into a fatal error.
+func recovered(p any) error { return Fatalf("panic: %v", p) }
+
+func (glue) Process(input weir_operator_types.Batch) batchResult {
+	in := &exported
+	if in.op == nil {
+		return fatalResult("the operator was called before `open`")
+	}
+	events, problem := splitBatch(input, in.events[:0])
+	if problem != "" {
+		return fatalResult(problem)
+	}
+	in.events = events
+	setCurrent(len(events), func(i int) ([]byte, bool) { return events[i].Key, events[i].HasKey })
+	ctx := in.ctx
+	ctx.beginCall()
+	in.out.reset()
+	badAt, err := processEvents(in, ctx, events)
+	// State written before a bad input is kept, so flush in every case.
+	flushed := ctx.flush()
+	clearCurrent()
+	clear(in.events)
+	defer collectGarbage()
+	if err != nil {
+		if message, bad := badMessage(err); bad && badAt >= 0 {
+			return witTypes.Err[weir_operator_types.Batch](weir_operator_types.MakeErrorBadInput(
+				weir_operator_types.Rejected{Index: uint32(badAt), Message: message, Output: in.out.wit()}))
+		}
+		return fatalResult(fatalMessage(err))
+	}
+	if flushed != nil {
+		return fatalResult(fatalMessage(flushed))
+	}
+	return witTypes.Ok[weir_operator_types.Batch, weir_operator_types.Error](in.out.wit())
+}
+
+// processEvents runs the operator over events; on an error it returns the
+// index of the event that failed (-1: the prefetch).
+func processEvents(in *instance, ctx *Context, events []Event) (at int, err error) {
+	at = -1
+	defer func() {
+		if p := recover(); p != nil {
+			at, err = -1, recovered(p)
+		}
+	}()
+	if p, ok := in.op.(Prefetcher); ok {
+		if err := p.Prefetch(ctx, events); err != nil {
+			return -1, Fatal(err.Error())
+		}
+	}
+	for i := range events {
+		current.at = i
+		if err := in.op.Process(ctx, events[i], &in.out); err != nil {
+			return i, err
+		}
+	}
+	return -1, nil
+}
+
+func (glue) OnTimer(fired weir_operator_types.Timers) batchResult {
+	in := &exported
+	if in.op == nil {
+		return fatalResult("the operator was called before `open`")
+	}
+	domain := EventTime
+	if fired.Domain == weir_operator_types.TimeDomain_ProcessingTime {
+		domain = ProcessingTime
+	}
+	timers := in.timers[:0]
+	if err := splitBlobs(fired.Keys, func(i int, key []byte, ok bool) error {
+		timers = append(timers, Timer{Key: key, HasKey: ok, Domain: domain})
+		return nil
+	}); err != nil {
+		return fatalResult(fatalMessage(err))
+	}
+	if len(timers) != len(fired.Timestamps) {
+		return fatalResult("malformed timers: the length lists differ")
+	}
+	for i := range timers {
+		timers[i].Timestamp = fired.Timestamps[i]
+	}
+	in.timers = timers
+	setCurrent(len(timers), func(i int) ([]byte, bool) { return timers[i].Key, timers[i].HasKey })
+	ctx := in.ctx
+	ctx.beginCall()
+	in.out.reset()
+	err := handleTimers(in, ctx, timers)
+	flushed := ctx.flush()
+	clearCurrent()
+	clear(in.timers)
+	defer collectGarbage()
+	if err != nil {
+		if message, bad := badMessage(err); bad {
+			return fatalResult("on_timer rejected a timer: " + message)
+		}
+		return fatalResult(fatalMessage(err))
+	}
+	if flushed != nil {
+		return fatalResult(fatalMessage(flushed))
+	}
+	return witTypes.Ok[weir_operator_types.Batch, weir_operator_types.Error](in.out.wit())
+}
+
+func handleTimers(in *instance, ctx *Context, timers []Timer) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = recovered(p)
+		}
+	}()
+	h, ok := in.op.(TimerHandler)
+	if !ok {
+		return nil
+	}
+	if p, ok := in.op.(TimerPrefetcher); ok {
+		if err := p.PrefetchTimers(ctx, timers); err != nil {
+			return err
+		}
+	}
+	for i := range timers {
+		current.at = i
+		if err := h.OnTimer(ctx, timers[i], &in.out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (glue) Migrate(state string, fromVersion uint32, values weir_operator_types.Blobs) (result migrateResult) {
+	index := 0
+	fail := func(message string) migrateResult {
+		return witTypes.Err[weir_operator_types.Blobs](weir_operator_types.MigrateError{Index: uint32(index), Message: message})
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			result = fail(fmt.Sprintf("panic: %v", p))
+		}
+	}()
+	spec := exported.spec
+	var out blobs
+	at := 0
+	for i, n := range values.Lens {
+		index = i
+		if n < 0 {
+			out.pushAbsent()
+			continue
+		}
+		end := at + int(n)
+		if end > len(values.Data) {
+			index = 0
+			return fail(errMalformedBlobs.Error())
+		}
+		value := values.Data[at:end:end]
+		at = end
+		if spec.Migrate == nil {
+			return fail(fmt.Sprintf("%s %s has no migration for state `%s` from version %d",
+				spec.Name, spec.Version, state, fromVersion))
+		}
+		converted, err := spec.Migrate(state, fromVersion, value)
+		if err != nil {
+			return fail(err.Error())
+		}
+		out.push(converted)
+	}
+	return witTypes.Ok[weir_operator_types.Blobs, weir_operator_types.MigrateError](out.wit())
+}
+
+// Garbage collection: the automatic collector is off (see "Memory" in the
+// package docs), so collect when the heap has grown by gcMinGrowth or by as
+// much as was live after the last collection, whichever is more (GOGC=100).
+const gcMinGrowth = 4 << 20
+
+var gc = struct {
+	samples  []metrics.Sample
+	lastHeap uint64
+	live     uint64
+}{samples: []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/live:bytes"}}}
+
+func collectGarbage() {
+	metrics.Read(gc.samples[:1])
+	allocated := gc.samples[0].Value.Uint64()
+	if allocated-gc.lastHeap < max(gcMinGrowth, gc.live) {
+		return
+	}
+	runtime.GC()
+	metrics.Read(gc.samples)
+	gc.lastHeap = gc.samples[0].Value.Uint64()
+	gc.live = gc.samples[1].Value.Uint64()
+}
