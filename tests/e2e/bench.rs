@@ -2,13 +2,16 @@
 //! benchmark command does not rot. It checks what each case reports, never
 //! how fast: speed is measured by the benchmarks themselves (BENCHMARKS.md).
 
-use crate::harness::{operator, root, weir_bin};
+use crate::harness::{operator, polyglot, root, weir_bin, LANGUAGES};
 
 #[test]
 fn every_benchmark_case_runs_and_reports() {
     // Built like every test operator; `weir bench` finds them in plugins/rust.
     for op in ["map", "keyed-count", "windowed-sum"] {
         operator(op);
+    }
+    for lang in LANGUAGES {
+        polyglot(lang, "keyed-count");
     }
     let out = std::process::Command::new(weir_bin())
         .args(["bench", "--quick", "--json"])
@@ -50,6 +53,14 @@ fn every_benchmark_case_runs_and_reports() {
     let sp = &case("savepoint")["figures"];
     assert_eq!(sp["keys"], 10_000);
     assert!(sp["bytes"].as_u64().unwrap() > 0);
+    for lang in LANGUAGES {
+        let r = case(&format!("keyed-count-{lang}"));
+        assert_eq!(r["language"], lang);
+        assert!(r["events_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["wasm_bytes"].as_u64().unwrap() > 1000, "{r}");
+        assert!(r["start"]["cached_ms"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["mib_per_subtask"].is_number(), "{r}");
+    }
     let start = &case("start")["figures"];
     assert!(start["cold_ms"].as_f64().unwrap() > 0.0 && start["cached_ms"].as_f64().unwrap() > 0.0);
 

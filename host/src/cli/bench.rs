@@ -21,7 +21,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 /// Every case, in the order they run.
-const CASES: [&str; 8] = [
+const CASES: [&str; 9] = [
     "map",
     "keyed-count",
     "keyed-count-1m",
@@ -30,13 +30,27 @@ const CASES: [&str; 8] = [
     "checkpoint",
     "savepoint",
     "start",
+    "languages",
+];
+
+/// The `languages` case: each language's `keyed-count`, and the share of
+/// the full event count it runs (the slow interpreters get fewer events so
+/// that a run takes seconds, not minutes).
+const LANGUAGES: [(&str, &str, u64); 5] = [
+    ("rust", "keyed-count-rust", 1),
+    ("c", "keyed-count-c", 1),
+    ("go", "keyed-count-go", 5),
+    ("python", "keyed-count-python", 25),
+    ("js", "keyed-count-js", 100),
 ];
 
 /// Arguments of `weir bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Cases to run (default: all): map, keyed-count, keyed-count-1m,
-    /// windowed-sum, latency, checkpoint, savepoint, start.
+    /// windowed-sum, latency, checkpoint, savepoint, start, languages
+    /// (`keyed-count` in Rust, C, Go, Python and JavaScript: `.wasm` size,
+    /// start, memory per subtask, events/s).
     cases: Vec<String>,
     /// Runs of each job case (the median is reported).
     #[arg(long, default_value_t = 5)]
@@ -75,6 +89,8 @@ struct JobCase {
     latency: bool,
     /// Event time from the wall clock (`timestamps = "now"`).
     now: bool,
+    /// Subtasks of the operator.
+    parallelism: u32,
 }
 
 impl BenchArgs {
@@ -169,6 +185,39 @@ impl BenchArgs {
                 .map_err(anyhow::Error::msg)?;
             report(json!({ "case": "start", "figures": f }));
         }
+        if wanted("languages") {
+            let count = job_cases(&scale)[1].0;
+            for (lang, row, share) in LANGUAGES {
+                let wasm = self.language_operator(lang)?;
+                let size = std::fs::metadata(&wasm)?.len();
+                let start =
+                    weir_host::bench::component_start(&wasm, &work.path().join("cache"))
+                        .map_err(anyhow::Error::msg)?;
+                let case = JobCase {
+                    row,
+                    events: (scale.events / share).max(2_000),
+                    ..count
+                };
+                let runs = (0..scale.runs)
+                    .map(|_| run_once(&case, &wasm, work.path()))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                // Memory per subtask: 4 subtasks against 1, on a short input.
+                let small = |parallelism| JobCase {
+                    events: 2_000,
+                    parallelism,
+                    checkpoints: false,
+                    ..case
+                };
+                let one = run_once(&small(1), &wasm, work.path())?.rss_mib;
+                let four = run_once(&small(4), &wasm, work.path())?.rss_mib;
+                let mut row = summarize(&case, &runs);
+                row["language"] = json!(lang);
+                row["wasm_bytes"] = json!(size);
+                row["start"] = serde_json::to_value(&start)?;
+                row["mib_per_subtask"] = json!((four - one) / 3.0);
+                report(row);
+            }
+        }
         if self.json {
             println!(
                 "{}",
@@ -195,6 +244,23 @@ impl BenchArgs {
     }
 }
 
+impl BenchArgs {
+    /// `plugins/<lang>/keyed-count` (next to `--plugins`), built if missing.
+    fn language_operator(&self, lang: &str) -> anyhow::Result<PathBuf> {
+        let plugins = std::path::absolute(&self.plugins)?;
+        let dir = plugins
+            .parent()
+            .unwrap_or(&plugins)
+            .join(lang)
+            .join("keyed-count");
+        let wasm = dir.join("keyed_count.wasm");
+        if wasm.is_file() {
+            return Ok(wasm);
+        }
+        Ok(weir_host::build::build_plugin(&dir, None)?)
+    }
+}
+
 /// The job cases, each with its native twin where there is one.
 fn job_cases(s: &Scale) -> Vec<(JobCase, Option<JobCase>)> {
     let base = JobCase {
@@ -209,6 +275,7 @@ fn job_cases(s: &Scale) -> Vec<(JobCase, Option<JobCase>)> {
         rate: None,
         latency: false,
         now: false,
+        parallelism: 1,
     };
     let map = JobCase {
         row: "map",
@@ -292,7 +359,7 @@ value_size = 100
 [[operators]]
 id = "op"
 wasm = {wasm:?}
-parallelism = 1
+parallelism = {parallelism}
 input = "{input}"
 {config}
 
@@ -314,6 +381,7 @@ type = "blackhole"
         },
         wasm = wasm.display().to_string(),
         input = case.input,
+        parallelism = case.parallelism,
         config = case.config,
         latency = if case.latency { "latency = true" } else { "" },
     );
@@ -446,6 +514,16 @@ fn describe(v: &Value) -> String {
             line.push_str(&format!(
                 ", latency p50 {} ms, p99 {p99} ms at {} events/s",
                 v["latency_p50_ms"], v["input_rate"]
+            ));
+        }
+        if let Some(bytes) = v["wasm_bytes"].as_u64() {
+            let start = &v["start"];
+            line.push_str(&format!(
+                "; .wasm {:.2} MiB, start cold {:.0} ms / cached {:.1} ms, {:.1} MiB per subtask",
+                bytes as f64 / (1 << 20) as f64,
+                start["cold_ms"].as_f64().unwrap_or(0.0),
+                start["cached_ms"].as_f64().unwrap_or(0.0),
+                v["mib_per_subtask"].as_f64().unwrap_or(0.0),
             ));
         }
         return line;
