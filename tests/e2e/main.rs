@@ -14,3 +14,4 @@ mod errors;
 mod jobs;
 mod savepoint_tools;
 mod savepoints;
+mod scaffold;

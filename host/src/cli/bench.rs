@@ -190,9 +190,8 @@ impl BenchArgs {
             for (lang, row, share) in LANGUAGES {
                 let wasm = self.language_operator(lang)?;
                 let size = std::fs::metadata(&wasm)?.len();
-                let start =
-                    weir_host::bench::component_start(&wasm, &work.path().join("cache"))
-                        .map_err(anyhow::Error::msg)?;
+                let start = weir_host::bench::component_start(&wasm, &work.path().join("cache"))
+                    .map_err(anyhow::Error::msg)?;
                 let case = JobCase {
                     row,
                     events: (scale.events / share).max(2_000),
