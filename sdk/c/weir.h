@@ -31,7 +31,7 @@
  *         .process = count_process,
  *     );
  *
- * Build it with `weir build DIR` (sdk/c/build.sh is the same recipe).
+ * Build it with `weir build DIR`.
  *
  * One instance of the operator runs per subtask, so module-level variables
  * (like `count` above) are the operator's fields. Only declared state

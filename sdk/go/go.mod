@@ -1,5 +1,5 @@
 // The weir SDK for Go. Plugins require it (`require weir.dev/sdk v0.1.0`);
-// the build (build.sh, `weir build`) stages it with the plugin in a Go
+// `weir build` stages it with the plugin in a Go
 // workspace, so it is never downloaded. The bindings under internal/wit are
 // generated at build time by `wit-bindgen go`.
 module weir.dev/sdk
