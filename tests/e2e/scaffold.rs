@@ -32,7 +32,8 @@ fn a_new_project_in_every_language_builds_and_runs_its_sample_job() {
         }
         let built = sb.weir_with(&["build", &name], &env, None).ok();
         let wasm = sb.path(&format!("{name}/{}.wasm", name.replace('-', "_")));
-        assert_eq!(built.stdout.trim(), wasm.to_str().unwrap());
+        // The path is printed as given: relative to where weir runs.
+        assert_eq!(sb.path(built.stdout.trim()), wasm);
         sb.weir(&["run", &format!("{name}/job.toml")]).ok();
         assert_eq!(sb.read(&format!("{name}/out.jsonl")), EXPECTED, "{lang}");
         let dead = sb.read(&format!("{name}/dead.jsonl"));

@@ -98,7 +98,7 @@ pub fn build(dir: &Path, stage: &Stage, out: &Path) -> Result<(), BuildError> {
     let sdk = stage.write(dir, "sdk", SDK_C)?;
     stage.write(dir, "wit", WIT)?;
     let bindings = stage.join("bindings");
-    tools::run(
+    tools::run_quiet(
         dir,
         &wit_bindgen,
         &[
@@ -110,7 +110,6 @@ pub fn build(dir: &Path, stage: &Stage, out: &Path) -> Result<(), BuildError> {
             bindings.as_os_str(),
         ],
         stage.path(),
-        &[],
     )?;
     let mut sources = c_files(dir, &src)?;
     sources.extend(c_files(dir, &sdk)?);

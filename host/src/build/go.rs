@@ -42,7 +42,7 @@ pub fn build(dir: &Path, stage: &Stage, out: &Path) -> Result<(), BuildError> {
     stage.write(dir, "wit", WIT)?;
     stage.write(dir, "", &[("go.work", GO_WORK.as_bytes())])?;
     let generated = sdk.join("internal").join("wit");
-    tools::run(
+    tools::run_quiet(
         dir,
         &wit_bindgen,
         &[
@@ -56,7 +56,6 @@ pub fn build(dir: &Path, stage: &Stage, out: &Path) -> Result<(), BuildError> {
             generated.as_os_str(),
         ],
         stage.path(),
-        &[],
     )?;
     let caches = tools::toolchains_dir()
         .unwrap_or_else(|| stage.path().to_path_buf())

@@ -96,6 +96,28 @@ pub fn run(
     cwd: &Path,
     env: &[(&str, &std::ffi::OsStr)],
 ) -> Result<(), BuildError> {
+    run_with(dir, program, args, cwd, env, true)
+}
+
+/// [`run`] for a tool whose stdout only lists what it wrote (wit-bindgen's
+/// `Generating ...`): that is dropped; its errors still reach stderr.
+pub fn run_quiet(
+    dir: &Path,
+    program: &Path,
+    args: &[&std::ffi::OsStr],
+    cwd: &Path,
+) -> Result<(), BuildError> {
+    run_with(dir, program, args, cwd, &[], false)
+}
+
+fn run_with(
+    dir: &Path,
+    program: &Path,
+    args: &[&std::ffi::OsStr],
+    cwd: &Path,
+    env: &[(&str, &std::ffi::OsStr)],
+    stdout: bool,
+) -> Result<(), BuildError> {
     let tool = program
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -106,7 +128,11 @@ pub fn run(
         .current_dir(cwd)
         .env("PATH", search_path())
         .stdin(Stdio::null())
-        .stdout(Stdio::from(std::io::stderr()))
+        .stdout(if stdout {
+            Stdio::from(std::io::stderr())
+        } else {
+            Stdio::null()
+        })
         .stderr(Stdio::inherit());
     for (k, v) in env {
         cmd.env(k, v);
