@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-fn files(root: &Path, dir: &Path, skip: &[&str], out: &mut Vec<PathBuf>) {
+fn files(dir: &Path, skip: &[&str], out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -28,7 +28,7 @@ fn files(root: &Path, dir: &Path, skip: &[&str], out: &mut Vec<PathBuf>) {
             continue;
         }
         if path.is_dir() {
-            files(root, &path, skip, out);
+            files(&path, skip, out);
         } else {
             out.push(path);
         }
@@ -44,7 +44,7 @@ fn main() {
     let mut table = |name: &str, dir: PathBuf, skip: &[&str]| {
         println!("cargo:rerun-if-changed={}", dir.display());
         let mut list = Vec::new();
-        files(&dir, &dir, skip, &mut list);
+        files(&dir, skip, &mut list);
         writeln!(
             code,
             "/// The files of `{}`: relative path and contents.",
