@@ -1639,7 +1639,7 @@ type = "stdout"
         let text = "name = \"x\"\n[source]\ntype = \"stdin\"\n\n[[operators]]\nid = \"a\"\nwasm = \"a.wasm\"\n\n[[operators]]\nid = \"b\"\nwasm = \"b.wasm\"\nparalelism = 2\n";
         assert_eq!(
             err(text),
-            "/jobs/job.toml:12: unknown field `paralelism`, expected one of `id`, `wasm`, `parallelism`, `input`, `config`"
+            "/jobs/job.toml:12: unknown field `paralelism`, expected one of `id`, `wasm`, `parallelism`, `input`, `config`, `capabilities`"
         );
     }
 
