@@ -261,6 +261,7 @@ fn start_once(wasm: &Path, cache: &Path) -> Result<(f64, f64), String> {
         0..128,
         &Default::default(),
         &Default::default(),
+        &Default::default(),
         None,
         false,
     )?;

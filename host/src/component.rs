@@ -144,11 +144,15 @@ impl Components {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // The CPU budget of a guest call (`[operators.limits] cpu_per_call`):
+        // calls trap when the engine's epoch passes their deadline.
+        config.epoch_interruption(true);
         if std::env::var_os("WEIR_PERF_MAP").is_some() {
             // `perf` names guest functions from /tmp/perf-PID.map (see BENCHMARKS.md).
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         let engine = Engine::new(&config)?;
+        start_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         OperatorWorld::add_to_linker::<HostCtx, wasmtime::component::HasSelf<HostCtx>>(
@@ -322,6 +326,27 @@ impl Components {
     }
 }
 
+/// How often the engine's epoch advances: the unit of the CPU budget.
+pub const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Advances `engine`'s epoch every [`EPOCH_TICK`] on a thread of its own,
+/// until the engine is dropped.
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("weir-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            match weak.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => break,
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the CPU budget clock: {e}; guest calls are not timed");
+    }
+}
+
 fn write_cache(file: &Path, component: &Component) -> std::io::Result<()> {
     let bytes = component
         .serialize()
@@ -342,6 +367,9 @@ fn write_cache(file: &Path, component: &Component) -> std::io::Result<()> {
 /// Instantiates the component once, with no state, to call `describe()`.
 fn describe(pre: &OperatorPre<HostCtx>) -> Result<OperatorSpec, String> {
     let mut store = Store::new(pre.engine(), HostCtx::for_describe());
+    store.set_epoch_deadline(crate::operator::deadline_ticks(
+        crate::job::Limits::default().cpu_per_call,
+    ));
     let world = pre.instantiate(&mut store).map_err(|e| {
         format!(
             "cannot instantiate: {}",

@@ -144,6 +144,8 @@ pub struct OperatorSpec {
     /// What the operator may reach through WASI beyond clocks, random and its
     /// log (`[operators.capabilities]`); nothing by default.
     pub capabilities: Capabilities,
+    /// What each of its subtasks may use (`[operators.limits]`).
+    pub limits: Limits,
     /// 1-based line of this `[[operators]]` entry in the job file, for messages.
     pub line: usize,
 }
@@ -162,6 +164,80 @@ pub struct Capabilities {
     pub dirs: Vec<DirGrant>,
     /// `network = true`: outgoing and incoming TCP and UDP, and name lookups.
     pub network: bool,
+}
+
+/// `[operators.limits]`: the budgets of each subtask of an operator.
+/// Exceeding one traps the subtask with a message naming the operator, the
+/// subtask, the budget and its value; the job's restart strategy applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// `memory`: largest linear memory of an instance, in bytes.
+    pub memory: u64,
+    /// `cpu_per_call`: longest time one guest call may run.
+    pub cpu_per_call: Duration,
+    /// `output_per_call`: most events one `process` or `on-timer` call may emit.
+    pub output_per_call: u64,
+    /// `state_value_size`: largest state value, in bytes.
+    pub state_value_size: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: 1 << 30,
+            cpu_per_call: Duration::from_secs(10),
+            output_per_call: 1_000_000,
+            state_value_size: 16 << 20,
+        }
+    }
+}
+
+/// A duration as the job file writes it: `10s`, `250ms`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Parses a size such as `"64MiB"`, `"1GiB"`, `"512KiB"`, `"1000B"` or `"1000"` (bytes).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    if digits.is_empty() {
+        return Err(format!(
+            "`{}` is not a size: expected e.g. `64MiB`",
+            s.escape_debug()
+        ));
+    }
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" | "K" | "KB" => 10,
+        "MiB" | "M" | "MB" => 20,
+        "GiB" | "G" | "GB" => 30,
+        other => {
+            return Err(format!(
+                "unknown size unit `{}` in `{}`: use B, KiB, MiB or GiB, e.g. `64MiB`",
+                other.escape_debug(),
+                s.escape_debug()
+            ))
+        }
+    };
+    let n: u64 = digits.parse().map_err(|_| {
+        format!(
+            "`{}` is not a size: expected e.g. `64MiB`",
+            s.escape_debug()
+        )
+    })?;
+    n.checked_mul(1 << shift).filter(|&b| b > 0).ok_or_else(|| {
+        format!(
+            "size `{}` must be above 0 and below 16 EiB",
+            s.escape_debug()
+        )
+    })
 }
 
 /// One folder granted to an operator.
@@ -523,6 +599,16 @@ struct RawOperator {
     input: Field,
     config: Option<Spanned<RawConfig>>,
     capabilities: Option<Spanned<RawCapabilities>>,
+    limits: Option<Spanned<RawLimits>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an [operators.limits] table")]
+struct RawLimits {
+    memory: Field,
+    cpu_per_call: Field,
+    output_per_call: Field,
+    state_value_size: Field,
 }
 
 #[derive(Deserialize)]
@@ -957,6 +1043,10 @@ impl Cx<'_> {
             Some(c) => self.capabilities(id, c)?,
             None => Capabilities::default(),
         };
+        let limits = match &r.limits {
+            Some(l) => self.limits(id, l)?,
+            None => Limits::default(),
+        };
         Ok((
             OperatorSpec {
                 id: id.to_owned(),
@@ -965,10 +1055,57 @@ impl Cx<'_> {
                 input,
                 config,
                 capabilities,
+                limits,
                 line,
             },
             id_line,
         ))
+    }
+
+    fn limits(&self, id: &str, raw: &Spanned<RawLimits>) -> Result<Limits, JobError> {
+        let s = self.section(format!("operator `{id}` limits"), raw.span());
+        let r = raw.get_ref();
+        let size = |name: &str, v: &Spanned<Value>| -> Result<u64, JobError> {
+            match v.get_ref() {
+                Value::String(text) => {
+                    parse_size(text).map_err(|e| s.fail(v.span(), format!("`{name}`: {e}")))
+                }
+                Value::Integer(_) => s.int(name, v, 1, i64::MAX),
+                other => Err(s.fail(
+                    v.span(),
+                    format!(
+                        "`{name}` must be a size such as \"64MiB\", found {}",
+                        describe(other)
+                    ),
+                )),
+            }
+        };
+        let d = Limits::default();
+        let cpu = match &r.cpu_per_call {
+            Some(v) => {
+                let t = s.duration("cpu_per_call", v)?;
+                if t < Duration::from_millis(10) {
+                    return Err(s.fail(
+                        v.span(),
+                        "`cpu_per_call` must be at least 10ms (it is measured in 10 ms ticks)",
+                    ));
+                }
+                t
+            }
+            None => d.cpu_per_call,
+        };
+        Ok(Limits {
+            memory: s.opt(&r.memory, |v| size("memory", v))?.unwrap_or(d.memory),
+            cpu_per_call: cpu,
+            output_per_call: s
+                .opt(&r.output_per_call, |v| {
+                    s.int("output_per_call", v, 1, i64::MAX)
+                })?
+                .unwrap_or(d.output_per_call),
+            state_value_size: s
+                .opt(&r.state_value_size, |v| size("state_value_size", v))?
+                .unwrap_or(d.state_value_size),
+        })
     }
 
     fn capabilities(
@@ -1639,7 +1776,7 @@ type = "stdout"
         let text = "name = \"x\"\n[source]\ntype = \"stdin\"\n\n[[operators]]\nid = \"a\"\nwasm = \"a.wasm\"\n\n[[operators]]\nid = \"b\"\nwasm = \"b.wasm\"\nparalelism = 2\n";
         assert_eq!(
             err(text),
-            "/jobs/job.toml:12: unknown field `paralelism`, expected one of `id`, `wasm`, `parallelism`, `input`, `config`, `capabilities`"
+            "/jobs/job.toml:12: unknown field `paralelism`, expected one of `id`, `wasm`, `parallelism`, `input`, `config`, `capabilities`, `limits`"
         );
     }
 

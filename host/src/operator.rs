@@ -14,7 +14,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::{Batch, Blobs, GuestError, OperatorSpec, OperatorWorld, TaskInfo, Timers};
 use crate::component::LoadedOperator;
 use crate::guest_output::GuestOutput;
-use crate::job::Capabilities;
+use crate::job::{Capabilities, Limits};
 use crate::restore::{OperatorPlan, Restore, StatePlan};
 use crate::state::StateBackend;
 use crate::timers::TimerService;
@@ -75,9 +75,63 @@ impl SubtaskCtx {
     }
 }
 
+/// The memory budget of one instance (`[operators.limits] memory`): a
+/// growth past it traps with a message that names the budget.
+struct MemoryBudget {
+    limit: u64,
+}
+
+impl wasmtime::ResourceLimiter for MemoryBudget {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.limit {
+            return Err(wasmtime::Error::msg(format!(
+                "its linear memory would grow to {}, over its memory budget of {} \
+                 (`[operators.limits] memory`)",
+                mib(desired as u64),
+                mib(self.limit)
+            )));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // A table element costs a pointer: hold tables to the same budget.
+        Ok((desired as u64).saturating_mul(8) <= self.limit)
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    if bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    }
+}
+
+/// The epoch ticks of a CPU budget, rounded up.
+pub fn deadline_ticks(budget: std::time::Duration) -> u64 {
+    let tick = crate::component::EPOCH_TICK.as_nanos();
+    budget.as_nanos().div_ceil(tick).max(1) as u64
+}
+
 /// The data of a subtask's wasmtime `Store`: WASI (no files, network or
 /// environment) and the subtask's host-owned context.
 pub struct HostCtx {
+    memory: MemoryBudget,
+    /// The CPU budget of one guest call, in epoch ticks.
+    cpu_ticks: u64,
+    cpu_budget: std::time::Duration,
+    output_budget: u64,
     wasi: WasiCtx,
     table: ResourceTable,
     stdout: GuestOutput,
@@ -91,7 +145,7 @@ impl HostCtx {
     /// random, and stdout and stderr into the host's log always; files,
     /// environment variables and the network only when granted. Errors if a
     /// granted folder cannot be opened.
-    pub fn new(sub: SubtaskCtx, caps: &Capabilities) -> Result<Self, String> {
+    pub fn new(sub: SubtaskCtx, caps: &Capabilities, limits: &Limits) -> Result<Self, String> {
         let stdout = GuestOutput::new(&sub.operator_id, sub.subtask, false);
         let stderr = GuestOutput::new(&sub.operator_id, sub.subtask, true);
         let mut wasi = WasiCtx::builder();
@@ -120,7 +174,15 @@ impl HostCtx {
                 .allow_udp(true)
                 .allow_ip_name_lookup(true);
         }
+        let mut sub = sub;
+        sub.max_value_size = usize::try_from(limits.state_value_size).unwrap_or(usize::MAX);
         Ok(HostCtx {
+            memory: MemoryBudget {
+                limit: limits.memory,
+            },
+            cpu_ticks: deadline_ticks(limits.cpu_per_call),
+            cpu_budget: limits.cpu_per_call,
+            output_budget: limits.output_per_call,
             wasi: wasi.build(),
             table: ResourceTable::new(),
             stdout,
@@ -130,6 +192,7 @@ impl HostCtx {
     }
 
     /// Marks the start of a guest call (for [`HostCtx::guest_output`]).
+    /// Callers also re-arm the CPU budget: see [`arm`].
     pub fn start_call(&self) {
         self.stdout.start_call();
         self.stderr.start_call();
@@ -147,8 +210,12 @@ impl HostCtx {
 
     /// A context for calling `describe()` only.
     pub fn for_describe() -> Self {
-        Self::new(SubtaskCtx::new("", 0, 1, 0..1), &Capabilities::default())
-            .expect("no folders are granted to describe()")
+        Self::new(
+            SubtaskCtx::new("", 0, 1, 0..1),
+            &Capabilities::default(),
+            &Limits::default(),
+        )
+        .expect("no folders are granted to describe()")
     }
 }
 
@@ -182,19 +249,27 @@ impl WasmOperator {
     /// Instantiates `loaded` for a subtask, declares its states, restores
     /// its key groups' state and timers from `restore` if given (as the
     /// restore plan of operator `op_index` says: dropped states skipped,
-    /// raised versions migrated by the guest), and calls `open`.
+    /// raised versions migrated by the guest), and calls `open`, within
+    /// the WASI `caps` and the budgets `limits` of the job file.
+    // The job file's three settings of an operator, each its own type.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         loaded: &LoadedOperator,
         task: TaskInfo,
         key_groups: Range<u32>,
         config: &BTreeMap<String, String>,
         caps: &Capabilities,
+        limits: &Limits,
         restore: Option<(&Restore, usize)>,
         track_changes: bool,
     ) -> Result<Self, String> {
         let (sub, plan) = restored_ctx(&loaded.spec, &task, key_groups, restore)?;
-        let ctx = HostCtx::new(sub, caps)?;
+        let ctx = HostCtx::new(sub, caps, limits)?;
         let mut store = Store::new(loaded.pre.engine(), ctx);
+        store.limiter(|ctx| &mut ctx.memory);
+        store.epoch_deadline_trap();
+        // Instantiation runs guest code too (a language runtime's start-up).
+        arm(&mut store);
         let world = loaded
             .pre
             .instantiate(&mut store)
@@ -209,13 +284,13 @@ impl WasmOperator {
         if track_changes {
             store.data_mut().sub.state.track_changes();
         }
-        store.data().start_call();
+        arm(&mut store);
         let config: Vec<(String, String)> =
             config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         world
             .weir_operator_guest()
             .call_open(&mut store, &task, &config)
-            .map_err(|e| with_guest_output(describe_error(&e), store.data()))?
+            .map_err(|e| call_error(&e, store.data()))?
             .map_err(|e| format!("open() refused the config: {e}"))?;
         Ok(WasmOperator { store, world })
     }
@@ -282,12 +357,14 @@ impl OperatorImpl {
     }
 
     /// Starts a subtask's instance (see [`WasmOperator::start`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         &self,
         task: TaskInfo,
         key_groups: Range<u32>,
         config: &BTreeMap<String, String>,
         caps: &Capabilities,
+        limits: &Limits,
         restore: Option<(&Restore, usize)>,
         track_changes: bool,
     ) -> Result<Box<dyn OperatorInstance>, String> {
@@ -298,6 +375,7 @@ impl OperatorImpl {
                 key_groups,
                 config,
                 caps,
+                limits,
                 restore,
                 track_changes,
             )?)),
@@ -343,11 +421,11 @@ fn migrate(
             for (_, v) in chunk.iter() {
                 blobs.push(Some(v.as_slice()));
             }
-            store.data().start_call();
+            arm(store);
             let out = world
                 .weir_operator_guest()
                 .call_migrate(&mut *store, name, from, &blobs)
-                .map_err(|e| with_guest_output(describe_error(&e), store.data()))?;
+                .map_err(|e| call_error(&e, store.data()))?;
             let key_of = |i: usize, chunk: &[(&[u8], &mut Vec<u8>)]| {
                 chunk.get(i).map_or("?".to_string(), |(k, _)| {
                     String::from_utf8_lossy(k).into_owned()
@@ -397,21 +475,73 @@ fn migrate(
     result.map(|_| ())
 }
 
+/// Prepares `store` for a guest call: marks the call's start (for the
+/// guest's output) and gives it its CPU budget afresh.
+pub fn arm(store: &mut Store<HostCtx>) {
+    store.data().start_call();
+    let ticks = store.data().cpu_ticks;
+    store.set_epoch_deadline(ticks);
+}
+
+/// The message of a failed guest call: a CPU budget overrun is named as
+/// such; anything else as [`describe_error`] tells it, with what the guest
+/// printed.
+pub fn call_error(e: &wasmtime::Error, ctx: &HostCtx) -> String {
+    if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+        let mut message = format!(
+            "ran past its CPU budget of {} for one call (`[operators.limits] cpu_per_call`)",
+            crate::job::format_duration(ctx.cpu_budget)
+        );
+        if let Some(bt) = e.downcast_ref::<wasmtime::WasmBacktrace>() {
+            let frames = guest_frames(bt);
+            if !frames.is_empty() {
+                message.push_str(&format!(" (in {frames})"));
+            }
+        }
+        return with_guest_output(message, ctx);
+    }
+    with_guest_output(describe_error(e), ctx)
+}
+
+/// Errors if a call's output is over the output budget.
+fn check_output(
+    result: Result<Batch, GuestError>,
+    ctx: &HostCtx,
+) -> Result<Result<Batch, GuestError>, String> {
+    let emitted = match &result {
+        Ok(batch) => batch.timestamps.len(),
+        Err(GuestError::BadInput(rejected)) => rejected.output.timestamps.len(),
+        Err(GuestError::Fatal(_)) => 0,
+    } as u64;
+    if emitted > ctx.output_budget {
+        return Err(format!(
+            "emitted {emitted} events in one call, over its output budget of {} \
+             (`[operators.limits] output_per_call`)",
+            ctx.output_budget
+        ));
+    }
+    Ok(result)
+}
+
 impl OperatorInstance for WasmOperator {
     fn process(&mut self, input: &Batch) -> Result<Result<Batch, GuestError>, String> {
-        self.store.data().start_call();
-        self.world
+        arm(&mut self.store);
+        let result = self
+            .world
             .weir_operator_guest()
             .call_process(&mut self.store, input)
-            .map_err(|e| with_guest_output(describe_error(&e), self.store.data()))
+            .map_err(|e| call_error(&e, self.store.data()))?;
+        check_output(result, self.store.data())
     }
 
     fn on_timer(&mut self, fired: &Timers) -> Result<Result<Batch, GuestError>, String> {
-        self.store.data().start_call();
-        self.world
+        arm(&mut self.store);
+        let result = self
+            .world
             .weir_operator_guest()
             .call_on_timer(&mut self.store, fired)
-            .map_err(|e| with_guest_output(describe_error(&e), self.store.data()))
+            .map_err(|e| call_error(&e, self.store.data()))?;
+        check_output(result, self.store.data())
     }
 
     fn ctx(&mut self) -> &mut SubtaskCtx {
@@ -442,25 +572,36 @@ pub fn describe_error(e: &wasmtime::Error) -> String {
         .trim()
         .to_string();
     if let Some(bt) = e.downcast_ref::<wasmtime::WasmBacktrace>() {
-        let frames: Vec<String> = bt
-            .frames()
-            .iter()
-            .filter_map(|f| f.func_name())
-            .map(|name| format!("{:#}", rustc_demangle::demangle(name)))
-            .filter(|name| !is_runtime_frame(name))
-            .take(3)
-            .collect();
+        let frames = guest_frames(bt);
         if !frames.is_empty() {
-            text.push_str(&format!(" (in {})", frames.join(" <- ")));
+            text.push_str(&format!(" (in {frames})"));
         }
     }
     text
 }
 
+/// The innermost three guest functions of `bt` that are not runtime frames,
+/// `a <- b <- c`.
+fn guest_frames(bt: &wasmtime::WasmBacktrace) -> String {
+    bt.frames()
+        .iter()
+        .filter_map(|f| f.func_name())
+        .map(|name| format!("{:#}", rustc_demangle::demangle(name)))
+        .filter(|name| !is_runtime_frame(name))
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" <- ")
+}
+
 /// Frames of the language runtime (panic and abort machinery, allocator),
 /// which say nothing about where the operator went wrong.
 fn is_runtime_frame(name: &str) -> bool {
-    const PREFIXES: [&str; 9] = [
+    const PREFIXES: [&str; 14] = [
+        "sbrk",
+        "dlmalloc",
+        "malloc",
+        "realloc",
+        "calloc",
         "std::",
         "core::",
         "alloc::",

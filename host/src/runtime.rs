@@ -813,6 +813,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
             let component = component.clone();
             let config = op.config.clone();
             let caps = op.capabilities.clone();
+            let limits = op.limits.clone();
             let ready = ready_tx.clone();
             let done = done_tx.clone();
             let dead = dead_tx.clone();
@@ -828,6 +829,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
                         key_groups,
                         &config,
                         &caps,
+                        &limits,
                         restore.as_ref().map(|r| (r, stage)),
                         track,
                     ) {

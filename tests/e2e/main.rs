@@ -12,6 +12,7 @@ mod cli;
 mod conformance;
 mod errors;
 mod jobs;
+mod limits;
 mod savepoint_tools;
 mod savepoints;
 mod scaffold;

@@ -6,6 +6,8 @@
 //! - anything else is appended to the list state `items` of its key, and a
 //!   processing-time timer is set for now; when it fires, the operator emits
 //!   the key with `value` = the list joined by `,` and clears the list.
+//! - `loop` never returns (the CPU budget stops it); `grow` allocates
+//!   without end (the memory budget stops it); `flood:N` emits N events.
 //! - `read:PATH`, `write:PATH`, `list:PATH`, `env:NAME` and `connect:HOST:PORT`
 //!   try that WASI access and emit the key with `value` = `ok:…` (what was
 //!   read, listed or found) or `err:…` (the error), to test capabilities.
@@ -47,6 +49,25 @@ impl Operator for Probe {
             return Ok(());
         }
         match value {
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "grow" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            v if v.starts_with("flood:") => {
+                let n: u64 = v[6..].parse().map_err(|_| Error::bad_input("flood:N"))?;
+                for i in 0..n {
+                    out.emit(event.key, i.to_string(), event.timestamp);
+                }
+            }
             "panic" => panic!("probe was asked to panic"),
             "panic-once" if ctx.task().attempt == 0 => {
                 panic!("probe was asked to panic on the first attempt")
