@@ -204,8 +204,14 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
         .expect("encoding to a Vec cannot fail")
 }
 
+/// Decodes a record, with bincode's limit at 1 GiB so that a damaged length
+/// field cannot make the decoder claim unbounded memory.
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+    const LIMIT: usize = 1 << 30;
+    if bytes.len() > LIMIT {
+        return Err(format!("a record of {} bytes is over 1 GiB", bytes.len()));
+    }
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard().with_limit::<LIMIT>())
         .map(|(v, _)| v)
         .map_err(|e| format!("undecodable record: {e}"))
 }

@@ -11,6 +11,7 @@ mod checkpoints;
 mod cli;
 mod conformance;
 mod errors;
+mod fuzz;
 mod jobs;
 mod limits;
 mod savepoint_tools;

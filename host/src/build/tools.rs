@@ -99,8 +99,8 @@ pub fn run(
     run_with(dir, program, args, cwd, env, true)
 }
 
-/// [`run`] for a tool whose stdout only lists what it wrote (wit-bindgen's
-/// `Generating ...`): that is dropped; its errors still reach stderr.
+/// [`run`] for a tool whose output only lists what it wrote (wit-bindgen's
+/// `Generating ...`): its output is shown only if it fails.
 pub fn run_quiet(
     dir: &Path,
     program: &Path,
@@ -116,7 +116,7 @@ fn run_with(
     args: &[&std::ffi::OsStr],
     cwd: &Path,
     env: &[(&str, &std::ffi::OsStr)],
-    stdout: bool,
+    loud: bool,
 ) -> Result<(), BuildError> {
     let tool = program
         .file_name()
@@ -128,20 +128,36 @@ fn run_with(
         .current_dir(cwd)
         .env("PATH", search_path())
         .stdin(Stdio::null())
-        .stdout(if stdout {
+        .stdout(if loud {
             Stdio::from(std::io::stderr())
         } else {
-            Stdio::null()
+            Stdio::piped()
         })
-        .stderr(Stdio::inherit());
+        .stderr(if loud {
+            Stdio::inherit()
+        } else {
+            Stdio::piped()
+        });
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let status = cmd.status().map_err(|cause| BuildError::RunTool {
+    let run_error = |cause| BuildError::RunTool {
         dir: dir.to_path_buf(),
         tool: tool.clone(),
         cause,
-    })?;
+    };
+    let status = if loud {
+        cmd.status().map_err(run_error)?
+    } else {
+        let output = cmd.output().map_err(run_error)?;
+        if !output.status.success() {
+            use std::io::Write;
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(&output.stdout);
+            let _ = err.write_all(&output.stderr);
+        }
+        output.status
+    };
     if status.success() {
         Ok(())
     } else {
