@@ -255,16 +255,7 @@ fn start_once(wasm: &Path, cache: &Path) -> Result<(f64, f64), String> {
         max_parallelism: 128,
         attempt: 0,
     };
-    WasmOperator::start(
-        &loaded,
-        task,
-        0..128,
-        &Default::default(),
-        &Default::default(),
-        &Default::default(),
-        None,
-        false,
-    )?;
+    WasmOperator::start(&loaded, task, 0..128, &Default::default(), None, false)?;
     Ok((engine_ms, ms(t)))
 }
 

@@ -75,6 +75,29 @@ impl SubtaskCtx {
     }
 }
 
+/// What the job file sets for each subtask of an operator: the config
+/// handed to `open`, the WASI it is granted and its budgets.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    /// `config`.
+    pub config: BTreeMap<String, String>,
+    /// `[operators.capabilities]`.
+    pub capabilities: Capabilities,
+    /// `[operators.limits]`.
+    pub limits: Limits,
+}
+
+impl Setup {
+    /// The setup of operator `op` of a job.
+    pub fn of(op: &crate::job::OperatorSpec) -> Self {
+        Setup {
+            config: op.config.clone(),
+            capabilities: op.capabilities.clone(),
+            limits: op.limits.clone(),
+        }
+    }
+}
+
 /// The memory budget of one instance (`[operators.limits] memory`): a
 /// growth past it traps with a message that names the budget.
 struct MemoryBudget {
@@ -249,22 +272,18 @@ impl WasmOperator {
     /// Instantiates `loaded` for a subtask, declares its states, restores
     /// its key groups' state and timers from `restore` if given (as the
     /// restore plan of operator `op_index` says: dropped states skipped,
-    /// raised versions migrated by the guest), and calls `open`, within
-    /// the WASI `caps` and the budgets `limits` of the job file.
-    // The job file's three settings of an operator, each its own type.
-    #[allow(clippy::too_many_arguments)]
+    /// raised versions migrated by the guest), and calls `open` with the
+    /// config, WASI grants and budgets of `setup`.
     pub fn start(
         loaded: &LoadedOperator,
         task: TaskInfo,
         key_groups: Range<u32>,
-        config: &BTreeMap<String, String>,
-        caps: &Capabilities,
-        limits: &Limits,
+        setup: &Setup,
         restore: Option<(&Restore, usize)>,
         track_changes: bool,
     ) -> Result<Self, String> {
         let (sub, plan) = restored_ctx(&loaded.spec, &task, key_groups, restore)?;
-        let ctx = HostCtx::new(sub, caps, limits)?;
+        let ctx = HostCtx::new(sub, &setup.capabilities, &setup.limits)?;
         let mut store = Store::new(loaded.pre.engine(), ctx);
         store.limiter(|ctx| &mut ctx.memory);
         store.epoch_deadline_trap();
@@ -285,8 +304,11 @@ impl WasmOperator {
             store.data_mut().sub.state.track_changes();
         }
         arm(&mut store);
-        let config: Vec<(String, String)> =
-            config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let config: Vec<(String, String)> = setup
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         world
             .weir_operator_guest()
             .call_open(&mut store, &task, &config)
@@ -357,14 +379,11 @@ impl OperatorImpl {
     }
 
     /// Starts a subtask's instance (see [`WasmOperator::start`]).
-    #[allow(clippy::too_many_arguments)]
     pub fn start(
         &self,
         task: TaskInfo,
         key_groups: Range<u32>,
-        config: &BTreeMap<String, String>,
-        caps: &Capabilities,
-        limits: &Limits,
+        setup: &Setup,
         restore: Option<(&Restore, usize)>,
         track_changes: bool,
     ) -> Result<Box<dyn OperatorInstance>, String> {
@@ -373,9 +392,7 @@ impl OperatorImpl {
                 l,
                 task,
                 key_groups,
-                config,
-                caps,
-                limits,
+                setup,
                 restore,
                 track_changes,
             )?)),

@@ -811,9 +811,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
             };
             let key_groups = keygroup::range_for(i as u32, max_p, op.parallelism);
             let component = component.clone();
-            let config = op.config.clone();
-            let caps = op.capabilities.clone();
-            let limits = op.limits.clone();
+            let setup = crate::operator::Setup::of(op);
             let ready = ready_tx.clone();
             let done = done_tx.clone();
             let dead = dead_tx.clone();
@@ -827,9 +825,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
                     let op = match component.start(
                         task,
                         key_groups,
-                        &config,
-                        &caps,
-                        &limits,
+                        &setup,
                         restore.as_ref().map(|r| (r, stage)),
                         track,
                     ) {
