@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{types::ComponentItem, Component, Linker};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Config, Engine};
 
 use crate::bindings::{OperatorPre, OperatorSpec, OperatorWorld, GUEST_INTERFACE, WIT_PACKAGE};
 use crate::operator::HostCtx;
@@ -364,9 +364,11 @@ fn write_cache(file: &Path, component: &Component) -> std::io::Result<()> {
     std::fs::rename(&tmp, file)
 }
 
-/// Instantiates the component once, with no state, to call `describe()`.
+/// Instantiates the component once, with no state, to call `describe()`,
+/// under the default budgets (a job's own `[operators.limits]` apply from
+/// its subtasks' instantiation on).
 fn describe(pre: &OperatorPre<HostCtx>) -> Result<OperatorSpec, String> {
-    let mut store = Store::new(pre.engine(), HostCtx::for_describe());
+    let mut store = crate::operator::new_store(pre.engine(), HostCtx::for_describe());
     store.set_epoch_deadline(crate::operator::deadline_ticks(
         crate::job::Limits::default().cpu_per_call,
     ));

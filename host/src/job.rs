@@ -118,6 +118,25 @@ pub enum SourceSpec {
     },
 }
 
+impl SourceSpec {
+    /// Where the event at `offset` (see [`crate::stream::Offsets`]) is, for
+    /// messages: ``offset 40 (line 41 of `/data/in.jsonl`)``.
+    pub fn locate(&self, offset: u64) -> String {
+        match self {
+            SourceSpec::File { path, .. } => format!(
+                "offset {offset} (line {} of `{}`)",
+                offset.saturating_add(1),
+                path.display()
+            ),
+            SourceSpec::Stdin { .. } => format!(
+                "offset {offset} (line {} of standard input)",
+                offset.saturating_add(1)
+            ),
+            SourceSpec::Generator { .. } => format!("offset {offset} of the generator"),
+        }
+    }
+}
+
 /// How events are encoded in a line-oriented file or stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {

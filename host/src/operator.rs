@@ -251,6 +251,30 @@ impl WasiView for HostCtx {
     }
 }
 
+/// A guest call that failed, for [`OperatorInstance::isolate`].
+#[derive(Clone, Copy)]
+pub enum Call<'a> {
+    /// `process` of this batch.
+    Process(&'a Batch),
+    /// `on-timer` with these timers.
+    Timers(&'a Timers),
+}
+
+impl Call<'_> {
+    /// Number of events or timers.
+    pub fn len(&self) -> usize {
+        match self {
+            Call::Process(b) => b.len(),
+            Call::Timers(t) => t.timestamps.len(),
+        }
+    }
+
+    /// Whether it had no event or timer.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A running operator: what the subtask loop calls.
 pub trait OperatorInstance: Send {
     /// Processes a batch. The outer error is a failure of the instance (a
@@ -260,12 +284,65 @@ pub trait OperatorInstance: Send {
     fn on_timer(&mut self, fired: &Timers) -> Result<Result<Batch, GuestError>, String>;
     /// The host-owned context: state, timers, watermark.
     fn ctx(&mut self) -> &mut SubtaskCtx;
+    /// After `call` failed (a trap, a budget overrun, malformed output or a
+    /// fatal error): the index of the first of its events (or timers) that
+    /// fails on its own, when the operator is called with one at a time from
+    /// where the failed call started; `None` if none does. The instance is
+    /// spent afterwards: only the failure message uses this.
+    fn isolate(&mut self, call: Call<'_>) -> Option<usize> {
+        (call.len() == 1).then_some(0)
+    }
 }
 
 /// An operator instance running a WebAssembly component.
 pub struct WasmOperator {
     store: Store<HostCtx>,
     world: OperatorWorld,
+    /// What it was started from, to start it afresh ([`OperatorInstance::isolate`]).
+    loaded: LoadedOperator,
+    task: TaskInfo,
+    setup: Setup,
+}
+
+/// A store for an instance, under the memory and CPU budgets of `ctx`.
+pub fn new_store(engine: &wasmtime::Engine, ctx: HostCtx) -> Store<HostCtx> {
+    let mut store = Store::new(engine, ctx);
+    store.limiter(|ctx| &mut ctx.memory);
+    store.epoch_deadline_trap();
+    store
+}
+
+/// Instantiates `loaded` in `store`; instantiation runs guest code too (a
+/// language runtime's start-up), under the budgets.
+fn instantiate(
+    loaded: &LoadedOperator,
+    store: &mut Store<HostCtx>,
+) -> Result<OperatorWorld, String> {
+    arm(store);
+    loaded
+        .pre
+        .instantiate(store)
+        .map_err(|e| format!("cannot instantiate: {}", describe_error(&e)))
+}
+
+/// Calls the guest's `open` with the task and the job's config.
+fn open(
+    store: &mut Store<HostCtx>,
+    world: &OperatorWorld,
+    task: &TaskInfo,
+    setup: &Setup,
+) -> Result<(), String> {
+    arm(store);
+    let config: Vec<(String, String)> = setup
+        .config
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    world
+        .weir_operator_guest()
+        .call_open(&mut *store, task, &config)
+        .map_err(|e| call_error(&e, store.data()))?
+        .map_err(|e| format!("open() refused the config: {e}"))
 }
 
 impl WasmOperator {
@@ -284,15 +361,8 @@ impl WasmOperator {
     ) -> Result<Self, String> {
         let (sub, plan) = restored_ctx(&loaded.spec, &task, key_groups, restore)?;
         let ctx = HostCtx::new(sub, &setup.capabilities, &setup.limits)?;
-        let mut store = Store::new(loaded.pre.engine(), ctx);
-        store.limiter(|ctx| &mut ctx.memory);
-        store.epoch_deadline_trap();
-        // Instantiation runs guest code too (a language runtime's start-up).
-        arm(&mut store);
-        let world = loaded
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| format!("cannot instantiate: {}", describe_error(&e)))?;
+        let mut store = new_store(loaded.pre.engine(), ctx);
+        let world = instantiate(loaded, &mut store)?;
         if let Some(plan) = plan {
             for (name, state_plan) in &plan.states {
                 if let StatePlan::Migrate { from, to } = state_plan {
@@ -303,18 +373,70 @@ impl WasmOperator {
         if track_changes {
             store.data_mut().sub.state.track_changes();
         }
-        arm(&mut store);
-        let config: Vec<(String, String)> = setup
-            .config
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        world
-            .weir_operator_guest()
-            .call_open(&mut store, &task, &config)
-            .map_err(|e| call_error(&e, store.data()))?
-            .map_err(|e| format!("open() refused the config: {e}"))?;
-        Ok(WasmOperator { store, world })
+        open(&mut store, &world, &task, setup)?;
+        Ok(WasmOperator {
+            store,
+            world,
+            loaded: loaded.clone(),
+            task,
+            setup: setup.clone(),
+        })
+    }
+
+    /// Replaces the instance with a fresh one of the same component, opened
+    /// again, over the same host context (state, timers, watermark). The old
+    /// store, and the memory it holds, is dropped first.
+    fn restart_instance(&mut self) -> Result<(), String> {
+        let empty = SubtaskCtx::new(
+            &self.task.operator_id,
+            self.task.subtask,
+            self.task.max_parallelism,
+            0..0,
+        );
+        let sub = std::mem::replace(&mut self.store.data_mut().sub, empty);
+        let ctx = HostCtx::new(sub, &self.setup.capabilities, &self.setup.limits)?;
+        self.store = new_store(self.loaded.pre.engine(), ctx);
+        self.world = instantiate(&self.loaded, &mut self.store)?;
+        open(&mut self.store, &self.world, &self.task, &self.setup)
+    }
+
+    /// Whether calling the guest with the one event or timer `i` of `call` fails.
+    fn fails_alone(&mut self, call: Call<'_>, i: usize) -> bool {
+        arm(&mut self.store);
+        let guest = self.world.weir_operator_guest();
+        let result = match call {
+            Call::Process(batch) => {
+                let Some(event) = batch.iter().nth(i) else {
+                    return false;
+                };
+                let mut one = Batch::with_capacity(1, event.value.len() + 16);
+                one.push_ref(&event);
+                guest
+                    .call_process(&mut self.store, &one)
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| check_output(r, 1, self.store.data()))
+            }
+            Call::Timers(fired) => {
+                let Ok(keys) = fired.keys.split() else {
+                    return false;
+                };
+                let (Some(key), Some(&timestamp)) = (keys.get(i), fired.timestamps.get(i)) else {
+                    return false;
+                };
+                let mut one_key = Blobs::with_capacity(1);
+                one_key.push(*key);
+                let one = Timers {
+                    domain: fired.domain,
+                    keys: one_key,
+                    timestamps: vec![timestamp],
+                };
+                guest
+                    .call_on_timer(&mut self.store, &one)
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| check_output(r, 1, self.store.data()))
+            }
+        };
+        matches!(result, Err(_) | Ok(Err(GuestError::Fatal(_))))
     }
 }
 
@@ -520,11 +642,30 @@ pub fn call_error(e: &wasmtime::Error, ctx: &HostCtx) -> String {
     with_guest_output(describe_error(e), ctx)
 }
 
-/// Errors if a call's output is over the output budget.
+/// Errors if a call's output is malformed (lengths that disagree, a
+/// rejected index past the `inputs` events or timers it was given) or over
+/// the output budget.
 fn check_output(
     result: Result<Batch, GuestError>,
+    inputs: usize,
     ctx: &HostCtx,
 ) -> Result<Result<Batch, GuestError>, String> {
+    match &result {
+        Ok(batch) => batch.check().map_err(|e| format!("returned {e}"))?,
+        Err(GuestError::BadInput(rejected)) => {
+            if rejected.index as usize >= inputs {
+                return Err(format!(
+                    "rejected event {} of a batch of {inputs}",
+                    rejected.index
+                ));
+            }
+            rejected
+                .output
+                .check()
+                .map_err(|e| format!("returned with its rejection a {e}"))?;
+        }
+        Err(GuestError::Fatal(_)) => {}
+    }
     let emitted = match &result {
         Ok(batch) => batch.timestamps.len(),
         Err(GuestError::BadInput(rejected)) => rejected.output.timestamps.len(),
@@ -548,7 +689,7 @@ impl OperatorInstance for WasmOperator {
             .weir_operator_guest()
             .call_process(&mut self.store, input)
             .map_err(|e| call_error(&e, self.store.data()))?;
-        check_output(result, self.store.data())
+        check_output(result, input.len(), self.store.data())
     }
 
     fn on_timer(&mut self, fired: &Timers) -> Result<Result<Batch, GuestError>, String> {
@@ -558,11 +699,28 @@ impl OperatorInstance for WasmOperator {
             .weir_operator_guest()
             .call_on_timer(&mut self.store, fired)
             .map_err(|e| call_error(&e, self.store.data()))?;
-        check_output(result, self.store.data())
+        check_output(result, fired.timestamps.len(), self.store.data())
     }
 
     fn ctx(&mut self) -> &mut SubtaskCtx {
         &mut self.store.data_mut().sub
+    }
+
+    fn isolate(&mut self, call: Call<'_>) -> Option<usize> {
+        match call.len() {
+            0 => return None,
+            1 => return Some(0),
+            _ => {}
+        }
+        tracing::info!(
+            events = call.len(),
+            "re-running the failed call one event at a time, in a fresh instance, to find the event that fails"
+        );
+        if let Err(e) = self.restart_instance() {
+            tracing::warn!("cannot start a fresh instance to find the failing event: {e}");
+            return None;
+        }
+        (0..call.len()).find(|&i| self.fails_alone(call, i))
     }
 }
 

@@ -10,7 +10,7 @@ use crossbeam_channel::Sender;
 
 use crate::bindings::Batch;
 use crate::keygroup;
-use crate::stream::Message;
+use crate::stream::{Message, Offsets};
 
 /// How a stage's output is spread over the next stage's subtasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +34,7 @@ pub struct Router {
     routing: Routing,
     next: usize,
     parts: Vec<Batch>,
+    part_offsets: Vec<Offsets>,
     sent_events: u64,
 }
 
@@ -47,6 +48,7 @@ impl Router {
             routing,
             next: 0,
             parts: (0..n).map(|_| Batch::default()).collect(),
+            part_offsets: vec![Vec::new(); n],
             sent_events: 0,
         }
     }
@@ -56,8 +58,8 @@ impl Router {
         self.sent_events
     }
 
-    /// Routes the events of `batch`.
-    pub fn send_batch(&mut self, batch: Batch) -> Result<(), Closed> {
+    /// Routes the events of `batch`, with their source offsets if known.
+    pub fn send_batch(&mut self, batch: Batch, offsets: Option<Offsets>) -> Result<(), Closed> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -65,16 +67,22 @@ impl Router {
         let n = self.senders.len();
         match self.routing {
             Routing::Key { max_parallelism } if n > 1 => {
-                for event in batch.iter() {
+                for (i, event) in batch.iter().enumerate() {
                     let kg = keygroup::key_group(event.key, max_parallelism);
                     let target = keygroup::subtask_for(kg, max_parallelism, n as u32) as usize;
                     self.parts[target].push_ref(&event);
+                    if let Some(&o) = offsets.as_ref().and_then(|o| o.get(i)) {
+                        self.part_offsets[target].push(o);
+                    }
                 }
                 for target in 0..n {
                     if !self.parts[target].is_empty() {
                         let part = std::mem::take(&mut self.parts[target]);
+                        let part_offsets = offsets
+                            .as_ref()
+                            .map(|_| std::mem::take(&mut self.part_offsets[target]));
                         self.senders[target]
-                            .send(Message::Batch(part))
+                            .send(Message::Batch(part, part_offsets))
                             .map_err(|_| Closed)?;
                     }
                 }
@@ -84,7 +92,7 @@ impl Router {
                 let target = self.next % n;
                 self.next = self.next.wrapping_add(1);
                 self.senders[target]
-                    .send(Message::Batch(batch))
+                    .send(Message::Batch(batch, offsets))
                     .map_err(|_| Closed)
             }
         }
@@ -112,5 +120,41 @@ impl Router {
             s.send(Message::End).map_err(|_| Closed)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_routing_splits_offsets_with_their_events() {
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..3).map(|_| crate::stream::channel()).unzip();
+        let mut router = Router::new(
+            senders,
+            Routing::Key {
+                max_parallelism: 128,
+            },
+        );
+        let mut batch = Batch::default();
+        for i in 0..40u64 {
+            batch.push(Some(format!("k{i}").as_bytes()), &[], 0);
+        }
+        router
+            .send_batch(batch, Some((100..140).collect()))
+            .unwrap();
+        let mut seen = 0;
+        for rx in &receivers {
+            while let Ok(Message::Batch(part, offsets)) = rx.try_recv() {
+                let offsets = offsets.expect("offsets travel with the events");
+                assert_eq!(offsets.len(), part.len());
+                for (event, offset) in part.iter().zip(offsets) {
+                    assert_eq!(event.key.unwrap(), format!("k{}", offset - 100).as_bytes());
+                    seen += 1;
+                }
+            }
+        }
+        assert_eq!(seen, 40);
     }
 }

@@ -819,6 +819,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
             let restore = restore.cloned();
             let acks = Some((ack_tx.clone(), stage));
             let track = checkpoint.is_some();
+            let source = spec.source.clone();
             std::thread::Builder::new()
                 .name(format!("weir-{}-{i}", op.id))
                 .spawn(move || {
@@ -853,6 +854,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
                         subtask: i as u32,
                         checkpointing: acks,
                         stopped: false,
+                        source: source.clone(),
                     };
                     let _ = done.send(Done::Subtask(subtask.run()));
                 })

@@ -17,8 +17,8 @@ pub const CHANNEL_CAPACITY: usize = 16;
 /// One message on a data-path channel.
 #[derive(Debug)]
 pub enum Message {
-    /// Events.
-    Batch(Batch),
+    /// Events, and their [`Offsets`] when they come straight from the source.
+    Batch(Batch, Option<Offsets>),
     /// No event with a timestamp at or below this will follow on this channel
     /// (late ones aside).
     Watermark(i64),
@@ -27,6 +27,13 @@ pub enum Message {
     /// The sender has finished: nothing more will follow.
     End,
 }
+
+/// Where each event of a batch sits in the job's source, one per event: the
+/// 0-based line of a file or of standard input, the index of a generated
+/// event. Only batches straight from the source carry them (an operator's
+/// output is not one-to-one with its input); they are what a failure message
+/// names as the offset of the event being processed.
+pub type Offsets = Vec<u64>;
 
 /// A checkpoint barrier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,6 +5,18 @@
 //! Bad input: when the operator rejects event `i` of a batch, the output of
 //! the events before it is forwarded, event `i` goes to the dead-letter
 //! output, and the operator is called again with the events after it.
+//!
+//! Failure: when a call traps, overruns a budget, returns malformed output
+//! or a fatal error, the subtask fails with a message that names the event
+//! being processed: its key and its offset in the source (events straight
+//! from the source carry their offsets; an upstream operator's output is
+//! named by its place in its batch). The host does not see which event of a
+//! batch the guest was on when it failed, so a failed call of several events
+//! is re-run one event at a time in a fresh instance over the same state
+//! ([`OperatorInstance::isolate`]), and the first event that fails on its
+//! own is the one named. The job restarts from its last checkpoint after a
+//! failure, so nothing this re-run does to state is kept; a guest granted
+//! files or the network sees those calls again, as it does after any restart.
 
 use std::time::{Duration, Instant};
 
@@ -15,10 +27,11 @@ use crate::bindings::{Batch, Blobs, GuestError, TimeDomain, Timers};
 use crate::coordinator::Ack;
 use crate::dead_letter::{DeadLetter, DeadLetterTx};
 use crate::host_timers::now_ms;
-use crate::operator::OperatorInstance;
+use crate::job::SourceSpec;
+use crate::operator::{Call, OperatorInstance};
 use crate::partition::Router;
 use crate::stream::Barrier;
-use crate::stream::{Inputs, Message, Received, StageError};
+use crate::stream::{Inputs, Message, Offsets, Received, StageError};
 
 /// Most timers handed to one `on-timer` call.
 const TIMERS_PER_CALL: usize = 4096;
@@ -41,6 +54,8 @@ pub struct Subtask {
     pub checkpointing: Option<(Sender<Ack>, usize)>,
     /// A stop barrier went through: end without advancing event time.
     pub stopped: bool,
+    /// The job's source, to name the offsets of events that fail.
+    pub source: SourceSpec,
 }
 
 impl Subtask {
@@ -58,7 +73,9 @@ impl Subtask {
         loop {
             let deadline = self.processing_deadline();
             match self.inputs.recv(deadline) {
-                Received::Message(_, Message::Batch(batch)) => self.process(batch)?,
+                Received::Message(_, Message::Batch(batch, offsets)) => {
+                    self.process(batch, offsets)?
+                }
                 Received::Message(_, Message::Watermark(_) | Message::End) => {
                     if !self.stopped {
                         self.advance_watermark()?
@@ -86,32 +103,71 @@ impl Subtask {
         Ok(())
     }
 
-    fn process(&mut self, batch: Batch) -> Result<(), StageError> {
+    fn process(&mut self, batch: Batch, offsets: Option<Offsets>) -> Result<(), StageError> {
         let mut batch = batch;
+        // Events of the batch as received that came before `batch`.
+        let mut done = 0;
         while !batch.is_empty() {
-            match self.op.process(&batch).map_err(|e| self.fail(e))? {
-                Ok(out) => {
+            let failure = match self.op.process(&batch) {
+                Ok(Ok(out)) => {
                     self.forward(out)?;
                     break;
                 }
-                Err(GuestError::BadInput(rejected)) => {
+                Ok(Err(GuestError::BadInput(rejected))) => {
                     let index = rejected.index as usize;
-                    let Some(event) = batch.iter().nth(index) else {
-                        return Err(self.fail(format!(
-                            "rejected event {index} of a batch of {}",
-                            batch.len()
-                        )));
-                    };
-                    self.forward(rejected.output)?;
-                    self.dead_letter(rejected.message, &event)?;
-                    batch = batch.tail(index + 1);
+                    match batch.iter().nth(index) {
+                        Some(event) => {
+                            self.forward(rejected.output)?;
+                            self.dead_letter(rejected.message, &event)?;
+                            batch = batch.tail(index + 1);
+                            done += index + 1;
+                            continue;
+                        }
+                        None => format!("rejected event {index} of a batch of {}", batch.len()),
+                    }
                 }
-                Err(GuestError::Fatal(message)) => {
-                    return Err(self.fail(format!("failed: {message}")))
-                }
-            }
+                Ok(Err(GuestError::Fatal(message))) => format!("failed: {message}"),
+                Err(e) => e,
+            };
+            let offsets = offsets.as_deref().and_then(|o| o.get(done..));
+            let at = self.locate_failure(&batch, offsets);
+            return Err(self.fail(format!("{failure}; {at}")));
         }
         Ok(())
+    }
+
+    /// Which event of `batch` a failed `process` call failed at, for the
+    /// failure message: ``at key `k`, offset 40 (line 41 of `in.jsonl`)``.
+    fn locate_failure(&mut self, batch: &Batch, offsets: Option<&[u64]>) -> String {
+        let n = batch.len();
+        match self.op.isolate(Call::Process(batch)) {
+            Some(i) => {
+                let key = batch.iter().nth(i).and_then(|e| e.key);
+                let place = match offsets.and_then(|o| o.get(i)) {
+                    Some(&offset) => self.source.locate(offset),
+                    None => format!(
+                        "event {} of a batch of {n} from the operator upstream",
+                        i + 1
+                    ),
+                };
+                let what = match key {
+                    Some(_) => show_key(key),
+                    None => "an event with no key".to_string(),
+                };
+                format!("at {what}, {place}")
+            }
+            None => {
+                let range = match offsets {
+                    Some([first, .., last]) => format!(
+                        " from {} to {}",
+                        self.source.locate(*first),
+                        self.source.locate(*last)
+                    ),
+                    _ => String::new(),
+                };
+                format!("in a batch of {n} events{range}, no one of which fails on its own")
+            }
+        }
     }
 
     /// Takes this subtask's part of a checkpoint at an aligned barrier: the
@@ -153,10 +209,9 @@ impl Subtask {
         Ok(())
     }
 
+    /// Sends a call's output downstream (the operator instance has checked it).
     fn forward(&mut self, out: Batch) -> Result<(), StageError> {
-        out.check()
-            .map_err(|e| self.fail(format!("returned {e}")))?;
-        self.router.send_batch(out)?;
+        self.router.send_batch(out, None)?;
         Ok(())
     }
 
@@ -210,18 +265,55 @@ impl Subtask {
                 keys,
                 timestamps,
             };
-            match self.op.on_timer(&fired).map_err(|e| self.fail(e))? {
-                Ok(out) => self.forward(out)?,
-                Err(GuestError::Fatal(message)) => {
-                    return Err(self.fail(format!("failed in on_timer: {message}")))
+            let failure = match self.op.on_timer(&fired) {
+                Ok(Ok(out)) => {
+                    self.forward(out)?;
+                    continue;
                 }
-                Err(GuestError::BadInput(r)) => {
-                    return Err(self.fail(format!(
-                        "on_timer rejected timer {}: {}",
-                        r.index, r.message
-                    )))
+                Ok(Err(GuestError::Fatal(message))) => format!("failed in on_timer: {message}"),
+                Ok(Err(GuestError::BadInput(r))) => {
+                    format!("on_timer rejected timer {}: {}", r.index, r.message)
                 }
-            }
+                Err(e) => e,
+            };
+            let at = match self.op.isolate(Call::Timers(&fired)) {
+                Some(i) => {
+                    let key = fired
+                        .keys
+                        .split()
+                        .ok()
+                        .and_then(|k| k.get(i).copied().flatten());
+                    let time = fired.timestamps.get(i).copied().unwrap_or_default();
+                    let domain = match domain {
+                        TimeDomain::EventTime => "event-time",
+                        TimeDomain::ProcessingTime => "processing-time",
+                    };
+                    format!("at the {domain} timer for {time} of {}", show_key(key))
+                }
+                None => format!(
+                    "in a call with {} timers, no one of which fails on its own",
+                    fired.timestamps.len()
+                ),
+            };
+            return Err(self.fail(format!("{failure}; {at}")));
         }
     }
+}
+
+/// A key for messages: ``key `k` `` (escaped, at most 100 characters), or
+/// `no key`.
+fn show_key(key: Option<&[u8]>) -> String {
+    let Some(key) = key else {
+        return "no key".to_string();
+    };
+    let text = String::from_utf8_lossy(key);
+    let mut shown: String = text
+        .chars()
+        .take(100)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().count() > 100 {
+        shown.push('…');
+    }
+    format!("key `{shown}`")
 }

@@ -93,3 +93,23 @@ fn a_second_start_uses_the_compiled_component_cache() {
     );
     assert_eq!(sb.read("out.jsonl").lines().count(), 1);
 }
+
+#[test]
+fn a_closed_standard_output_ends_a_command_quietly() {
+    // `weir operator inspect … | true`: the reader is gone before weir writes.
+    let wasm = operator("probe");
+    for _ in 0..3 {
+        let mut child = std::process::Command::new(crate::harness::weir_bin())
+            .args(["operator", "inspect"])
+            .arg(&wasm)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{:?}: {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

@@ -126,12 +126,12 @@ impl BenchArgs {
         let mut results: Vec<Value> = Vec::new();
         let mut report = |v: Value| {
             if !self.json {
-                println!("{}", describe(&v));
+                outln!("{}", describe(&v));
             }
             results.push(v);
         };
         if !self.json {
-            println!(
+            outln!(
                 "weir bench: {} run(s) per job case, {} events each; machine: {}",
                 scale.runs,
                 scale.events,
@@ -218,7 +218,7 @@ impl BenchArgs {
             }
         }
         if self.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&json!({ "machine": machine(), "results": results }))?
             );

@@ -18,7 +18,7 @@ pub struct BuildArgs {
 impl BuildArgs {
     pub fn execute(self) -> anyhow::Result<()> {
         let path = weir_host::build::build_plugin(&self.dir, self.out.as_deref())?;
-        println!("{}", path.display());
+        outln!("{}", path.display());
         Ok(())
     }
 }

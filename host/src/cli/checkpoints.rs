@@ -90,16 +90,20 @@ impl ListArgs {
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
             return Ok(());
         }
         if list.is_empty() {
-            println!("no completed checkpoints in {}", self.dir.display());
+            outln!("no completed checkpoints in {}", self.dir.display());
             return Ok(());
         }
-        println!(
+        outln!(
             "{:>6}  {:<24}  {:>8}  {:>12}  {:<5}  operators (keys, state size, bytes written)",
-            "id", "completed at", "ms", "bytes", "kind"
+            "id",
+            "completed at",
+            "ms",
+            "bytes",
+            "kind"
         );
         for m in &list {
             let ops: Vec<String> = m
@@ -112,7 +116,7 @@ impl ListArgs {
                     )
                 })
                 .collect();
-            println!(
+            outln!(
                 "{:>6}  {:<24}  {:>8}  {:>12}  {:<5}  {}{}",
                 m.id,
                 rfc3339(m.completed_at_ms),
@@ -123,7 +127,7 @@ impl ListArgs {
                 if m.finished { "  [end of input]" } else { "" }
             );
         }
-        println!("database size on disk: {} bytes", store.size_on_disk());
+        outln!("database size on disk: {} bytes", store.size_on_disk());
         Ok(())
     }
 }

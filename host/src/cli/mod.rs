@@ -1,4 +1,19 @@
 //! The `weir` command line: one file per subcommand, each with an `execute()`.
+//!
+//! Commands print with [`outln!`], not `println!`: when standard output is
+//! closed early (`weir savepoint inspect … | head`), `println!` panics,
+//! while `outln!` ends the process quietly with status 0, as the reader
+//! asked for no more.
+
+/// `println!` for command output that survives a closed standard output.
+macro_rules! outln {
+    () => {
+        $crate::cli::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
 
 mod bench;
 mod build;
@@ -61,6 +76,20 @@ impl Cli {
             Command::Stop(args) => args.execute(),
             Command::Bench(args) => args.execute(),
         }
+    }
+}
+
+/// Writes command output; see [`outln!`]. Another write error (a full disk
+/// behind a redirect) is one line on stderr and status 1.
+pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
     }
 }
 

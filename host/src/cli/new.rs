@@ -42,11 +42,11 @@ impl NewArgs {
         let files =
             weir_host::scaffold::new_project(&self.name, language, self.rust_sdk.as_deref())?;
         let dir = self.name.display();
-        println!("created {language} operator `{dir}`:");
+        outln!("created {language} operator `{dir}`:");
         for f in files {
-            println!("  {dir}/{f}");
+            outln!("  {dir}/{f}");
         }
-        println!("next: weir build {dir} && weir run {dir}/job.toml");
+        outln!("next: weir build {dir} && weir run {dir}/job.toml");
         Ok(())
     }
 }

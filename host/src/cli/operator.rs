@@ -55,18 +55,18 @@ impl InspectArgs {
                 "states": states,
                 "imports": op.imports,
             });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
             return Ok(());
         }
-        println!("operator  {} {}", op.spec.name, op.spec.version);
-        println!("file      {} ({} bytes)", self.file.display(), op.size);
-        println!("sha256    {}", op.sha256);
+        outln!("operator  {} {}", op.spec.name, op.spec.version);
+        outln!("file      {} ({} bytes)", self.file.display(), op.size);
+        outln!("sha256    {}", op.sha256);
         if op.spec.states.is_empty() {
-            println!("states    (none)");
+            outln!("states    (none)");
         }
         for (i, s) in op.spec.states.iter().enumerate() {
             let label = if i == 0 { "states" } else { "" };
-            println!(
+            outln!(
                 "{label:<9} {}  {}  v{}",
                 s.name,
                 kind_name(s.kind),
@@ -75,7 +75,7 @@ impl InspectArgs {
         }
         for (i, name) in op.imports.iter().enumerate() {
             let label = if i == 0 { "imports" } else { "" };
-            println!("{label:<9} {name}");
+            outln!("{label:<9} {name}");
         }
         Ok(())
     }

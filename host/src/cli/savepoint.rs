@@ -67,7 +67,7 @@ impl TriggerArgs {
             body,
             std::time::Duration::from_secs(self.timeout),
         )?;
-        println!("{location}");
+        outln!("{location}");
         Ok(())
     }
 }
@@ -310,58 +310,68 @@ impl InspectArgs {
         if self.json {
             let mut out = serde_json::to_value(meta)?;
             out["totals"] = serde_json::to_value(&totals)?;
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
             return Ok(());
         }
         let kind = serde_json::to_value(meta.kind)?;
-        println!("savepoint        {}", self.dir.display());
-        println!("job              {}", meta.job);
-        println!("id               {}", meta.id);
-        println!("kind             {}", kind.as_str().unwrap_or_default());
-        println!("created at       {}", meta.created_at);
-        println!(
+        outln!("savepoint        {}", self.dir.display());
+        outln!("job              {}", meta.job);
+        outln!("id               {}", meta.id);
+        outln!("kind             {}", kind.as_str().unwrap_or_default());
+        outln!("created at       {}", meta.created_at);
+        outln!(
             "weir version     {} (format {} v{})",
-            meta.weir_version, meta.format, meta.format_version
+            meta.weir_version,
+            meta.format,
+            meta.format_version
         );
-        println!("max parallelism  {}", meta.max_parallelism);
-        println!(
+        outln!("max parallelism  {}", meta.max_parallelism);
+        outln!(
             "source           {} (max timestamp {}){}",
             show_position(&meta.source.position),
             show_time(meta.source.max_timestamp),
             if meta.finished { ", end of input" } else { "" }
         );
         if let Some(sink) = &meta.sink {
-            println!("sink             output length {} bytes", sink.output_len);
+            outln!("sink             output length {} bytes", sink.output_len);
         }
-        println!("watermark        {}", show_time(meta.watermark));
-        println!(
+        outln!("watermark        {}", show_time(meta.watermark));
+        outln!(
             "data files       {}, {} bytes",
-            totals.data_files, totals.data_bytes
+            totals.data_files,
+            totals.data_bytes
         );
-        println!(
+        outln!(
             "operators        {} ({} states, {} keys, {} timers, {} bytes of state)",
-            totals.operators, totals.states, totals.keys, totals.timers, totals.state_bytes
+            totals.operators,
+            totals.states,
+            totals.keys,
+            totals.timers,
+            totals.state_bytes
         );
         for op in &meta.operators {
-            println!();
-            println!("operator `{}`", op.id);
-            println!("  logic          {} {}", op.name, op.version);
-            println!("  wasm sha256    {}", op.wasm_sha256);
-            println!("  parallelism    {}", op.parallelism);
+            outln!();
+            outln!("operator `{}`", op.id);
+            outln!("  logic          {} {}", op.name, op.version);
+            outln!("  wasm sha256    {}", op.wasm_sha256);
+            outln!("  parallelism    {}", op.parallelism);
             if op.states.is_empty() {
-                println!("  states         (none)");
+                outln!("  states         (none)");
             }
             let width = op.states.iter().map(|s| s.name.len()).max().unwrap_or(0);
             for (i, s) in op.states.iter().enumerate() {
                 let label = if i == 0 { "states" } else { "" };
-                println!(
+                outln!(
                     "  {label:<14} {:<width$}  {:<5}  v{:<3} {} keys",
-                    s.name, s.kind, s.version, s.keys
+                    s.name,
+                    s.kind,
+                    s.version,
+                    s.keys
                 );
             }
-            println!("  timers         {}", op.timers);
-            println!("  state bytes    {}", op.state_bytes);
-            println!(
+            outln!("  timers         {}", op.timers);
+            outln!("  state bytes    {}", op.state_bytes);
+            outln!(
                 "  data files     {}, {} bytes",
                 op.files.len(),
                 op.files.iter().map(|f| f.bytes).sum::<u64>()
@@ -374,9 +384,10 @@ impl InspectArgs {
                 .collect();
             let range_width = ranges.iter().map(String::len).max().unwrap_or(0);
             for (f, range) in op.files.iter().zip(&ranges) {
-                println!(
+                outln!(
                     "    {:<width$}  key groups {range:<range_width$}  {} bytes",
-                    f.file, f.bytes
+                    f.file,
+                    f.bytes
                 );
             }
         }
@@ -388,7 +399,7 @@ impl VerifyArgs {
     fn execute(self) -> anyhow::Result<()> {
         let sp = Savepoint::open(&self.dir)?;
         let (files, bytes) = sp.verify()?;
-        println!(
+        outln!(
             "savepoint {} is intact: {files} data files, {bytes} bytes",
             self.dir.display()
         );
@@ -441,7 +452,7 @@ impl DeleteArgs {
         }
         std::fs::remove_dir_all(dir)
             .with_context(|| format!("cannot remove `{}`", dir.display()))?;
-        println!(
+        outln!(
             "deleted savepoint {} ({what}): {files} files, {bytes} bytes",
             dir.display()
         );
@@ -494,7 +505,7 @@ impl EditArgs {
         for (old, new) in &self.rename {
             eprintln!("renamed operator `{old}` to `{new}`");
         }
-        println!("{}", written.display());
+        outln!("{}", written.display());
         Ok(())
     }
 }

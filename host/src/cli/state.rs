@@ -215,7 +215,7 @@ impl ExportArgs {
             Some(path) => {
                 std::fs::write(path, &text)
                     .with_context(|| format!("cannot write `{}`", path.display()))?;
-                println!(
+                outln!(
                     "wrote {} keys of state `{}` of operator `{}` to {}",
                     entries.len(),
                     state.name,
@@ -513,7 +513,7 @@ impl ImportArgs {
             kind.name(),
             op.id
         );
-        println!("{}", written.display());
+        outln!("{}", written.display());
         Ok(())
     }
 }

@@ -41,7 +41,7 @@ impl StopArgs {
             body,
             Duration::from_secs(self.timeout),
         )?;
-        println!("{location}");
+        outln!("{location}");
         Ok(())
     }
 }

@@ -85,13 +85,15 @@ impl<R: BufRead + Send> SourceReader for LineSource<R> {
         })
     }
 
-    fn next_batch(&mut self) -> Result<Option<Batch>, String> {
+    fn next_batch(&mut self, offsets: &mut Vec<u64>) -> Result<Option<Batch>, String> {
         let mut batch = Batch::with_capacity(self.batch_size, 0);
+        let base = offsets.len();
         while batch.len() < self.batch_size {
             if !self.read_line()? {
                 break;
             }
             self.decode(&mut batch)?;
+            offsets.resize(base + batch.len(), self.line - 1);
         }
         Ok(if batch.is_empty() { None } else { Some(batch) })
     }
@@ -383,5 +385,24 @@ impl SinkWriter for FileSink {
 
     fn describe(&self) -> String {
         format!("sink file `{}`", self.path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_event_carries_its_line_as_its_offset() {
+        let text = "{\"value\":\"a\"}\n\n{\"value\":\"b\"}\r\n  \n{\"value\":\"c\"}";
+        let mut source = LineSource::new(text.as_bytes(), "t".into(), Format::Json, 2);
+        let mut offsets = Vec::new();
+        let mut values = Vec::new();
+        while let Some(batch) = source.next_batch(&mut offsets).unwrap() {
+            values.extend(batch.iter().map(|e| e.value.to_vec()));
+        }
+        assert_eq!(values, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        // Blank lines are skipped, and the offsets are the events' lines, from 0.
+        assert_eq!(offsets, [0, 2, 4]);
     }
 }

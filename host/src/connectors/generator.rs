@@ -112,7 +112,7 @@ impl SourceReader for Generator {
         Some(crate::checkpoint::SourcePosition::Generator { next: self.next })
     }
 
-    fn next_batch(&mut self) -> Result<Option<Batch>, String> {
+    fn next_batch(&mut self, offsets: &mut Vec<u64>) -> Result<Option<Batch>, String> {
         if self.next >= self.count {
             return Ok(None);
         }
@@ -131,6 +131,7 @@ impl SourceReader for Generator {
         for i in self.next..self.next + n {
             self.push_event(i, &mut batch);
         }
+        offsets.extend(self.next..self.next + n);
         self.next += n;
         if self.wall_clock {
             let now = crate::host_timers::now_ms();
@@ -149,8 +150,8 @@ mod tests {
         let mut a = Generator::new(10, 3, 5, 42, None, 4);
         let mut b = Generator::new(10, 3, 5, 42, None, 4);
         let mut all = Vec::new();
-        while let Some(x) = a.next_batch().unwrap() {
-            let y = b.next_batch().unwrap().unwrap();
+        while let Some(x) = a.next_batch(&mut Vec::new()).unwrap() {
+            let y = b.next_batch(&mut Vec::new()).unwrap().unwrap();
             assert_eq!(x, y);
             all.extend(
                 x.iter()
@@ -168,7 +169,7 @@ mod tests {
         assert!(keys.len() <= 3);
         let mut z = Generator::new(1, 1, 0, 1, None, 4);
         assert_eq!(
-            z.next_batch()
+            z.next_batch(&mut Vec::new())
                 .unwrap()
                 .unwrap()
                 .iter()

@@ -27,8 +27,9 @@ use crate::stream::{Inputs, Message, Received, StageError};
 
 /// A source of events, read a batch at a time.
 pub trait SourceReader: Send {
-    /// The next batch, or `None` at the end of the input.
-    fn next_batch(&mut self) -> Result<Option<Batch>, String>;
+    /// The next batch, or `None` at the end of the input; appends each of
+    /// its events' offsets to `offsets` (see [`crate::stream::Offsets`]).
+    fn next_batch(&mut self, offsets: &mut Vec<u64>) -> Result<Option<Batch>, String>;
     /// Where the next batch starts, for a source that can seek back to it.
     fn position(&self) -> Option<SourcePosition>;
 }
@@ -130,7 +131,11 @@ pub fn run_source(
                 inject(reader.as_ref(), &mut router, cp, trigger, max_ts)?;
             }
         }
-        let Some(batch) = reader.next_batch().map_err(StageError::Failed)? else {
+        let mut offsets = Vec::new();
+        let Some(batch) = reader
+            .next_batch(&mut offsets)
+            .map_err(StageError::Failed)?
+        else {
             break;
         };
         events += batch.len() as u64;
@@ -141,7 +146,7 @@ pub fn run_source(
         if let Some(&m) = batch.timestamps.iter().max() {
             max_ts = max_ts.max(m);
         }
-        router.send_batch(batch)?;
+        router.send_batch(batch, Some(offsets))?;
         let wm = max_ts.saturating_sub(delay);
         if wm > watermark {
             watermark = wm;
@@ -193,7 +198,7 @@ pub fn run_sink(
         }
         let deadline = checkpointing.as_ref().map(|_| Instant::now() + COMMIT_POLL);
         match inputs.recv(deadline) {
-            Received::Message(_, Message::Batch(batch)) => {
+            Received::Message(_, Message::Batch(batch, _)) => {
                 events += batch.len() as u64;
                 if let Some(m) = metrics {
                     m.events_out

@@ -83,8 +83,9 @@ impl SourceReader for StdinSource {
         None
     }
 
-    fn next_batch(&mut self) -> Result<Option<Batch>, String> {
+    fn next_batch(&mut self, offsets: &mut Vec<u64>) -> Result<Option<Batch>, String> {
         let mut batch = Batch::with_capacity(self.batch_size, 0);
+        let base = offsets.len();
         while !self.done && batch.len() < self.batch_size {
             let next = if batch.is_empty() {
                 self.lines
@@ -94,7 +95,10 @@ impl SourceReader for StdinSource {
                 self.lines.recv_timeout(STDIN_FLUSH)
             };
             match next {
-                Ok(line) => self.add(line, &mut batch)?,
+                Ok(line) => {
+                    self.add(line, &mut batch)?;
+                    offsets.resize(base + batch.len(), self.line - 1);
+                }
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => self.done = true,
             }

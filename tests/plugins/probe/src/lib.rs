@@ -7,7 +7,8 @@
 //!   processing-time timer is set for now; when it fires, the operator emits
 //!   the key with `value` = the list joined by `,` and clears the list.
 //! - `loop` never returns (the CPU budget stops it); `grow` allocates
-//!   without end (the memory budget stops it); `flood:N` emits N events.
+//!   without end (the memory budget stops it); `flood:N` emits N events;
+//!   `echo:TEXT` emits TEXT (to drive a probe downstream).
 //! - `read:PATH`, `write:PATH`, `list:PATH`, `env:NAME` and `connect:HOST:PORT`
 //!   try that WASI access and emit the key with `value` = `ok:…` (what was
 //!   read, listed or found) or `err:…` (the error), to test capabilities.
@@ -75,6 +76,7 @@ impl Operator for Probe {
             "fatal" => return Err(Error::fatal("probe was asked to fail")),
             "bad" => return Err(Error::bad_input("probe was told this event is bad")),
             v if v.starts_with("log:") => weir_sdk::log::info(&v[4..]),
+            v if v.starts_with("echo:") => out.emit(event.key, &v[5..], event.timestamp),
             v => {
                 let key = if self.foreign {
                     format!("{}-elsewhere", v).into_bytes()
