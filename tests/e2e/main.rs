@@ -10,6 +10,7 @@ mod capabilities;
 mod checkpoints;
 mod cli;
 mod conformance;
+mod diagnostics;
 mod errors;
 mod fuzz;
 mod jobs;
