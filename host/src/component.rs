@@ -372,16 +372,17 @@ fn describe(pre: &OperatorPre<HostCtx>) -> Result<OperatorSpec, String> {
     store.set_epoch_deadline(crate::operator::deadline_ticks(
         crate::job::Limits::default().cpu_per_call,
     ));
+    store.data().start_call();
     let world = pre.instantiate(&mut store).map_err(|e| {
         format!(
             "cannot instantiate: {}",
-            crate::operator::describe_error(&e)
+            crate::operator::call_error(&e, store.data())
         )
     })?;
     let spec = world
         .weir_operator_guest()
         .call_describe(&mut store)
-        .map_err(|e| crate::operator::describe_error(&e))?;
+        .map_err(|e| crate::operator::call_error(&e, store.data()))?;
     let mut names = std::collections::HashSet::new();
     for s in &spec.states {
         if s.name.is_empty() {
