@@ -294,6 +294,47 @@ pub trait OperatorInstance: Send {
     }
 }
 
+/// Why a subtask's instance did not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartError {
+    /// One line: what failed.
+    pub message: String,
+    /// The operator's own code failed (a trap or budget overrun while it was
+    /// instantiated, `migrate` or `open` failing or refusing), so the restart
+    /// strategy applies, as to a failure while running; otherwise the
+    /// job's setup is wrong (a granted folder missing, a restore that does
+    /// not fit) and the job fails at once.
+    pub in_guest: bool,
+}
+
+impl StartError {
+    fn host(message: String) -> Self {
+        StartError {
+            message,
+            in_guest: false,
+        }
+    }
+
+    fn guest(message: String) -> Self {
+        StartError {
+            message,
+            in_guest: true,
+        }
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<StartError> for String {
+    fn from(e: StartError) -> String {
+        e.message
+    }
+}
+
 /// An operator instance running a WebAssembly component.
 pub struct WasmOperator {
     store: Store<HostCtx>,
@@ -342,7 +383,7 @@ fn open(
         .weir_operator_guest()
         .call_open(&mut *store, task, &config)
         .map_err(|e| call_error(&e, store.data()))?
-        .map_err(|e| format!("open() refused the config: {e}"))
+        .map_err(|e| format!("open() failed: {e}"))
 }
 
 impl WasmOperator {
@@ -358,22 +399,24 @@ impl WasmOperator {
         setup: &Setup,
         restore: Option<(&Restore, usize)>,
         track_changes: bool,
-    ) -> Result<Self, String> {
-        let (sub, plan) = restored_ctx(&loaded.spec, &task, key_groups, restore)?;
-        let ctx = HostCtx::new(sub, &setup.capabilities, &setup.limits)?;
+    ) -> Result<Self, StartError> {
+        let (sub, plan) =
+            restored_ctx(&loaded.spec, &task, key_groups, restore).map_err(StartError::host)?;
+        let ctx =
+            HostCtx::new(sub, &setup.capabilities, &setup.limits).map_err(StartError::host)?;
         let mut store = new_store(loaded.pre.engine(), ctx);
-        let world = instantiate(loaded, &mut store)?;
+        let world = instantiate(loaded, &mut store).map_err(StartError::guest)?;
         if let Some(plan) = plan {
             for (name, state_plan) in &plan.states {
                 if let StatePlan::Migrate { from, to } = state_plan {
-                    migrate(&mut store, &world, name, *from, *to)?;
+                    migrate(&mut store, &world, name, *from, *to).map_err(StartError::guest)?;
                 }
             }
         }
         if track_changes {
             store.data_mut().sub.state.track_changes();
         }
-        open(&mut store, &world, &task, setup)?;
+        open(&mut store, &world, &task, setup).map_err(StartError::guest)?;
         Ok(WasmOperator {
             store,
             world,
@@ -508,7 +551,7 @@ impl OperatorImpl {
         setup: &Setup,
         restore: Option<(&Restore, usize)>,
         track_changes: bool,
-    ) -> Result<Box<dyn OperatorInstance>, String> {
+    ) -> Result<Box<dyn OperatorInstance>, StartError> {
         match self {
             OperatorImpl::Wasm(l) => Ok(Box::new(WasmOperator::start(
                 l,
@@ -519,13 +562,16 @@ impl OperatorImpl {
                 track_changes,
             )?)),
             OperatorImpl::Native(logic, spec) => {
-                let (mut sub, plan) = restored_ctx(spec, &task, key_groups, restore)?;
+                let (mut sub, plan) =
+                    restored_ctx(spec, &task, key_groups, restore).map_err(StartError::host)?;
                 if plan.is_some_and(|p| {
                     p.states
                         .values()
                         .any(|s| matches!(s, StatePlan::Migrate { .. }))
                 }) {
-                    return Err("native operators do not migrate state".to_string());
+                    return Err(StartError::host(
+                        "native operators do not migrate state".to_string(),
+                    ));
                 }
                 if track_changes {
                     sub.state.track_changes();

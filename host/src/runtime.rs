@@ -779,7 +779,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
 
     // Start every subtask and wait until each has restored and opened, before any output is touched.
     let opening = Instant::now();
-    let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), String>>();
+    let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), RunError>>();
     let mut receivers_by_stage: Vec<Vec<Vec<Receiver<Message>>>> = edges
         .iter_mut()
         .map(|e| std::mem::take(&mut e.receivers))
@@ -835,7 +835,12 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
                             op
                         }
                         Err(e) => {
-                            let _ = ready.send(Err(format!("operator `{id}` subtask {i}: {e}")));
+                            let message = format!("operator `{id}` subtask {i}: {e}");
+                            let _ = ready.send(Err(if e.in_guest {
+                                RunError::Failed(message)
+                            } else {
+                                RunError::Setup(message)
+                            }));
                             return;
                         }
                     };
@@ -867,7 +872,10 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
     for _ in 0..subtasks {
         match ready_rx.recv() {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(RunError::Setup(e)),
+            // A failure of the operator's own code while it starts is a
+            // failure of the job (the restart strategy applies); any other
+            // start error is a setup error.
+            Ok(Err(e)) => return Err(e),
             Err(_) => {
                 return Err(RunError::Setup(
                     "a subtask thread died while opening".to_string(),

@@ -50,10 +50,12 @@ pub struct DeclaredState {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StateError {
     /// The key is not in this subtask's key groups.
-    #[error("state `{state}` was used with a key of key group {key_group}, which subtask {subtask} does not own (it owns {owned:?}); keyed state needs `input = \"key\"` or parallelism 1")]
+    #[error("state `{state}` was used with key `{key}` (key group {key_group}), which subtask {subtask} does not own (it owns key groups {owned:?}): an operator may use keyed state only under the keys routed to it, with `input = \"key\"` (or parallelism 1)")]
     ForeignKey {
         /// The state's name.
         state: String,
+        /// The key, escaped and cut to 100 characters.
+        key: String,
         /// The key's key group.
         key_group: u32,
         /// This subtask.
@@ -381,6 +383,11 @@ impl StateBackend {
         if !self.key_groups.contains(&kg) {
             return Err(StateError::ForeignKey {
                 state: self.states[state].spec.name.clone(),
+                key: String::from_utf8_lossy(key)
+                    .chars()
+                    .take(100)
+                    .flat_map(char::escape_debug)
+                    .collect(),
                 key_group: kg,
                 subtask: self.subtask,
                 owned: self.key_groups.clone(),

@@ -20,8 +20,8 @@ pub fn root() -> PathBuf {
 }
 
 /// Operators built from source, by name: `word-split`, `keyed-count` (and
-/// its `-v2`, `-v3`), `windowed-sum`, `dedupe` (plugins/rust) and `probe`
-/// (tests/plugins).
+/// its `-v2`, `-v3`), `windowed-sum`, `dedupe`, `map` (plugins/rust), and
+/// `probe`, `gate` and the `hostile-*` programs (tests/plugins).
 pub fn operator(name: &str) -> PathBuf {
     static BUILT: OnceLock<BTreeMap<String, PathBuf>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
@@ -35,6 +35,15 @@ pub fn operator(name: &str) -> PathBuf {
             ("windowed-sum", "plugins/rust/windowed-sum"),
             ("dedupe", "plugins/rust/dedupe"),
             ("probe", "tests/plugins/probe"),
+            ("gate", "tests/plugins/gate"),
+            ("hostile-spin", "tests/plugins/hostile/spin"),
+            ("hostile-hog", "tests/plugins/hostile/hog"),
+            ("hostile-trap", "tests/plugins/hostile/trap"),
+            ("hostile-panic", "tests/plugins/hostile/panic"),
+            ("hostile-flood", "tests/plugins/hostile/flood"),
+            ("hostile-ghost-state", "tests/plugins/hostile/ghost-state"),
+            ("hostile-escape", "tests/plugins/hostile/escape"),
+            ("hostile-garbage", "tests/plugins/hostile/garbage"),
         ];
         for (name, dir) in dirs {
             let result = Command::new(weir_bin())

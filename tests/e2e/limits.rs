@@ -2,7 +2,8 @@
 //! floods its output is stopped by its budget with a message naming the
 //! operator, the subtask, the budget and its value; the restart strategy
 //! applies, and when its attempts run out the job fails (exit 1) with that
-//! message and its checkpoints intact.
+//! message. The operator here is the SDK-built probe; hostile.rs runs the
+//! raw-WIT hostile programs and checks that checkpoints survive.
 
 use crate::harness::{operator, toml_path, Sandbox};
 
@@ -83,9 +84,10 @@ fn each_budget_stops_a_hostile_operator_and_the_job_fails_cleanly() {
             .weir(&["run", "job.toml"])
             .fails_with(&[&["operator `probe` subtask 0"][..], needles].concat());
         assert!(err.contains("restart"), "{hostile}: {err}");
-        // The checkpoints are intact: listed, and a restore starts from one.
-        let list = sb.weir(&["checkpoints", "list", "state"]).ok();
-        assert!(!list.stdout.trim().is_empty(), "{hostile}: {}", list.stdout);
+        // The checkpoint store still opens. (Whether a checkpoint taken
+        // before the failure survives and restores is shown by hostile.rs,
+        // whose jobs hold the stream until one has completed.)
+        sb.weir(&["checkpoints", "list", "state"]).ok();
     }
 }
 

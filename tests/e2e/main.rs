@@ -13,6 +13,7 @@ mod conformance;
 mod diagnostics;
 mod errors;
 mod fuzz;
+mod hostile;
 mod jobs;
 mod limits;
 mod savepoint_tools;
