@@ -467,6 +467,34 @@ fn a_trap_names_the_key_and_offset_of_its_event() {
 }
 
 #[test]
+fn a_trap_in_a_timer_names_the_timer() {
+    let sb = Sandbox::new();
+    // Four timers fire together at the end of the input; the one set for an odd time traps.
+    let input: String = [("k1", 100), ("k2", 200), ("k3", 301), ("k4", 400)]
+        .iter()
+        .map(|(key, time)| format!("{{\"key\":\"{key}\",\"value\":\"timer:{time}\"}}\n"))
+        .collect();
+    sb.write("in.jsonl", input);
+    sb.write(
+        "job.toml",
+        single_job(
+            "trap",
+            &toml_path(&operator("hostile-trap")),
+            "",
+            "type = \"file\"\npath = \"out.jsonl\"",
+        ),
+    );
+    let run = sb.weir(&["run", "job.toml"]);
+    assert_no_host_panic(&run.stderr);
+    run.fails_with(&[
+        "operator `trap` subtask 0",
+        "trapped",
+        "hostile_trap::explode_in_timer",
+        "at the event-time timer for 301 of key `k3`",
+    ]);
+}
+
+#[test]
 fn guest_log_lines_land_in_the_log_with_the_operator_id() {
     let sb = Sandbox::new();
     sb.write(

@@ -6,7 +6,10 @@
 //! - `boom`: calls `explode`, which traps (a wasm `unreachable`);
 //! - `log:TEXT`: writes TEXT through the WIT `logging.log` (at warn), to
 //!   stdout and to stderr, each tagged with how it was written, and emits
-//!   nothing.
+//!   nothing;
+//! - `timer:T`: registers an event-time timer at T for the event's key and
+//!   emits nothing. `on_timer` traps (in `explode_in_timer`) on a timer set
+//!   for an odd time, and ignores the others.
 //!
 //! The host must fail the subtask with a one-line message naming the
 //! operator, the subtask, the trap and the guest function (`explode`), and
@@ -18,6 +21,8 @@ use exports::weir::operator::guest::{
     Batch, Blobs, Error, Guest, MigrateError, OperatorSpec, TaskInfo, Timers,
 };
 use weir::operator::logging::{log, Level};
+use weir::operator::timers::register_many;
+use weir::operator::types::TimeDomain;
 
 struct Trap;
 
@@ -46,6 +51,15 @@ impl Guest for Trap {
             if value == b"boom" {
                 explode();
             }
+            if let Some(time) = value.strip_prefix(b"timer:") {
+                let time: i64 = String::from_utf8_lossy(time).parse().unwrap_or(0);
+                let key = Blobs {
+                    data: input.data[start..start + key_len.max(0) as usize].to_vec(),
+                    lens: vec![key_len],
+                };
+                register_many(TimeDomain::EventTime, &key, &[time]);
+                continue;
+            }
             if let Some(text) = value.strip_prefix(b"log:") {
                 let text = String::from_utf8_lossy(text);
                 log(Level::Warn, &format!("{text} (through logging)"));
@@ -61,7 +75,10 @@ impl Guest for Trap {
         Ok(out)
     }
 
-    fn on_timer(_fired: Timers) -> Result<Batch, Error> {
+    fn on_timer(fired: Timers) -> Result<Batch, Error> {
+        if fired.timestamps.iter().any(|t| t % 2 != 0) {
+            explode_in_timer();
+        }
         Ok(empty())
     }
 
@@ -82,6 +99,12 @@ fn empty() -> Batch {
 /// Traps: the wasm `unreachable` instruction.
 #[inline(never)]
 fn explode() -> ! {
+    core::arch::wasm32::unreachable()
+}
+
+/// Traps, from `on_timer`.
+#[inline(never)]
+fn explode_in_timer() -> ! {
     core::arch::wasm32::unreachable()
 }
 
