@@ -36,15 +36,21 @@ fn files(dir: &Path, skip: &[&str], out: &mut Vec<PathBuf>) {
 }
 
 fn main() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    // Read when the script runs, not baked in when it is compiled: cargo
+    // shares a compiled build script between checkouts of the same
+    // workspace that use one target directory.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let repo = Path::new(&manifest_dir).parent().unwrap().to_path_buf();
     let mut code = String::new();
     let mut table = |name: &str, dir: PathBuf, skip: &[&str]| {
         println!("cargo:rerun-if-changed={}", dir.display());
         let mut list = Vec::new();
         files(&dir, skip, &mut list);
+        assert!(
+            !list.is_empty(),
+            "{} is missing or empty: the weir binary embeds it (build from a full checkout)",
+            dir.display()
+        );
         writeln!(
             code,
             "/// The files of `{}`: relative path and contents.",
