@@ -817,7 +817,7 @@ fn guest_frames(bt: &wasmtime::WasmBacktrace) -> String {
 /// Frames of the language runtime (panic and abort machinery, allocator),
 /// which say nothing about where the operator went wrong.
 fn is_runtime_frame(name: &str) -> bool {
-    const PREFIXES: [&str; 14] = [
+    const PREFIXES: [&str; 16] = [
         "sbrk",
         "dlmalloc",
         "malloc",
@@ -832,6 +832,9 @@ fn is_runtime_frame(name: &str) -> bool {
         "abort",
         "_start",
         "wit_bindgen",
+        // The export glue of wit-bindgen's C bindings and of the C SDK.
+        "__wasm_export_",
+        "exports_weir_operator_",
     ];
     PREFIXES.iter().any(|p| name.starts_with(p))
         || name.starts_with("<") && name.contains(" as core::")

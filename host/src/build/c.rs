@@ -5,11 +5,19 @@
 //! preview1 reactor adapter (embedded in weir) into a component.
 //!
 //! In the staging folder: `wit-bindgen c wit --world operator --out-dir
-//! bindings`; `clang-19 --target=wasm32-wasi --sysroot=/usr
-//! -mexec-model=reactor -O2 -Wl,--strip-debug -I sdk -I bindings
-//! PLUGIN/*.c sdk/*.c bindings/operator.c bindings/operator_component_type.o
-//! -o core.wasm`; `wasm-tools component new core.wasm --adapt
-//! wasi_snapshot_preview1=adapter.wasm -o OUT`.
+//! bindings`; for each of PLUGIN/*.c, sdk/*.c and bindings/operator.c,
+//! `clang-19 --target=wasm32-wasi --sysroot=/usr -O2 -I sdk -I bindings -c
+//! FILE -o obj/N.o`; then `clang-19 --target=wasm32-wasi --sysroot=/usr
+//! -mexec-model=reactor -Wl,--strip-debug obj/*.o
+//! bindings/operator_component_type.o -o core.wasm`; `wasm-tools component
+//! new core.wasm --adapt wasi_snapshot_preview1=adapter.wasm -o OUT`.
+//!
+//! Compiling and linking are separate so that the link has no `-O`: with
+//! one, clang runs binaryen's `wasm-opt` on the module whenever it finds
+//! one on `PATH` (componentize-js installs one), which drops the `name`
+//! section, so a trap could not name the C function it hit, and the build
+//! would differ from machine to machine. clang 19's `--no-wasm-opt` skips
+//! the link altogether.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -113,28 +121,41 @@ pub fn build(dir: &Path, stage: &Stage, out: &Path) -> Result<(), BuildError> {
     )?;
     let mut sources = c_files(dir, &src)?;
     sources.extend(c_files(dir, &sdk)?);
+    sources.push(stage.join("bindings/operator.c"));
+    let objects = stage.join("obj");
+    fs::create_dir_all(&objects).map_err(|cause| BuildError::Stage {
+        dir: dir.to_path_buf(),
+        cause,
+    })?;
+    let mut link: Vec<PathBuf> = Vec::new();
+    for (i, source) in sources.iter().enumerate() {
+        let object = objects.join(format!("{i}.o"));
+        let args: [&OsStr; 11] = [
+            "--target=wasm32-wasi".as_ref(),
+            "--sysroot=/usr".as_ref(),
+            "-O2".as_ref(),
+            "-I".as_ref(),
+            "sdk".as_ref(),
+            "-I".as_ref(),
+            "bindings".as_ref(),
+            "-c".as_ref(),
+            source.as_os_str(),
+            "-o".as_ref(),
+            object.as_os_str(),
+        ];
+        tools::run(dir, &clang, &args, stage.path(), &[])?;
+        link.push(object);
+    }
+    link.push(stage.join("bindings/operator_component_type.o"));
     let core = stage.join("core.wasm");
-    let mut args: Vec<&OsStr> = [
-        "--target=wasm32-wasi",
-        "--sysroot=/usr",
-        "-mexec-model=reactor",
-        "-O2",
-        "-Wl,--strip-debug",
-        "-I",
-        "sdk",
-        "-I",
-        "bindings",
-    ]
-    .iter()
-    .map(|a| a.as_ref())
-    .collect();
-    args.extend(sources.iter().map(|s| s.as_os_str()));
-    args.extend([
-        "bindings/operator.c".as_ref(),
-        "bindings/operator_component_type.o".as_ref(),
-        "-o".as_ref(),
-        core.as_os_str(),
-    ]);
+    let mut args: Vec<&OsStr> = vec![
+        "--target=wasm32-wasi".as_ref(),
+        "--sysroot=/usr".as_ref(),
+        "-mexec-model=reactor".as_ref(),
+        "-Wl,--strip-debug".as_ref(),
+    ];
+    args.extend(link.iter().map(|o| o.as_os_str()));
+    args.extend(["-o".as_ref(), core.as_os_str()]);
     tools::run(dir, &clang, &args, stage.path(), &[])?;
     componentize(dir, stage, &wasm_tools, &core, out)
 }
