@@ -90,7 +90,27 @@ function fatalMessage(e) {
   if (e instanceof BadInput) return `bad input: ${e.message}`;
   // Errors from host calls carry the host's message as `payload`.
   if (e !== null && typeof e === "object" && typeof e.payload === "string") return e.payload;
-  return String(e);
+  return String(e) + thrownAt(e);
+}
+
+/**
+ * Where an error the operator did not mean to throw came from: the
+ * innermost three functions of its own code, ` (in explode (app.js:12) <-
+ * process (app.js:20))`, from the `name@file:line:column` lines of its stack.
+ */
+function thrownAt(e) {
+  if (e === null || typeof e !== "object" || typeof e.stack !== "string") return "";
+  const frames = [];
+  for (const line of e.stack.split("\n")) {
+    const m = /^(.*)@(.*):(\d+):\d+$/.exec(line.trim());
+    if (m === null) continue;
+    const file = m[2].split("/").pop();
+    // The SDK and componentize-js's glue say nothing about the operator.
+    if (file === "weir.js" || file === "initializer.js") continue;
+    frames.push(`${m[1] || "<anonymous>"} (${file}:${m[3]})`);
+    if (frames.length === 3) break;
+  }
+  return frames.length === 0 ? "" : ` (in ${frames.join(" <- ")})`;
 }
 
 /** The message of a refusal (`open`, `migrate`): an error's message, or the thrown value. */

@@ -113,9 +113,23 @@ class Fatal(Exception):
 
 
 def _describe_exception(e: BaseException) -> str:
+    """The message of an exception the operator raised; for one it did not
+    mean to (not :class:`Fatal` or :class:`BadInput`), with where it was
+    raised: the innermost three functions of the operator's own code,
+    ``(in explode (app.py:25) <- process (app.py:19))``."""
     if isinstance(e, (Fatal, BadInput)):
         return e.message
-    return "".join(traceback.format_exception_only(type(e), e)).strip()
+    text = "".join(traceback.format_exception_only(type(e), e)).strip()
+    frames = [
+        f for f in traceback.extract_tb(e.__traceback__)
+        if f.filename.rsplit("/", 1)[-1] != "weir.py"
+    ]
+    if frames:
+        where = " <- ".join(
+            f"{f.name} ({f.filename.rsplit('/', 1)[-1]}:{f.lineno})" for f in reversed(frames[-3:])
+        )
+        text += f" (in {where})"
+    return text
 
 
 # --------------------------------------------------------------------------
