@@ -2,7 +2,8 @@
 //! in the source (`offset 40 (line 41 of `in.jsonl`)`), whichever event of
 //! the batch it was and however the batch was split among subtasks; an
 //! operator downstream of another names the event's place in its batch; a
-//! batch that fails only as a whole says so.
+//! batch that fails only as a whole says so; in every language, the message
+//! names the guest function that failed.
 
 use crate::harness::{operator, toml_path, Sandbox};
 
@@ -107,4 +108,51 @@ fn a_batch_that_fails_only_as_a_whole_says_so() {
         "to offset 1 (line 2 of `",
         "no one of which fails on its own",
     ]);
+}
+
+/// Builds `dir` with `weir build`; returns the component's path.
+fn build(dir: &std::path::Path) -> std::path::PathBuf {
+    let result = std::process::Command::new(crate::harness::weir_bin())
+        .arg("build")
+        .arg(dir)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("running weir build");
+    assert!(result.status.success(), "weir build {dir:?} failed");
+    std::path::PathBuf::from(String::from_utf8(result.stdout).unwrap().trim())
+}
+
+#[test]
+fn a_failure_in_any_language_names_the_guest_function_the_key_and_the_offset() {
+    // `tests/plugins/boom-<lang>`: keyed-count, but `boom` fails in `explode`.
+    for (lang, needles) in [
+        (
+            "python",
+            &["failed: ValueError: cannot handle b'k2' (in explode (app.py:"][..],
+        ),
+        (
+            "js",
+            &["failed: TypeError: cannot handle", "(in explode (index.js:"],
+        ),
+        ("c", &["trapped", "(in explode <- count_process)"]),
+        (
+            "go",
+            &[
+                "failed: panic: runtime error: index out of range",
+                "(in main.explode (main.go:",
+            ],
+        ),
+    ] {
+        let wasm = build(&crate::harness::root().join(format!("tests/plugins/boom-{lang}")));
+        let sb = Sandbox::new();
+        sb.write("in.jsonl", input_with(18, "k2", "boom"));
+        let op = format!(
+            "[[operators]]\nid = \"boom\"\nwasm = {}\ninput = \"key\"\n",
+            toml_path(&wasm)
+        );
+        sb.write("job.toml", job(10, &op));
+        let at = "at key `k2`, offset 17 (line 18 of `";
+        sb.weir(&["run", "job.toml"])
+            .fails_with(&[&["operator `boom` subtask 0", at][..], needles].concat());
+    }
 }
