@@ -3,6 +3,22 @@
 
 use crate::bindings::{Batch, Blobs};
 
+/// Bytes (a key) shown in a one-line message: as text, escaped
+/// (`\n`, `\"`, `\u{1b}`, invalid UTF-8 as `�`), cut after 100 characters
+/// with `…`.
+pub fn show_bytes(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut shown: String = text
+        .chars()
+        .take(100)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().nth(100).is_some() {
+        shown.push('…');
+    }
+    shown
+}
+
 /// One event borrowed from a [`Batch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventRef<'a> {
@@ -214,6 +230,14 @@ impl Blobs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_are_shown_on_one_line_and_cut() {
+        assert_eq!(show_bytes(b"k\"1\"\n\xff"), "k\\\"1\\\"\\n\u{fffd}");
+        let long = "é".repeat(101);
+        assert_eq!(show_bytes(long.as_bytes()), "é".repeat(100) + "…");
+        assert_eq!(show_bytes("é".repeat(100).as_bytes()), "é".repeat(100));
+    }
 
     #[test]
     fn push_iter_roundtrip() {

@@ -383,11 +383,7 @@ impl StateBackend {
         if !self.key_groups.contains(&kg) {
             return Err(StateError::ForeignKey {
                 state: self.states[state].spec.name.clone(),
-                key: String::from_utf8_lossy(key)
-                    .chars()
-                    .take(100)
-                    .flat_map(char::escape_debug)
-                    .collect(),
+                key: crate::batch::show_bytes(key),
                 key_group: kg,
                 subtask: self.subtask,
                 owned: self.key_groups.clone(),

@@ -300,20 +300,10 @@ impl Subtask {
     }
 }
 
-/// A key for messages: ``key `k` `` (escaped, at most 100 characters), or
-/// `no key`.
+/// A key for messages: ``key `k` `` (see [`crate::batch::show_bytes`]), or `no key`.
 fn show_key(key: Option<&[u8]>) -> String {
-    let Some(key) = key else {
-        return "no key".to_string();
-    };
-    let text = String::from_utf8_lossy(key);
-    let mut shown: String = text
-        .chars()
-        .take(100)
-        .flat_map(char::escape_debug)
-        .collect();
-    if text.chars().count() > 100 {
-        shown.push('…');
+    match key {
+        Some(key) => format!("key `{}`", crate::batch::show_bytes(key)),
+        None => "no key".to_string(),
     }
-    format!("key `{shown}`")
 }
