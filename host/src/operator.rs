@@ -696,8 +696,11 @@ fn check_output(
     inputs: usize,
     ctx: &HostCtx,
 ) -> Result<Result<Batch, GuestError>, String> {
-    match &result {
-        Ok(batch) => batch.check().map_err(|e| format!("returned {e}"))?,
+    let emitted = match &result {
+        Ok(batch) => {
+            batch.check().map_err(|e| format!("returned {e}"))?;
+            batch.len()
+        }
         Err(GuestError::BadInput(rejected)) => {
             if rejected.index as usize >= inputs {
                 return Err(format!(
@@ -709,12 +712,8 @@ fn check_output(
                 .output
                 .check()
                 .map_err(|e| format!("returned with its rejection a {e}"))?;
+            rejected.output.len()
         }
-        Err(GuestError::Fatal(_)) => {}
-    }
-    let emitted = match &result {
-        Ok(batch) => batch.timestamps.len(),
-        Err(GuestError::BadInput(rejected)) => rejected.output.timestamps.len(),
         Err(GuestError::Fatal(_)) => 0,
     } as u64;
     if emitted > ctx.output_budget {
