@@ -1,39 +1,120 @@
 //! weir-host: runs WebAssembly stream operators with declared, host-owned state.
 //!
-//! A job (the [`job`] file) names a source, a chain of operators (each a
-//! `.wasm` component of the `weir:operator` world, see `wit/`) and a sink. The
-//! [`runtime`] loads the operators ([`component`]), runs each subtask on a
-//! thread ([`subtask`], [`operator`]) with its keyed [`state`] and [`timers`],
-//! and moves events source → [`partition`] → subtasks → sink over bounded
-//! channels ([`stream`]), with watermarks in-band.
+//! The host is built in layers, each a folder, and a layer uses only those
+//! below it (the `layers` test holds the direction):
+//!
+//! | layer | holds |
+//! | --- | --- |
+//! | [`api`] | the REST API and `weir bench`'s in-process measurements (the CLI is the binary's `cli` module) |
+//! | [`engine`] | the dataflow: the job file, channels, partitioner, subtasks, source and sink stages, checkpoint coordinator, control plane, runtime |
+//! | [`connectors`], [`wasm`] | sources and sinks (file, stdio, generator, blackhole, dead letters); operators as components, the only place that names a WIT-generated type |
+//! | [`state`] | keyed state, timers, the checkpoint store, the savepoint format, restore planning |
+//! | [`model`] | the host's own types: batches, state specs, time domains, positions, the source and sink traits |
+//!
+//! [`build`] and [`scaffold`] (`weir build`, `weir new`) stand aside: they
+//! run language toolchains and use no other layer.
 
 #![warn(missing_docs)]
 
-pub mod batch;
-pub mod bench;
-pub mod bindings;
+pub mod api;
 pub mod build;
-pub mod checkpoint;
-pub mod component;
 pub mod connectors;
-pub mod control;
-pub mod coordinator;
-pub mod dead_letter;
-pub mod guest_output;
-pub mod host_logging;
-pub mod host_state;
-pub mod host_timers;
-pub mod job;
-pub mod keygroup;
-pub mod native;
-pub mod operator;
-pub mod partition;
-pub mod rest;
-pub mod restore;
-pub mod runtime;
-pub mod savepoint;
+pub mod engine;
+pub mod model;
 pub mod scaffold;
 pub mod state;
-pub mod stream;
-pub mod subtask;
-pub mod timers;
+pub mod wasm;
+
+#[cfg(test)]
+mod layers {
+    //! The direction of the layers, held by reading the sources: a file in
+    //! one layer names (`crate::…`) only its own layer and those below, and
+    //! only `wasm/` names the bindings generated from WIT.
+
+    use std::path::Path;
+
+    /// The layers a file in `layer` may name, itself included.
+    fn allowed(layer: &str) -> &'static [&'static str] {
+        match layer {
+            "model" => &["model"],
+            "state" => &["state", "model"],
+            "wasm" => &["wasm", "state", "model"],
+            "connectors" => &["connectors", "state", "model"],
+            "engine" => &["engine", "wasm", "connectors", "state", "model"],
+            "api" => &["api", "engine", "wasm", "connectors", "state", "model"],
+            "build" => &["build"],
+            "scaffold" => &["scaffold", "build"],
+            other => panic!("host/src/{other}: a folder or file of no known layer"),
+        }
+    }
+
+    fn visit(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                visit(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn no_import_points_up() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        visit(&src, &mut files);
+        let mut wrong = Vec::new();
+        for file in &files {
+            let rel = file.strip_prefix(&src).unwrap();
+            let first = rel
+                .components()
+                .next()
+                .unwrap()
+                .as_os_str()
+                .to_str()
+                .unwrap();
+            let layer = first.trim_end_matches(".rs");
+            // The binary (main.rs, cli/) sits on top of everything; lib.rs declares the layers.
+            if matches!(layer, "lib" | "main" | "cli") {
+                continue;
+            }
+            let allowed = allowed(layer);
+            let text = std::fs::read_to_string(file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                // Prose may point anywhere; code may not.
+                if line.trim_start().starts_with("//") {
+                    continue;
+                }
+                for (at, _) in line.match_indices("crate::") {
+                    if at > 0 && line[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_') {
+                        continue;
+                    }
+                    let named: String = line[at + 7..]
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    if !named.is_empty() && !allowed.contains(&named.as_str()) {
+                        wrong.push(format!(
+                            "{}:{}: names `crate::{named}`",
+                            rel.display(),
+                            n + 1
+                        ));
+                    }
+                }
+                if layer != "wasm" && line.contains("bindings::") {
+                    wrong.push(format!(
+                        "{}:{}: names the WIT bindings outside wasm/",
+                        rel.display(),
+                        n + 1
+                    ));
+                }
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "imports that point up a layer:\n{}",
+            wrong.join("\n")
+        );
+    }
+}

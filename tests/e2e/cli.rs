@@ -73,7 +73,7 @@ fn a_second_start_uses_the_compiled_component_cache() {
             toml_path(&operator("keyed-count"))
         ),
     );
-    let env = [("WEIR_LOG", "weir_host::component=debug")];
+    let env = [("WEIR_LOG", "weir_host::wasm::component=debug")];
     let first = sb.weir_with(&["run", "job.toml"], &env, None).ok();
     assert!(
         first.stderr.contains("component compiled"),

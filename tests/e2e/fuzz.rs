@@ -8,8 +8,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use weir_host::job::JobSpec;
-use weir_host::savepoint::{decode_data, Savepoint};
+use weir_host::engine::job::JobSpec;
+use weir_host::state::savepoint::{decode_data, Savepoint};
 
 use crate::harness::{operator, root, Rng, Sandbox};
 use crate::savepoints::run_and_stop_after;

@@ -145,7 +145,7 @@ fn run_gated(sb: &Sandbox) -> Run {
         .args(["run", "job.toml"])
         .current_dir(sb.path("."))
         .env("WEIR_CACHE_DIR", sb.path(".cache"))
-        .env("WEIR_LOG", "info,weir_host::coordinator=debug")
+        .env("WEIR_LOG", "info,weir_host::engine::coordinator=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

@@ -6,13 +6,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use weir_host::checkpoint::{SinkState, SourcePosition, SourceState, TimerRecord};
-use weir_host::keygroup::key_group;
-use weir_host::savepoint::{
+use weir_host::model::keygroup::key_group;
+use weir_host::model::{SinkState, SourcePosition, SourceState};
+use weir_host::state::checkpoint::TimerRecord;
+use weir_host::state::keyed::{StateChange, StoredEntry};
+use weir_host::state::savepoint::{
     encode_data, new_metadata, Record, SavedOperator, SavedState, Savepoint, SavepointKind,
     SavepointWriter,
 };
-use weir_host::state::{StateChange, StoredEntry};
 
 use crate::harness::{dir_snapshot, Sandbox};
 

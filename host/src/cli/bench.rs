@@ -166,7 +166,7 @@ impl BenchArgs {
             report(row);
         }
         if wanted("checkpoint") {
-            let f = weir_host::bench::checkpoint(
+            let f = weir_host::api::bench::checkpoint(
                 scale.state_keys,
                 0.01,
                 &work.path().join("checkpoint"),
@@ -175,13 +175,14 @@ impl BenchArgs {
             report(json!({ "case": "checkpoint", "figures": f }));
         }
         if wanted("savepoint") {
-            let f = weir_host::bench::savepoint(scale.state_keys, &work.path().join("savepoints"))
-                .map_err(anyhow::Error::msg)?;
+            let f =
+                weir_host::api::bench::savepoint(scale.state_keys, &work.path().join("savepoints"))
+                    .map_err(anyhow::Error::msg)?;
             report(json!({ "case": "savepoint", "figures": f }));
         }
         if wanted("start") {
             let wasm = self.operator("keyed-count")?;
-            let f = weir_host::bench::component_start(&wasm, &work.path().join("cache"))
+            let f = weir_host::api::bench::component_start(&wasm, &work.path().join("cache"))
                 .map_err(anyhow::Error::msg)?;
             report(json!({ "case": "start", "figures": f }));
         }
@@ -190,8 +191,9 @@ impl BenchArgs {
             for (lang, row, share) in LANGUAGES {
                 let wasm = self.language_operator(lang)?;
                 let size = std::fs::metadata(&wasm)?.len();
-                let start = weir_host::bench::component_start(&wasm, &work.path().join("cache"))
-                    .map_err(anyhow::Error::msg)?;
+                let start =
+                    weir_host::api::bench::component_start(&wasm, &work.path().join("cache"))
+                        .map_err(anyhow::Error::msg)?;
                 let case = JobCase {
                     row,
                     events: (scale.events / share).max(2_000),

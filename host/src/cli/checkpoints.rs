@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use weir_host::checkpoint::CheckpointStore;
+use weir_host::state::checkpoint::CheckpointStore;
 
 /// `weir checkpoints ...`
 #[derive(Debug, Subcommand)]

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use weir_host::component::Components;
-use weir_host::state::kind_name;
+use weir_host::state::keyed::kind_name;
+use weir_host::wasm::component::Components;
 
 /// `weir operator ...`
 #[derive(Debug, Subcommand)]

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 
-use weir_host::job::JobSpec;
-use weir_host::runtime;
+use weir_host::engine::job::JobSpec;
+use weir_host::engine::runtime;
 
 /// Arguments of `weir run`.
 #[derive(Debug, Args)]
@@ -48,6 +48,7 @@ impl RunArgs {
             from_savepoint: self.from_savepoint,
             allow_non_restored_state: self.allow_non_restored_state,
             rest_addr: self.rest_addr,
+            serve: Some(weir_host::api::rest::serve_boxed),
             native: self
                 .native_operator
                 .iter()
@@ -68,7 +69,7 @@ impl RunArgs {
                 "events_out": report.events_out,
                 "dead_letters": report.dead_letters,
                 "elapsed_s": report.elapsed.as_secs_f64(),
-                "peak_rss_kib": weir_host::bench::peak_rss_kib(),
+                "peak_rss_kib": weir_host::api::bench::peak_rss_kib(),
                 "latency_ms": report.latency.as_ref().map(|l| serde_json::json!({
                     "p50": l.quantile(0.5), "p99": l.quantile(0.99), "max": l.max(), "count": l.count(),
                 })),

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::{ArgGroup, Args, Subcommand};
 
-use weir_host::savepoint::{
+use weir_host::state::savepoint::{
     manifest_format_version, Metadata, SavedOperator, Savepoint, SavepointWriter, FORMAT_VERSION,
 };
 
@@ -528,7 +528,7 @@ mod tests {
 
     #[test]
     fn positions_read_well() {
-        use weir_host::checkpoint::SourcePosition;
+        use weir_host::model::SourcePosition;
         assert_eq!(
             show_position(&SourcePosition::File {
                 offset: 120,

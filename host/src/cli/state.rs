@@ -37,9 +37,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value};
 
 use weir_host::connectors::json::json_bytes_field;
-use weir_host::keygroup::key_group;
-use weir_host::savepoint::{SavedOperator, SavedState, Savepoint};
-use weir_host::state::StoredEntry;
+use weir_host::model::keygroup::key_group;
+use weir_host::state::keyed::StoredEntry;
+use weir_host::state::savepoint::{SavedOperator, SavedState, Savepoint};
 
 use super::savepoint::{find_operator, new_savepoint_dir, write_savepoint};
 

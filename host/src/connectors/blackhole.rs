@@ -3,12 +3,11 @@
 //! wall clock now minus its event time (pair it with a generator's
 //! `timestamps = "now"`), and reports percentiles when the job ends.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use super::SinkWriter;
-use crate::bindings::Batch;
-use crate::control::JobControl;
-use crate::host_timers::now_ms;
+use crate::model::now_ms;
+use crate::model::Batch;
+use crate::model::SinkWriter;
 
 /// Latencies in milliseconds: a count per millisecond up to a minute, the
 /// rest in one overflow bucket.
@@ -64,16 +63,19 @@ impl LatencyHistogram {
     }
 }
 
+/// Where a blackhole sink leaves its latencies when the job ends.
+pub type LatencySlot = Arc<Mutex<Option<LatencyHistogram>>>;
+
 /// Discards events.
 #[derive(Default)]
 pub struct BlackholeSink {
     events: u64,
-    latency: Option<(LatencyHistogram, Arc<JobControl>)>,
+    latency: Option<(LatencyHistogram, LatencySlot)>,
 }
 
 impl BlackholeSink {
-    /// A sink that records latencies into `control` when given.
-    pub fn new(latency: Option<Arc<JobControl>>) -> Self {
+    /// A sink that records latencies into `latency` when given.
+    pub fn new(latency: Option<LatencySlot>) -> Self {
         BlackholeSink {
             events: 0,
             latency: latency.map(|c| (LatencyHistogram::default(), c)),
@@ -123,7 +125,7 @@ impl SinkWriter for BlackholeSink {
                 h.quantile(0.99),
                 h.max()
             );
-            *control.latency.lock().expect("latency lock") = Some(h.clone());
+            *control.lock().expect("latency lock") = Some(h.clone());
         }
         Ok(())
     }

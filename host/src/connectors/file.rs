@@ -16,10 +16,10 @@ use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::json::{decode_line, encode_event};
-use super::{SinkWriter, SourceReader};
-use crate::bindings::Batch;
-use crate::checkpoint::{SinkState, SourcePosition};
-use crate::job::Format;
+use crate::connectors::json::Format;
+use crate::model::Batch;
+use crate::model::{SinkState, SourcePosition};
+use crate::model::{SinkWriter, SourceReader};
 
 /// Reads events from any line-oriented reader.
 pub struct LineSource<R> {

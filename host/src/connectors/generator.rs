@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::SourceReader;
-use crate::bindings::Batch;
+use crate::model::Batch;
+use crate::model::SourceReader;
 
 /// Generates `count` events.
 pub struct Generator {
@@ -108,8 +108,8 @@ fn padded_number<'a>(buf: &'a mut String, size: usize, digits: usize, n: &mut u6
 }
 
 impl SourceReader for Generator {
-    fn position(&self) -> Option<crate::checkpoint::SourcePosition> {
-        Some(crate::checkpoint::SourcePosition::Generator { next: self.next })
+    fn position(&self) -> Option<crate::model::SourcePosition> {
+        Some(crate::model::SourcePosition::Generator { next: self.next })
     }
 
     fn next_batch(&mut self, offsets: &mut Vec<u64>) -> Result<Option<Batch>, String> {
@@ -134,7 +134,7 @@ impl SourceReader for Generator {
         offsets.extend(self.next..self.next + n);
         self.next += n;
         if self.wall_clock {
-            let now = crate::host_timers::now_ms();
+            let now = crate::model::now_ms();
             batch.timestamps.iter_mut().for_each(|t| *t = now);
         }
         Ok(Some(batch))

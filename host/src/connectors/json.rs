@@ -12,9 +12,18 @@
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::batch::EventRef;
-use crate::bindings::Batch;
-use crate::job::Format;
+use crate::model::batch::EventRef;
+use crate::model::Batch;
+
+/// How events are encoded in a line-oriented file or stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// `"json"`: one JSON object per line (`key`, `value`, `timestamp`).
+    #[default]
+    Json,
+    /// `"lines"`: each line is the raw `value` of one event.
+    Lines,
+}
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 

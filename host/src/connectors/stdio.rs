@@ -10,9 +10,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::json::{decode_line, encode_event};
-use super::{SinkWriter, SourceReader};
-use crate::bindings::Batch;
-use crate::job::Format;
+use crate::connectors::json::Format;
+use crate::model::Batch;
+use crate::model::{SinkWriter, SourceReader};
 
 /// How long a partial batch from standard input waits for more lines.
 pub const STDIN_FLUSH: Duration = Duration::from_millis(20);
@@ -79,7 +79,7 @@ impl StdinSource {
 }
 
 impl SourceReader for StdinSource {
-    fn position(&self) -> Option<crate::checkpoint::SourcePosition> {
+    fn position(&self) -> Option<crate::model::SourcePosition> {
         None
     }
 

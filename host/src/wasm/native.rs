@@ -5,9 +5,9 @@
 //! boundary costs as a ratio. A job cannot name these; `weir run
 //! --native-operator ID=NAME` (hidden) puts one behind an operator ID.
 
-use crate::batch::EventRef;
-use crate::bindings::{Batch, GuestError, OperatorSpec, Rejected, StateKind, StateSpec, Timers};
-use crate::operator::{OperatorInstance, SubtaskCtx};
+use crate::model::batch::EventRef;
+use crate::model::{Batch, GuestError, OperatorSpec, Rejected, StateKind, StateSpec, Timers};
+use crate::wasm::operator::{OperatorInstance, SubtaskCtx};
 
 /// Which logic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +116,7 @@ fn write_u64(out: &mut Vec<u8>, mut n: u64) {
 }
 
 impl OperatorInstance for NativeOperator {
-    fn process(&mut self, input: &Batch) -> Result<Result<Batch, GuestError>, String> {
+    fn process(&mut self, input: &mut Batch) -> Result<Result<Batch, GuestError>, String> {
         let mut out = Batch::with_capacity(input.len(), input.data.len());
         for (i, event) in input.iter().enumerate() {
             match self.logic {
@@ -140,7 +140,7 @@ impl OperatorInstance for NativeOperator {
         Ok(Ok(out))
     }
 
-    fn on_timer(&mut self, _fired: &Timers) -> Result<Result<Batch, GuestError>, String> {
+    fn on_timer(&mut self, _fired: &mut Timers) -> Result<Result<Batch, GuestError>, String> {
         Ok(Ok(Batch::default()))
     }
 

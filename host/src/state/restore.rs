@@ -16,10 +16,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::bindings::StateSpec;
-use crate::checkpoint::{CheckpointMeta, CheckpointStore, TimerRecord};
-use crate::savepoint::{Record, Savepoint};
-use crate::state::{kind_name, StateChange};
+use crate::model::StateSpec;
+use crate::state::checkpoint::{CheckpointMeta, CheckpointStore, TimerRecord};
+use crate::state::keyed::{kind_name, StateChange};
+use crate::state::savepoint::{Record, Savepoint};
 
 /// What happens to one declared state of an operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,7 +238,7 @@ impl Restore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bindings::StateKind;
+    use crate::model::StateKind;
 
     fn spec(name: &str, kind: StateKind, version: u32) -> StateSpec {
         StateSpec {

@@ -8,9 +8,9 @@
 
 use crossbeam_channel::Sender;
 
-use crate::bindings::Batch;
-use crate::keygroup;
-use crate::stream::{Message, Offsets};
+use crate::engine::stream::{Message, Offsets};
+use crate::model::keygroup;
+use crate::model::Batch;
 
 /// How a stage's output is spread over the next stage's subtasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +107,7 @@ impl Router {
     }
 
     /// Sends a checkpoint barrier to every connected subtask.
-    pub fn send_barrier(&mut self, barrier: crate::stream::Barrier) -> Result<(), Closed> {
+    pub fn send_barrier(&mut self, barrier: crate::engine::stream::Barrier) -> Result<(), Closed> {
         for s in &self.senders {
             s.send(Message::Barrier(barrier)).map_err(|_| Closed)?;
         }
@@ -130,7 +130,7 @@ mod tests {
     #[test]
     fn key_routing_splits_offsets_with_their_events() {
         let (senders, receivers): (Vec<_>, Vec<_>) =
-            (0..3).map(|_| crate::stream::channel()).unzip();
+            (0..3).map(|_| crate::engine::stream::channel()).unzip();
         let mut router = Router::new(
             senders,
             Routing::Key {

@@ -11,13 +11,15 @@ use wasmtime::component::ResourceTable;
 use wasmtime::Store;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::{Batch, Blobs, GuestError, OperatorSpec, OperatorWorld, TaskInfo, Timers};
-use crate::component::LoadedOperator;
-use crate::guest_output::GuestOutput;
-use crate::job::{Capabilities, Limits};
-use crate::restore::{OperatorPlan, Restore, StatePlan};
-use crate::state::StateBackend;
-use crate::timers::TimerService;
+use crate::model::{Batch, Blobs, GuestError, OperatorSpec, TaskInfo, Timers};
+use crate::state::keyed::StateBackend;
+use crate::state::restore::{OperatorPlan, Restore, StatePlan};
+use crate::state::timers::TimerService;
+use crate::wasm::bindings::{self as wit, OperatorWorld};
+use crate::wasm::component::LoadedOperator;
+use crate::wasm::convert::{lend_batch, lend_timers};
+use crate::wasm::guest_output::GuestOutput;
+use crate::wasm::limits::{Capabilities, Limits};
 
 /// The host-owned part of a subtask: identity, declared state, timers, watermark.
 pub struct SubtaskCtx {
@@ -87,17 +89,6 @@ pub struct Setup {
     pub limits: Limits,
 }
 
-impl Setup {
-    /// The setup of operator `op` of a job.
-    pub fn of(op: &crate::job::OperatorSpec) -> Self {
-        Setup {
-            config: op.config.clone(),
-            capabilities: op.capabilities.clone(),
-            limits: op.limits.clone(),
-        }
-    }
-}
-
 /// The memory budget of one instance (`[operators.limits] memory`): a
 /// growth past it traps with a message that names the budget.
 struct MemoryBudget {
@@ -143,7 +134,7 @@ fn mib(bytes: u64) -> String {
 
 /// The epoch ticks of a CPU budget, rounded up.
 pub fn deadline_ticks(budget: std::time::Duration) -> u64 {
-    let tick = crate::component::EPOCH_TICK.as_nanos();
+    let tick = crate::wasm::component::EPOCH_TICK.as_nanos();
     budget.as_nanos().div_ceil(tick).max(1) as u64
 }
 
@@ -279,9 +270,9 @@ impl Call<'_> {
 pub trait OperatorInstance: Send {
     /// Processes a batch. The outer error is a failure of the instance (a
     /// trap); the inner one is the operator's own answer.
-    fn process(&mut self, input: &Batch) -> Result<Result<Batch, GuestError>, String>;
+    fn process(&mut self, input: &mut Batch) -> Result<Result<Batch, GuestError>, String>;
     /// Handles timers that fired.
-    fn on_timer(&mut self, fired: &Timers) -> Result<Result<Batch, GuestError>, String>;
+    fn on_timer(&mut self, fired: &mut Timers) -> Result<Result<Batch, GuestError>, String>;
     /// The host-owned context: state, timers, watermark.
     fn ctx(&mut self) -> &mut SubtaskCtx;
     /// After `call` failed (a trap, a budget overrun, malformed output or a
@@ -381,7 +372,7 @@ fn open(
         .collect();
     world
         .weir_operator_guest()
-        .call_open(&mut *store, task, &config)
+        .call_open(&mut *store, &wit::TaskInfo::from(task), &config)
         .map_err(|e| call_error(&e, store.data()))?
         .map_err(|e| format!("open() failed: {e}"))
 }
@@ -455,7 +446,7 @@ impl WasmOperator {
                 let mut one = Batch::with_capacity(1, event.value.len() + 16);
                 one.push_ref(&event);
                 guest
-                    .call_process(&mut self.store, &one)
+                    .call_process(&mut self.store, &wit::Batch::from(one))
                     .map_err(|e| e.to_string())
                     .and_then(|r| check_output(r, 1, self.store.data()))
             }
@@ -474,7 +465,7 @@ impl WasmOperator {
                     timestamps: vec![timestamp],
                 };
                 guest
-                    .call_on_timer(&mut self.store, &one)
+                    .call_on_timer(&mut self.store, &wit::Timers::from(one))
                     .map_err(|e| e.to_string())
                     .and_then(|r| check_output(r, 1, self.store.data()))
             }
@@ -517,13 +508,13 @@ pub fn restored_ctx<'r>(
 }
 
 /// What runs behind an operator ID: a loaded component or, for benchmarks
-/// only, the same logic compiled into the host ([`crate::native`]).
+/// only, the same logic compiled into the host ([`crate::wasm::native`]).
 #[derive(Clone)]
 pub enum OperatorImpl {
     /// A WebAssembly component.
     Wasm(LoadedOperator),
     /// Native logic.
-    Native(crate::native::NativeLogic, OperatorSpec),
+    Native(crate::wasm::native::NativeLogic, OperatorSpec),
 }
 
 impl OperatorImpl {
@@ -576,7 +567,9 @@ impl OperatorImpl {
                 if track_changes {
                     sub.state.track_changes();
                 }
-                Ok(Box::new(crate::native::NativeOperator::new(*logic, sub)))
+                Ok(Box::new(crate::wasm::native::NativeOperator::new(
+                    *logic, sub,
+                )))
             }
         }
     }
@@ -609,8 +602,9 @@ fn migrate(
             arm(store);
             let out = world
                 .weir_operator_guest()
-                .call_migrate(&mut *store, name, from, &blobs)
-                .map_err(|e| call_error(&e, store.data()))?;
+                .call_migrate(&mut *store, name, from, &wit::Blobs::from(blobs))
+                .map_err(|e| call_error(&e, store.data()))?
+                .map(Blobs::from);
             let key_of = |i: usize, chunk: &[(&[u8], &mut Vec<u8>)]| {
                 chunk.get(i).map_or("?".to_string(), |(k, _)| {
                     String::from_utf8_lossy(k).into_owned()
@@ -675,7 +669,7 @@ pub fn call_error(e: &wasmtime::Error, ctx: &HostCtx) -> String {
     if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
         let mut message = format!(
             "ran past its CPU budget of {} for one call (`[operators.limits] cpu_per_call`)",
-            crate::job::format_duration(ctx.cpu_budget)
+            crate::model::format_duration(ctx.cpu_budget)
         );
         if let Some(bt) = e.downcast_ref::<wasmtime::WasmBacktrace>() {
             let frames = guest_frames(bt);
@@ -688,14 +682,15 @@ pub fn call_error(e: &wasmtime::Error, ctx: &HostCtx) -> String {
     with_guest_output(describe_error(e), ctx)
 }
 
-/// Errors if a call's output is malformed (lengths that disagree, a
-/// rejected index past the `inputs` events or timers it was given) or over
+/// A guest call's result in the host's own types; errors if it is malformed
+/// (lengths that disagree, a rejected index past the `inputs` events or timers it was given) or over
 /// the output budget.
 fn check_output(
-    result: Result<Batch, GuestError>,
+    result: Result<wit::Batch, wit::GuestError>,
     inputs: usize,
     ctx: &HostCtx,
 ) -> Result<Result<Batch, GuestError>, String> {
+    let result = result.map(Batch::from).map_err(GuestError::from);
     let emitted = match &result {
         Ok(batch) => {
             batch.check().map_err(|e| format!("returned {e}"))?;
@@ -727,22 +722,20 @@ fn check_output(
 }
 
 impl OperatorInstance for WasmOperator {
-    fn process(&mut self, input: &Batch) -> Result<Result<Batch, GuestError>, String> {
+    fn process(&mut self, input: &mut Batch) -> Result<Result<Batch, GuestError>, String> {
         arm(&mut self.store);
-        let result = self
-            .world
-            .weir_operator_guest()
-            .call_process(&mut self.store, input)
+        let guest = self.world.weir_operator_guest();
+        let store = &mut self.store;
+        let result = lend_batch(input, |batch| guest.call_process(&mut *store, batch))
             .map_err(|e| call_error(&e, self.store.data()))?;
         check_output(result, input.len(), self.store.data())
     }
 
-    fn on_timer(&mut self, fired: &Timers) -> Result<Result<Batch, GuestError>, String> {
+    fn on_timer(&mut self, fired: &mut Timers) -> Result<Result<Batch, GuestError>, String> {
         arm(&mut self.store);
-        let result = self
-            .world
-            .weir_operator_guest()
-            .call_on_timer(&mut self.store, fired)
+        let guest = self.world.weir_operator_guest();
+        let store = &mut self.store;
+        let result = lend_timers(fired, |timers| guest.call_on_timer(&mut *store, timers))
             .map_err(|e| call_error(&e, self.store.data()))?;
         check_output(result, fired.timestamps.len(), self.store.data())
     }

@@ -10,8 +10,8 @@ use std::ops::Range;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::bindings::{StateKind, StateSpec};
-use crate::keygroup;
+use crate::model::keygroup;
+use crate::model::{StateKind, StateSpec};
 
 /// A user key's state of kind `map`: user keys, sorted, to values.
 pub type MapEntries = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -383,7 +383,7 @@ impl StateBackend {
         if !self.key_groups.contains(&kg) {
             return Err(StateError::ForeignKey {
                 state: self.states[state].spec.name.clone(),
-                key: crate::batch::show_bytes(key),
+                key: crate::model::batch::show_bytes(key),
                 key_group: kg,
                 subtask: self.subtask,
                 owned: self.key_groups.clone(),

@@ -3,8 +3,9 @@
 
 use wasmtime::component::Resource;
 
-use crate::bindings::{state, Blobs, StateKind};
-use crate::operator::HostCtx;
+use crate::model::{Blobs, StateKind};
+use crate::wasm::bindings::{state, Blobs as WitBlobs};
+use crate::wasm::operator::HostCtx;
 
 /// The host's representation of a `value-state` handle (its rep is the state index).
 pub struct ValueStateHandle;
@@ -34,26 +35,29 @@ impl state::HostValueState for HostCtx {
     fn get_many(
         &mut self,
         handle: Resource<ValueStateHandle>,
-        keys: Blobs,
-    ) -> wasmtime::Result<Blobs> {
+        keys: WitBlobs,
+    ) -> wasmtime::Result<WitBlobs> {
         let state = handle.rep();
+        let keys = Blobs::from(keys);
         let keys = keys.split().map_err(trap)?;
         let mut out = Blobs::with_capacity(keys.len());
         for key in keys {
             let key = key.ok_or_else(|| trap("value-state.get-many: a key is absent"))?;
             out.push(self.sub.state.value_get(state, key).map_err(trap)?);
         }
-        Ok(out)
+        Ok(out.into())
     }
 
     fn put_many(
         &mut self,
         handle: Resource<ValueStateHandle>,
-        keys: Blobs,
-        values: Blobs,
+        keys: WitBlobs,
+        values: WitBlobs,
     ) -> wasmtime::Result<()> {
         let state = handle.rep();
+        let keys = Blobs::from(keys);
         let keys = keys.split().map_err(trap)?;
+        let values = Blobs::from(values);
         let values = values.split().map_err(trap)?;
         if keys.len() != values.len() {
             return Err(trap(
@@ -85,11 +89,13 @@ impl state::HostMapState for HostCtx {
     fn get_many(
         &mut self,
         handle: Resource<MapStateHandle>,
-        keys: Blobs,
-        map_keys: Blobs,
-    ) -> wasmtime::Result<Blobs> {
+        keys: WitBlobs,
+        map_keys: WitBlobs,
+    ) -> wasmtime::Result<WitBlobs> {
         let state = handle.rep();
+        let keys = Blobs::from(keys);
         let keys = keys.split().map_err(trap)?;
+        let map_keys = Blobs::from(map_keys);
         let map_keys = map_keys.split().map_err(trap)?;
         if keys.len() != map_keys.len() {
             return Err(trap(
@@ -102,19 +108,22 @@ impl state::HostMapState for HostCtx {
             let mk = mk.ok_or_else(|| trap("map-state.get-many: a map key is absent"))?;
             out.push(self.sub.state.map_get(state, key, mk).map_err(trap)?);
         }
-        Ok(out)
+        Ok(out.into())
     }
 
     fn put_many(
         &mut self,
         handle: Resource<MapStateHandle>,
-        keys: Blobs,
-        map_keys: Blobs,
-        values: Blobs,
+        keys: WitBlobs,
+        map_keys: WitBlobs,
+        values: WitBlobs,
     ) -> wasmtime::Result<()> {
         let state = handle.rep();
+        let keys = Blobs::from(keys);
         let keys = keys.split().map_err(trap)?;
+        let map_keys = Blobs::from(map_keys);
         let map_keys = map_keys.split().map_err(trap)?;
+        let values = Blobs::from(values);
         let values = values.split().map_err(trap)?;
         if keys.len() != map_keys.len() || keys.len() != values.len() {
             return Err(trap(
@@ -137,7 +146,7 @@ impl state::HostMapState for HostCtx {
         &mut self,
         handle: Resource<MapStateHandle>,
         key: Vec<u8>,
-    ) -> wasmtime::Result<(Blobs, Blobs)> {
+    ) -> wasmtime::Result<(WitBlobs, WitBlobs)> {
         let state = handle.rep();
         let entries = self.sub.state.map_entries(state, &key).map_err(trap)?;
         let n = entries.map_or(0, |e| e.len());
@@ -147,7 +156,7 @@ impl state::HostMapState for HostCtx {
             keys.push(Some(mk));
             values.push(Some(v));
         }
-        Ok((keys, values))
+        Ok((keys.into(), values.into()))
     }
 
     fn clear(&mut self, handle: Resource<MapStateHandle>, key: Vec<u8>) -> wasmtime::Result<()> {
@@ -171,23 +180,29 @@ impl state::HostListState for HostCtx {
             .map(Resource::new_own))
     }
 
-    fn get(&mut self, handle: Resource<ListStateHandle>, key: Vec<u8>) -> wasmtime::Result<Blobs> {
+    fn get(
+        &mut self,
+        handle: Resource<ListStateHandle>,
+        key: Vec<u8>,
+    ) -> wasmtime::Result<WitBlobs> {
         let list = self.sub.state.list_get(handle.rep(), &key).map_err(trap)?;
         let mut out = Blobs::with_capacity(list.len());
         for v in list {
             out.push(Some(v));
         }
-        Ok(out)
+        Ok(out.into())
     }
 
     fn add_many(
         &mut self,
         handle: Resource<ListStateHandle>,
-        keys: Blobs,
-        values: Blobs,
+        keys: WitBlobs,
+        values: WitBlobs,
     ) -> wasmtime::Result<()> {
         let state = handle.rep();
+        let keys = Blobs::from(keys);
         let keys = keys.split().map_err(trap)?;
+        let values = Blobs::from(values);
         let values = values.split().map_err(trap)?;
         if keys.len() != values.len() {
             return Err(trap(
@@ -207,8 +222,9 @@ impl state::HostListState for HostCtx {
         &mut self,
         handle: Resource<ListStateHandle>,
         key: Vec<u8>,
-        values: Blobs,
+        values: WitBlobs,
     ) -> wasmtime::Result<()> {
+        let values = Blobs::from(values);
         let values = values.split().map_err(trap)?;
         let mut list = Vec::with_capacity(values.len());
         for value in values {

@@ -1,10 +1,10 @@
 //! Host side of the WIT `logging` interface: guest log lines land in the
 //! host's tracing under the target `weir::guest`, with the operator ID and subtask.
 
-use crate::bindings::{logging, Level};
-use crate::operator::HostCtx;
+use crate::wasm::bindings::{logging, Level};
+use crate::wasm::operator::HostCtx;
 
-impl crate::bindings::types::Host for HostCtx {}
+impl crate::wasm::bindings::types::Host for HostCtx {}
 
 impl logging::Host for HostCtx {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Select, Sender};
 
-use crate::bindings::Batch;
+use crate::model::Batch;
 
 /// Batches in flight per channel before the sender blocks.
 pub const CHANNEL_CAPACITY: usize = 16;
@@ -207,8 +207,8 @@ pub enum StageError {
     Failed(String),
 }
 
-impl From<crate::partition::Closed> for StageError {
-    fn from(_: crate::partition::Closed) -> Self {
+impl From<crate::engine::partition::Closed> for StageError {
+    fn from(_: crate::engine::partition::Closed) -> Self {
         StageError::Cancelled
     }
 }

@@ -1,20 +1,13 @@
 //! Host side of the WIT `timers` interface: registering and deleting timers,
 //! the watermark and the processing-time clock.
 
-use crate::bindings::{timers, Blobs, TimeDomain};
-use crate::keygroup;
-use crate::operator::HostCtx;
+use crate::model::keygroup;
+use crate::model::Blobs;
+use crate::wasm::bindings::{timers, Blobs as WitBlobs, TimeDomain};
+use crate::wasm::operator::HostCtx;
 
 fn trap(e: impl std::fmt::Display) -> wasmtime::Error {
     wasmtime::Error::msg(e.to_string())
-}
-
-/// Milliseconds since the Unix epoch by the wall clock.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl HostCtx {
@@ -52,12 +45,12 @@ impl timers::Host for HostCtx {
     fn register_many(
         &mut self,
         domain: TimeDomain,
-        keys: Blobs,
+        keys: WitBlobs,
         timestamps: Vec<i64>,
     ) -> wasmtime::Result<()> {
-        let keys = self.timer_args("register-many", &keys, &timestamps)?;
+        let keys = self.timer_args("register-many", &Blobs::from(keys), &timestamps)?;
         for (key, ts) in keys.into_iter().zip(timestamps) {
-            self.sub.timers.register(domain, key, ts);
+            self.sub.timers.register(domain.into(), key, ts);
         }
         Ok(())
     }
@@ -65,12 +58,12 @@ impl timers::Host for HostCtx {
     fn delete_many(
         &mut self,
         domain: TimeDomain,
-        keys: Blobs,
+        keys: WitBlobs,
         timestamps: Vec<i64>,
     ) -> wasmtime::Result<()> {
-        let keys = self.timer_args("delete-many", &keys, &timestamps)?;
+        let keys = self.timer_args("delete-many", &Blobs::from(keys), &timestamps)?;
         for (key, ts) in keys.into_iter().zip(timestamps) {
-            self.sub.timers.delete(domain, key, ts);
+            self.sub.timers.delete(domain.into(), key, ts);
         }
         Ok(())
     }
@@ -80,6 +73,6 @@ impl timers::Host for HostCtx {
     }
 
     fn processing_time(&mut self) -> wasmtime::Result<i64> {
-        Ok(now_ms())
+        Ok(crate::model::now_ms())
     }
 }

@@ -1,7 +1,32 @@
-//! Events in flat form: helpers on the WIT `batch` and `blobs` records, which
-//! are the host's own batch types too (no second copy of what the WIT defines).
+//! Events in flat form: the host's [`Batch`] and [`Blobs`], the same shape as
+//! the WIT `batch` and `blobs` records (one byte buffer plus lengths), so that
+//! the `wasm` layer hands them to a guest by moving their buffers, not copying.
 
-use crate::bindings::{Batch, Blobs};
+/// A batch of events in flat form. Event `i` occupies, in `data`, its key
+/// bytes (`key_lens[i]` of them, none when it is -1: an absent key) followed
+/// by its value bytes (`value_lens[i]`); `timestamps[i]` is its event time in
+/// ms since the Unix epoch. The three lists have one entry per event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Keys and values, concatenated.
+    pub data: Vec<u8>,
+    /// Each event's key length, -1 for an absent key.
+    pub key_lens: Vec<i32>,
+    /// Each event's value length.
+    pub value_lens: Vec<u32>,
+    /// Each event's timestamp.
+    pub timestamps: Vec<i64>,
+}
+
+/// Several byte strings in flat form: `lens[i]` bytes of `data` each, in
+/// order; a length of -1 stands for an absent entry.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Blobs {
+    /// The entries' bytes, concatenated.
+    pub data: Vec<u8>,
+    /// Each entry's length, -1 for an absent one.
+    pub lens: Vec<i32>,
+}
 
 /// Bytes (a key) shown in a one-line message: as text, escaped
 /// (`\n`, `\"`, `\u{1b}`, invalid UTF-8 as `�`), cut after 100 characters

@@ -31,15 +31,17 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::checkpoint::{
-    CheckpointMeta, CheckpointStore, OperatorMeta, SinkState, SourceState, TimerRecord,
-    FORMAT_VERSION,
+use crate::engine::control::{CheckpointSummary, JobControl, SavepointRequest};
+use crate::engine::stream::Barrier;
+use crate::model::now_ms;
+use crate::model::{SinkState, SourceState};
+use crate::state::checkpoint::{
+    CheckpointMeta, CheckpointStore, OperatorMeta, TimerRecord, FORMAT_VERSION,
 };
-use crate::control::{CheckpointSummary, JobControl, SavepointRequest};
-use crate::host_timers::now_ms;
-use crate::savepoint::{self, DataFile, SavedOperator, SavedState, SavepointKind, SavepointWriter};
-use crate::state::StateChange;
-use crate::stream::Barrier;
+use crate::state::keyed::StateChange;
+use crate::state::savepoint::{
+    self, DataFile, SavedOperator, SavedState, SavepointKind, SavepointWriter,
+};
 
 /// What a stage tells the coordinator.
 pub enum Ack {
@@ -393,7 +395,7 @@ impl Coordinator {
         chain.push(p.id);
         chain_bytes.push(p.bytes);
         let source = p.source.take().expect("checked").unwrap_or(SourceState {
-            position: crate::checkpoint::SourcePosition::Generator { next: 0 },
+            position: crate::model::SourcePosition::Generator { next: 0 },
             max_timestamp: i64::MIN,
         });
         let sink = p.sink.take().expect("checked");

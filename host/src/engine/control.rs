@@ -14,8 +14,8 @@ use std::sync::Mutex;
 use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
 
-use crate::checkpoint::CheckpointStore;
-use crate::host_timers::now_ms;
+use crate::model::now_ms;
+use crate::state::checkpoint::CheckpointStore;
 
 /// A request for a savepoint, perhaps followed by a stop.
 #[derive(Debug, Clone)]
@@ -142,7 +142,7 @@ pub struct JobControl {
     /// Live counters.
     pub metrics: Metrics,
     /// Latencies a `latency = true` blackhole sink recorded, when it ends.
-    pub latency: Mutex<Option<crate::connectors::blackhole::LatencyHistogram>>,
+    pub latency: crate::connectors::blackhole::LatencySlot,
     started_at_ms: i64,
     base_dir: PathBuf,
     default_target: Option<PathBuf>,
@@ -189,7 +189,7 @@ impl JobControl {
             job: job.to_string(),
             operators,
             metrics: Metrics::default(),
-            latency: Mutex::new(None),
+            latency: Default::default(),
             started_at_ms: now,
             base_dir: base_dir.to_path_buf(),
             default_target,

@@ -7,12 +7,13 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::bindings::{StateKind, StateSpec, TaskInfo};
-use crate::checkpoint::{CheckpointMeta, CheckpointStore, SourcePosition, SourceState};
-use crate::component::Components;
-use crate::operator::WasmOperator;
-use crate::savepoint::{self, Record, Savepoint, SavepointKind, SavepointWriter};
-use crate::state::StateBackend;
+use crate::model::{SourcePosition, SourceState};
+use crate::model::{StateKind, StateSpec, TaskInfo};
+use crate::state::checkpoint::{CheckpointMeta, CheckpointStore};
+use crate::state::keyed::StateBackend;
+use crate::state::savepoint::{self, Record, Savepoint, SavepointKind, SavepointWriter};
+use crate::wasm::component::Components;
+use crate::wasm::operator::WasmOperator;
 
 /// Peak resident memory of this process (`VmHWM`), in KiB, where Linux tells it.
 pub fn peak_rss_kib() -> Option<u64> {
@@ -49,7 +50,7 @@ fn filled_state(keys: u64) -> StateBackend {
 
 fn meta(id: u64, chain: Vec<u64>, bytes: u64) -> CheckpointMeta {
     CheckpointMeta {
-        format: crate::checkpoint::FORMAT_VERSION,
+        format: crate::state::checkpoint::FORMAT_VERSION,
         id,
         chain,
         job: "bench".into(),

@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{StateChange, StoredEntry};
+use crate::model::{SinkState, SourceState};
+use crate::state::keyed::{StateChange, StoredEntry};
 
 fn entry_size(entry: &StoredEntry) -> usize {
     match entry {
@@ -46,40 +47,6 @@ pub struct CheckpointError {
     pub dir: String,
     /// What went wrong.
     pub message: String,
-}
-
-/// Where a source was, so that it can seek back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SourcePosition {
-    /// A file: byte offset of the next line, and its number (from 1).
-    File {
-        /// Bytes consumed.
-        offset: u64,
-        /// Lines consumed.
-        line: u64,
-    },
-    /// The generator: index of the next event.
-    Generator {
-        /// Events generated.
-        next: u64,
-    },
-}
-
-/// A source's part of a checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceState {
-    /// Its read position.
-    pub position: SourcePosition,
-    /// The highest event timestamp it had seen (the watermark's basis).
-    pub max_timestamp: i64,
-}
-
-/// A sink's part of a checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SinkState {
-    /// Length of the output file once everything up to this checkpoint is published.
-    pub output_len: u64,
 }
 
 /// An operator's part of a checkpoint.
@@ -474,6 +441,7 @@ impl CheckpointStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::SourcePosition;
 
     fn change(kg: u32, key: &str, value: Option<&str>) -> StateChange {
         StateChange {

@@ -15,8 +15,8 @@ use std::path::Path;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::batch::EventRef;
 use crate::connectors::json::json_bytes_field;
+use crate::model::batch::EventRef;
 
 /// One rejected event.
 #[derive(Debug)]

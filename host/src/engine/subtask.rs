@@ -22,16 +22,16 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use crate::batch::EventRef;
-use crate::bindings::{Batch, Blobs, GuestError, TimeDomain, Timers};
-use crate::coordinator::Ack;
-use crate::dead_letter::{DeadLetter, DeadLetterTx};
-use crate::host_timers::now_ms;
-use crate::job::SourceSpec;
-use crate::operator::{Call, OperatorInstance};
-use crate::partition::Router;
-use crate::stream::Barrier;
-use crate::stream::{Inputs, Message, Offsets, Received, StageError};
+use crate::connectors::dead_letter::{DeadLetter, DeadLetterTx};
+use crate::engine::coordinator::Ack;
+use crate::engine::job::SourceSpec;
+use crate::engine::partition::Router;
+use crate::engine::stream::Barrier;
+use crate::engine::stream::{Inputs, Message, Offsets, Received, StageError};
+use crate::model::batch::EventRef;
+use crate::model::now_ms;
+use crate::model::{Batch, Blobs, GuestError, TimeDomain, Timers};
+use crate::wasm::operator::{Call, OperatorInstance};
 
 /// Most timers handed to one `on-timer` call.
 const TIMERS_PER_CALL: usize = 4096;
@@ -108,7 +108,7 @@ impl Subtask {
         // Events of the batch as received that came before `batch`.
         let mut done = 0;
         while !batch.is_empty() {
-            let failure = match self.op.process(&batch) {
+            let failure = match self.op.process(&mut batch) {
                 Ok(Ok(out)) => {
                     self.forward(out)?;
                     break;
@@ -260,12 +260,12 @@ impl Subtask {
                 keys.push(key.as_deref());
                 timestamps.push(*ts);
             }
-            let fired = Timers {
+            let mut fired = Timers {
                 domain,
                 keys,
                 timestamps,
             };
-            let failure = match self.op.on_timer(&fired) {
+            let failure = match self.op.on_timer(&mut fired) {
                 Ok(Ok(out)) => {
                     self.forward(out)?;
                     continue;
@@ -300,10 +300,10 @@ impl Subtask {
     }
 }
 
-/// A key for messages: ``key `k` `` (see [`crate::batch::show_bytes`]), or `no key`.
+/// A key for messages: ``key `k` `` (see [`crate::model::batch::show_bytes`]), or `no key`.
 fn show_key(key: Option<&[u8]>) -> String {
     match key {
-        Some(key) => format!("key `{}`", crate::batch::show_bytes(key)),
+        Some(key) => format!("key `{}`", crate::model::batch::show_bytes(key)),
         None => "no key".to_string(),
     }
 }

@@ -41,8 +41,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::checkpoint::{SinkState, SourceState, TimerRecord};
-use crate::state::{StateChange, StoredEntry};
+use crate::model::{SinkState, SourceState};
+use crate::state::checkpoint::TimerRecord;
+use crate::state::keyed::{StateChange, StoredEntry};
 
 /// The `format` field of every savepoint's `_metadata`.
 pub const FORMAT: &str = "weir-savepoint";
@@ -195,7 +196,7 @@ pub enum Record {
 
 /// Hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    crate::component::hex(&Sha256::digest(bytes))
+    crate::model::hex(&Sha256::digest(bytes))
 }
 
 /// RFC 3339 (UTC, seconds) of a time in ms since the Unix epoch.
@@ -918,7 +919,7 @@ impl SavepointWriter {
     /// Writes operator `op`'s data files of `from` anew, with the same names
     /// and key-group ranges, in which state `state` holds exactly `entries`
     /// (each key in the file whose range holds its key group, computed with
-    /// [`crate::keygroup::key_group`]) and every other state and every timer
+    /// [`crate::model::keygroup::key_group`]) and every other state and every timer
     /// is kept. Each old file is checked first. A key whose key group no file
     /// holds is an error.
     pub fn rewrite_state(
@@ -940,7 +941,7 @@ impl SavepointWriter {
             if matches!(entry, StoredEntry::Deleted) {
                 continue;
             }
-            let kg = crate::keygroup::key_group(Some(&key), m);
+            let kg = crate::model::keygroup::key_group(Some(&key), m);
             let Some(i) = op
                 .files
                 .iter()
@@ -1012,7 +1013,7 @@ impl SavepointWriter {
 #[cfg(test)]
 mod surgery_tests {
     use super::*;
-    use crate::checkpoint::SourcePosition;
+    use crate::model::SourcePosition;
     use std::collections::BTreeMap;
 
     fn saved(dir: &Path) -> Savepoint {
@@ -1036,7 +1037,7 @@ mod surgery_tests {
         for (i, range) in [0..3u32, 3..8].into_iter().enumerate() {
             let mut changes = Vec::new();
             for key in ["a", "b", "c", "d", "e", "f"] {
-                let kg = crate::keygroup::key_group(Some(key.as_bytes()), m);
+                let kg = crate::model::keygroup::key_group(Some(key.as_bytes()), m);
                 if range.contains(&kg) {
                     for state in ["keep", "swap"] {
                         changes.push(StateChange {
@@ -1129,7 +1130,7 @@ mod surgery_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::SourcePosition;
+    use crate::model::SourcePosition;
 
     fn change(state: &str, kg: u32, key: &str, entry: StoredEntry) -> StateChange {
         StateChange {

@@ -9,9 +9,9 @@ mod generated {
         path: "../wit",
         world: "operator",
         with: {
-            "weir:operator/state.value-state": crate::host_state::ValueStateHandle,
-            "weir:operator/state.map-state": crate::host_state::MapStateHandle,
-            "weir:operator/state.list-state": crate::host_state::ListStateHandle,
+            "weir:operator/state.value-state": crate::wasm::host_state::ValueStateHandle,
+            "weir:operator/state.map-state": crate::wasm::host_state::MapStateHandle,
+            "weir:operator/state.list-state": crate::wasm::host_state::ListStateHandle,
         },
         imports: { default: trappable },
         additional_derives: [PartialEq],

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::bindings::TimeDomain;
+use crate::model::TimeDomain;
 
 /// A registered timer: when, and for which key.
 pub type TimerEntry = (i64, Option<Vec<u8>>);
@@ -56,12 +56,14 @@ impl TimerService {
     pub fn snapshot(
         &self,
         max_parallelism: u32,
-    ) -> Vec<(u32, Vec<crate::checkpoint::TimerRecord>)> {
-        let mut by_group: std::collections::BTreeMap<u32, Vec<crate::checkpoint::TimerRecord>> =
-            Default::default();
+    ) -> Vec<(u32, Vec<crate::state::checkpoint::TimerRecord>)> {
+        let mut by_group: std::collections::BTreeMap<
+            u32,
+            Vec<crate::state::checkpoint::TimerRecord>,
+        > = Default::default();
         for (domain, set) in [(0u8, &self.event_time), (1u8, &self.processing_time)] {
             for (ts, key) in set {
-                let kg = crate::keygroup::key_group(key.as_deref(), max_parallelism);
+                let kg = crate::model::keygroup::key_group(key.as_deref(), max_parallelism);
                 by_group
                     .entry(kg)
                     .or_default()
@@ -72,7 +74,7 @@ impl TimerService {
     }
 
     /// Registers restored timers.
-    pub fn restore(&mut self, records: Vec<crate::checkpoint::TimerRecord>) {
+    pub fn restore(&mut self, records: Vec<crate::state::checkpoint::TimerRecord>) {
         for (domain, ts, key) in records {
             let domain = if domain == 0 {
                 TimeDomain::EventTime

@@ -19,26 +19,29 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::bindings::TaskInfo;
-use crate::checkpoint::{CheckpointMeta, CheckpointStore, OperatorMeta, SourcePosition};
-use crate::component::Components;
+use crate::connectors;
+use crate::connectors::dead_letter::{self, DeadLetter};
 use crate::connectors::file::SinkMode;
-use crate::connectors::{self, SinkCheckpointing, SinkWriter, SourceCheckpointing, SourceReader};
-use crate::control::{JobControl, JobState, OperatorStatus};
-use crate::coordinator::{Ack, Coordinator, CoordinatorEnd, OperatorInfo, Trigger};
-use crate::dead_letter::{self, DeadLetter};
-use crate::job::{
+use crate::engine::control::{JobControl, JobState, OperatorStatus};
+use crate::engine::coordinator::{Ack, Coordinator, CoordinatorEnd, OperatorInfo, Trigger};
+use crate::engine::job::{
     CheckpointMode, InputMode, JobSpec, RestartSpec, RestartStrategy, SinkSpec, SourceSpec,
 };
-use crate::keygroup;
-use crate::native::NativeLogic;
-use crate::operator::OperatorImpl;
-use crate::partition::{Router, Routing};
-use crate::restore::{self, Restore, RestorePlan, RestoreSource};
-use crate::savepoint::Savepoint;
-use crate::state::kind_name;
-use crate::stream::{self, Inputs, Message, StageError};
-use crate::subtask::Subtask;
+use crate::engine::partition::{Router, Routing};
+use crate::engine::stages::{SinkCheckpointing, SourceCheckpointing};
+use crate::engine::stream::{self, Inputs, Message, StageError};
+use crate::engine::subtask::Subtask;
+use crate::model::keygroup;
+use crate::model::SourcePosition;
+use crate::model::TaskInfo;
+use crate::model::{SinkWriter, SourceReader};
+use crate::state::checkpoint::{CheckpointMeta, CheckpointStore, OperatorMeta};
+use crate::state::keyed::kind_name;
+use crate::state::restore::{self, Restore, RestorePlan, RestoreSource};
+use crate::state::savepoint::Savepoint;
+use crate::wasm::component::Components;
+use crate::wasm::native::NativeLogic;
+use crate::wasm::operator::OperatorImpl;
 
 /// What a finished job did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +117,18 @@ pub struct RunOptions {
     pub rest_addr: Option<String>,
     /// Benchmarks: operator ID → native logic to run instead of its `.wasm`.
     pub native: BTreeMap<String, String>,
+    /// What serves the REST API when an address is set (the `api` layer's
+    /// server, handed down so that the engine does not name the layer above).
+    pub serve: Option<ServeFn>,
 }
+
+/// Starts a REST server for a job at `addr`; resolves to the address bound.
+pub type ServeFn = fn(
+    String,
+    Arc<JobControl>,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<std::net::SocketAddr, String>> + Send>,
+>;
 
 /// Loads every operator of `spec`, with messages that name the job file
 /// line; an operator ID in `native` runs that native logic instead (benchmarks).
@@ -247,7 +261,7 @@ fn open_sink(
         }
         SinkSpec::Stdout { format } => Box::new(connectors::stdio::StdoutSink::new(*format)),
         SinkSpec::Blackhole { latency } => Box::new(connectors::blackhole::BlackholeSink::new(
-            latency.then(|| latency_out.clone()),
+            latency.then(|| latency_out.latency.clone()),
         )),
     })
 }
@@ -259,7 +273,7 @@ fn choose_checkpoint(
     options: &RunOptions,
     min_id: u64,
 ) -> Result<Option<CheckpointMeta>, RunError> {
-    let setup = |e: crate::checkpoint::CheckpointError| RunError::Setup(e.to_string());
+    let setup = |e: crate::state::checkpoint::CheckpointError| RunError::Setup(e.to_string());
     let completed = store.list().map_err(setup)?;
     if options.fresh {
         if !completed.is_empty() {
@@ -297,7 +311,7 @@ fn choose_checkpoint(
 fn savepoint_meta(sp: &Savepoint) -> CheckpointMeta {
     let m = &sp.meta;
     CheckpointMeta {
-        format: crate::checkpoint::FORMAT_VERSION,
+        format: crate::state::checkpoint::FORMAT_VERSION,
         id: m.id,
         chain: Vec::new(),
         job: m.job.clone(),
@@ -368,7 +382,7 @@ fn plan_restore(
         .iter()
         .map(|o| (o.id.clone(), o.states.clone()))
         .collect();
-    let job: Vec<(String, Vec<crate::bindings::StateSpec>)> = spec
+    let job: Vec<(String, Vec<crate::model::StateSpec>)> = spec
         .operators
         .iter()
         .zip(loaded)
@@ -585,8 +599,11 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
         .or_else(|| spec.rest.as_ref().map(|r| r.addr.clone()));
     let serving = match &rest_addr {
         Some(addr) => {
+            let serve = options.serve.ok_or_else(|| {
+                RunError::Setup("a REST address is set, but no REST server was given".to_string())
+            })?;
             let bound = plane
-                .block_on(crate::rest::serve(addr, control.clone()))
+                .block_on(serve(addr.clone(), control.clone()))
                 .map_err(RunError::Setup)?;
             // Printed whatever WEIR_LOG says: scripts and tests read it.
             eprintln!("weir: REST API of job `{}` at http://{bound}", spec.name);
@@ -811,7 +828,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
             };
             let key_groups = keygroup::range_for(i as u32, max_p, op.parallelism);
             let component = component.clone();
-            let setup = crate::operator::Setup::of(op);
+            let setup = op.setup();
             let ready = ready_tx.clone();
             let done = done_tx.clone();
             let dead = dead_tx.clone();
@@ -924,7 +941,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
     let done = done_tx.clone();
     let sink_control = control.clone();
     spawn("weir-sink", move || {
-        let _ = done.send(Done::Sink(connectors::run_sink(
+        let _ = done.send(Done::Sink(crate::engine::stages::run_sink(
             sink_inputs,
             sink,
             sink_cp,
@@ -997,7 +1014,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
     let done = done_tx.clone();
     let source_control = control.clone();
     spawn("weir-source", move || {
-        let _ = done.send(Done::Source(connectors::run_source(
+        let _ = done.send(Done::Source(crate::engine::stages::run_source(
             reader,
             router,
             watermark_delay,

@@ -37,6 +37,10 @@ use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
+use crate::connectors::json::Format;
+use crate::wasm::limits::{Capabilities, DirGrant, Limits};
+use crate::wasm::operator::Setup;
+
 /// Default number of key groups when `max_parallelism` is not given.
 pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
 /// Largest allowed `max_parallelism` (number of key groups).
@@ -119,7 +123,7 @@ pub enum SourceSpec {
 }
 
 impl SourceSpec {
-    /// Where the event at `offset` (see [`crate::stream::Offsets`]) is, for
+    /// Where the event at `offset` (see [`crate::engine::stream::Offsets`]) is, for
     /// messages: ``offset 40 (line 41 of `/data/in.jsonl`)``.
     pub fn locate(&self, offset: u64) -> String {
         match self {
@@ -135,16 +139,6 @@ impl SourceSpec {
             SourceSpec::Generator { .. } => format!("offset {offset} of the generator"),
         }
     }
-}
-
-/// How events are encoded in a line-oriented file or stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Format {
-    /// `"json"`: one JSON object per line (`key`, `value`, `timestamp`).
-    #[default]
-    Json,
-    /// `"lines"`: each line is the raw `value` of one event.
-    Lines,
 }
 
 /// One `[[operators]]` entry.
@@ -167,58 +161,6 @@ pub struct OperatorSpec {
     pub limits: Limits,
     /// 1-based line of this `[[operators]]` entry in the job file, for messages.
     pub line: usize,
-}
-
-/// `[operators.capabilities]`: the WASI access an operator is granted. By
-/// default it has none: no files, no environment variables, no network. A
-/// guest that tries gets a WASI error (no such file, variable unset,
-/// permission denied), never access.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Capabilities {
-    /// `env = { NAME = "value" }`: the environment the operator sees (weir's
-    /// own environment is never passed through).
-    pub env: Vec<(String, String)>,
-    /// `dirs` (read-only) and `writable_dirs`: folders of the host the
-    /// operator sees, each under a guest path.
-    pub dirs: Vec<DirGrant>,
-    /// `network = true`: outgoing and incoming TCP and UDP, and name lookups.
-    pub network: bool,
-}
-
-/// `[operators.limits]`: the budgets of each subtask of an operator.
-/// Exceeding one traps the subtask with a message naming the operator, the
-/// subtask, the budget and its value; the job's restart strategy applies.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// `memory`: largest linear memory of an instance, in bytes.
-    pub memory: u64,
-    /// `cpu_per_call`: longest time one guest call may run.
-    pub cpu_per_call: Duration,
-    /// `output_per_call`: most events one `process` or `on-timer` call may emit.
-    pub output_per_call: u64,
-    /// `state_value_size`: largest state value, in bytes.
-    pub state_value_size: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            memory: 1 << 30,
-            cpu_per_call: Duration::from_secs(10),
-            output_per_call: 1_000_000,
-            state_value_size: 16 << 20,
-        }
-    }
-}
-
-/// A duration as the job file writes it: `10s`, `250ms`.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
 }
 
 /// Parses a size such as `"64MiB"`, `"1GiB"`, `"512KiB"`, `"1000B"` or `"1000"` (bytes).
@@ -259,15 +201,15 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     })
 }
 
-/// One folder granted to an operator.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirGrant {
-    /// The path the guest opens it at, e.g. `/data`.
-    pub guest: String,
-    /// The host folder (absolute).
-    pub host: PathBuf,
-    /// Whether the guest may create, write and delete files in it.
-    pub writable: bool,
+impl OperatorSpec {
+    /// What each subtask of this operator is set up with.
+    pub fn setup(&self) -> Setup {
+        Setup {
+            config: self.config.clone(),
+            capabilities: self.capabilities.clone(),
+            limits: self.limits.clone(),
+        }
+    }
 }
 
 /// How an operator's input is distributed over its subtasks.

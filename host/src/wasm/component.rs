@@ -16,8 +16,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{types::ComponentItem, Component, Linker};
 use wasmtime::{Config, Engine};
 
-use crate::bindings::{OperatorPre, OperatorSpec, OperatorWorld, GUEST_INTERFACE, WIT_PACKAGE};
-use crate::operator::HostCtx;
+use crate::model::OperatorSpec;
+use crate::wasm::bindings::{OperatorPre, OperatorWorld, GUEST_INTERFACE, WIT_PACKAGE};
+use crate::wasm::operator::HostCtx;
 
 /// Why a `.wasm` file cannot be used as an operator. Every message is one line
 /// that names the file.
@@ -208,7 +209,7 @@ impl Components {
                 })
             }
         }
-        let sha256 = hex(&Sha256::digest(&bytes));
+        let sha256 = crate::model::hex(&Sha256::digest(&bytes));
         let started = Instant::now();
         let (component, from_cache) =
             self.compile(&bytes, &sha256)
@@ -368,21 +369,22 @@ fn write_cache(file: &Path, component: &Component) -> std::io::Result<()> {
 /// under the default budgets (a job's own `[operators.limits]` apply from
 /// its subtasks' instantiation on).
 fn describe(pre: &OperatorPre<HostCtx>) -> Result<OperatorSpec, String> {
-    let mut store = crate::operator::new_store(pre.engine(), HostCtx::for_describe());
-    store.set_epoch_deadline(crate::operator::deadline_ticks(
-        crate::job::Limits::default().cpu_per_call,
+    let mut store = crate::wasm::operator::new_store(pre.engine(), HostCtx::for_describe());
+    store.set_epoch_deadline(crate::wasm::operator::deadline_ticks(
+        crate::wasm::limits::Limits::default().cpu_per_call,
     ));
     store.data().start_call();
     let world = pre.instantiate(&mut store).map_err(|e| {
         format!(
             "cannot instantiate: {}",
-            crate::operator::call_error(&e, store.data())
+            crate::wasm::operator::call_error(&e, store.data())
         )
     })?;
     let spec = world
         .weir_operator_guest()
         .call_describe(&mut store)
-        .map_err(|e| crate::operator::call_error(&e, store.data()))?;
+        .map(OperatorSpec::from)
+        .map_err(|e| crate::wasm::operator::call_error(&e, store.data()))?;
     let mut names = std::collections::HashSet::new();
     for s in &spec.states {
         if s.name.is_empty() {
@@ -393,9 +395,4 @@ fn describe(pre: &OperatorPre<HostCtx>) -> Result<OperatorSpec, String> {
         }
     }
     Ok(spec)
-}
-
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

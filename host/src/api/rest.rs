@@ -25,7 +25,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::control::JobControl;
+use crate::engine::control::JobControl;
 
 type Shared = State<Arc<JobControl>>;
 
@@ -105,7 +105,7 @@ async fn checkpoints(State(c): Shared, Path(id): Path<String>) -> Response {
     }
 }
 
-fn accepted(result: Result<String, crate::control::Refused>) -> Response {
+fn accepted(result: Result<String, crate::engine::control::Refused>) -> Response {
     match result {
         Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "request-id": id }))).into_response(),
         Err(r) => error(
@@ -188,6 +188,14 @@ pub fn router(control: Arc<JobControl>) -> Router {
         .with_state(control)
 }
 
+/// [`serve`] as the engine takes it ([`crate::engine::runtime::ServeFn`]).
+pub fn serve_boxed(
+    addr: String,
+    control: Arc<JobControl>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<SocketAddr, String>> + Send>> {
+    Box::pin(async move { serve(&addr, control).await })
+}
+
 /// Listens on `addr` (`host:port`; port 0 picks a free one) and serves the
 /// API in the background; returns the address it listens on.
 pub async fn serve(addr: &str, control: Arc<JobControl>) -> Result<SocketAddr, String> {
@@ -214,7 +222,7 @@ mod tests {
     use std::path::Path;
     use std::sync::Arc;
 
-    use crate::control::JobControl;
+    use crate::engine::control::JobControl;
 
     /// Every (path, methods) that `router()` serves. Update this list,
     /// `router()` and `openapi.yaml` (at the repository root) together.

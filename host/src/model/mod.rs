@@ -1,0 +1,20 @@
+//! The host's own types, which every other layer uses and which use nothing
+//! of the host: events and batches in flat form, what an operator declares
+//! and how its calls fail, key groups, time, the positions sources and sinks
+//! store in checkpoints, and the [`SourceReader`] and [`SinkWriter`] traits
+//! that connectors implement and the engine drives (so connectors never
+//! import the engine).
+
+pub mod batch;
+pub mod connector;
+pub mod keygroup;
+pub mod position;
+pub mod types;
+
+pub use batch::{show_bytes, Batch, Blobs, EventRef};
+pub use connector::{SinkWriter, SourceReader};
+pub use position::{SinkState, SourcePosition, SourceState};
+pub use types::{
+    format_duration, hex, now_ms, GuestError, OperatorSpec, Rejected, StateKind, StateSpec,
+    TaskInfo, TimeDomain, Timers,
+};
