@@ -5,9 +5,31 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::model::config::{Fields, JobError, Table};
 use crate::model::now_ms;
 use crate::model::Batch;
 use crate::model::SinkWriter;
+
+/// `[sink] type = "blackhole"`: events are discarded (and counted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlackholeConfig {
+    /// `latency = true`: record each event's latency (wall clock now minus
+    /// its event time) and report percentiles at the end.
+    pub latency: bool,
+}
+
+impl BlackholeConfig {
+    /// The fields of its table.
+    pub const FIELDS: &'static [&'static str] = &["latency"];
+
+    /// Reads its fields of the `[sink]` table.
+    pub fn from_table(s: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
+        let latency = s.opt(&f.take("latency"), |v| s.boolean("latency", v))?;
+        Ok(BlackholeConfig {
+            latency: latency.unwrap_or(false),
+        })
+    }
+}
 
 /// Latencies in milliseconds: a count per millisecond up to a minute, the
 /// rest in one overflow bucket.

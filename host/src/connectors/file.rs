@@ -16,10 +16,60 @@ use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::json::{decode_line, encode_event};
+use crate::connectors::json::format_field;
 use crate::connectors::json::Format;
+use crate::model::config::{Fields, JobError, Table};
 use crate::model::Batch;
 use crate::model::{SinkState, SourcePosition};
 use crate::model::{SinkWriter, SourceReader};
+
+/// `[source] type = "file"`: events read from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSourceConfig {
+    /// The file to read (absolute).
+    pub path: PathBuf,
+    /// How each line is decoded.
+    pub format: Format,
+}
+
+impl FileSourceConfig {
+    /// The fields of its table, besides those every source has.
+    pub const FIELDS: &'static [&'static str] = &["path", "format"];
+
+    /// Reads its fields of the `[source]` table.
+    pub fn from_table(t: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
+        let path_field = f.take("path");
+        let path_v = t.required("path", &path_field, " (required for a `file` source)")?;
+        Ok(FileSourceConfig {
+            path: t.path("path", path_v)?,
+            format: format_field(t, &f.take("format"))?,
+        })
+    }
+}
+
+/// `[sink] type = "file"`: events written to a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSinkConfig {
+    /// The file to write (absolute).
+    pub path: PathBuf,
+    /// How each event is encoded.
+    pub format: Format,
+}
+
+impl FileSinkConfig {
+    /// The fields of its table.
+    pub const FIELDS: &'static [&'static str] = &["path", "format"];
+
+    /// Reads its fields of the `[sink]` table.
+    pub fn from_table(t: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
+        let path_field = f.take("path");
+        let path_v = t.required("path", &path_field, " (required for a `file` sink)")?;
+        Ok(FileSinkConfig {
+            path: t.path("path", path_v)?,
+            format: format_field(t, &f.take("format"))?,
+        })
+    }
+}
 
 /// Reads events from any line-oriented reader.
 pub struct LineSource<R> {

@@ -8,8 +8,69 @@
 
 use std::time::{Duration, Instant};
 
+use crate::model::config::{Fields, JobError, Table};
 use crate::model::Batch;
 use crate::model::SourceReader;
+
+/// `[source] type = "generator"`: a deterministic generator for tests and benchmarks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratorConfig {
+    /// Number of events to generate.
+    pub count: u64,
+    /// Number of distinct keys (at least 1).
+    pub keys: u64,
+    /// Size of each value in bytes.
+    pub value_size: usize,
+    /// Seed of the generator.
+    pub seed: u64,
+    /// Events per second, if throttled (greater than 0).
+    pub rate: Option<u64>,
+    /// Event time is the wall clock when the event is made (`timestamps =
+    /// "now"`), for measuring latency; else the event's index (`"index"`).
+    pub wall_clock: bool,
+}
+
+impl GeneratorConfig {
+    /// The fields of its table, besides those every source has.
+    pub const FIELDS: &'static [&'static str] =
+        &["count", "keys", "value_size", "seed", "rate", "timestamps"];
+
+    /// Reads its fields of the `[source]` table.
+    pub fn from_table(s: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
+        let count_field = f.take("count");
+        let count_v = s.required(
+            "count",
+            &count_field,
+            " (number of events, required for a `generator` source)",
+        )?;
+        let count = s.int("count", count_v, 0, i64::MAX)?;
+        let keys = s
+            .opt(&f.take("keys"), |v| s.int("keys", v, 1, i64::MAX))?
+            .unwrap_or(1000);
+        let value_size = s
+            .opt(&f.take("value_size"), |v| {
+                s.int("value_size", v, 0, i64::MAX)
+            })?
+            .unwrap_or(100);
+        let seed = s
+            .opt(&f.take("seed"), |v| s.int("seed", v, 0, i64::MAX))?
+            .unwrap_or(0);
+        let rate = s.opt(&f.take("rate"), |v| s.int("rate", v, 1, i64::MAX))?;
+        let wall_clock = s
+            .opt(&f.take("timestamps"), |v| {
+                s.choice("timestamps", v, &[("index", false), ("now", true)])
+            })?
+            .unwrap_or(false);
+        Ok(GeneratorConfig {
+            count,
+            keys,
+            value_size,
+            seed,
+            rate,
+            wall_clock,
+        })
+    }
+}
 
 /// Generates `count` events.
 pub struct Generator {

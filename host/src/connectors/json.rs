@@ -13,6 +13,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::model::batch::EventRef;
+use crate::model::config::{Field, JobError, Table};
 use crate::model::Batch;
 
 /// How events are encoded in a line-oriented file or stream.
@@ -23,6 +24,18 @@ pub enum Format {
     Json,
     /// `"lines"`: each line is the raw `value` of one event.
     Lines,
+}
+
+/// A source's or sink's `format` field: `"json"` (the default) or `"lines"`.
+pub fn format_field(t: &Table<'_, '_>, field: &Field) -> Result<Format, JobError> {
+    Ok(t.opt(field, |v| {
+        t.choice(
+            "format",
+            v,
+            &[("json", Format::Json), ("lines", Format::Lines)],
+        )
+    })?
+    .unwrap_or_default())
 }
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;

@@ -10,9 +10,49 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::json::{decode_line, encode_event};
+use crate::connectors::json::format_field;
 use crate::connectors::json::Format;
+use crate::model::config::{Fields, JobError, Table};
 use crate::model::Batch;
 use crate::model::{SinkWriter, SourceReader};
+
+/// `[source] type = "stdin"`: events read from standard input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StdinConfig {
+    /// How each line is decoded.
+    pub format: Format,
+}
+
+impl StdinConfig {
+    /// The fields of its table, besides those every source has.
+    pub const FIELDS: &'static [&'static str] = &["format"];
+
+    /// Reads its fields of the `[source]` table.
+    pub fn from_table(t: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
+        Ok(StdinConfig {
+            format: format_field(t, &f.take("format"))?,
+        })
+    }
+}
+
+/// `[sink] type = "stdout"`: events written to standard output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StdoutConfig {
+    /// How each event is encoded.
+    pub format: Format,
+}
+
+impl StdoutConfig {
+    /// The fields of its table.
+    pub const FIELDS: &'static [&'static str] = &["format"];
+
+    /// Reads its fields of the `[sink]` table.
+    pub fn from_table(t: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
+        Ok(StdoutConfig {
+            format: format_field(t, &f.take("format"))?,
+        })
+    }
+}
 
 /// How long a partial batch from standard input waits for more lines.
 pub const STDIN_FLUSH: Duration = Duration::from_millis(20);

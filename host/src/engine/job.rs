@@ -29,7 +29,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -37,7 +36,11 @@ use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
-use crate::connectors::json::Format;
+use crate::connectors::blackhole::BlackholeConfig;
+use crate::connectors::file::{FileSinkConfig, FileSourceConfig};
+use crate::connectors::generator::GeneratorConfig;
+use crate::connectors::stdio::{StdinConfig, StdoutConfig};
+use crate::model::config::{describe, parse_size, Field, Fields, JobError, JobFile};
 use crate::wasm::limits::{Capabilities, DirGrant, Limits};
 use crate::wasm::operator::Setup;
 
@@ -77,66 +80,47 @@ pub struct JobSpec {
     pub base_dir: PathBuf,
 }
 
-/// The job's source (`[source]`, selected by `type`).
+/// The job's source (`[source]`): the connector that `type` selects, with
+/// its own fields, and what every source has.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceSpec {
-    /// `type = "file"`: events read from a file.
-    File {
-        /// The file to read (absolute).
-        path: PathBuf,
-        /// How each line is decoded.
-        format: Format,
-        /// Bounded out-of-orderness: the watermark trails the highest timestamp seen by this much.
-        watermark_delay: Duration,
-        /// Events per batch.
-        batch_size: usize,
-    },
-    /// `type = "stdin"`: events read from standard input.
-    Stdin {
-        /// How each line is decoded.
-        format: Format,
-        /// Bounded out-of-orderness: the watermark trails the highest timestamp seen by this much.
-        watermark_delay: Duration,
-        /// Events per batch.
-        batch_size: usize,
-    },
-    /// `type = "generator"`: a deterministic generator for tests and benchmarks.
-    Generator {
-        /// Number of events to generate.
-        count: u64,
-        /// Number of distinct keys (at least 1).
-        keys: u64,
-        /// Size of each value in bytes.
-        value_size: usize,
-        /// Seed of the generator.
-        seed: u64,
-        /// Events per second, if throttled (greater than 0).
-        rate: Option<u64>,
-        /// Bounded out-of-orderness: the watermark trails the highest timestamp seen by this much.
-        watermark_delay: Duration,
-        /// Events per batch.
-        batch_size: usize,
-        /// Event time is the wall clock when the event is made (`timestamps =
-        /// "now"`), for measuring latency; else the event's index (`"index"`).
-        wall_clock: bool,
-    },
+pub struct SourceSpec {
+    /// The connector and its configuration.
+    pub connector: SourceConnector,
+    /// Bounded out-of-orderness: the watermark trails the highest timestamp seen by this much.
+    pub watermark_delay: Duration,
+    /// Events per batch.
+    pub batch_size: usize,
 }
+
+/// The source connectors, by `type`; each owns its table's fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceConnector {
+    /// `type = "file"`.
+    File(FileSourceConfig),
+    /// `type = "stdin"`.
+    Stdin(StdinConfig),
+    /// `type = "generator"`.
+    Generator(GeneratorConfig),
+}
+
+/// Fields of `[source]` that every source type has.
+const SOURCE_FIELDS: &[&str] = &["type", "watermark_delay", "batch_size"];
 
 impl SourceSpec {
     /// Where the event at `offset` (see [`crate::engine::stream::Offsets`]) is, for
     /// messages: ``offset 40 (line 41 of `/data/in.jsonl`)``.
     pub fn locate(&self, offset: u64) -> String {
-        match self {
-            SourceSpec::File { path, .. } => format!(
+        match &self.connector {
+            SourceConnector::File(c) => format!(
                 "offset {offset} (line {} of `{}`)",
                 offset.saturating_add(1),
-                path.display()
+                c.path.display()
             ),
-            SourceSpec::Stdin { .. } => format!(
+            SourceConnector::Stdin(_) => format!(
                 "offset {offset} (line {} of standard input)",
                 offset.saturating_add(1)
             ),
-            SourceSpec::Generator { .. } => format!("offset {offset} of the generator"),
+            SourceConnector::Generator(_) => format!("offset {offset} of the generator"),
         }
     }
 }
@@ -163,44 +147,6 @@ pub struct OperatorSpec {
     pub line: usize,
 }
 
-/// Parses a size such as `"64MiB"`, `"1GiB"`, `"512KiB"`, `"1000B"` or `"1000"` (bytes).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    if digits.is_empty() {
-        return Err(format!(
-            "`{}` is not a size: expected e.g. `64MiB`",
-            s.escape_debug()
-        ));
-    }
-    let shift = match unit.trim() {
-        "" | "B" => 0,
-        "KiB" | "K" | "KB" => 10,
-        "MiB" | "M" | "MB" => 20,
-        "GiB" | "G" | "GB" => 30,
-        other => {
-            return Err(format!(
-                "unknown size unit `{}` in `{}`: use B, KiB, MiB or GiB, e.g. `64MiB`",
-                other.escape_debug(),
-                s.escape_debug()
-            ))
-        }
-    };
-    let n: u64 = digits.parse().map_err(|_| {
-        format!(
-            "`{}` is not a size: expected e.g. `64MiB`",
-            s.escape_debug()
-        )
-    })?;
-    n.checked_mul(1 << shift).filter(|&b| b > 0).ok_or_else(|| {
-        format!(
-            "size `{}` must be above 0 and below 16 EiB",
-            s.escape_debug()
-        )
-    })
-}
-
 impl OperatorSpec {
     /// What each subtask of this operator is set up with.
     pub fn setup(&self) -> Setup {
@@ -222,27 +168,16 @@ pub enum InputMode {
     Key,
 }
 
-/// The job's sink (`[sink]`, selected by `type`).
+/// The job's sink (`[sink]`): the connector that `type` selects, with its
+/// own fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkSpec {
-    /// `type = "file"`: events written to a file.
-    File {
-        /// The file to write (absolute).
-        path: PathBuf,
-        /// How each event is encoded.
-        format: Format,
-    },
-    /// `type = "stdout"`: events written to standard output.
-    Stdout {
-        /// How each event is encoded.
-        format: Format,
-    },
-    /// `type = "blackhole"`: events are discarded (and counted).
-    Blackhole {
-        /// `latency = true`: record each event's latency (wall clock now
-        /// minus its event time) and report percentiles at the end.
-        latency: bool,
-    },
+    /// `type = "file"`.
+    File(FileSinkConfig),
+    /// `type = "stdout"`.
+    Stdout(StdoutConfig),
+    /// `type = "blackhole"`.
+    Blackhole(BlackholeConfig),
 }
 
 /// `[dead_letter]`: where events rejected as bad input go.
@@ -314,46 +249,6 @@ pub struct RestSpec {
     pub addr: String,
 }
 
-/// An error reading or checking a job file. Its message is one line.
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    /// The job file could not be read.
-    #[error("cannot read job file `{path}`: {source}")]
-    Read {
-        /// The path as the caller gave it.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The job file is not valid TOML, or its shape or values are wrong.
-    #[error("{file}{}: {message}", line_suffix(.line))]
-    Invalid {
-        /// The path as the caller gave it.
-        file: String,
-        /// 1-based line the problem is on, when known.
-        line: Option<usize>,
-        /// What is wrong (one line).
-        message: String,
-    },
-}
-
-impl JobError {
-    /// The 1-based line of the job file the error is about, when known.
-    pub fn line(&self) -> Option<usize> {
-        match self {
-            JobError::Read { .. } => None,
-            JobError::Invalid { line, .. } => *line,
-        }
-    }
-}
-
-fn line_suffix(line: &Option<usize>) -> String {
-    match line {
-        Some(l) => format!(":{l}"),
-        None => String::new(),
-    }
-}
-
 impl JobSpec {
     /// Reads the job file at `path` and parses it with [`JobSpec::parse`].
     pub fn load(path: &Path) -> Result<JobSpec, JobError> {
@@ -374,7 +269,7 @@ impl JobSpec {
             message: format!("cannot resolve the job file's directory: {e}"),
         })?;
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let cx = Cx {
+        let cx = JobFile {
             file,
             text,
             base_dir,
@@ -384,103 +279,6 @@ impl JobSpec {
     }
 }
 
-/// Parses a duration such as `"250ms"`, `"2s"`, `"1.5s"`, `"5m"`, `"1h"` or `"0"`.
-///
-/// A duration is one or more parts, each a decimal number and a unit (`ns`, `us`
-/// or `µs`, `ms`, `s`, `m`, `h`, `d`), e.g. `"1m30s"`; whitespace between parts
-/// and between number and unit is allowed. A bare number is only allowed for zero.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    const HINT: &str = "expected a number and a unit (ms, s, m, h), e.g. `250ms` or `1.5s`";
-    let shown = s.escape_debug();
-    let t = s.trim();
-    if t.is_empty() {
-        return Err(format!("empty duration, {HINT}"));
-    }
-    let zero_digits = t.bytes().all(|b| b == b'0' || b == b'.') && t.starts_with('0');
-    if zero_digits && t.bytes().filter(|&b| b == b'.').count() <= 1 && !t.ends_with('.') {
-        return Ok(Duration::ZERO);
-    }
-    let mut total: u128 = 0;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (num, after) = rest.split_at(num_len);
-        if num.is_empty() {
-            return Err(format!("invalid duration `{shown}`: {HINT}"));
-        }
-        let after = after.trim_start();
-        let unit_len = after
-            .find(|c: char| !c.is_alphabetic())
-            .unwrap_or(after.len());
-        let (unit, next) = after.split_at(unit_len);
-        let per_unit: u128 = match unit {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            "d" => 86_400_000_000_000,
-            "" => {
-                return Err(format!(
-                    "invalid duration `{shown}`: missing unit after `{num}`, {HINT}"
-                ))
-            }
-            other => {
-                return Err(format!(
-                    "invalid duration `{shown}`: unknown unit `{}`, expected one of `ns`, `us`, `ms`, `s`, `m`, `h`, `d`",
-                    other.escape_debug()
-                ))
-            }
-        };
-        let part = decimal_times(num, per_unit)
-            .ok_or_else(|| format!("invalid duration `{shown}`: bad number `{num}`, {HINT}"))?;
-        total = total
-            .checked_add(part)
-            .ok_or_else(|| format!("invalid duration `{shown}`: too long"))?;
-        rest = next.trim_start();
-    }
-    let secs = u64::try_from(total / 1_000_000_000)
-        .map_err(|_| format!("invalid duration `{shown}`: too long"))?;
-    // The remainder is below 1e9, so it fits in u32.
-    let nanos = u32::try_from(total % 1_000_000_000).unwrap_or(0);
-    Ok(Duration::new(secs, nanos))
-}
-
-/// `num` (digits, optionally `.` and more digits) times `per_unit`, truncated to
-/// whole units of `per_unit`'s scale. `None` if `num` is malformed or too large.
-fn decimal_times(num: &str, per_unit: u128) -> Option<u128> {
-    let (int, frac) = match num.split_once('.') {
-        Some((i, f)) => (i, Some(f)),
-        None => (num, None),
-    };
-    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let mut value: u128 = 0;
-    for b in int.bytes() {
-        value = value.checked_mul(10)?.checked_add(u128::from(b - b'0'))?;
-    }
-    let mut total = value.checked_mul(per_unit)?;
-    if let Some(frac) = frac {
-        if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        // 20 digits are far below a nanosecond for every unit; the rest is dropped.
-        let mut f: u128 = 0;
-        let mut scale: u128 = 1;
-        for b in frac.bytes().take(20) {
-            f = f * 10 + u128::from(b - b'0');
-            scale *= 10;
-        }
-        total = total.checked_add(f.checked_mul(per_unit)? / scale)?;
-    }
-    Some(total)
-}
-
-/// The directory of the job file, absolute, without touching the file system.
 fn base_dir_of(path: &Path) -> std::io::Result<PathBuf> {
     let dir = path.parent().unwrap_or(path);
     let abs = if dir.as_os_str().is_empty() {
@@ -494,8 +292,6 @@ fn base_dir_of(path: &Path) -> std::io::Result<PathBuf> {
 // ---------------------------------------------------------------------------
 // The raw shape, as serde sees it. Leaves are kept as spanned TOML values so that
 // type and range errors can name the field and its line.
-
-type Field = Option<Spanned<Value>>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a job table")]
@@ -512,21 +308,22 @@ struct RawJob {
     rest: Option<Spanned<RawRest>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a [source] table")]
-struct RawSource {
-    #[serde(rename = "type")]
-    ty: Field,
-    path: Field,
-    format: Field,
-    watermark_delay: Field,
-    batch_size: Field,
-    count: Field,
-    keys: Field,
-    value_size: Field,
-    seed: Field,
-    rate: Field,
-    timestamps: Field,
+/// The `[source]` table: the connector `type` names reads its own fields.
+struct RawSource(Fields);
+
+impl<'de> Deserialize<'de> for RawSource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Fields::deserialize_expecting(d, "a [source] table").map(RawSource)
+    }
+}
+
+/// The `[sink]` table: the connector `type` names reads its own fields.
+struct RawSink(Fields);
+
+impl<'de> Deserialize<'de> for RawSink {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Fields::deserialize_expecting(d, "a [sink] table").map(RawSink)
+    }
 }
 
 struct RawOperators(Vec<Spanned<RawOperator>>);
@@ -606,16 +403,6 @@ impl<'de> Deserialize<'de> for RawConfig {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a [sink] table")]
-struct RawSink {
-    #[serde(rename = "type")]
-    ty: Field,
-    path: Field,
-    format: Field,
-    latency: Field,
-}
-
-#[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a [dead_letter] table")]
 struct RawDeadLetter {
     path: Field,
@@ -654,62 +441,7 @@ struct RawRest {
 // ---------------------------------------------------------------------------
 // Checking the raw shape and building the spec.
 
-/// The file being parsed: its name for messages, its text for line numbers.
-struct Cx<'a> {
-    file: String,
-    text: &'a str,
-    base_dir: PathBuf,
-}
-
-impl Cx<'_> {
-    fn line_of(&self, offset: usize) -> usize {
-        let end = offset.min(self.text.len());
-        self.text
-            .as_bytes()
-            .get(..end)
-            .unwrap_or_default()
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
-    }
-
-    fn err(&self, span: Option<Range<usize>>, message: impl fmt::Display) -> JobError {
-        JobError::Invalid {
-            file: self.file.clone(),
-            line: span.map(|s| self.line_of(s.start)),
-            message: one_line(&message.to_string()),
-        }
-    }
-
-    fn toml_error(&self, e: &toml::de::Error) -> JobError {
-        let span = e.span();
-        // toml does not say which key is duplicated; the span covers it.
-        let key = span
-            .clone()
-            .and_then(|s| self.text.get(s))
-            .map(str::trim)
-            .filter(|k| !k.is_empty() && !k.contains('\n'));
-        match key {
-            Some(k) if e.message() == "duplicate key" => {
-                self.err(span, format!("duplicate key `{}`", k.escape_debug()))
-            }
-            _ => self.err(span, e.message()),
-        }
-    }
-
-    fn section(&self, label: impl Into<String>, span: Range<usize>) -> Section<'_, '_> {
-        Section {
-            cx: self,
-            label: label.into(),
-            span,
-        }
-    }
-
-    fn resolve(&self, p: &str) -> PathBuf {
-        self.base_dir.join(p).components().collect()
-    }
-
+impl JobFile<'_> {
     fn job(&self, raw: &RawJob) -> Result<JobSpec, JobError> {
         let top = self.section("", 0..0);
         let name_v = raw.name.as_ref().ok_or_else(|| {
@@ -829,8 +561,13 @@ impl Cx<'_> {
             Generator,
         }
         let s = self.section("source", raw.span());
-        let r = raw.get_ref();
-        let ty_v = s.required("type", &r.ty, " (one of `file`, `stdin`, `generator`)")?;
+        let mut f = raw.get_ref().0.clone();
+        let type_field = f.take("type");
+        let ty_v = s.required(
+            "type",
+            &type_field,
+            " (one of `file`, `stdin`, `generator`)",
+        )?;
         let kind = s.choice(
             "type",
             ty_v,
@@ -840,81 +577,40 @@ impl Cx<'_> {
                 ("generator", Kind::Generator),
             ],
         )?;
-        let ty_name = s.string("type", ty_v)?;
+        let what = format!("a `{}` source", s.string("type", ty_v)?);
+        let own = match kind {
+            Kind::File => FileSourceConfig::FIELDS,
+            Kind::Stdin => StdinConfig::FIELDS,
+            Kind::Generator => GeneratorConfig::FIELDS,
+        };
+        let others: Vec<&str> = [
+            FileSourceConfig::FIELDS,
+            StdinConfig::FIELDS,
+            GeneratorConfig::FIELDS,
+        ]
+        .concat();
+        let expected: Vec<&str> = [&SOURCE_FIELDS[..1], own, &SOURCE_FIELDS[1..]].concat();
+        f.check(&s, &what, &expected, &others)?;
         let watermark_delay = s
-            .opt(&r.watermark_delay, |v| s.duration("watermark_delay", v))?
+            .opt(&f.take("watermark_delay"), |v| {
+                s.duration("watermark_delay", v)
+            })?
             .unwrap_or(Duration::ZERO);
         let batch_size = s
-            .opt(&r.batch_size, |v| {
+            .opt(&f.take("batch_size"), |v| {
                 s.int("batch_size", v, 1, MAX_BATCH_SIZE as i64)
             })?
             .unwrap_or(DEFAULT_BATCH_SIZE);
-        let generator_fields = [
-            ("count", &r.count),
-            ("keys", &r.keys),
-            ("value_size", &r.value_size),
-            ("seed", &r.seed),
-            ("rate", &r.rate),
-            ("timestamps", &r.timestamps),
-        ];
-        match kind {
-            Kind::File | Kind::Stdin => {
-                for (name, field) in generator_fields {
-                    s.forbid(name, field, &format!("a `{ty_name}` source"))?;
-                }
-                let format = s.format(&r.format)?;
-                if let Kind::Stdin = kind {
-                    s.forbid("path", &r.path, "a `stdin` source")?;
-                    return Ok(SourceSpec::Stdin {
-                        format,
-                        watermark_delay,
-                        batch_size,
-                    });
-                }
-                let path_v = s.required("path", &r.path, " (required for a `file` source)")?;
-                Ok(SourceSpec::File {
-                    path: s.path("path", path_v)?,
-                    format,
-                    watermark_delay,
-                    batch_size,
-                })
-            }
-            Kind::Generator => {
-                s.forbid("path", &r.path, "a `generator` source")?;
-                s.forbid("format", &r.format, "a `generator` source")?;
-                let count_v = s.required(
-                    "count",
-                    &r.count,
-                    " (number of events, required for a `generator` source)",
-                )?;
-                let count = s.int("count", count_v, 0, i64::MAX)?;
-                let keys = s
-                    .opt(&r.keys, |v| s.int("keys", v, 1, i64::MAX))?
-                    .unwrap_or(1000);
-                let value_size = s
-                    .opt(&r.value_size, |v| s.int("value_size", v, 0, i64::MAX))?
-                    .unwrap_or(100);
-                let seed = s
-                    .opt(&r.seed, |v| s.int("seed", v, 0, i64::MAX))?
-                    .unwrap_or(0);
-                let rate = s.opt(&r.rate, |v| s.int("rate", v, 1, i64::MAX))?;
-                let wall_clock = s
-                    .opt(&r.timestamps, |v| {
-                        s.choice("timestamps", v, &[("index", false), ("now", true)])
-                    })?
-                    .unwrap_or(false);
-                Ok(SourceSpec::Generator {
-                    count,
-                    keys,
-                    value_size,
-                    seed,
-                    rate,
-                    watermark_delay,
-                    batch_size,
-                    wall_clock,
-                })
-            }
-        }
+        let connector = match kind {
+            Kind::File => SourceConnector::File(FileSourceConfig::from_table(&s, &mut f)?),
+            Kind::Stdin => SourceConnector::Stdin(StdinConfig::from_table(&s, &mut f)?),
+            Kind::Generator => SourceConnector::Generator(GeneratorConfig::from_table(&s, &mut f)?),
+        };
+        Ok(SourceSpec {
+            connector,
+            watermark_delay,
+            batch_size,
+        })
     }
 
     /// Builds one operator; also returns the line of its `id`, for duplicate messages.
@@ -1149,8 +845,13 @@ impl Cx<'_> {
             Blackhole,
         }
         let s = self.section("sink", raw.span());
-        let r = raw.get_ref();
-        let ty_v = s.required("type", &r.ty, " (one of `file`, `stdout`, `blackhole`)")?;
+        let mut f = raw.get_ref().0.clone();
+        let type_field = f.take("type");
+        let ty_v = s.required(
+            "type",
+            &type_field,
+            " (one of `file`, `stdout`, `blackhole`)",
+        )?;
         let kind = s.choice(
             "type",
             ty_v,
@@ -1160,31 +861,25 @@ impl Cx<'_> {
                 ("blackhole", Kind::Blackhole),
             ],
         )?;
-        match kind {
-            Kind::File => {
-                s.forbid("latency", &r.latency, "a `file` sink")?;
-                let path_v = s.required("path", &r.path, " (required for a `file` sink)")?;
-                Ok(SinkSpec::File {
-                    path: s.path("path", path_v)?,
-                    format: s.format(&r.format)?,
-                })
-            }
-            Kind::Stdout => {
-                s.forbid("path", &r.path, "a `stdout` sink")?;
-                s.forbid("latency", &r.latency, "a `stdout` sink")?;
-                Ok(SinkSpec::Stdout {
-                    format: s.format(&r.format)?,
-                })
-            }
-            Kind::Blackhole => {
-                s.forbid("path", &r.path, "a `blackhole` sink")?;
-                s.forbid("format", &r.format, "a `blackhole` sink")?;
-                let latency = s.opt(&r.latency, |v| s.boolean("latency", v))?;
-                Ok(SinkSpec::Blackhole {
-                    latency: latency.unwrap_or(false),
-                })
-            }
-        }
+        let what = format!("a `{}` sink", s.string("type", ty_v)?);
+        let own = match kind {
+            Kind::File => FileSinkConfig::FIELDS,
+            Kind::Stdout => StdoutConfig::FIELDS,
+            Kind::Blackhole => BlackholeConfig::FIELDS,
+        };
+        let others: Vec<&str> = [
+            FileSinkConfig::FIELDS,
+            StdoutConfig::FIELDS,
+            BlackholeConfig::FIELDS,
+        ]
+        .concat();
+        let expected: Vec<&str> = [&["type"][..], own].concat();
+        f.check(&s, &what, &expected, &others)?;
+        Ok(match kind {
+            Kind::File => SinkSpec::File(FileSinkConfig::from_table(&s, &mut f)?),
+            Kind::Stdout => SinkSpec::Stdout(StdoutConfig::from_table(&s, &mut f)?),
+            Kind::Blackhole => SinkSpec::Blackhole(BlackholeConfig::from_table(&s, &mut f)?),
+        })
     }
 
     fn checkpoint(&self, raw: &Spanned<RawCheckpoint>) -> Result<CheckpointSpec, JobError> {
@@ -1318,184 +1013,10 @@ impl Cx<'_> {
     }
 }
 
-/// One table of the job file, for messages: `label` prefixes them, `span` is the
-/// table's header (used when a required field is missing).
-struct Section<'c, 'a> {
-    cx: &'c Cx<'a>,
-    label: String,
-    span: Range<usize>,
-}
-
-impl Section<'_, '_> {
-    fn fail(&self, span: Range<usize>, message: impl fmt::Display) -> JobError {
-        if self.label.is_empty() {
-            self.cx.err(Some(span), message)
-        } else {
-            self.cx
-                .err(Some(span), format!("{}: {message}", self.label))
-        }
-    }
-
-    fn required<'v>(
-        &self,
-        name: &str,
-        field: &'v Field,
-        hint: &str,
-    ) -> Result<&'v Spanned<Value>, JobError> {
-        field
-            .as_ref()
-            .ok_or_else(|| self.fail(self.span.clone(), format!("missing `{name}`{hint}")))
-    }
-
-    fn forbid(&self, name: &str, field: &Field, what: &str) -> Result<(), JobError> {
-        match field {
-            Some(v) => Err(self.fail(v.span(), format!("`{name}` does not apply to {what}"))),
-            None => Ok(()),
-        }
-    }
-
-    fn opt<T>(
-        &self,
-        field: &Field,
-        f: impl FnOnce(&Spanned<Value>) -> Result<T, JobError>,
-    ) -> Result<Option<T>, JobError> {
-        field.as_ref().map(f).transpose()
-    }
-
-    fn boolean(&self, name: &str, v: &Spanned<Value>) -> Result<bool, JobError> {
-        match v.get_ref() {
-            Value::Boolean(b) => Ok(*b),
-            other => Err(self.fail(
-                v.span(),
-                format!("`{name}` must be true or false, found {}", describe(other)),
-            )),
-        }
-    }
-
-    fn string<'v>(&self, name: &str, v: &'v Spanned<Value>) -> Result<&'v str, JobError> {
-        match v.get_ref() {
-            Value::String(s) => Ok(s),
-            other => Err(self.fail(
-                v.span(),
-                format!("`{name}` must be a string, found {}", describe(other)),
-            )),
-        }
-    }
-
-    fn int<T: TryFrom<i64>>(
-        &self,
-        name: &str,
-        v: &Spanned<Value>,
-        min: i64,
-        max: i64,
-    ) -> Result<T, JobError> {
-        let n = match v.get_ref() {
-            Value::Integer(n) => *n,
-            other => {
-                return Err(self.fail(
-                    v.span(),
-                    format!("`{name}` must be an integer, found {}", describe(other)),
-                ))
-            }
-        };
-        if n < min || n > max {
-            let range = if max == i64::MAX && min == 0 {
-                "must not be negative".to_owned()
-            } else if max == i64::MAX {
-                format!("must be at least {min}")
-            } else {
-                format!("must be between {min} and {max}")
-            };
-            return Err(self.fail(v.span(), format!("`{name}` {range}, found {n}")));
-        }
-        T::try_from(n).map_err(|_| self.fail(v.span(), format!("`{name}` {n} is too large")))
-    }
-
-    fn duration(&self, name: &str, v: &Spanned<Value>) -> Result<Duration, JobError> {
-        match v.get_ref() {
-            Value::String(s) => {
-                parse_duration(s).map_err(|e| self.fail(v.span(), format!("`{name}`: {e}")))
-            }
-            other => Err(self.fail(
-                v.span(),
-                format!(
-                    "`{name}` must be a duration string such as \"250ms\" or \"2s\", found {}",
-                    describe(other)
-                ),
-            )),
-        }
-    }
-
-    fn path(&self, name: &str, v: &Spanned<Value>) -> Result<PathBuf, JobError> {
-        let p = self.string(name, v)?;
-        if p.is_empty() {
-            return Err(self.fail(v.span(), format!("`{name}` must not be empty")));
-        }
-        Ok(self.cx.resolve(p))
-    }
-
-    fn choice<T: Copy>(
-        &self,
-        name: &str,
-        v: &Spanned<Value>,
-        options: &[(&str, T)],
-    ) -> Result<T, JobError> {
-        let s = self.string(name, v)?;
-        match options.iter().find(|(k, _)| *k == s) {
-            Some((_, t)) => Ok(*t),
-            None => {
-                let names: Vec<String> = options.iter().map(|(k, _)| format!("`{k}`")).collect();
-                Err(self.fail(
-                    v.span(),
-                    format!(
-                        "`{name}` must be one of {}, found `{}`",
-                        names.join(", "),
-                        s.escape_debug()
-                    ),
-                ))
-            }
-        }
-    }
-
-    fn format(&self, field: &Field) -> Result<Format, JobError> {
-        Ok(self
-            .opt(field, |v| {
-                self.choice(
-                    "format",
-                    v,
-                    &[("json", Format::Json), ("lines", Format::Lines)],
-                )
-            })?
-            .unwrap_or_default())
-    }
-}
-
-/// A TOML value's type (and the value itself when short), for "found ..." messages.
-fn describe(v: &Value) -> String {
-    match v {
-        Value::String(s) => format!("string {s:?}"),
-        Value::Integer(i) => format!("integer {i}"),
-        Value::Float(f) => format!("float {f}"),
-        Value::Boolean(b) => format!("boolean {b}"),
-        Value::Datetime(d) => format!("datetime {d}"),
-        Value::Array(_) => "an array".to_owned(),
-        Value::Table(_) => "a table".to_owned(),
-    }
-}
-
-/// Folds a possibly multi-line message onto one line.
-fn one_line(message: &str) -> String {
-    let parts: Vec<&str> = message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    parts.join("; ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connectors::json::Format;
 
     const EXAMPLE: &str = r#"name = "wordcount"
 max_parallelism = 128            # key groups; fixed for the life of the job's state
@@ -1578,9 +1099,11 @@ type = "stdout"
         assert_eq!(spec.base_dir, PathBuf::from("/jobs"));
         assert_eq!(
             spec.source,
-            SourceSpec::File {
-                path: PathBuf::from("/jobs/input.jsonl"),
-                format: Format::Json,
+            SourceSpec {
+                connector: SourceConnector::File(FileSourceConfig {
+                    path: PathBuf::from("/jobs/input.jsonl"),
+                    format: Format::Json,
+                }),
                 watermark_delay: Duration::from_secs(2),
                 batch_size: 1024,
             }
@@ -1607,10 +1130,10 @@ type = "stdout"
         assert_eq!(count.line, 18);
         assert_eq!(
             spec.sink,
-            SinkSpec::File {
+            SinkSpec::File(FileSinkConfig {
                 path: PathBuf::from("/jobs/out.jsonl"),
                 format: Format::Json
-            }
+            })
         );
         assert_eq!(
             spec.dead_letter,
@@ -1656,8 +1179,10 @@ type = "stdout"
         assert_eq!(spec.max_parallelism, DEFAULT_MAX_PARALLELISM);
         assert_eq!(
             spec.source,
-            SourceSpec::Stdin {
-                format: Format::Json,
+            SourceSpec {
+                connector: SourceConnector::Stdin(StdinConfig {
+                    format: Format::Json
+                }),
                 watermark_delay: Duration::ZERO,
                 batch_size: DEFAULT_BATCH_SIZE,
             }
@@ -1669,9 +1194,9 @@ type = "stdout"
         assert_eq!(op.line, 4);
         assert_eq!(
             spec.sink,
-            SinkSpec::Stdout {
+            SinkSpec::Stdout(StdoutConfig {
                 format: Format::Json
-            }
+            })
         );
         assert!(spec.dead_letter.is_none());
         assert!(spec.checkpoint.is_none());
@@ -1842,48 +1367,6 @@ type = "stdout"
     }
 
     #[test]
-    fn parse_durations() {
-        let ok = [
-            ("250ms", Duration::from_millis(250)),
-            ("2s", Duration::from_secs(2)),
-            ("1.5s", Duration::from_millis(1500)),
-            ("5m", Duration::from_secs(300)),
-            ("1h", Duration::from_secs(3600)),
-            ("0", Duration::ZERO),
-            ("0s", Duration::ZERO),
-            ("0.0", Duration::ZERO),
-            ("1m30s", Duration::from_secs(90)),
-            (" 2 s ", Duration::from_secs(2)),
-            ("10us", Duration::from_micros(10)),
-            ("10µs", Duration::from_micros(10)),
-            ("7ns", Duration::from_nanos(7)),
-            ("0.1s", Duration::from_millis(100)),
-            ("1d", Duration::from_secs(86400)),
-        ];
-        for (s, d) in ok {
-            assert_eq!(parse_duration(s), Ok(d), "{s}");
-        }
-        for s in [
-            "",
-            "1",
-            "s",
-            "-1s",
-            "1.s",
-            ".5s",
-            "1..5s",
-            "1x",
-            "1sm",
-            "ms",
-            "1 2s",
-            "99999999999999999999999999999999999999999h",
-            "0.0.0",
-            "18446744073709551616s",
-        ] {
-            assert!(parse_duration(s).is_err(), "{s:?} parsed");
-        }
-    }
-
-    #[test]
     fn duplicate_operator_id() {
         let text = "name = \"x\"\n[source]\ntype = \"stdin\"\n[[operators]]\nid = \"count\"\nwasm = \"a.wasm\"\n[[operators]]\nid = \"count\"\nwasm = \"b.wasm\"\n[sink]\ntype = \"blackhole\"\n";
         let e = err(text);
@@ -1942,19 +1425,19 @@ type = "stdout"
         let text = "name = \"x\"\n[source]\ntype = \"file\"\npath = \"./data/../in.jsonl\"\n[[operators]]\nid = \"a\"\nwasm = \"/opt/ops/a.wasm\"\n[sink]\ntype = \"file\"\npath = \"out/o.jsonl\"\n[dead_letter]\npath = \"dead.jsonl\"\n[checkpoint]\ndir = \"/var/weir\"\n[savepoint]\ndir = \"sp\"\n";
         let spec = JobSpec::parse(text, Path::new("/a/b/job.toml")).unwrap();
         assert_eq!(spec.base_dir, PathBuf::from("/a/b"));
-        match &spec.source {
-            SourceSpec::File { path, .. } => {
-                assert_eq!(path, &PathBuf::from("/a/b/data/../in.jsonl"))
+        match &spec.source.connector {
+            SourceConnector::File(c) => {
+                assert_eq!(c.path, PathBuf::from("/a/b/data/../in.jsonl"))
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(spec.operators[0].wasm, PathBuf::from("/opt/ops/a.wasm"));
         assert_eq!(
             spec.sink,
-            SinkSpec::File {
+            SinkSpec::File(FileSinkConfig {
                 path: PathBuf::from("/a/b/out/o.jsonl"),
                 format: Format::Json
-            }
+            })
         );
         assert_eq!(
             spec.dead_letter.unwrap().path,
@@ -1988,29 +1471,33 @@ type = "stdout"
         );
         assert_eq!(
             parse(&text).unwrap().source,
-            SourceSpec::Generator {
-                count: 1_000_000,
-                keys: 10_000,
-                value_size: 64,
-                seed: 42,
-                rate: Some(50_000),
+            SourceSpec {
+                connector: SourceConnector::Generator(GeneratorConfig {
+                    count: 1_000_000,
+                    keys: 10_000,
+                    value_size: 64,
+                    seed: 42,
+                    rate: Some(50_000),
+                    wall_clock: false,
+                }),
                 watermark_delay: Duration::from_millis(250),
                 batch_size: 512,
-                wall_clock: false,
             }
         );
         let text = MINIMAL.replace("type = \"stdin\"", "type = \"generator\"\ncount = 5");
         assert_eq!(
             parse(&text).unwrap().source,
-            SourceSpec::Generator {
-                count: 5,
-                keys: 1000,
-                value_size: 100,
-                seed: 0,
-                rate: None,
+            SourceSpec {
+                connector: SourceConnector::Generator(GeneratorConfig {
+                    count: 5,
+                    keys: 1000,
+                    value_size: 100,
+                    seed: 0,
+                    rate: None,
+                    wall_clock: false,
+                }),
                 watermark_delay: Duration::ZERO,
                 batch_size: 1024,
-                wall_clock: false,
             }
         );
         let text = MINIMAL.replace(
@@ -2018,11 +1505,11 @@ type = "stdout"
             "type = \"generator\"\ncount = 5\ntimestamps = \"now\"",
         );
         assert!(matches!(
-            parse(&text).unwrap().source,
-            SourceSpec::Generator {
+            parse(&text).unwrap().source.connector,
+            SourceConnector::Generator(GeneratorConfig {
                 wall_clock: true,
                 ..
-            }
+            })
         ));
         let e = err(&MINIMAL.replace("type = \"stdin\"", "type = \"generator\""));
         assert!(
@@ -2145,12 +1632,15 @@ type = "stdout"
                 .unwrap();
         assert_eq!(
             spec.sink,
-            SinkSpec::Stdout {
+            SinkSpec::Stdout(StdoutConfig {
                 format: Format::Lines
-            }
+            })
         );
         let spec = parse(&MINIMAL.replace("type = \"stdout\"", "type = \"blackhole\"")).unwrap();
-        assert_eq!(spec.sink, SinkSpec::Blackhole { latency: false });
+        assert_eq!(
+            spec.sink,
+            SinkSpec::Blackhole(BlackholeConfig { latency: false })
+        );
         let e = err(&MINIMAL.replace(
             "type = \"stdout\"",
             "type = \"blackhole\"\nformat = \"json\"",

@@ -25,7 +25,7 @@ use crate::connectors::file::SinkMode;
 use crate::engine::control::{JobControl, JobState, OperatorStatus};
 use crate::engine::coordinator::{Ack, Coordinator, CoordinatorEnd, OperatorInfo, Trigger};
 use crate::engine::job::{
-    CheckpointMode, InputMode, JobSpec, RestartSpec, RestartStrategy, SinkSpec, SourceSpec,
+    CheckpointMode, InputMode, JobSpec, RestartSpec, RestartStrategy, SinkSpec, SourceConnector,
 };
 use crate::engine::partition::{Router, Routing};
 use crate::engine::stages::{SinkCheckpointing, SourceCheckpointing};
@@ -172,44 +172,25 @@ fn open_source(
     restore: Option<&Restore>,
 ) -> Result<(Box<dyn SourceReader>, Duration), RunError> {
     let position = restore.map(|r| &r.meta.source.position);
-    Ok(match &spec.source {
-        SourceSpec::File {
-            path,
-            format,
-            watermark_delay,
-            batch_size,
-        } => (
-            connectors::file::open_source(path, *format, *batch_size, position)
-                .map_err(RunError::Setup)?,
-            *watermark_delay,
-        ),
-        SourceSpec::Stdin {
-            format,
-            watermark_delay,
-            batch_size,
-        } => (
-            Box::new(connectors::stdio::StdinSource::start(*format, *batch_size)),
-            *watermark_delay,
-        ),
-        SourceSpec::Generator {
-            count,
-            keys,
-            value_size,
-            seed,
-            rate,
-            watermark_delay,
-            batch_size,
-            wall_clock,
-        } => {
+    let batch_size = spec.source.batch_size;
+    let reader: Box<dyn SourceReader> = match &spec.source.connector {
+        SourceConnector::File(c) => {
+            connectors::file::open_source(&c.path, c.format, batch_size, position)
+                .map_err(RunError::Setup)?
+        }
+        SourceConnector::Stdin(c) => {
+            Box::new(connectors::stdio::StdinSource::start(c.format, batch_size))
+        }
+        SourceConnector::Generator(c) => {
             let mut generator = connectors::generator::Generator::new(
-                *count,
-                *keys,
-                *value_size,
-                *seed,
-                *rate,
-                *batch_size,
+                c.count,
+                c.keys,
+                c.value_size,
+                c.seed,
+                c.rate,
+                batch_size,
             )
-            .with_wall_clock(*wall_clock);
+            .with_wall_clock(c.wall_clock);
             match position {
                 Some(SourcePosition::Generator { next }) => generator.seek(*next),
                 Some(other) => {
@@ -219,9 +200,10 @@ fn open_source(
                 }
                 None => {}
             }
-            (Box::new(generator), *watermark_delay)
+            Box::new(generator)
         }
-    })
+    };
+    Ok((reader, spec.source.watermark_delay))
 }
 
 fn open_sink(
@@ -235,7 +217,8 @@ fn open_sink(
         Some(_) => SinkMode::ExactlyOnce,
     };
     Ok(match &spec.sink {
-        SinkSpec::File { path, format } => {
+        SinkSpec::File(c) => {
+            let path = &c.path;
             let restored = restore.map(|r| {
                 let state = r.meta.sink.as_ref();
                 let len = std::fs::metadata(path).map_or(0, |m| m.len());
@@ -255,13 +238,13 @@ fn open_sink(
                 (r.meta.id, state)
             });
             Box::new(
-                connectors::file::FileSink::open(path, *format, mode, restored)
+                connectors::file::FileSink::open(path, c.format, mode, restored)
                     .map_err(RunError::Setup)?,
             )
         }
-        SinkSpec::Stdout { format } => Box::new(connectors::stdio::StdoutSink::new(*format)),
-        SinkSpec::Blackhole { latency } => Box::new(connectors::blackhole::BlackholeSink::new(
-            latency.then(|| latency_out.latency.clone()),
+        SinkSpec::Stdout(c) => Box::new(connectors::stdio::StdoutSink::new(c.format)),
+        SinkSpec::Blackhole(c) => Box::new(connectors::blackhole::BlackholeSink::new(
+            c.latency.then(|| latency_out.latency.clone()),
         )),
     })
 }
@@ -428,8 +411,9 @@ fn check_source_position(
             job_file.display()
         ))
     };
-    match (&spec.source, position) {
-        (SourceSpec::File { path, .. }, SourcePosition::File { offset, .. }) => {
+    match (&spec.source.connector, position) {
+        (SourceConnector::File(c), SourcePosition::File { offset, .. }) => {
+            let path = &c.path;
             let len = std::fs::metadata(path).map_or(0, |m| m.len());
             if *offset > len {
                 return Err(RunError::Setup(format!(
@@ -439,10 +423,10 @@ fn check_source_position(
             }
             Ok(())
         }
-        (SourceSpec::Generator { .. }, SourcePosition::Generator { .. }) => Ok(()),
-        (SourceSpec::File { .. }, _) => Err(mismatch("a file")),
-        (SourceSpec::Generator { .. }, _) => Err(mismatch("a generator")),
-        (SourceSpec::Stdin { .. }, _) => Err(mismatch("stdin")),
+        (SourceConnector::Generator(_), SourcePosition::Generator { .. }) => Ok(()),
+        (SourceConnector::File(_), _) => Err(mismatch("a file")),
+        (SourceConnector::Generator(_), _) => Err(mismatch("a generator")),
+        (SourceConnector::Stdin(_), _) => Err(mismatch("stdin")),
     }
 }
 
@@ -454,7 +438,8 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
     let components =
         Components::new().map_err(|e| RunError::Setup(format!("cannot start wasmtime: {e}")))?;
     let loaded = load_operators(&components, spec, job_file, &options.native)?;
-    if let SourceSpec::File { path, .. } = &spec.source {
+    if let SourceConnector::File(c) = &spec.source.connector {
+        let path = &c.path;
         if !path.is_file() {
             return Err(RunError::Setup(format!(
                 "source file `{}` does not exist ({} [source] path)",
@@ -463,7 +448,7 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
             )));
         }
     }
-    let replayable = !matches!(spec.source, SourceSpec::Stdin { .. });
+    let replayable = !matches!(spec.source.connector, SourceConnector::Stdin(_));
     if options.from_savepoint.is_some() && !replayable {
         return Err(RunError::Setup(format!(
             "--from-savepoint: {} reads stdin, which cannot be read from a savepoint's position",

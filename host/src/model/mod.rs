@@ -6,6 +6,7 @@
 //! import the engine).
 
 pub mod batch;
+pub mod config;
 pub mod connector;
 pub mod keygroup;
 pub mod position;
@@ -15,6 +16,6 @@ pub use batch::{show_bytes, Batch, Blobs, EventRef};
 pub use connector::{SinkWriter, SourceReader};
 pub use position::{SinkState, SourcePosition, SourceState};
 pub use types::{
-    format_duration, hex, now_ms, GuestError, OperatorSpec, Rejected, StateKind, StateSpec,
-    TaskInfo, TimeDomain, Timers,
+    hex, now_ms, GuestError, OperatorSpec, Rejected, StateKind, StateSpec, TaskInfo, TimeDomain,
+    Timers,
 };
