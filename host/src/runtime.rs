@@ -976,6 +976,12 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
         cancel: cancel_rx,
         control: control.clone(),
         first_id,
+        // Savepoints time out too, with or without periodic checkpoints.
+        timeout: spec
+            .checkpoint
+            .as_ref()
+            .map_or(crate::job::DEFAULT_CHECKPOINT_TIMEOUT, |c| c.timeout),
+        tolerable_failures: checkpoint.map_or(0, |c| c.tolerable_failures),
     };
     let done = done_tx.clone();
     spawn("weir-coordinator", move || {
