@@ -222,7 +222,7 @@ enum Untriggered {
     Gone,
     /// The source still holds the barriers of earlier (aborted) checkpoints;
     /// the savepoint, if any, comes back.
-    Busy(Option<PendingSavepoint>),
+    Busy(Option<Box<PendingSavepoint>>),
 }
 
 /// How a run's checkpointing ended.
@@ -705,7 +705,7 @@ impl Coordinator {
             match self.triggers.try_send(trigger) {
                 Ok(()) => {}
                 Err(crossbeam_channel::TrySendError::Full(_)) => {
-                    return Err(Untriggered::Busy(savepoint));
+                    return Err(Untriggered::Busy(savepoint.map(Box::new)));
                 }
                 Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
                     return Err(Untriggered::Gone);
@@ -860,7 +860,7 @@ impl Coordinator {
 
     /// The source has not taken earlier barriers: a periodic checkpoint is
     /// skipped until the next interval, a savepoint request fails.
-    fn source_busy(&self, savepoint: Option<PendingSavepoint>) {
+    fn source_busy(&self, savepoint: Option<Box<PendingSavepoint>>) {
         const WHY: &str = "the source has not yet taken the barriers of earlier checkpoints that timed out (it is held up by back-pressure); try again later";
         match savepoint {
             Some(sp) => {
