@@ -367,7 +367,7 @@ impl JobControl {
             .expect("savepoints lock")
             .get(id)
             .cloned()?;
-        if s.stop && s.status != SavepointState::InProgress {
+        if s.stop && s.status == SavepointState::Completed {
             self.stop_reported.store(true, Ordering::SeqCst);
         }
         Some(s)

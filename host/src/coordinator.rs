@@ -41,11 +41,15 @@
 //! counted and never fail the job (as in Flink): a data file or `_metadata`
 //! that cannot be written fails only that savepoint, which is removed, and
 //! the checkpoint that carries it goes on; a barrier that carries a savepoint
-//! and times out fails the savepoint without counting. The exception is a
-//! stop-with-savepoint, and any last barrier: the source ends right after
-//! it, so when it fails (or times out) the run cannot go on and fails over
-//! from its last completed checkpoint, as Flink fails over when a
-//! stop-with-savepoint fails after tasks finished.
+//! and times out fails the savepoint without counting. A stop-with-savepoint
+//! whose savepoint cannot be written ends this run (its barrier ended the
+//! source) but not the job: the checkpoint it carries completes and the job
+//! resumes from it at once, without using a restart attempt
+//! ([`CoordinatorEnd::Resume`]); a job without `[checkpoint]` has nothing to
+//! resume from and fails over. A last barrier that times out (a stop whose
+//! barrier is stuck, or the final checkpoint at the end of the input) fails
+//! the run over through the restart strategy: the source ends when it takes
+//! that barrier, so the run cannot go on.
 //!
 //! For crash tests, `WEIR_TEST_CHECKPOINT_PAUSE_MS` makes the coordinator
 //! wait that long between writing a checkpoint's data and marking it
@@ -201,6 +205,8 @@ struct Pending {
     finished: bool,
     /// (operator, subtask) that have acknowledged.
     acked: BTreeSet<(usize, u32)>,
+    /// This stop's savepoint failed while being written: why.
+    stop_failed: Option<String>,
 }
 
 impl Pending {
@@ -233,6 +239,10 @@ pub enum CoordinatorEnd {
     StoppedWithSavepoint(PathBuf),
     /// The stages went away first (the run failed or was stopped).
     Stopped,
+    /// A stop-with-savepoint failed, but its checkpoint completed: the job
+    /// resumes from it (the stop barrier ended this run's source). The
+    /// message says why the savepoint failed.
+    Resume(String),
 }
 
 impl Coordinator {
@@ -448,7 +458,8 @@ impl Coordinator {
                                 Err(e) => {
                                     // Only the savepoint fails; its checkpoint goes on.
                                     let sp = p.savepoint.take().expect("matched");
-                                    self.savepoint_write_failed(sp, p.id, &e.to_string())?;
+                                    p.stop_failed =
+                                        self.savepoint_write_failed(sp, p.id, &e.to_string())?;
                                 }
                             }
                         }
@@ -568,10 +579,14 @@ impl Coordinator {
                 Err(e) => {
                     self.control.savepoint_failed(&request_id, &e);
                     if stop {
-                        // The stop barrier has gone through: the job cannot go on.
-                        return Err(format!("stop-with-savepoint failed: {e}"));
+                        if self.store.is_none() {
+                            // No checkpoint to resume from: the job cannot go on.
+                            return Err(format!("stop-with-savepoint failed: {e}"));
+                        }
+                        p.stop_failed = Some(e);
+                    } else {
+                        tracing::warn!("savepoint {} failed: {e}; the job goes on", p.id);
                     }
-                    tracing::warn!("savepoint {} failed: {e}", p.id);
                 }
             }
         }
@@ -585,6 +600,15 @@ impl Coordinator {
         }
         if let Some(dir) = stopped_at {
             return Ok(Some(CoordinatorEnd::StoppedWithSavepoint(dir)));
+        }
+        if let Some(why) = p.stop_failed {
+            tracing::warn!(
+                checkpoint_id = p.id,
+                "stop-with-savepoint {} failed: {why}; the job resumes from checkpoint {}",
+                p.id,
+                p.id
+            );
+            return Ok(Some(CoordinatorEnd::Resume(why)));
         }
         if p.last {
             return Ok(Some(CoordinatorEnd::Finished));
@@ -729,6 +753,7 @@ impl Coordinator {
             savepoint,
             finished: last && input_ended,
             acked: BTreeSet::new(),
+            stop_failed: None,
         })
     }
 
@@ -837,25 +862,29 @@ impl Coordinator {
     }
 
     /// A savepoint data file could not be written: the savepoint fails and
-    /// is removed; the job goes on, unless it was a stop (its barrier ends
-    /// the source).
+    /// is removed; the job goes on. For a stop, whose barrier ends the
+    /// source, returns why: the job resumes from the checkpoint that barrier
+    /// completes; without checkpoints it cannot go on.
     fn savepoint_write_failed(
         &self,
         sp: PendingSavepoint,
         id: u64,
         why: &str,
-    ) -> Result<(), String> {
+    ) -> Result<Option<String>, String> {
         self.control.savepoint_failed(&sp.request.id, why);
         sp.writer.abort();
         if sp.request.stop.is_some() {
-            tracing::error!(checkpoint_id = id, "stop-with-savepoint {id} failed: {why}");
-            return Err(format!("stop-with-savepoint failed: {why}"));
+            if self.store.is_none() {
+                tracing::error!(checkpoint_id = id, "stop-with-savepoint {id} failed: {why}");
+                return Err(format!("stop-with-savepoint failed: {why}"));
+            }
+            return Ok(Some(why.to_string()));
         }
         tracing::warn!(
             checkpoint_id = id,
             "savepoint {id} failed: {why}; the job goes on"
         );
-        Ok(())
+        Ok(None)
     }
 
     /// The source has not taken earlier barriers: a periodic checkpoint is

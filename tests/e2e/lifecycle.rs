@@ -3,8 +3,9 @@
 //! non-zero CLI exit, nothing left behind) and the job goes on; a checkpoint
 //! stuck behind a slow operator times out, is reported, and does not hold up
 //! later checkpoints or savepoint requests; `[checkpoint] tolerable_failures`
-//! counts checkpoint failures in a row before the job fails over; the queue
-//! of savepoint requests is bounded.
+//! counts checkpoint failures in a row before the job fails over; a stop
+//! whose savepoint cannot be written resumes the job from the checkpoint
+//! its barrier completed; the queue of savepoint requests is bounded.
 //!
 //! Nothing here waits on time: the `gate` operator (tests/plugins/gate)
 //! holds the stream until the test writes a file, and logs `gate NAME holds`
@@ -219,19 +220,7 @@ fn a_savepoint_that_cannot_be_written_fails_alone_and_the_job_goes_on() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, all) = http(&addr, "GET", "/jobs/gated/savepoints", "");
-        let all = all["savepoints"].as_array().unwrap().clone();
-        if all
-            .iter()
-            .any(|s| s["target-directory"].as_str().unwrap().ends_with("good"))
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the CLI's request never came");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_requested(&addr, "good");
     sb.write("gates/two", "");
     let out = trigger.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -268,6 +257,105 @@ fn a_savepoint_that_cannot_be_written_fails_alone_and_the_job_goes_on() {
         counts(&restored).any(|(_, n)| n > 1),
         "the state was restored"
     );
+}
+
+/// Waits until a savepoint request into a directory ending in `dir` is listed.
+fn wait_requested(addr: &str, dir: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, all) = http(addr, "GET", "/jobs/gated/savepoints", "");
+        if all["savepoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["target-directory"].as_str().unwrap().ends_with(dir))
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no request into {dir}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_stop_whose_savepoint_cannot_be_written_resumes_the_job() {
+    let sb = Sandbox::new();
+    let text = input(&["one", "two"]);
+    sb.write("in.jsonl", &text);
+    // Checkpoints only at the barriers of savepoints, stops and the end.
+    sb.write(
+        "job.toml",
+        job("out.jsonl", "[checkpoint]\ninterval = \"1h\"\n"),
+    );
+    let (mut child, addr) = start(&sb);
+    sb.wait_for("log", "gate one holds", 1);
+    let (status, r) = http(
+        &addr,
+        "POST",
+        "/jobs/gated/stop",
+        r#"{"target-directory": "doomed"}"#,
+    );
+    assert_eq!(status, 202, "{r}");
+    let id = r["request-id"].as_str().unwrap().to_string();
+    let doomed = sb.path("doomed");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let partial = loop {
+        if let Some(name) = doomed
+            .is_dir()
+            .then(|| entries(&doomed))
+            .and_then(|e| e.into_iter().next())
+        {
+            break doomed.join(name);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no savepoint directory in {doomed:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::fs::remove_dir_all(&partial).unwrap();
+    sb.write("gates/one", "");
+    let s = answer(&addr, &id);
+    assert_eq!(s["status"], "FAILED", "{s}");
+    assert!(
+        s["failure"].as_str().unwrap().contains("cannot write"),
+        "{s}"
+    );
+    assert_eq!(entries(&doomed), Vec::<String>::new(), "left behind");
+    // The job resumes from the stop's checkpoint, without a restart strategy.
+    sb.wait_for("log", "the job resumes from checkpoint", 1);
+    let (_, status) = http(&addr, "GET", "/jobs/gated", "");
+    assert_eq!(status["state"], "RUNNING", "{status}");
+    assert_eq!(status["attempt"], 0, "{status}");
+
+    // A second stop, to a good directory, ends it.
+    let stop = Command::new(weir_bin())
+        .args(["stop", "--addr", &addr, "--savepoint", "good"])
+        .current_dir(sb.path("."))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_requested(&addr, "good");
+    sb.write("gates/two", "");
+    let out = stop.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}\n{}", sb.read("log"));
+    let good = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let status = wait_exit(&sb, &mut child);
+    assert!(status.success(), "{status}:\n{}", sb.read("log"));
+
+    // Nothing was lost or repeated across the resume: restore and finish.
+    sb.weir(&[
+        "run",
+        "job.toml",
+        "--from-savepoint",
+        good.to_str().unwrap(),
+    ])
+    .ok();
+    let all = sb.read("out.jsonl");
+    assert_counts_continue(&all);
+    assert_eq!(final_counts(&all), totals(&text));
 }
 
 #[test]
