@@ -66,7 +66,7 @@ pub(crate) fn rest_addr(sb: &Sandbox, log: &str) -> String {
 }
 
 /// One HTTP request with curl-free std: (status, JSON body).
-fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+pub(crate) fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(

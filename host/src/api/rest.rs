@@ -6,12 +6,15 @@
 //! | method | path | |
 //! | --- | --- | --- |
 //! | GET | `/jobs` | the job of this process |
-//! | GET | `/jobs/{id}` | status, operators, throughput, last checkpoint |
+//! | GET | `/jobs/{id}` | status, operators, throughput, last checkpoint, failed checkpoints |
 //! | GET | `/jobs/{id}/checkpoints` | completed checkpoints |
 //! | POST | `/jobs/{id}/savepoints` | `{"target-directory": …}` → `{"request-id": …}` |
 //! | GET | `/jobs/{id}/savepoints` | every savepoint request |
 //! | GET | `/jobs/{id}/savepoints/{request-id}` | `IN_PROGRESS`, `COMPLETED` (with `location`) or `FAILED` (with `failure`) |
 //! | POST | `/jobs/{id}/stop` | `{"target-directory": …, "drain": bool}`: stop-with-savepoint → `{"request-id": …}` |
+//!
+//! The two POSTs answer 429 when [`crate::control::MAX_REQUESTS_IN_PROGRESS`]
+//! savepoint requests are already in progress: the queue is bounded.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

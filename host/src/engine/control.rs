@@ -5,6 +5,13 @@
 //! One [`JobControl`] lives for the whole `weir run` process, across
 //! restarts: a request made while the job restarts is taken by the next
 //! run's coordinator.
+//!
+//! The queue of requests is bounded: at most [`MAX_REQUESTS_IN_PROGRESS`]
+//! savepoint requests may be in progress (queued or being taken) at once; one
+//! more is refused with HTTP 429 until one of them completes or fails, so a
+//! caller that keeps asking while a checkpoint is stuck cannot pile up work
+//! (Flink bounds its pending savepoint triggers the same way). Finished
+//! requests are remembered for `GET`, the newest [`MAX_REQUESTS_KEPT`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +23,12 @@ use serde::Serialize;
 
 use crate::model::now_ms;
 use crate::state::checkpoint::CheckpointStore;
+
+/// Savepoint requests that may be in progress at once; more are refused (429).
+pub const MAX_REQUESTS_IN_PROGRESS: usize = 8;
+
+/// Finished savepoint requests remembered for `GET /jobs/{id}/savepoints`.
+pub const MAX_REQUESTS_KEPT: usize = 256;
 
 /// A request for a savepoint, perhaps followed by a stop.
 #[derive(Debug, Clone)]
@@ -98,6 +111,18 @@ pub struct OperatorStatus {
     pub parallelism: u32,
 }
 
+/// The last failed checkpoint, as the REST API reports it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CheckpointFailure {
+    /// Its ID.
+    pub id: u64,
+    /// When it failed (ms since the Unix epoch).
+    pub failed_at_ms: i64,
+    /// Why: timed out, or its storage write failed.
+    pub reason: String,
+}
+
 /// The last completed checkpoint, as the REST API reports it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -119,6 +144,9 @@ struct Status {
     attempt: u32,
     failure: Option<String>,
     last_checkpoint: Option<CheckpointSummary>,
+    last_failed_checkpoint: Option<CheckpointFailure>,
+    /// Checkpoints that failed, over the life of the process.
+    failed_checkpoints: u64,
     /// (time ms, events in, events out) one second ago or so, for throughput.
     sample: (i64, u64, u64),
     rate: (f64, f64),
@@ -159,7 +187,8 @@ pub struct JobControl {
 /// Why a request was refused: an HTTP status and a one-line message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
-    /// 400 (bad request), 404 or 409 (conflict with the job's state).
+    /// 400 (bad request), 404, 409 (conflict with the job's state) or 429
+    /// (too many savepoint requests in progress).
     pub status: u16,
     /// What is wrong.
     pub message: String,
@@ -202,6 +231,8 @@ impl JobControl {
                 attempt: 0,
                 failure: None,
                 last_checkpoint: None,
+                last_failed_checkpoint: None,
+                failed_checkpoints: 0,
                 sample: (now, 0, 0),
                 rate: (0.0, 0.0),
             }),
@@ -260,6 +291,31 @@ impl JobControl {
         } else if self.stopping.load(Ordering::SeqCst) {
             return Err(refused(409, "the job is stopping"));
         }
+        let mut all = self.savepoints.lock().expect("savepoints lock");
+        let in_progress = all
+            .values()
+            .filter(|s| s.status == SavepointState::InProgress)
+            .count();
+        if in_progress >= MAX_REQUESTS_IN_PROGRESS {
+            if stop.is_some() {
+                self.stopping.store(false, Ordering::SeqCst);
+            }
+            return Err(refused(
+                429,
+                format!("{in_progress} savepoint requests are in progress, the most this job queues: wait until one completes or fails (GET /jobs/{}/savepoints)", self.job),
+            ));
+        }
+        if all.len() >= MAX_REQUESTS_KEPT {
+            // Forget the oldest finished request.
+            if let Some(oldest) = all
+                .values()
+                .filter(|s| s.status != SavepointState::InProgress)
+                .min_by_key(|s| s.requested_at_ms)
+                .map(|s| s.request_id.clone())
+            {
+                all.remove(&oldest);
+            }
+        }
         let n = self.next_request.fetch_add(1, Ordering::SeqCst);
         let id = format!(
             "{:016x}",
@@ -275,10 +331,8 @@ impl JobControl {
             drain: stop.unwrap_or(false),
             requested_at_ms: now_ms(),
         };
-        self.savepoints
-            .lock()
-            .expect("savepoints lock")
-            .insert(id.clone(), status);
+        all.insert(id.clone(), status);
+        drop(all);
         if stop.is_some() {
             self.set_state(JobState::Stopping);
         }
@@ -313,7 +367,7 @@ impl JobControl {
             .expect("savepoints lock")
             .get(id)
             .cloned()?;
-        if s.stop && s.status != SavepointState::InProgress {
+        if s.stop && s.status == SavepointState::Completed {
             self.stop_reported.store(true, Ordering::SeqCst);
         }
         Some(s)
@@ -410,6 +464,17 @@ impl JobControl {
         self.status.lock().expect("status lock").last_checkpoint = Some(summary);
     }
 
+    /// Records a failed checkpoint (timed out, or not stored).
+    pub fn checkpoint_failed(&self, id: u64, reason: &str) {
+        let mut s = self.status.lock().expect("status lock");
+        s.failed_checkpoints += 1;
+        s.last_failed_checkpoint = Some(CheckpointFailure {
+            id,
+            failed_at_ms: now_ms(),
+            reason: reason.to_string(),
+        });
+    }
+
     /// Updates the throughput from the counters (called about once a second).
     pub fn sample(&self) {
         let now = now_ms();
@@ -445,6 +510,8 @@ impl JobControl {
                 "events-out-per-second": s.rate.1,
             },
             "last-checkpoint": s.last_checkpoint,
+            "failed-checkpoints": s.failed_checkpoints,
+            "last-failed-checkpoint": s.last_failed_checkpoint,
             "checkpointing": self.store.lock().expect("store lock").is_some(),
         })
     }

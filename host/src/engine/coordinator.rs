@@ -19,11 +19,43 @@
 //! Without a `[checkpoint]` table the coordinator still runs, with no
 //! store: it takes only savepoints and the final barrier of a bounded input.
 //!
+//! ## Failures and timeouts (as Flink's `CheckpointCoordinator`)
+//!
+//! One barrier is in flight at a time. A checkpoint or savepoint that has not
+//! completed `[checkpoint] timeout` after it was triggered (default 10
+//! minutes) is aborted: the trees it wrote are dropped from the store, a
+//! savepoint's partial directory is removed and its request answered
+//! FAILED, the failure is reported (log, REST `last-failed-checkpoint`) with
+//! the stages that had not acknowledged, and the next barrier (a waiting
+//! savepoint or stop first) is triggered. The aborted barrier still flows
+//! through the job; its late acknowledgements are ignored. Because subtasks
+//! hand over only their changes since the previous barrier, the checkpoint
+//! after an aborted one is always full. The final barrier of a job without
+//! `[checkpoint]` (no checkpoint, no savepoint) has no timeout.
+//!
+//! A *checkpoint failure* is a checkpoint that timed out or whose storage
+//! write failed. `[checkpoint] tolerable_failures` of them in a row are
+//! tolerated (the count restarts at every completed checkpoint and at every
+//! run); one more fails the run, through the restart strategy, with one line
+//! naming the checkpoint and the reason. Savepoint failures are never
+//! counted and never fail the job (as in Flink): a data file or `_metadata`
+//! that cannot be written fails only that savepoint, which is removed, and
+//! the checkpoint that carries it goes on; a barrier that carries a savepoint
+//! and times out fails the savepoint without counting. A stop-with-savepoint
+//! whose savepoint cannot be written ends this run (its barrier ended the
+//! source) but not the job: the checkpoint it carries completes and the job
+//! resumes from it at once, without using a restart attempt
+//! ([`CoordinatorEnd::Resume`]); a job without `[checkpoint]` has nothing to
+//! resume from and fails over. A last barrier that times out (a stop whose
+//! barrier is stuck, or the final checkpoint at the end of the input) fails
+//! the run over through the restart strategy: the source ends when it takes
+//! that barrier, so the run cannot go on.
+//!
 //! For crash tests, `WEIR_TEST_CHECKPOINT_PAUSE_MS` makes the coordinator
 //! wait that long between writing a checkpoint's data and marking it
 //! complete, so that a kill lands in the middle of checkpoint writes.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -140,6 +172,10 @@ pub struct Coordinator {
     pub control: Arc<JobControl>,
     /// The lowest ID this run may use (above the restored snapshot's).
     pub first_id: u64,
+    /// How long a checkpoint or savepoint may take before it is aborted.
+    pub timeout: Duration,
+    /// Consecutive checkpoint failures tolerated before the run fails.
+    pub tolerable_failures: u32,
 }
 
 /// A savepoint riding on a pending barrier.
@@ -169,6 +205,32 @@ struct Pending {
     savepoint: Option<PendingSavepoint>,
     /// The input had ended: the last barrier finishes the job.
     finished: bool,
+    /// (operator, subtask) that have acknowledged.
+    acked: BTreeSet<(usize, u32)>,
+    /// This stop's savepoint failed while being written: why.
+    stop_failed: Option<String>,
+}
+
+impl Pending {
+    /// What this barrier is, for messages: `checkpoint 7`, `savepoint 7`.
+    fn what(&self) -> String {
+        if self.savepoint.is_some() {
+            format!("savepoint {}", self.id)
+        } else if self.last {
+            format!("final checkpoint {}", self.id)
+        } else {
+            format!("checkpoint {}", self.id)
+        }
+    }
+}
+
+/// Why a barrier was not triggered.
+enum Untriggered {
+    /// The stages are gone: the run is over.
+    Gone,
+    /// The source still holds the barriers of earlier (aborted) checkpoints;
+    /// the savepoint, if any, comes back.
+    Busy(Option<Box<PendingSavepoint>>),
 }
 
 /// How a run's checkpointing ended.
@@ -179,6 +241,10 @@ pub enum CoordinatorEnd {
     StoppedWithSavepoint(PathBuf),
     /// The stages went away first (the run failed or was stopped).
     Stopped,
+    /// A stop-with-savepoint failed, but its checkpoint completed: the job
+    /// resumes from it (the stop barrier ended this run's source). The
+    /// message says why the savepoint failed.
+    Resume(String),
 }
 
 impl Coordinator {
@@ -249,16 +315,26 @@ impl Coordinator {
         let mut end_requested = false;
         let mut stopping = false;
         let mut next_trigger = self.interval.map(|i| Instant::now() + i);
+        // Checkpoint failures in a row.
+        let mut failures = 0u32;
         let requests = self.control.requests();
         loop {
+            if let Some(expiry) = pending.as_ref().and_then(|p| self.expiry(p)) {
+                if Instant::now() >= expiry {
+                    let p = pending.take().expect("checked");
+                    let reason = self.timed_out(&p);
+                    self.abort(p, &reason, &mut chain, &mut chain_bytes, &mut failures)?;
+                    next_trigger = self.interval.map(|i| Instant::now() + i);
+                }
+            }
             if pending.is_none() && !stopping {
                 // A requested savepoint goes first; the final checkpoint carries one if asked.
                 let savepoint = waiting
                     .pop_front()
                     .and_then(|r| self.prepare_savepoint(r, next_id));
                 if end_requested || savepoint.is_some() {
-                    stopping = savepoint.as_ref().is_some_and(|s| s.request.stop.is_some());
-                    let last = end_requested || stopping;
+                    let stop = savepoint.as_ref().is_some_and(|s| s.request.stop.is_some());
+                    let last = end_requested || stop;
                     match self.trigger(
                         next_id,
                         last,
@@ -267,16 +343,19 @@ impl Coordinator {
                         &chain_bytes,
                         end_requested,
                     ) {
-                        Some(p) => *pending = Some(p),
-                        None => return Ok(CoordinatorEnd::Stopped),
+                        Ok(p) => {
+                            *pending = Some(p);
+                            stopping = stop;
+                        }
+                        Err(Untriggered::Gone) => return Ok(CoordinatorEnd::Stopped),
+                        Err(Untriggered::Busy(sp)) => self.source_busy(sp),
                     }
                     next_id += 1;
                 }
             }
-            let deadline = if pending.is_none() {
-                next_trigger
-            } else {
-                None
+            let deadline = match pending.as_ref() {
+                None => next_trigger,
+                Some(p) => self.expiry(p),
             };
             let timeout = deadline.map_or(Duration::from_secs(3600), |d| {
                 d.saturating_duration_since(Instant::now())
@@ -298,7 +377,8 @@ impl Coordinator {
                     continue;
                 }
                 default(timeout) => {
-                    if deadline.is_none() {
+                    if deadline.is_none() || pending.is_some() {
+                        // Nothing due, or a timeout: the top of the loop sees to it.
                         continue;
                     }
                     None
@@ -306,8 +386,12 @@ impl Coordinator {
             };
             let Some(ack) = ack else {
                 match self.trigger(next_id, false, None, &chain, &chain_bytes, false) {
-                    Some(p) => *pending = Some(p),
-                    None => return Ok(CoordinatorEnd::Stopped),
+                    Ok(p) => *pending = Some(p),
+                    Err(Untriggered::Gone) => return Ok(CoordinatorEnd::Stopped),
+                    Err(Untriggered::Busy(sp)) => {
+                        self.source_busy(sp);
+                        next_trigger = self.interval.map(|i| Instant::now() + i);
+                    }
                 }
                 next_id += 1;
                 continue;
@@ -338,33 +422,54 @@ impl Coordinator {
                     if let Some(p) = pending.as_mut().filter(|p| p.id == id) {
                         let op = &self.operators[operator].id;
                         if let Some(store) = &self.store {
-                            let bytes = store
+                            let written = store
                                 .write_changes(id, op, &changes)
-                                .map_err(|e| e.to_string())?
-                                + store
-                                    .write_timers(id, op, &timers)
-                                    .map_err(|e| e.to_string())?;
-                            p.bytes += bytes;
-                            p.op_bytes[operator] += bytes;
+                                .and_then(|a| Ok(a + store.write_timers(id, op, &timers)?));
+                            match written {
+                                Ok(bytes) => {
+                                    p.bytes += bytes;
+                                    p.op_bytes[operator] += bytes;
+                                }
+                                Err(e) => {
+                                    let p = pending.take().expect("matched");
+                                    let reason = format!("{} could not be stored: {e}", p.what());
+                                    self.abort(
+                                        p,
+                                        &reason,
+                                        &mut chain,
+                                        &mut chain_bytes,
+                                        &mut failures,
+                                    )?;
+                                    next_trigger = self.interval.map(|i| Instant::now() + i);
+                                    continue;
+                                }
+                            }
                         }
                         if let Some(sp) = p.savepoint.as_mut() {
                             let (data, state_keys) = savepoint::encode_data(&changes, &timers);
                             let name = format!("op{operator}-sub{subtask}.state");
-                            let file = sp
-                                .writer
-                                .write_file(&name, key_groups, &data)
-                                .map_err(|e| e.to_string())?;
-                            sp.files[operator].push(file);
-                            for (state, n) in state_keys {
-                                *sp.keys[operator].entry(state).or_default() += n;
+                            match sp.writer.write_file(&name, key_groups, &data) {
+                                Ok(file) => {
+                                    sp.files[operator].push(file);
+                                    for (state, n) in state_keys {
+                                        *sp.keys[operator].entry(state).or_default() += n;
+                                    }
+                                    sp.timers[operator] +=
+                                        timers.iter().map(|(_, t)| t.len() as u64).sum::<u64>();
+                                }
+                                Err(e) => {
+                                    // Only the savepoint fails; its checkpoint goes on.
+                                    let sp = p.savepoint.take().expect("matched");
+                                    p.stop_failed =
+                                        self.savepoint_write_failed(sp, p.id, &e.to_string())?;
+                                }
                             }
-                            sp.timers[operator] +=
-                                timers.iter().map(|(_, t)| t.len() as u64).sum::<u64>();
                         }
                         p.keys[operator] += keys;
                         p.state_bytes[operator] += state_bytes;
                         p.watermark = p.watermark.min(watermark);
                         p.subtasks += 1;
+                        p.acked.insert((operator, subtask));
                     }
                 }
             }
@@ -373,7 +478,7 @@ impl Coordinator {
             });
             if complete {
                 let p = pending.take().expect("complete implies pending");
-                if let Some(end) = self.complete(p, &mut chain, &mut chain_bytes)? {
+                if let Some(end) = self.complete(p, &mut chain, &mut chain_bytes, &mut failures)? {
                     return Ok(end);
                 }
                 next_trigger = self.interval.map(|i| Instant::now() + i);
@@ -387,6 +492,7 @@ impl Coordinator {
         mut p: Pending,
         chain: &mut Vec<u64>,
         chain_bytes: &mut Vec<u64>,
+        failures: &mut u32,
     ) -> Result<Option<CoordinatorEnd>, String> {
         if p.full {
             chain.clear();
@@ -430,7 +536,12 @@ impl Coordinator {
             std::thread::sleep(pause);
         }
         if let Some(store) = &self.store {
-            store.complete(&meta).map_err(|e| e.to_string())?;
+            if let Err(e) = store.complete(&meta) {
+                let reason = format!("{} could not be stored: {e}", p.what());
+                self.abort(p, &reason, chain, chain_bytes, failures)?;
+                return Ok(None);
+            }
+            *failures = 0;
             tracing::info!(
                 checkpoint_id = p.id,
                 bytes = p.bytes,
@@ -470,22 +581,36 @@ impl Coordinator {
                 Err(e) => {
                     self.control.savepoint_failed(&request_id, &e);
                     if stop {
-                        // The stop barrier has gone through: the job cannot go on.
-                        return Err(format!("stop-with-savepoint failed: {e}"));
+                        if self.store.is_none() {
+                            // No checkpoint to resume from: the job cannot go on.
+                            return Err(format!("stop-with-savepoint failed: {e}"));
+                        }
+                        p.stop_failed = Some(e);
+                    } else {
+                        tracing::warn!("savepoint {} failed: {e}; the job goes on", p.id);
                     }
-                    tracing::warn!("savepoint {} failed: {e}", p.id);
                 }
             }
         }
         // The sink publishes what the checkpoint covers; it may be gone if the job failed.
         let _ = self.commits.send(p.id);
         if let Some(store) = &self.store {
-            store
-                .retain(self.retain, false)
-                .map_err(|e| e.to_string())?;
+            if let Err(e) = store.retain(self.retain, false) {
+                // Old checkpoints stay a little longer; the next completion retries.
+                tracing::warn!(checkpoint_id = p.id, "cannot free old checkpoints: {e}");
+            }
         }
         if let Some(dir) = stopped_at {
             return Ok(Some(CoordinatorEnd::StoppedWithSavepoint(dir)));
+        }
+        if let Some(why) = p.stop_failed {
+            tracing::warn!(
+                checkpoint_id = p.id,
+                "stop-with-savepoint {} failed: {why}; the job resumes from checkpoint {}",
+                p.id,
+                p.id
+            );
+            return Ok(Some(CoordinatorEnd::Resume(why)));
         }
         if p.last {
             return Ok(Some(CoordinatorEnd::Finished));
@@ -570,7 +695,7 @@ impl Coordinator {
         chain: &[u64],
         chain_bytes: &[u64],
         input_ended: bool,
-    ) -> Option<Pending> {
+    ) -> Result<Pending, Untriggered> {
         let n_ops = self.operators.len();
         let full = savepoint.is_some() || self.next_is_full(chain, chain_bytes);
         let drain = savepoint
@@ -588,18 +713,32 @@ impl Coordinator {
             drain,
             "triggering barrier {id}"
         );
-        self.triggers
-            .send(Trigger {
-                barrier: Barrier {
-                    id,
-                    full,
-                    last,
-                    stop,
-                },
-                drain,
-            })
-            .ok()?;
-        Some(Pending {
+        let trigger = Trigger {
+            barrier: Barrier {
+                id,
+                full,
+                last,
+                stop,
+            },
+            drain,
+        };
+        if input_ended {
+            // The source waits for this barrier and takes it.
+            self.triggers.send(trigger).map_err(|_| Untriggered::Gone)?;
+        } else {
+            // Never block: a source held up by back-pressure may not have
+            // taken the barriers of aborted checkpoints yet.
+            match self.triggers.try_send(trigger) {
+                Ok(()) => {}
+                Err(crossbeam_channel::TrySendError::Full(_)) => {
+                    return Err(Untriggered::Busy(savepoint.map(Box::new)));
+                }
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                    return Err(Untriggered::Gone);
+                }
+            }
+        }
+        Ok(Pending {
             id,
             full,
             last,
@@ -615,7 +754,153 @@ impl Coordinator {
             op_bytes: vec![0; n_ops],
             savepoint,
             finished: last && input_ended,
+            acked: BTreeSet::new(),
+            stop_failed: None,
         })
+    }
+
+    /// When pending barrier `p` times out: checkpoints and savepoints do;
+    /// the final barrier of a job without checkpoints does not.
+    fn expiry(&self, p: &Pending) -> Option<Instant> {
+        (self.store.is_some() || p.savepoint.is_some()).then(|| p.started + self.timeout)
+    }
+
+    /// The one-line reason of a barrier that timed out, with the stages it waits for.
+    fn timed_out(&self, p: &Pending) -> String {
+        let mut missing = Vec::new();
+        if p.source.is_none() {
+            missing.push("the source".to_string());
+        }
+        for (i, o) in self.operators.iter().enumerate() {
+            for sub in 0..o.parallelism {
+                if !p.acked.contains(&(i, sub)) {
+                    missing.push(format!("operator `{}` subtask {sub}", o.id));
+                }
+            }
+        }
+        if p.sink.is_none() {
+            missing.push("the sink".to_string());
+        }
+        const SHOWN: usize = 6;
+        let more = missing.len().saturating_sub(SHOWN);
+        missing.truncate(SHOWN);
+        let mut waiting = missing.join(", ");
+        if more > 0 {
+            waiting += &format!(" and {more} more");
+        }
+        format!(
+            "{} timed out after {:?} (`[checkpoint] timeout`) waiting for {waiting}",
+            p.what(),
+            self.timeout
+        )
+    }
+
+    /// Aborts pending barrier `p` for `reason`: drops what it stored,
+    /// fails and removes its savepoint, and counts a checkpoint failure.
+    /// Errs when the run cannot go on: a last barrier, or one failure more
+    /// than `tolerable_failures`.
+    fn abort(
+        &self,
+        p: Pending,
+        reason: &str,
+        chain: &mut Vec<u64>,
+        chain_bytes: &mut Vec<u64>,
+        failures: &mut u32,
+    ) -> Result<(), String> {
+        if let Some(store) = &self.store {
+            if let Err(e) = store.abort(p.id) {
+                tracing::warn!(
+                    checkpoint_id = p.id,
+                    "cannot drop aborted checkpoint {}: {e}",
+                    p.id
+                );
+            }
+            // Its changes are lost with it: the next checkpoint starts a chain.
+            chain.clear();
+            chain_bytes.clear();
+        }
+        let carried_savepoint = p.savepoint.is_some();
+        if let Some(sp) = p.savepoint {
+            self.control.savepoint_failed(&sp.request.id, reason);
+            sp.writer.abort();
+        }
+        if p.last {
+            tracing::error!(checkpoint_id = p.id, "{reason}");
+            // The source ends after a last barrier (or will, once it takes it).
+            return Err(format!(
+                "{reason}; the job cannot go on past a last barrier"
+            ));
+        }
+        if carried_savepoint || self.store.is_none() {
+            // Savepoint failures are not counted.
+            tracing::warn!(checkpoint_id = p.id, "{reason}; the job goes on");
+            return Ok(());
+        }
+        self.control.checkpoint_failed(p.id, reason);
+        *failures += 1;
+        let n = *failures;
+        let in_a_row = if n == 1 {
+            "1 checkpoint failure".to_string()
+        } else {
+            format!("{n} checkpoint failures in a row")
+        };
+        if n > self.tolerable_failures {
+            tracing::error!(
+                checkpoint_id = p.id,
+                "{reason} ({in_a_row}, over `[checkpoint] tolerable_failures` = {}): failing the job",
+                self.tolerable_failures
+            );
+            return Err(format!(
+                "{reason} ({in_a_row}, over `[checkpoint] tolerable_failures` = {})",
+                self.tolerable_failures
+            ));
+        }
+        tracing::warn!(
+            checkpoint_id = p.id,
+            "{reason} ({in_a_row}, `[checkpoint] tolerable_failures` = {}): the job goes on",
+            self.tolerable_failures
+        );
+        Ok(())
+    }
+
+    /// A savepoint data file could not be written: the savepoint fails and
+    /// is removed; the job goes on. For a stop, whose barrier ends the
+    /// source, returns why: the job resumes from the checkpoint that barrier
+    /// completes; without checkpoints it cannot go on.
+    fn savepoint_write_failed(
+        &self,
+        sp: PendingSavepoint,
+        id: u64,
+        why: &str,
+    ) -> Result<Option<String>, String> {
+        self.control.savepoint_failed(&sp.request.id, why);
+        sp.writer.abort();
+        if sp.request.stop.is_some() {
+            if self.store.is_none() {
+                tracing::error!(checkpoint_id = id, "stop-with-savepoint {id} failed: {why}");
+                return Err(format!("stop-with-savepoint failed: {why}"));
+            }
+            return Ok(Some(why.to_string()));
+        }
+        tracing::warn!(
+            checkpoint_id = id,
+            "savepoint {id} failed: {why}; the job goes on"
+        );
+        Ok(None)
+    }
+
+    /// The source has not taken earlier barriers: a periodic checkpoint is
+    /// skipped until the next interval, a savepoint request fails.
+    fn source_busy(&self, savepoint: Option<Box<PendingSavepoint>>) {
+        const WHY: &str = "the source has not yet taken the barriers of earlier checkpoints that timed out (it is held up by back-pressure); try again later";
+        match savepoint {
+            Some(sp) => {
+                tracing::warn!("savepoint request {} failed: {WHY}", sp.request.id);
+                self.control.savepoint_failed(&sp.request.id, WHY);
+                sp.writer.abort();
+            }
+            None => tracing::debug!("checkpoint skipped: {WHY}"),
+        }
     }
 }
 

@@ -17,7 +17,11 @@
 //!   parts may be chained (`"1m30s"`); a bare `"0"` is zero. See
 //!   [`parse_duration`].
 //! - `[checkpoint]` without `interval` means no periodic checkpoints; an
-//!   `interval` of zero is an error.
+//!   `interval` of zero is an error. `timeout` (default 10 minutes, as
+//!   Flink's `execution.checkpointing.timeout`) must be above zero;
+//!   `tolerable_failures` (default 0, as Flink's
+//!   `execution.checkpointing.tolerable-failed-checkpoints`) is a count of
+//!   consecutive checkpoint failures, zero or more.
 //! - `[savepoint]` without `dir` defaults to `savepoints`.
 //! - `[restart]` without `strategy` is `fixed-delay`. `max_delay` is only allowed
 //!   with `exponential` and must not be below `delay`; `none` takes no other
@@ -198,7 +202,16 @@ pub struct CheckpointSpec {
     pub retain: usize,
     /// The delivery guarantee.
     pub mode: CheckpointMode,
+    /// How long a checkpoint or savepoint may take before it is aborted
+    /// (above zero; default [`DEFAULT_CHECKPOINT_TIMEOUT`]).
+    pub timeout: Duration,
+    /// Consecutive checkpoint failures tolerated before the job fails over
+    /// (default 0: the first one fails it over).
+    pub tolerable_failures: u32,
 }
+
+/// `[checkpoint] timeout` when not given: 10 minutes, as Flink's.
+pub const DEFAULT_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The guarantee checkpoints give.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -415,6 +428,8 @@ struct RawCheckpoint {
     dir: Field,
     retain: Field,
     mode: Field,
+    timeout: Field,
+    tolerable_failures: Field,
 }
 
 #[derive(Deserialize)]
@@ -917,11 +932,28 @@ impl JobFile<'_> {
                 )
             })?
             .unwrap_or_default();
+        let timeout = match &r.timeout {
+            Some(v) => {
+                let d = s.duration("timeout", v)?;
+                if d.is_zero() {
+                    return Err(s.fail(v.span(), "`timeout` must be above zero"));
+                }
+                d
+            }
+            None => DEFAULT_CHECKPOINT_TIMEOUT,
+        };
+        let tolerable_failures = s
+            .opt(&r.tolerable_failures, |v| {
+                s.int("tolerable_failures", v, 0, i64::from(u32::MAX))
+            })?
+            .unwrap_or(0);
         Ok(CheckpointSpec {
             interval,
             dir,
             retain,
             mode,
+            timeout,
+            tolerable_failures,
         })
     }
 
@@ -1053,6 +1085,8 @@ interval = "1s"                  # absent: no checkpoints
 dir = "state"
 retain = 3
 mode = "exactly-once"            # exactly-once | at-least-once
+timeout = "10m"
+tolerable_failures = 0
 
 [savepoint]
 dir = "savepoints"               # default target of a triggered savepoint
@@ -1148,6 +1182,8 @@ type = "stdout"
                 dir: PathBuf::from("/jobs/state"),
                 retain: 3,
                 mode: CheckpointMode::ExactlyOnce,
+                timeout: DEFAULT_CHECKPOINT_TIMEOUT,
+                tolerable_failures: 0,
             })
         );
         assert_eq!(
@@ -1213,6 +1249,8 @@ type = "stdout"
                 dir: PathBuf::from("/jobs/state"),
                 retain: 3,
                 mode: CheckpointMode::ExactlyOnce,
+                timeout: DEFAULT_CHECKPOINT_TIMEOUT,
+                tolerable_failures: 0,
             })
         );
         assert_eq!(
@@ -1682,6 +1720,34 @@ type = "stdout"
             e,
             "/jobs/job.toml:10: checkpoint: `retain` must be at least 1, found 0"
         );
+        let text = format!("{MINIMAL}[checkpoint]\ntimeout = \"250ms\"\ntolerable_failures = 4\n");
+        let cp = parse(&text).unwrap().checkpoint.unwrap();
+        assert_eq!(cp.timeout, Duration::from_millis(250));
+        assert_eq!(cp.tolerable_failures, 4);
+        let e = err(&format!("{MINIMAL}[checkpoint]\ntimeout = \"0s\"\n"));
+        assert_eq!(
+            e,
+            "/jobs/job.toml:10: checkpoint: `timeout` must be above zero"
+        );
+        let e = err(&format!("{MINIMAL}[checkpoint]\ntimeout = \"later\"\n"));
+        assert!(
+            e.starts_with("/jobs/job.toml:10: checkpoint: `timeout`: invalid duration `later`"),
+            "{e}"
+        );
+        let e = err(&format!("{MINIMAL}[checkpoint]\ntolerable_failures = -1\n"));
+        assert_eq!(
+            e,
+            "/jobs/job.toml:10: checkpoint: `tolerable_failures` must be between 0 and 4294967295, found -1"
+        );
+        let e = err(&format!(
+            "{MINIMAL}[checkpoint]\ntolerable_failures = \"2\"\n"
+        ));
+        assert!(
+            e.starts_with("/jobs/job.toml:10: checkpoint: `tolerable_failures`"),
+            "{e}"
+        );
+        let e = err(&format!("{MINIMAL}[checkpoint]\ntolerable_failure = 2\n"));
+        assert!(e.contains("tolerable_failure"), "{e}");
         let e = err(&format!("{MINIMAL}[checkpoint]\nmode = \"once\"\n"));
         assert!(e.starts_with("/jobs/job.toml:10: checkpoint: `mode` must be one of `exactly-once`, `at-least-once`"), "{e}");
         let e = err(&format!("{MINIMAL}[restart]\nmax_delay = \"5s\"\n"));

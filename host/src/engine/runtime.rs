@@ -58,6 +58,9 @@ pub struct JobReport {
     pub stopped_with_savepoint: Option<PathBuf>,
     /// End-to-end latencies, from a `latency = true` blackhole sink.
     pub latency: Option<crate::connectors::blackhole::LatencyHistogram>,
+    /// A stop-with-savepoint failed (why) after its checkpoint completed:
+    /// the run ended, the job resumes from that checkpoint.
+    pub resume: Option<String>,
 }
 
 /// Why a job did not run to its end. The message is one line.
@@ -537,6 +540,7 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
                 elapsed: Duration::ZERO,
                 stopped_with_savepoint: None,
                 latency: None,
+                resume: None,
             });
         }
         match r.savepoint_dir() {
@@ -631,6 +635,25 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
             plane: &plane,
         };
         match run_attempt(wiring) {
+            Ok(report) if report.resume.is_some() => {
+                // Not a failure: no restart attempt is used, and there is no delay.
+                let first_id = store.first_id()?;
+                restore = match checkpoint_restore(&RunOptions::default(), first_id)? {
+                    Some(r) => Some(r),
+                    None => initial.clone(),
+                };
+                tracing::warn!(
+                    "job `{}`: stop-with-savepoint failed ({}); the job resumes from {}",
+                    spec.name,
+                    report.resume.as_deref().unwrap_or_default(),
+                    restore.as_ref().map_or("the beginning".to_string(), |r| {
+                        match r.savepoint_dir() {
+                            Some(d) => format!("savepoint `{}`", d.display()),
+                            None => format!("checkpoint {}", r.meta.id),
+                        }
+                    })
+                );
+            }
             Ok(report) => break Ok(report),
             Err(RunError::Failed(message)) if can_restart => {
                 let factor = if restart.strategy == RestartStrategy::Exponential {
@@ -978,6 +1001,12 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
         cancel: cancel_rx,
         control: control.clone(),
         first_id,
+        // Savepoints time out too, with or without periodic checkpoints.
+        timeout: spec
+            .checkpoint
+            .as_ref()
+            .map_or(crate::job::DEFAULT_CHECKPOINT_TIMEOUT, |c| c.timeout),
+        tolerable_failures: checkpoint.map_or(0, |c| c.tolerable_failures),
     };
     let done = done_tx.clone();
     spawn("weir-coordinator", move || {
@@ -1048,6 +1077,7 @@ async fn watch(
         elapsed: Duration::ZERO,
         stopped_with_savepoint: None,
         latency: None,
+        resume: None,
     };
     let mut cancel = Some(cancel);
     let mut failure: Option<String> = None;
@@ -1072,6 +1102,10 @@ async fn watch(
             Done::Subtask(Ok(())) | Done::Coordinator(Ok(CoordinatorEnd::Finished)) => None,
             Done::Coordinator(Ok(CoordinatorEnd::StoppedWithSavepoint(dir))) => {
                 report.stopped_with_savepoint = Some(dir);
+                None
+            }
+            Done::Coordinator(Ok(CoordinatorEnd::Resume(why))) => {
+                report.resume = Some(why);
                 None
             }
             Done::Coordinator(Ok(CoordinatorEnd::Stopped)) => {

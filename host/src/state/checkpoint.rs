@@ -11,7 +11,8 @@
 //! - last, its [`CheckpointMeta`] in the `meta` tree, after sled has flushed
 //!   the trees: a checkpoint without its meta entry is incomplete and ignored
 //!   (and removed at the next start), so a crash while writing leaves the
-//!   previous checkpoint intact.
+//!   previous checkpoint intact. A checkpoint the coordinator aborts (timed
+//!   out, or a write failed) has its trees dropped at once ([`CheckpointStore::abort`]).
 //!
 //! Every checkpoint's meta lists its chain: the full checkpoint it builds on
 //! and every delta since. Restoring applies the chain in order. Retention
@@ -314,6 +315,18 @@ impl CheckpointStore {
         Ok(())
     }
 
+    /// Drops what checkpoint `id` wrote before it was aborted (timed out,
+    /// or a write failed): its delta and timer trees. It has no meta entry,
+    /// so nothing ever restores it; this frees its space at once.
+    pub fn abort(&self, id: u64) -> Result<(), CheckpointError> {
+        for name in [delta_name(id), timers_name(id)] {
+            self.db
+                .drop_tree(name.as_bytes())
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
     /// Every completed checkpoint, oldest first.
     pub fn list(&self) -> Result<Vec<CheckpointMeta>, CheckpointError> {
         let mut out = Vec::new();
@@ -546,5 +559,30 @@ mod tests {
         drop(store);
         let reopened = CheckpointStore::open(dir.path()).unwrap();
         assert_eq!(reopened.list().unwrap()[0].id, 3);
+    }
+
+    #[test]
+    fn an_aborted_checkpoint_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        store
+            .write_changes(1, "op", &[change(0, "a", Some("1"))])
+            .unwrap();
+        store.complete(&meta(1, vec![1])).unwrap();
+        store
+            .write_changes(2, "op", &[change(0, "a", Some("2"))])
+            .unwrap();
+        store.write_timers(2, "op", &[(0, Vec::new())]).unwrap();
+        store.abort(2).unwrap();
+        assert!(
+            store.db.tree_names().iter().all(|n| tree_id(n) != Some(2)),
+            "the aborted checkpoint's trees are dropped"
+        );
+        assert_eq!(store.list().unwrap().len(), 1);
+        let m1 = store.get(1).unwrap().unwrap();
+        assert_eq!(
+            load(&store, &m1, 0..8),
+            vec![("a".into(), Some(b"1".to_vec()))]
+        );
     }
 }

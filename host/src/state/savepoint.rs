@@ -759,8 +759,22 @@ impl SavepointWriter {
     }
 
     /// Writes `_metadata`, makes everything durable and renames the savepoint
-    /// into place; returns its directory.
+    /// into place; returns its directory. If any step fails, what was written
+    /// is removed (as [`SavepointWriter::abort`]) and nothing is left behind.
     pub fn finish(self, meta: &Metadata) -> Result<PathBuf, SavepointError> {
+        let final_dir = self.target.join(&self.name);
+        let result = self.finish_in_place(meta);
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+            if final_dir.join(METADATA).is_file() && !self.tmp.exists() {
+                // Renamed into place, but its directory entry is not durable.
+                let _ = std::fs::remove_dir_all(&final_dir);
+            }
+        }
+        result
+    }
+
+    fn finish_in_place(&self, meta: &Metadata) -> Result<PathBuf, SavepointError> {
         let path = self.tmp.join(METADATA);
         let mut text = serde_json::to_vec_pretty(meta).expect("metadata serializes");
         text.push(b'\n');

@@ -4,6 +4,10 @@
 //! through unchanged. The job grants the folder:
 //! `[operators.capabilities] dirs = { "/gates" = "gates" }`.
 //!
+//! Before it waits it logs `gate NAME holds`: a barrier triggered after a
+//! test has seen that line is behind the held event, so it is stuck until
+//! the test opens the gate.
+//!
 //! A test puts it in front of a hostile operator to make a checkpoint
 //! complete before the hostile event arrives, without timing: while the
 //! gate holds, back-pressure stops the source, so a checkpoint triggered
@@ -30,6 +34,8 @@ impl Operator for Gate {
         match event.value_str()?.strip_prefix("gate:") {
             Some(name) => {
                 let path = format!("/gates/{name}");
+                // Tests wait for this line: from now on, the stream is held here.
+                weir_sdk::log::info(&format!("gate {name} holds"));
                 while !std::path::Path::new(&path).exists() {
                     std::thread::sleep(std::time::Duration::from_millis(2));
                 }
