@@ -275,3 +275,50 @@ fn from_checkpoint_needs_checkpoints() {
     sb.weir(&["run", "job.toml", "--from-checkpoint", "3"])
         .fails_with(&["--from-checkpoint", "takes no checkpoints"]);
 }
+
+#[test]
+fn a_rest_address_where_no_job_listens_is_named() {
+    let sb = Sandbox::new();
+    // A port that was free a moment ago: nothing listens there now.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    for args in [
+        &["stop", "--addr", &addr][..],
+        &["savepoint", "trigger", "--addr", &addr][..],
+    ] {
+        sb.weir(args).fails_with(&[
+            &format!("cannot reach the REST API of a job at `{addr}`"),
+            "is the job running",
+        ]);
+    }
+    sb.weir(&["stop", "--addr", "nowhere"])
+        .fails_with(&["`nowhere`", "not a HOST:PORT address"]);
+}
+
+#[test]
+fn durations_and_sizes_as_the_readme_writes_them() {
+    let sb = Sandbox::new();
+    sb.write("in.jsonl", "{\"key\":\"a\",\"value\":\"1\"}\n");
+    // Every form the README's job file reference shows is accepted.
+    let limits = "[operators.limits]\nmemory = \"1 GiB\"\nstate_value_size = \"16MiB\"\ncpu_per_call = \"1.5s\"";
+    sb.write("job.toml", count_job(limits));
+    sb.weir(&["run", "job.toml"]).ok();
+    assert_eq!(sb.read("out.jsonl").lines().count(), 1);
+    // A bad one names the field, its line and what is wrong, on one line.
+    for (limits, needles) in [
+        (
+            "[operators.limits]\ncpu_per_call = \"1 2s\"",
+            &["job.toml:9:", "`cpu_per_call`", "a space inside a number"][..],
+        ),
+        (
+            "[operators.limits]\nmemory = \"64 parsecs\"",
+            &["job.toml:9:", "`memory`", "unknown size unit `parsecs`"][..],
+        ),
+    ] {
+        sb.write("job.toml", count_job(limits));
+        sb.weir(&["run", "job.toml"]).fails_with(needles);
+    }
+}

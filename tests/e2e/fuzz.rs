@@ -12,7 +12,7 @@ use weir_host::engine::job::JobSpec;
 use weir_host::state::savepoint::{decode_data, Savepoint};
 
 use crate::harness::{operator, root, Rng, Sandbox};
-use crate::savepoints::run_and_stop_after;
+use crate::savepoints::{final_counts, run_and_stop_after};
 
 /// One random mutation of `bytes`.
 fn mutate(rng: &mut Rng, bytes: &[u8], tokens: &[&[u8]]) -> Vec<u8> {
@@ -194,44 +194,78 @@ fn the_savepoint_reader_never_panics() {
 }
 
 #[test]
-fn a_damaged_checkpoint_store_is_an_error_not_a_panic() {
+fn a_damaged_checkpoint_store_restores_correctly_or_fails_in_one_line() {
     let mut rng = Rng::from_env();
     let sb = Sandbox::new();
     // A job with a few checkpoints, run to the end.
-    sb.write(
-        "job.toml",
-        format!(
-            "{}\n[checkpoint]\ninterval = \"20ms\"\ndir = \"state\"\n",
-            crate::savepoints::job(&operator("keyed-count"), 2, Some(20000), "")
-                .replace("[rest]\naddr = \"127.0.0.1:0\"", "")
-        ),
+    let job = format!(
+        "{}\n[checkpoint]\ninterval = \"20ms\"\ndir = \"state\"\n",
+        crate::savepoints::job(&operator("keyed-count"), 2, Some(20000), "")
+            .replace("[rest]\naddr = \"127.0.0.1:0\"", "")
     );
+    sb.write("job.toml", &job);
     sb.weir(&["run", "job.toml"]).ok();
+    let output = sb.read("out.jsonl");
+    let expected = final_counts(&output);
+    // The oldest checkpoint kept: restoring it replays the input after it.
+    let list = sb.weir(&["checkpoints", "list", "--json", "state"]).ok();
+    let list: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    let oldest = list
+        .as_array()
+        .and_then(|l| l.iter().filter_map(|c| c["id"].as_u64()).min())
+        .unwrap_or_else(|| panic!("no checkpoint listed: {list}"))
+        .to_string();
     let state = sb.path("state");
     let files: Vec<std::path::PathBuf> = walk(&state);
     assert!(!files.is_empty());
+    let (mut restored, mut refused) = (0, 0);
     for round in 0..40 {
-        let copy = sb.path(&format!("damaged-{round}"));
+        let copy = format!("damaged-{round}");
         for f in &files {
-            let to = copy.join(f.strip_prefix(&state).unwrap());
+            let to = sb.path(&copy).join(f.strip_prefix(&state).unwrap());
             std::fs::create_dir_all(to.parent().unwrap()).unwrap();
             std::fs::copy(f, &to).unwrap();
         }
         // Damage one file of the copy.
         let victim = &files[rng.range(0, files.len() as u64) as usize];
-        let target = copy.join(victim.strip_prefix(&state).unwrap());
+        let target = sb.path(&copy).join(victim.strip_prefix(&state).unwrap());
         let bytes = std::fs::read(&target).unwrap();
         std::fs::write(&target, mutate(&mut rng, &bytes, &[&[0xff; 8], &[0; 8]])).unwrap();
         // `weir checkpoints list` reads every checkpoint's metadata: it may
         // succeed (damage sled repairs or never reads) or fail, in one line.
-        let run = sb.weir(&["checkpoints", "list", copy.to_str().unwrap()]);
-        assert!(
-            !run.stderr.contains("panicked"),
-            "weir checkpoints list panicked on a damaged {victim:?}:\n{}",
-            run.stderr
+        let run = sb.weir(&["checkpoints", "list", &copy]);
+        if !run.status.success() {
+            run.fails_with(&[]);
+        }
+        // A restore from the damaged store, with the output as the run left it.
+        sb.write(&format!("out-{round}.jsonl"), &output);
+        let job_file = format!("job-{round}.toml");
+        sb.write(
+            &job_file,
+            job.replace("dir = \"state\"", &format!("dir = \"{copy}\""))
+                .replace(
+                    "path = \"out.jsonl\"",
+                    &format!("path = \"out-{round}.jsonl\""),
+                ),
         );
-        let _ = std::fs::remove_dir_all(&copy);
+        let run = sb.weir(&["run", &job_file, "--from-checkpoint", &oldest]);
+        if run.status.success() {
+            // Then the restore is right: every count once, in order, to the end.
+            let restored_output = sb.read(&format!("out-{round}.jsonl"));
+            crate::savepoints::assert_counts_continue(&restored_output);
+            assert_eq!(
+                final_counts(&restored_output),
+                expected,
+                "restoring checkpoint {oldest} from a damaged {victim:?} gave wrong counts"
+            );
+            restored += 1;
+        } else {
+            run.fails_with(&[]);
+            refused += 1;
+        }
+        let _ = std::fs::remove_dir_all(sb.path(&copy));
     }
+    eprintln!("{restored} restored, {refused} refused");
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

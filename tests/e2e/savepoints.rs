@@ -65,35 +65,28 @@ pub(crate) fn rest_addr(sb: &Sandbox, log: &str) -> String {
         .to_string()
 }
 
-/// One HTTP request with curl-free std: (status, JSON body).
+/// One HTTP request to the job's REST API: (status, JSON body).
 pub(crate) fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw[9..12].parse().unwrap();
-    let body = raw.split_once("\r\n\r\n").unwrap().1;
-    let body = if raw
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        // One chunk is all our small answers take.
-        body.split_once("\r\n")
-            .unwrap()
-            .1
-            .rsplit_once("\r\n0")
-            .unwrap()
-            .0
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .proxy(None)
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("http://{addr}{path}");
+    let mut response = match method {
+        "GET" => agent.get(&url).call(),
+        "POST" => agent.post(&url).content_type("application/json").send(body),
+        other => panic!("no {other} in these tests"),
+    }
+    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap();
+    let body = if text.is_empty() {
+        serde_json::Value::Null
     } else {
-        body
+        serde_json::from_str(&text).unwrap()
     };
-    (status, serde_json::from_str(body).unwrap())
+    (status, body)
 }
 
 /// Each output line's key and running count (the first word of its value:

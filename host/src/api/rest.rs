@@ -13,7 +13,7 @@
 //! | GET | `/jobs/{id}/savepoints/{request-id}` | `IN_PROGRESS`, `COMPLETED` (with `location`) or `FAILED` (with `failure`) |
 //! | POST | `/jobs/{id}/stop` | `{"target-directory": …, "drain": bool}`: stop-with-savepoint → `{"request-id": …}` |
 //!
-//! The two POSTs answer 429 when [`crate::control::MAX_REQUESTS_IN_PROGRESS`]
+//! The two POSTs answer 429 when [`crate::engine::control::MAX_REQUESTS_IN_PROGRESS`]
 //! savepoint requests are already in progress: the queue is bounded.
 
 use std::net::SocketAddr;
@@ -220,8 +220,7 @@ pub async fn serve(addr: &str, control: Arc<JobControl>) -> Result<SocketAddr, S
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
-    use std::io::{Read, Write};
-    use std::net::{SocketAddr, TcpStream};
+    use std::net::SocketAddr;
     use std::path::Path;
     use std::sync::Arc;
 
@@ -285,20 +284,22 @@ mod tests {
 
     /// Sends `method path` to `addr`; returns the status and the body.
     fn send(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(addr).expect("connect");
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-        )
-        .expect("send");
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("read");
-        let status = answer
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("not an HTTP answer: {answer}"));
-        (status, answer)
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .proxy(None)
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"))
+            .body(())
+            .expect("a request");
+        let mut answer = agent
+            .run(request)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = answer.status().as_u16();
+        let body = answer.body_mut().read_to_string().expect("read");
+        (status, body)
     }
 
     #[test]

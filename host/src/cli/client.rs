@@ -1,10 +1,8 @@
-//! A small HTTP/1.1 client for the commands that talk to a running job's
-//! REST API (`weir savepoint trigger`, `weir stop`): JSON in, JSON out, one
-//! connection per request. Our own server is the only peer, so this is all
-//! the HTTP it needs.
+//! The client of a running job's REST API for the commands that talk to it
+//! (`weir savepoint trigger`, `weir stop`): JSON in, JSON out, over `ureq`
+//! (plain HTTP/1.1: the API listens on a local address, so no TLS). Errors
+//! are one line that names the address.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -14,7 +12,7 @@ use serde_json::Value;
 /// The REST address the commands use unless told otherwise.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8081";
 
-/// Sends one request; returns the status and the JSON body.
+/// Sends one request; returns the status and the JSON body (null if empty).
 pub fn request(
     addr: &str,
     method: &str,
@@ -24,74 +22,50 @@ pub fn request(
     let unreachable = |e: &dyn std::fmt::Display| {
         anyhow!("cannot reach the REST API of a job at `{addr}`: {e} (is the job running, with `[rest] addr` in its job file or `weir run --rest-addr`?)")
     };
-    let target = addr
-        .to_socket_addrs()
-        .map_err(|e| unreachable(&e))?
-        .next()
-        .ok_or_else(|| unreachable(&"the address resolves to nothing"))?;
-    let mut stream =
-        TcpStream::connect_timeout(&target, Duration::from_secs(5)).map_err(|e| unreachable(&e))?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let payload = body.map(Value::to_string).unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        payload.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(payload.as_bytes())?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .with_context(|| format!("reading the answer of `{addr}`"))?;
-    parse_response(&raw).with_context(|| format!("the answer of `{addr}` to {method} {path}"))
-}
-
-fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, Value)> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("not an HTTP response"))?;
-    let head = std::str::from_utf8(&raw[..split])?;
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("not an HTTP status line"))?;
-    let chunked = lines.any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let mut body = raw[split + 4..].to_vec();
-    if chunked {
-        body = dechunk(&body)?;
+    if !addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    {
+        bail!("`{addr}` is not a HOST:PORT address, e.g. `{DEFAULT_ADDR}`");
     }
-    let value = if body.is_empty() {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        // Loopback only: a proxy from the environment must not be used.
+        .proxy(None)
+        // Error answers carry a JSON body with the reason.
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(5)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let url = format!("http://{addr}{path}");
+    let result = match (method, body) {
+        ("GET", _) => agent.get(&url).header("Accept", "application/json").call(),
+        ("POST", body) => agent
+            .post(&url)
+            .header("Accept", "application/json")
+            .content_type("application/json")
+            .send(body.map(Value::to_string).unwrap_or_default()),
+        _ => bail!("unsupported method {method}"),
+    };
+    let mut response = result.map_err(|e| match e {
+        ureq::Error::Io(e) => unreachable(&e),
+        e @ (ureq::Error::ConnectionFailed
+        | ureq::Error::HostNotFound
+        | ureq::Error::Timeout(_)) => unreachable(&e),
+        e => anyhow!("{method} {path} at `{addr}`: {e}"),
+    })?;
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .with_context(|| format!("reading the answer of `{addr}` to {method} {path}"))?;
+    let value = if text.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&body).context("the body is not JSON")?
+        serde_json::from_str(&text)
+            .with_context(|| format!("the answer of `{addr}` to {method} {path} is not JSON"))?
     };
     Ok((status, value))
-}
-
-fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| anyhow!("bad chunked body"))?;
-        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end])?.trim(), 16)?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if data.len() < size {
-            bail!("truncated chunked body");
-        }
-        out.extend_from_slice(&data[..size]);
-        data = data.get(size + 2..).unwrap_or_default();
-    }
 }
 
 /// The error message of a JSON error body, or the body itself.
@@ -166,22 +140,5 @@ pub fn savepoint_and_wait(
             ),
             _ => std::thread::sleep(Duration::from_millis(50)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_plain_and_chunked_answers() {
-        let (s, v) =
-            parse_response(b"HTTP/1.1 202 Accepted\r\ncontent-length: 7\r\n\r\n{\"a\":1}").unwrap();
-        assert_eq!((s, v["a"].as_i64()), (202, Some(1)));
-        let (s, v) = parse_response(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":2}\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!((s, v["a"].as_i64()), (200, Some(2)));
     }
 }

@@ -10,6 +10,13 @@
 //! segments, deletes later ones and truncates the output to the checkpoint's
 //! length. With at-least-once checkpoints events are written straight to the
 //! output, and a restore truncates it to the length the checkpoint recorded.
+//!
+//! A staging directory left by another run: a run without a restore deletes
+//! it. A restore publishes the segments it finds up to its checkpoint only if
+//! they continue the output without a gap or an overlap and end at the length
+//! the checkpoint recorded; anything else came from another run (another job
+//! writing the same path) and is refused, naming the segment, before anything
+//! is changed: publishing it would put another run's events into the output.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
@@ -244,7 +251,7 @@ impl FileSink {
         let staging = Self::staging_dir(path);
         let restored_len = match (mode, restored) {
             (SinkMode::ExactlyOnce, Some((id, state))) => {
-                recover_segments(path, &staging, id)
+                recover_segments(path, &staging, id, state.map(|s| s.output_len))
                     .map_err(|e| format!("sink file `{shown}`: {e}"))?;
                 state.map_or(0, |s| s.output_len)
             }
@@ -357,19 +364,74 @@ fn publish(output: &Path, offset: u64, segment: &Path) -> std::io::Result<()> {
 
 /// After a crash: publishes the segments of checkpoints up to `restored`
 /// (complete, perhaps not yet published) and deletes everything later.
-fn recover_segments(output: &Path, staging: &Path, restored: u64) -> std::io::Result<()> {
-    for (id, offset, seg) in closed_segments(staging)? {
-        if id <= restored {
-            publish(output, offset, &seg)?;
-        } else {
-            std::fs::remove_file(&seg)?;
+///
+/// The segments up to `restored` that are still there must be the tail of
+/// this output's chain: the first starts at or before the output's end (a
+/// publish the crash cut short is redone from its offset), each starts where
+/// the one before ends, and the last ends at `expected_len`, the output's
+/// length at `restored` when the checkpoint recorded it. Anything else was
+/// left by another run (another job writing to the same path, a state
+/// directory that was replaced): it is refused, naming the segment, before
+/// anything is changed, since publishing it would overwrite the output with
+/// another run's events or leave a hole of zero bytes in it.
+fn recover_segments(
+    output: &Path,
+    staging: &Path,
+    restored: u64,
+    expected_len: Option<u64>,
+) -> std::io::Result<()> {
+    let (committed, later): (Vec<_>, Vec<_>) = closed_segments(staging)?
+        .into_iter()
+        .partition(|(id, _, _)| *id <= restored);
+    let output_len = std::fs::metadata(output).map_or(0, |m| m.len());
+    let mut end: Option<u64> = None;
+    for (id, offset, seg) in &committed {
+        let fits = match end {
+            None => *offset <= output_len,
+            Some(end) => *offset == end,
+        };
+        let expected = end.map_or_else(
+            || format!("at most {output_len}, the output's length"),
+            |e| e.to_string(),
+        );
+        if !fits {
+            return Err(foreign_segment(seg, *id, *offset, &expected));
         }
+        let len = std::fs::metadata(seg)
+            .map_err(|e| io(format!("reading `{}`", seg.display()), e))?
+            .len();
+        end = Some(offset + len);
+    }
+    if let (Some(end), Some(expected)) = (end, expected_len) {
+        if end != expected {
+            let (id, offset, seg) = committed.last().expect("a segment ends the chain");
+            return Err(std::io::Error::other(format!(
+                "the staging folder holds `{}` (checkpoint {id}, bytes {offset}..{end}), but checkpoint {restored} recorded an output of {expected} bytes: it was left by another run; remove `{}` to drop it",
+                seg.file_name().unwrap_or_default().to_string_lossy(),
+                staging.display()
+            )));
+        }
+    }
+    for (_, offset, seg) in &committed {
+        publish(output, *offset, seg)?;
+    }
+    for (_, _, seg) in &later {
+        std::fs::remove_file(seg)?;
     }
     let open = staging.join("open.seg");
     if open.exists() {
         std::fs::remove_file(open)?;
     }
     Ok(())
+}
+
+/// The error for a committed segment that does not continue the output.
+fn foreign_segment(seg: &Path, id: u64, offset: u64, expected: &str) -> std::io::Error {
+    std::io::Error::other(format!(
+        "the staging folder holds `{}` (checkpoint {id}, at byte {offset}), which does not continue the output (expected an offset of {expected}): it was left by another run; remove `{}` to drop it",
+        seg.file_name().unwrap_or_default().to_string_lossy(),
+        seg.parent().unwrap_or(seg).display()
+    ))
 }
 
 impl SinkWriter for FileSink {
@@ -454,5 +516,205 @@ mod tests {
         assert_eq!(values, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
         // Blank lines are skipped, and the offsets are the events' lines, from 0.
         assert_eq!(offsets, [0, 2, 4]);
+    }
+
+    /// The file sink's two-phase commit over real files in a temporary
+    /// directory. A crash is a sink dropped without `finish`; the run after
+    /// it is a new sink over the same directory that restores a checkpoint
+    /// (its ID and the sink state `pre_commit` returned for it).
+    mod two_phase {
+        use super::*;
+
+        fn batch(values: &[&str]) -> Batch {
+            let mut b = Batch::with_capacity(values.len(), 0);
+            for v in values {
+                b.push(None, v.as_bytes(), 0);
+            }
+            b
+        }
+
+        fn sink(out: &Path, restored: Option<(u64, Option<&SinkState>)>) -> FileSink {
+            FileSink::open(out, Format::Lines, SinkMode::ExactlyOnce, restored).unwrap()
+        }
+
+        fn read(out: &Path) -> String {
+            std::fs::read_to_string(out).unwrap()
+        }
+
+        /// The names of the files in the staging folder, sorted.
+        fn staged(out: &Path) -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(FileSink::staging_dir(out))
+                .map(|d| {
+                    d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
+            names
+        }
+
+        fn segment_name(id: u64, offset: u64) -> String {
+            format!("{id:020}-{offset:020}.seg")
+        }
+
+        #[test]
+        fn output_appears_only_when_its_checkpoint_completes() {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("out.txt");
+            let mut s = sink(&out, None);
+            s.write(&batch(&["a", "b"])).unwrap();
+            let state = s.pre_commit(1).unwrap().unwrap();
+            assert_eq!(state.output_len, 4);
+            // Pre-committed: durable in staging, not yet in the output.
+            assert_eq!(read(&out), "");
+            assert_eq!(staged(&out), [segment_name(1, 0), "open.seg".into()]);
+            s.commit(1).unwrap();
+            assert_eq!(read(&out), "a\nb\n");
+            assert_eq!(staged(&out), ["open.seg"]);
+            s.write(&batch(&["c"])).unwrap();
+            assert_eq!(s.pre_commit(2).unwrap().unwrap().output_len, 6);
+            // A checkpoint with nothing new closes an empty segment.
+            assert_eq!(s.pre_commit(3).unwrap().unwrap().output_len, 6);
+            s.commit(3).unwrap();
+            assert_eq!(read(&out), "a\nb\nc\n");
+            s.finish().unwrap();
+            assert!(!FileSink::staging_dir(&out).exists());
+        }
+
+        #[test]
+        fn a_completed_checkpoint_whose_publish_a_crash_prevented_is_published_on_restore() {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("out.txt");
+            let mut s = sink(&out, None);
+            s.write(&batch(&["a"])).unwrap();
+            s.pre_commit(1).unwrap();
+            s.commit(1).unwrap();
+            s.write(&batch(&["b"])).unwrap();
+            let state2 = s.pre_commit(2).unwrap().unwrap();
+            // Checkpoint 2 completed, then the crash came before its commit;
+            // `c` was written after the barrier.
+            s.write(&batch(&["c"])).unwrap();
+            s.flush().unwrap();
+            drop(s);
+            assert_eq!(read(&out), "a\n");
+
+            let mut s = sink(&out, Some((2, Some(&state2))));
+            assert_eq!(read(&out), "a\nb\n");
+            assert_eq!(staged(&out), ["open.seg"]);
+            // The replayed `c` and what follows go on from there.
+            s.write(&batch(&["c", "d"])).unwrap();
+            assert_eq!(s.pre_commit(3).unwrap().unwrap().output_len, 8);
+            s.commit(3).unwrap();
+            assert_eq!(read(&out), "a\nb\nc\nd\n");
+        }
+
+        #[test]
+        fn a_checkpoint_that_did_not_complete_is_rolled_back() {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("out.txt");
+            let mut s = sink(&out, None);
+            s.write(&batch(&["a"])).unwrap();
+            let state1 = s.pre_commit(1).unwrap().unwrap();
+            s.commit(1).unwrap();
+            s.write(&batch(&["b"])).unwrap();
+            s.pre_commit(2).unwrap();
+            drop(s);
+
+            // Checkpoint 2 never completed: the run restores 1.
+            let mut s = sink(&out, Some((1, Some(&state1))));
+            assert_eq!(read(&out), "a\n");
+            assert_eq!(staged(&out), ["open.seg"]);
+            s.write(&batch(&["b"])).unwrap();
+            s.pre_commit(2).unwrap();
+            s.commit(2).unwrap();
+            assert_eq!(read(&out), "a\nb\n");
+        }
+
+        #[test]
+        fn a_publish_cut_short_is_redone_once_however_often_it_is_restored() {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("out.txt");
+            let mut s = sink(&out, None);
+            s.write(&batch(&["a"])).unwrap();
+            s.pre_commit(1).unwrap();
+            s.commit(1).unwrap();
+            s.write(&batch(&["bb", "cc"])).unwrap();
+            let state2 = s.pre_commit(2).unwrap().unwrap();
+            drop(s);
+            // The crash came in the middle of publishing checkpoint 2: part of
+            // its segment reached the output.
+            std::fs::write(&out, "a\nbb").unwrap();
+            for _ in 0..2 {
+                // Restored, then the run crashes again before doing anything.
+                drop(sink(&out, Some((2, Some(&state2)))));
+                assert_eq!(read(&out), "a\nbb\ncc\n");
+            }
+            // The crash came after the copy, before the segment was deleted.
+            let mut s = sink(&out, Some((2, Some(&state2))));
+            s.write(&batch(&["d"])).unwrap();
+            let state3 = s.pre_commit(3).unwrap().unwrap();
+            drop(s);
+            std::fs::write(&out, "a\nbb\ncc\nd\n").unwrap();
+            drop(sink(&out, Some((3, Some(&state3)))));
+            assert_eq!(read(&out), "a\nbb\ncc\nd\n");
+        }
+
+        #[test]
+        fn a_fresh_run_clears_a_staging_folder_left_by_another_run() {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("out.txt");
+            let staging = FileSink::staging_dir(&out);
+            std::fs::create_dir_all(&staging).unwrap();
+            std::fs::write(staging.join(segment_name(1, 0)), "old\n").unwrap();
+            std::fs::write(staging.join("open.seg"), "older\n").unwrap();
+            std::fs::write(&out, "stale\n").unwrap();
+
+            let mut s = sink(&out, None);
+            assert_eq!(staged(&out), ["open.seg"]);
+            assert_eq!(read(&out), "");
+            s.write(&batch(&["new"])).unwrap();
+            s.pre_commit(1).unwrap();
+            s.commit(1).unwrap();
+            assert_eq!(read(&out), "new\n");
+        }
+
+        #[test]
+        fn a_restore_refuses_a_segment_left_by_another_run() {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("out.txt");
+            let mut s = sink(&out, None);
+            s.write(&batch(&["a", "b"])).unwrap();
+            let state1 = s.pre_commit(1).unwrap().unwrap();
+            s.commit(1).unwrap();
+            s.finish().unwrap();
+            assert_eq!(read(&out), "a\nb\n");
+            let staging = FileSink::staging_dir(&out);
+
+            // Another run's segments: one that would overwrite the output's
+            // start, one that would leave a hole of zero bytes after its end.
+            for (name, content) in [(segment_name(1, 0), "X\n"), (segment_name(1, 9), "Y\n")] {
+                std::fs::create_dir_all(&staging).unwrap();
+                std::fs::write(staging.join(&name), content).unwrap();
+                let e = FileSink::open(
+                    &out,
+                    Format::Lines,
+                    SinkMode::ExactlyOnce,
+                    Some((1, Some(&state1))),
+                )
+                .err()
+                .expect("a foreign segment is refused");
+                assert!(e.contains(&name), "{e}");
+                assert!(e.contains("left by another run"), "{e}");
+                assert!(!e.contains('\n'), "{e:?}");
+                // Nothing was changed.
+                assert_eq!(read(&out), "a\nb\n");
+                assert_eq!(staged(&out), [name]);
+                std::fs::remove_dir_all(&staging).unwrap();
+            }
+
+            // With the folder removed, the restore goes on.
+            drop(sink(&out, Some((1, Some(&state1)))));
+            assert_eq!(read(&out), "a\nb\n");
+        }
     }
 }

@@ -12,10 +12,15 @@
 //! - Relative paths are resolved against the job file's directory (made absolute
 //!   without touching the file system: no symlinks are resolved, `..` is kept).
 //!   Nothing here checks that a file exists; the runtime does that.
-//! - Durations are strings: a number (decimals allowed) and a unit, `ns`, `us`
-//!   (or `µs`), `ms`, `s`, `m`, `h` or `d`, e.g. `"250ms"`, `"1.5s"`, `"5m"`;
-//!   parts may be chained (`"1m30s"`); a bare `"0"` is zero. See
-//!   [`parse_duration`].
+//! - Durations are strings that the `humantime` crate reads: a number (decimals
+//!   allowed) and a unit, `ns`, `us` (or `µs`), `ms`, `s`, `m`, `h`, `d` and
+//!   humantime's longer names (`min`, `hours`, ...; `M` is a month), e.g.
+//!   `"250ms"`, `"1.5s"`, `"5m"`; parts may be chained (`"1m30s"`, `"2h 5min"`);
+//!   a bare `"0"` is zero. Digits split by a space (`"1 2s"`) are refused, not
+//!   read as 12s. See [`crate::model::config::parse_duration`].
+//! - Sizes are strings that the `bytesize` crate reads (`"64MiB"`, `"1 GiB"`,
+//!   units case-insensitive, `KB`/`MB`/`GB` powers of 1000) or integers (bytes).
+//!   See [`crate::model::config::parse_size`].
 //! - `[checkpoint]` without `interval` means no periodic checkpoints; an
 //!   `interval` of zero is an error. `timeout` (default 10 minutes, as
 //!   Flink's `execution.checkpointing.timeout`) must be above zero;
@@ -292,6 +297,7 @@ impl JobSpec {
     }
 }
 
+/// The directory of the job file, absolute, without touching the file system.
 fn base_dir_of(path: &Path) -> std::io::Result<PathBuf> {
     let dir = path.parent().unwrap_or(path);
     let abs = if dir.as_os_str().is_empty() {
@@ -1400,6 +1406,21 @@ type = "stdout"
         let e = err(&text);
         assert!(
             e.starts_with("/jobs/job.toml:10: checkpoint: `interval` must be above zero"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_size_names_field_and_line() {
+        let text = MINIMAL.replace(
+            "wasm = \"op.wasm\"",
+            "wasm = \"op.wasm\"\n[operators.limits]\nmemory = \"64XB\"",
+        );
+        let e = err(&text);
+        assert!(
+            e.starts_with(
+                "/jobs/job.toml:8: operator `op` limits: `memory`: unknown size unit `XB` in `64XB`"
+            ),
             "{e}"
         );
     }

@@ -1005,7 +1005,9 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
         timeout: spec
             .checkpoint
             .as_ref()
-            .map_or(crate::job::DEFAULT_CHECKPOINT_TIMEOUT, |c| c.timeout),
+            .map_or(crate::engine::job::DEFAULT_CHECKPOINT_TIMEOUT, |c| {
+                c.timeout
+            }),
         tolerable_failures: checkpoint.map_or(0, |c| c.tolerable_failures),
     };
     let done = done_tx.clone();

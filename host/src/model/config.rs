@@ -58,149 +58,87 @@ fn line_suffix(line: &Option<usize>) -> String {
     }
 }
 
-/// Parses a duration such as `"250ms"`, `"2s"`, `"1.5s"`, `"5m"`, `"1h"` or `"0"`.
-///
-/// A duration is one or more parts, each a decimal number and a unit (`ns`, `us`
-/// or `µs`, `ms`, `s`, `m`, `h`, `d`), e.g. `"1m30s"`; whitespace between parts
-/// and between number and unit is allowed. A bare number is only allowed for zero.
+/// Parses a duration with [`humantime`]: one or more parts, each a number
+/// (decimals allowed) and a unit, e.g. `"250ms"`, `"2s"`, `"1.5s"`, `"1m30s"`,
+/// `"2h 5min"`; a bare `"0"` is zero. The units are humantime's: `ns`,
+/// `us`/`µs`, `ms`, `s`/`sec`, `m`/`min`, `h`/`hr`, `d`/`days`, `w`/`weeks`,
+/// `M`/`months`, `y`/`years` and their longer spellings.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     const HINT: &str = "expected a number and a unit (ms, s, m, h), e.g. `250ms` or `1.5s`";
     let shown = s.escape_debug();
-    let t = s.trim();
+    // The Greek mu is the micro sign's twin; humantime knows only the latter.
+    let t = s.trim().replace('\u{3bc}', "\u{b5}");
     if t.is_empty() {
         return Err(format!("empty duration, {HINT}"));
     }
-    let zero_digits = t.bytes().all(|b| b == b'0' || b == b'.') && t.starts_with('0');
-    if zero_digits && t.bytes().filter(|&b| b == b'.').count() <= 1 && !t.ends_with('.') {
-        return Ok(Duration::ZERO);
-    }
-    let mut total: u128 = 0;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (num, after) = rest.split_at(num_len);
-        if num.is_empty() {
-            return Err(format!("invalid duration `{shown}`: {HINT}"));
-        }
-        let after = after.trim_start();
-        let unit_len = after
-            .find(|c: char| !c.is_alphabetic())
-            .unwrap_or(after.len());
-        let (unit, next) = after.split_at(unit_len);
-        let per_unit: u128 = match unit {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            "d" => 86_400_000_000_000,
-            "" => {
-                return Err(format!(
-                    "invalid duration `{shown}`: missing unit after `{num}`, {HINT}"
-                ))
-            }
-            other => {
-                return Err(format!(
-                    "invalid duration `{shown}`: unknown unit `{}`, expected one of `ns`, `us`, `ms`, `s`, `m`, `h`, `d`",
-                    other.escape_debug()
-                ))
-            }
-        };
-        let part = decimal_times(num, per_unit)
-            .ok_or_else(|| format!("invalid duration `{shown}`: bad number `{num}`, {HINT}"))?;
-        total = total
-            .checked_add(part)
-            .ok_or_else(|| format!("invalid duration `{shown}`: too long"))?;
-        rest = next.trim_start();
-    }
-    let secs = u64::try_from(total / 1_000_000_000)
-        .map_err(|_| format!("invalid duration `{shown}`: too long"))?;
-    // The remainder is below 1e9, so it fits in u32.
-    let nanos = u32::try_from(total % 1_000_000_000).unwrap_or(0);
-    Ok(Duration::new(secs, nanos))
-}
-
-/// `num` (digits, optionally `.` and more digits) times `per_unit`, truncated to
-/// whole units of `per_unit`'s scale. `None` if `num` is malformed or too large.
-fn decimal_times(num: &str, per_unit: u128) -> Option<u128> {
-    let (int, frac) = match num.split_once('.') {
-        Some((i, f)) => (i, Some(f)),
-        None => (num, None),
-    };
-    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let mut value: u128 = 0;
-    for b in int.bytes() {
-        value = value.checked_mul(10)?.checked_add(u128::from(b - b'0'))?;
-    }
-    let mut total = value.checked_mul(per_unit)?;
-    if let Some(frac) = frac {
-        if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        // 20 digits are far below a nanosecond for every unit; the rest is dropped.
-        let mut f: u128 = 0;
-        let mut scale: u128 = 1;
-        for b in frac.bytes().take(20) {
-            f = f * 10 + u128::from(b - b'0');
-            scale *= 10;
-        }
-        total = total.checked_add(f.checked_mul(per_unit)? / scale)?;
-    }
-    Some(total)
-}
-
-/// The directory of the job file, absolute, without touching the file system.
-/// A duration as the job file writes it: `10s`, `250ms`.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
-}
-
-/// Parses a size such as `"64MiB"`, `"1GiB"`, `"512KiB"`, `"1000B"` or `"1000"` (bytes).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    if digits.is_empty() {
+    // humantime reads `1 2s` as 12s: digits split by a space are refused here.
+    let words: Vec<&str> = t.split_whitespace().collect();
+    let number_edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_digit() || c == '.');
+    if words
+        .windows(2)
+        .any(|w| number_edge(w[0].chars().last()) && number_edge(w[1].chars().next()))
+    {
         return Err(format!(
-            "`{}` is not a size: expected e.g. `64MiB`",
-            s.escape_debug()
+            "invalid duration `{shown}`: a space inside a number, {HINT}"
         ));
     }
-    let shift = match unit.trim() {
-        "" | "B" => 0,
-        "KiB" | "K" | "KB" => 10,
-        "MiB" | "M" | "MB" => 20,
-        "GiB" | "G" | "GB" => 30,
-        other => {
-            return Err(format!(
-                "unknown size unit `{}` in `{}`: use B, KiB, MiB or GiB, e.g. `64MiB`",
-                other.escape_debug(),
-                s.escape_debug()
-            ))
-        }
-    };
-    let n: u64 = digits.parse().map_err(|_| {
-        format!(
-            "`{}` is not a size: expected e.g. `64MiB`",
-            s.escape_debug()
-        )
-    })?;
-    n.checked_mul(1 << shift).filter(|&b| b > 0).ok_or_else(|| {
-        format!(
-            "size `{}` must be above 0 and below 16 EiB",
-            s.escape_debug()
-        )
+    humantime::parse_duration(&t).map_err(|e| {
+        use humantime::DurationError as E;
+        let what = match e {
+            E::UnknownUnit { unit, value, .. } if unit.is_empty() => {
+                format!("missing unit after `{value}`, {HINT}")
+            }
+            E::UnknownUnit { unit, .. } => format!(
+                "unknown unit `{}`, expected one of `ns`, `us`, `ms`, `s`, `m`, `h`, `d`",
+                unit.escape_debug()
+            ),
+            E::NumberOverflow => {
+                "too long, or finer than the unit allows (1ns; whole seconds for hours and longer)"
+                    .to_string()
+            }
+            other => format!("{other}, {HINT}"),
+        };
+        format!("invalid duration `{shown}`: {what}")
     })
+}
+
+/// Parses a size with [`bytesize`]: a number and a unit, e.g. `"64MiB"`,
+/// `"1 GiB"`, `"512KiB"`, `"1.5GiB"`, or a bare number of bytes (`"1000"`).
+/// Units are case-insensitive; `KiB`, `MiB`, `GiB` (or `Ki`, `Mi`, `Gi`) are
+/// powers of 1024, `KB`, `MB`, `GB` (or `K`, `M`, `G`) powers of 1000.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let shown = s.escape_debug();
+    let size = t.parse::<bytesize::ByteSize>().map_err(|_| {
+        // bytesize's own message is about its types; say which part is wrong.
+        let unit = t
+            .trim_start_matches(|c: char| c.is_ascii_digit() || c == '.')
+            .trim_start();
+        if unit.len() < t.len() && unit.parse::<bytesize::Unit>().is_err() {
+            format!(
+                "unknown size unit `{}` in `{shown}`: use B, KiB, MiB or GiB (KB, MB, GB: powers of 1000), e.g. `64MiB`",
+                unit.escape_debug()
+            )
+        } else {
+            format!("`{shown}` is not a size: expected e.g. `64MiB`")
+        }
+    })?;
+    // bytesize saturates at u64::MAX rather than failing.
+    match size.as_u64() {
+        0 | u64::MAX => Err(format!("size `{shown}` must be above 0 and below 16 EiB")),
+        n => Ok(n),
+    }
+}
+
+/// One folder granted to an operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    /// The path the guest opens it at, e.g. `/data`.
+    pub guest: String,
+    /// The host folder (absolute).
+    pub host: PathBuf,
+    /// Whether the guest may create, write and delete files in it.
+    pub writable: bool,
 }
 
 /// A table whose fields its owner takes one by one ([`Fields::take`]); what
@@ -537,14 +475,18 @@ mod tests {
             ("1h", Duration::from_secs(3600)),
             ("0", Duration::ZERO),
             ("0s", Duration::ZERO),
-            ("0.0", Duration::ZERO),
             ("1m30s", Duration::from_secs(90)),
             (" 2 s ", Duration::from_secs(2)),
             ("10us", Duration::from_micros(10)),
             ("10µs", Duration::from_micros(10)),
+            ("10\u{3bc}s", Duration::from_micros(10)),
             ("7ns", Duration::from_nanos(7)),
             ("0.1s", Duration::from_millis(100)),
             ("1d", Duration::from_secs(86400)),
+            // humantime's longer spellings.
+            ("2h 5min", Duration::from_secs(2 * 3600 + 300)),
+            ("3 seconds", Duration::from_secs(3)),
+            ("1.5h", Duration::from_secs(5400)),
         ];
         for (s, d) in ok {
             assert_eq!(parse_duration(s), Ok(d), "{s}");
@@ -561,11 +503,63 @@ mod tests {
             "1sm",
             "ms",
             "1 2s",
+            "1. 5s",
             "99999999999999999999999999999999999999999h",
+            "0.0",
             "0.0.0",
             "18446744073709551616s",
+            "0.5ns",
         ] {
             assert!(parse_duration(s).is_err(), "{s:?} parsed");
+        }
+        for (s, message) in [
+            (
+                "2 parsecs",
+                "invalid duration `2 parsecs`: unknown unit `parsecs`",
+            ),
+            ("15", "invalid duration `15`: missing unit after `15`"),
+            ("1 2s", "invalid duration `1 2s`: a space inside a number"),
+            ("", "empty duration"),
+            (
+                "99999999999999999999s",
+                "invalid duration `99999999999999999999s`: too long",
+            ),
+        ] {
+            let e = parse_duration(s).unwrap_err();
+            assert!(e.starts_with(message), "{s:?}: {e}");
+            assert!(!e.contains('\n'), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn parse_sizes() {
+        for (s, n) in [
+            ("64MiB", 64 << 20),
+            ("1 GiB", 1 << 30),
+            ("16MiB", 16 << 20),
+            ("512KiB", 512 << 10),
+            ("1000", 1000),
+            ("1000B", 1000),
+            (" 64 mib ", 64 << 20),
+            ("1.5GiB", 3 << 29),
+            ("2MB", 2_000_000),
+            ("4Gi", 4 << 30),
+        ] {
+            assert_eq!(parse_size(s), Ok(n), "{s}");
+        }
+        for (s, message) in [
+            ("lots", "`lots` is not a size"),
+            ("", "`` is not a size"),
+            ("-1MiB", "`-1MiB` is not a size"),
+            ("1.2.3MiB", "`1.2.3MiB` is not a size"),
+            ("64XB", "unknown size unit `XB` in `64XB`"),
+            ("0", "size `0` must be above 0"),
+            ("0MiB", "size `0MiB` must be above 0"),
+            ("16EiB", "size `16EiB` must be above 0 and below 16 EiB"),
+            ("99999999999999EiB", "below 16 EiB"),
+        ] {
+            let e = parse_size(s).unwrap_err();
+            assert!(e.contains(message), "{s:?}: {e}");
         }
     }
 }

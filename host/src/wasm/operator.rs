@@ -669,7 +669,7 @@ pub fn call_error(e: &wasmtime::Error, ctx: &HostCtx) -> String {
     if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
         let mut message = format!(
             "ran past its CPU budget of {} for one call (`[operators.limits] cpu_per_call`)",
-            crate::model::config::format_duration(ctx.cpu_budget)
+            humantime::format_duration(ctx.cpu_budget)
         );
         if let Some(bt) = e.downcast_ref::<wasmtime::WasmBacktrace>() {
             let frames = guest_frames(bt);
