@@ -24,6 +24,12 @@
 //!   field.
 //! - `[rest] addr` must look like `host:port` (port 0 picks a free one); the
 //!   host is not resolved here.
+//! - `[source] max_line_size` (file and stdin sources) bounds the memory and
+//!   work one input line can take: a size like the `[operators.limits]`
+//!   ones (`"1MiB"`, or bytes as an integer), default 1 MiB (Kafka's default
+//!   largest message), at most 1 GiB; it counts a line's bytes without its
+//!   line ending. A longer line fails the job with a message naming the
+//!   file, the line, the limit and this field.
 //! - Operator config values must be TOML strings; `config = { n = 3 }` is an
 //!   error that suggests `n = "3"`.
 
@@ -45,6 +51,12 @@ pub const MAX_MAX_PARALLELISM: u32 = 32768;
 pub const DEFAULT_BATCH_SIZE: usize = 1024;
 /// Largest allowed source `batch_size`.
 pub const MAX_BATCH_SIZE: usize = 65536;
+/// Default longest line a file or stdin source reads (`max_line_size`): 1 MiB,
+/// Kafka's default largest message, so an event that fits a default Kafka
+/// topic fits a line.
+pub const DEFAULT_MAX_LINE_SIZE: usize = 1 << 20;
+/// Largest allowed `max_line_size`: 1 GiB (an event's lengths are 32-bit).
+pub const MAX_MAX_LINE_SIZE: u64 = 1 << 30;
 
 /// A parsed and checked job file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,19 +94,25 @@ pub enum SourceSpec {
         path: PathBuf,
         /// How each line is decoded.
         format: Format,
-        /// Bounded out-of-orderness: the watermark trails the highest timestamp seen by this much.
+        /// Bounded out-of-orderness: events this much behind the newest are
+        /// on time; the watermark is the highest timestamp seen minus this, minus 1 ms.
         watermark_delay: Duration,
         /// Events per batch.
         batch_size: usize,
+        /// Longest line, in bytes without its line ending; a longer one fails the job.
+        max_line_size: usize,
     },
     /// `type = "stdin"`: events read from standard input.
     Stdin {
         /// How each line is decoded.
         format: Format,
-        /// Bounded out-of-orderness: the watermark trails the highest timestamp seen by this much.
+        /// Bounded out-of-orderness: events this much behind the newest are
+        /// on time; the watermark is the highest timestamp seen minus this, minus 1 ms.
         watermark_delay: Duration,
         /// Events per batch.
         batch_size: usize,
+        /// Longest line, in bytes without its line ending; a longer one fails the job.
+        max_line_size: usize,
     },
     /// `type = "generator"`: a deterministic generator for tests and benchmarks.
     Generator {
@@ -108,7 +126,8 @@ pub enum SourceSpec {
         seed: u64,
         /// Events per second, if throttled (greater than 0).
         rate: Option<u64>,
-        /// Bounded out-of-orderness: the watermark trails the highest timestamp seen by this much.
+        /// Bounded out-of-orderness: events this much behind the newest are
+        /// on time; the watermark is the highest timestamp seen minus this, minus 1 ms.
         watermark_delay: Duration,
         /// Events per batch.
         batch_size: usize,
@@ -219,6 +238,20 @@ pub fn format_duration(d: Duration) -> String {
     } else {
         format!("{ms}ms")
     }
+}
+
+/// A size for messages: `1 MiB`, `64 KiB`, `1.5 MiB`, `100 bytes`.
+pub fn format_size(bytes: u64) -> String {
+    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if bytes >= 1 << shift {
+            return if bytes.is_multiple_of(1 << shift) {
+                format!("{} {unit}", bytes >> shift)
+            } else {
+                format!("{:.1} {unit}", bytes as f64 / (1u64 << shift) as f64)
+            };
+        }
+    }
+    format!("{bytes} bytes")
 }
 
 /// Parses a size such as `"64MiB"`, `"1GiB"`, `"512KiB"`, `"1000B"` or `"1000"` (bytes).
@@ -579,6 +612,7 @@ struct RawSource {
     format: Field,
     watermark_delay: Field,
     batch_size: Field,
+    max_line_size: Field,
     count: Field,
     keys: Field,
     value_size: Field,
@@ -907,6 +941,18 @@ impl Cx<'_> {
                 s.int("batch_size", v, 1, MAX_BATCH_SIZE as i64)
             })?
             .unwrap_or(DEFAULT_BATCH_SIZE);
+        let max_line_size = s
+            .opt(&r.max_line_size, |v| {
+                let size = s.size("max_line_size", v)?;
+                if size > MAX_MAX_LINE_SIZE {
+                    return Err(s.fail(
+                        v.span(),
+                        format!("`max_line_size` must be at most 1GiB, found {} bytes", size),
+                    ));
+                }
+                Ok(size as usize)
+            })?
+            .unwrap_or(DEFAULT_MAX_LINE_SIZE);
         let generator_fields = [
             ("count", &r.count),
             ("keys", &r.keys),
@@ -927,6 +973,7 @@ impl Cx<'_> {
                         format,
                         watermark_delay,
                         batch_size,
+                        max_line_size,
                     });
                 }
                 let path_v = s.required("path", &r.path, " (required for a `file` source)")?;
@@ -935,11 +982,13 @@ impl Cx<'_> {
                     format,
                     watermark_delay,
                     batch_size,
+                    max_line_size,
                 })
             }
             Kind::Generator => {
                 s.forbid("path", &r.path, "a `generator` source")?;
                 s.forbid("format", &r.format, "a `generator` source")?;
+                s.forbid("max_line_size", &r.max_line_size, "a `generator` source")?;
                 let count_v = s.required(
                     "count",
                     &r.count,
@@ -1084,21 +1133,7 @@ impl Cx<'_> {
     fn limits(&self, id: &str, raw: &Spanned<RawLimits>) -> Result<Limits, JobError> {
         let s = self.section(format!("operator `{id}` limits"), raw.span());
         let r = raw.get_ref();
-        let size = |name: &str, v: &Spanned<Value>| -> Result<u64, JobError> {
-            match v.get_ref() {
-                Value::String(text) => {
-                    parse_size(text).map_err(|e| s.fail(v.span(), format!("`{name}`: {e}")))
-                }
-                Value::Integer(_) => s.int(name, v, 1, i64::MAX),
-                other => Err(s.fail(
-                    v.span(),
-                    format!(
-                        "`{name}` must be a size such as \"64MiB\", found {}",
-                        describe(other)
-                    ),
-                )),
-            }
-        };
+        let size = |name: &str, v: &Spanned<Value>| s.size(name, v);
         let d = Limits::default();
         let cpu = match &r.cpu_per_call {
             Some(v) => {
@@ -1420,6 +1455,23 @@ impl Section<'_, '_> {
         field.as_ref().map(f).transpose()
     }
 
+    /// A size in bytes: a string such as `"64MiB"` (see [`parse_size`]) or an integer.
+    fn size(&self, name: &str, v: &Spanned<Value>) -> Result<u64, JobError> {
+        match v.get_ref() {
+            Value::String(text) => {
+                parse_size(text).map_err(|e| self.fail(v.span(), format!("`{name}`: {e}")))
+            }
+            Value::Integer(_) => self.int(name, v, 1, i64::MAX),
+            other => Err(self.fail(
+                v.span(),
+                format!(
+                    "`{name}` must be a size such as \"64MiB\", found {}",
+                    describe(other)
+                ),
+            )),
+        }
+    }
+
     fn boolean(&self, name: &str, v: &Spanned<Value>) -> Result<bool, JobError> {
         match v.get_ref() {
             Value::Boolean(b) => Ok(*b),
@@ -1641,6 +1693,7 @@ type = "stdout"
                 format: Format::Json,
                 watermark_delay: Duration::from_secs(2),
                 batch_size: 1024,
+                max_line_size: DEFAULT_MAX_LINE_SIZE,
             }
         );
         assert_eq!(spec.operators.len(), 2);
@@ -1718,6 +1771,7 @@ type = "stdout"
                 format: Format::Json,
                 watermark_delay: Duration::ZERO,
                 batch_size: DEFAULT_BATCH_SIZE,
+                max_line_size: DEFAULT_MAX_LINE_SIZE,
             }
         );
         let op = &spec.operators[0];
@@ -2134,6 +2188,72 @@ type = "stdout"
         assert_eq!(
             e,
             "/jobs/job.toml:4: source: `batch_size` must be between 1 and 65536, found 70000"
+        );
+    }
+
+    #[test]
+    fn sizes_are_shown_in_their_largest_unit() {
+        assert_eq!(format_size(1 << 20), "1 MiB");
+        assert_eq!(format_size(64 << 10), "64 KiB");
+        assert_eq!(format_size(3 << 29), "1.5 GiB");
+        assert_eq!(format_size(100), "100 bytes");
+    }
+
+    #[test]
+    fn max_line_size() {
+        let source = |field: &str| {
+            parse(&MINIMAL.replace("type = \"stdin\"", &format!("type = \"stdin\"\n{field}")))
+                .map(|spec| spec.source)
+        };
+        for (field, bytes) in [
+            ("max_line_size = \"64KiB\"", 64 << 10),
+            ("max_line_size = \"1GiB\"", 1 << 30),
+            ("max_line_size = 100", 100),
+        ] {
+            assert!(
+                matches!(source(field), Ok(SourceSpec::Stdin { max_line_size, .. }) if max_line_size == bytes),
+                "{field}"
+            );
+        }
+        let text = MINIMAL.replace(
+            "type = \"stdin\"",
+            "type = \"file\"\npath = \"in\"\nmax_line_size = \"2MiB\"",
+        );
+        assert!(matches!(
+            parse(&text).unwrap().source,
+            SourceSpec::File { max_line_size, .. } if max_line_size == 2 << 20
+        ));
+        for (field, message) in [
+            (
+                "max_line_size = \"lots\"",
+                "/jobs/job.toml:4: source: `max_line_size`: `lots` is not a size: expected e.g. `64MiB`",
+            ),
+            (
+                "max_line_size = \"0\"",
+                "/jobs/job.toml:4: source: `max_line_size`: size `0` must be above 0 and below 16 EiB",
+            ),
+            (
+                "max_line_size = 0",
+                "/jobs/job.toml:4: source: `max_line_size` must be at least 1, found 0",
+            ),
+            (
+                "max_line_size = \"2GiB\"",
+                "/jobs/job.toml:4: source: `max_line_size` must be at most 1GiB, found 2147483648 bytes",
+            ),
+            (
+                "max_line_size = true",
+                "/jobs/job.toml:4: source: `max_line_size` must be a size such as \"64MiB\", found boolean true",
+            ),
+        ] {
+            assert_eq!(err(&MINIMAL.replace("type = \"stdin\"", &format!("type = \"stdin\"\n{field}"))), message);
+        }
+        let e = err(&MINIMAL.replace(
+            "type = \"stdin\"",
+            "type = \"generator\"\ncount = 5\nmax_line_size = \"1MiB\"",
+        ));
+        assert_eq!(
+            e,
+            "/jobs/job.toml:5: source: `max_line_size` does not apply to a `generator` source"
         );
     }
 

@@ -164,8 +164,9 @@ fn open_source(
             format,
             watermark_delay,
             batch_size,
+            max_line_size,
         } => (
-            connectors::file::open_source(path, *format, *batch_size, position)
+            connectors::file::open_source(path, *format, *batch_size, *max_line_size, position)
                 .map_err(RunError::Setup)?,
             *watermark_delay,
         ),
@@ -173,8 +174,13 @@ fn open_source(
             format,
             watermark_delay,
             batch_size,
+            max_line_size,
         } => (
-            Box::new(connectors::stdio::StdinSource::start(*format, *batch_size)),
+            Box::new(connectors::stdio::StdinSource::start(
+                *format,
+                *batch_size,
+                *max_line_size,
+            )),
             *watermark_delay,
         ),
         SourceSpec::Generator {

@@ -10,6 +10,12 @@
 //! segments, deletes later ones and truncates the output to the checkpoint's
 //! length. With at-least-once checkpoints events are written straight to the
 //! output, and a restore truncates it to the length the checkpoint recorded.
+//!
+//! Lines are read with a size limit (`[source] max_line_size`, see
+//! [`read_line`]): a longer line fails the job with one line naming the
+//! source, the line number and the limit, having read at most the limit of
+//! it, so no input line can take unbounded memory or time. Standard input
+//! reads its lines the same way.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
@@ -21,25 +27,106 @@ use crate::bindings::Batch;
 use crate::checkpoint::{SinkState, SourcePosition};
 use crate::job::Format;
 
+/// What [`read_line`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line {
+    /// The end of the input: no byte was left.
+    End,
+    /// A line, of this many bytes in the input with its line ending.
+    Read(usize),
+    /// A line longer than the limit; what was read of it is left in the buffer.
+    TooLong,
+}
+
+/// Reads one line from `reader` into `buf` (cleared first), without its line
+/// ending (`\n` or `\r\n`; the last line may have none). A line of more than
+/// `limit` bytes (without its ending) is [`Line::TooLong`], and no more than
+/// `limit + 2` of its bytes are read or held: the work and memory a line
+/// takes are bounded by the limit, however long the line is.
+pub fn read_line<R: BufRead + ?Sized>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<Line> {
+    buf.clear();
+    // Room for the line, a `\r` before its `\n`, and one byte to tell it is too long.
+    let cap = limit.saturating_add(2);
+    let mut consumed = 0usize;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            if consumed == 0 {
+                return Ok(Line::End);
+            }
+            break;
+        }
+        let newline = available.iter().position(|&b| b == b'\n');
+        let take = newline.unwrap_or(available.len()).min(cap - buf.len());
+        buf.extend_from_slice(&available[..take]);
+        let used = if newline == Some(take) {
+            take + 1
+        } else {
+            take
+        };
+        reader.consume(used);
+        consumed += used;
+        if newline == Some(take) {
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+            break;
+        }
+        if buf.len() > limit.saturating_add(1) {
+            return Ok(Line::TooLong);
+        }
+    }
+    Ok(if buf.len() > limit {
+        Line::TooLong
+    } else {
+        Line::Read(consumed)
+    })
+}
+
+/// The message for line `line` of `source` being longer than `limit` bytes.
+pub fn line_too_long(source: &str, line: u64, limit: usize) -> String {
+    format!(
+        "{source} line {line}: the line is longer than {}, the limit (raise `[source] max_line_size` to read it)",
+        crate::job::format_size(limit as u64)
+    )
+}
+
 /// Reads events from any line-oriented reader.
 pub struct LineSource<R> {
     reader: R,
     name: String,
     format: Format,
     batch_size: usize,
+    max_line_size: usize,
     line: u64,
     offset: u64,
     buf: Vec<u8>,
 }
 
 impl<R: BufRead + Send> LineSource<R> {
-    /// A source over `reader`; `name` is how messages refer to it.
-    pub fn new(reader: R, name: String, format: Format, batch_size: usize) -> Self {
+    /// A source over `reader`; `name` is how messages refer to it; a line
+    /// longer than `max_line_size` bytes is an error.
+    pub fn new(
+        reader: R,
+        name: String,
+        format: Format,
+        batch_size: usize,
+        max_line_size: usize,
+    ) -> Self {
         LineSource {
             reader,
             name,
             format,
             batch_size,
+            max_line_size,
             line: 0,
             offset: 0,
             buf: Vec::new(),
@@ -48,23 +135,17 @@ impl<R: BufRead + Send> LineSource<R> {
 
     /// Reads one line into `self.buf` (without its line ending); false at the end.
     pub fn read_line(&mut self) -> Result<bool, String> {
-        self.buf.clear();
-        let n = self
-            .reader
-            .read_until(b'\n', &mut self.buf)
+        let read = read_line(&mut self.reader, &mut self.buf, self.max_line_size)
             .map_err(|e| format!("cannot read {}: {e}", self.name))?;
-        if n == 0 {
-            return Ok(false);
-        }
-        self.line += 1;
-        self.offset += n as u64;
-        if self.buf.last() == Some(&b'\n') {
-            self.buf.pop();
-            if self.buf.last() == Some(&b'\r') {
-                self.buf.pop();
+        match read {
+            Line::End => Ok(false),
+            Line::Read(n) => {
+                self.line += 1;
+                self.offset += n as u64;
+                Ok(true)
             }
+            Line::TooLong => Err(line_too_long(&self.name, self.line + 1, self.max_line_size)),
         }
-        Ok(true)
     }
 
     /// Decodes the line in `self.buf` into `batch`.
@@ -104,6 +185,7 @@ pub fn open_source(
     path: &Path,
     format: Format,
     batch_size: usize,
+    max_line_size: usize,
     start: Option<&SourcePosition>,
 ) -> Result<Box<dyn SourceReader>, String> {
     let mut file = File::open(path)
@@ -131,6 +213,7 @@ pub fn open_source(
         format!("source file `{}`", path.display()),
         format,
         batch_size,
+        max_line_size,
     );
     source.offset = offset;
     source.line = line;
@@ -395,7 +478,7 @@ mod tests {
     #[test]
     fn each_event_carries_its_line_as_its_offset() {
         let text = "{\"value\":\"a\"}\n\n{\"value\":\"b\"}\r\n  \n{\"value\":\"c\"}";
-        let mut source = LineSource::new(text.as_bytes(), "t".into(), Format::Json, 2);
+        let mut source = LineSource::new(text.as_bytes(), "t".into(), Format::Json, 2, 100);
         let mut offsets = Vec::new();
         let mut values = Vec::new();
         while let Some(batch) = source.next_batch(&mut offsets).unwrap() {
@@ -404,5 +487,71 @@ mod tests {
         assert_eq!(values, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
         // Blank lines are skipped, and the offsets are the events' lines, from 0.
         assert_eq!(offsets, [0, 2, 4]);
+    }
+
+    /// Every line of `text` as `read_line` sees it with `limit`, through a
+    /// reader that hands out `chunk` bytes at a time.
+    fn lines(text: &str, limit: usize, chunk: usize) -> Vec<Result<String, String>> {
+        let mut reader = BufReader::with_capacity(chunk, text.as_bytes());
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            match read_line(&mut reader, &mut buf, limit).unwrap() {
+                Line::End => return out,
+                Line::Read(_) => out.push(Ok(String::from_utf8(buf.clone()).unwrap())),
+                Line::TooLong => {
+                    assert!(buf.len() <= limit + 2, "held {} bytes", buf.len());
+                    out.push(Err(String::from_utf8(buf.clone()).unwrap()));
+                    return out;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lines_up_to_the_limit_are_read_whole() {
+        for chunk in [1, 2, 3, 64] {
+            assert_eq!(
+                lines("abcd\nab\r\n\r\nabcd\r\nx", 4, chunk),
+                [Ok("abcd"), Ok("ab"), Ok(""), Ok("abcd"), Ok("x")]
+                    .map(|r| r.map(str::to_string))
+                    .to_vec(),
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_refused_after_reading_at_most_the_limit() {
+        for chunk in [1, 3, 64] {
+            let got = lines("ok\nabcde\nmore", 4, chunk);
+            assert_eq!(got[0], Ok("ok".to_string()), "chunk {chunk}");
+            assert!(got[1].is_err(), "chunk {chunk}: {got:?}");
+            // At the end of the input too, and with a `\r` that does not end the line.
+            assert!(lines("abcde", 4, chunk)[0].is_err());
+            assert!(lines("abcd\re\n", 4, chunk)[0].is_err());
+        }
+        // A huge line costs no more than the limit.
+        let huge = "x".repeat(10 << 20);
+        let got = lines(&huge, 1000, 1 << 16);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].as_ref().is_err_and(|held| held.len() <= 1002));
+    }
+
+    #[test]
+    fn the_source_names_the_line_over_the_limit() {
+        let text = "{\"value\":\"a\"}\n{\"value\":\"too long\"}\n";
+        let mut source = LineSource::new(
+            text.as_bytes(),
+            "source file `in`".into(),
+            Format::Json,
+            10,
+            16,
+        );
+        let e = source.next_batch(&mut Vec::new()).unwrap_err();
+        assert_eq!(
+            e,
+            "source file `in` line 2: the line is longer than 16 bytes, the limit (raise `[source] max_line_size` to read it)"
+        );
     }
 }

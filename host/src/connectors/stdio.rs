@@ -3,12 +3,15 @@
 //! Standard input is read line by line on a thread of its own; a batch is
 //! sent when it is full or when no new line has arrived for
 //! [`STDIN_FLUSH`], so that events typed by hand flow through promptly.
+//! Lines are read as the file source reads them ([`super::file::read_line`]):
+//! one longer than `max_line_size` fails the job, naming its line.
 
-use std::io::{BufRead, BufWriter, Stdout, Write};
+use std::io::{BufWriter, Stdout, Write};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use super::file::{line_too_long, read_line, Line};
 use super::json::{decode_line, encode_event};
 use super::{SinkWriter, SourceReader};
 use crate::bindings::Batch;
@@ -27,28 +30,30 @@ pub struct StdinSource {
 }
 
 impl StdinSource {
-    /// Starts reading standard input.
-    pub fn start(format: Format, batch_size: usize) -> Self {
+    /// Starts reading standard input; a line longer than `max_line_size`
+    /// bytes is an error.
+    pub fn start(format: Format, batch_size: usize, max_line_size: usize) -> Self {
         let (tx, rx) = crossbeam_channel::bounded(batch_size.max(1024));
         std::thread::Builder::new()
             .name("weir-stdin".into())
             .spawn(move || {
                 let stdin = std::io::stdin();
                 let mut lock = stdin.lock();
+                let mut line = 0u64;
                 loop {
                     let mut buf = Vec::new();
-                    match lock.read_until(b'\n', &mut buf) {
-                        Ok(0) => break,
-                        Ok(_) => {
-                            if buf.last() == Some(&b'\n') {
-                                buf.pop();
-                                if buf.last() == Some(&b'\r') {
-                                    buf.pop();
-                                }
-                            }
+                    line += 1;
+                    match read_line(&mut lock, &mut buf, max_line_size) {
+                        Ok(Line::End) => break,
+                        Ok(Line::Read(_)) => {
                             if tx.send(Ok(buf)).is_err() {
                                 break;
                             }
+                        }
+                        Ok(Line::TooLong) => {
+                            let _ =
+                                tx.send(Err(line_too_long("standard input", line, max_line_size)));
+                            break;
                         }
                         Err(e) => {
                             let _ = tx.send(Err(format!("cannot read standard input: {e}")));
