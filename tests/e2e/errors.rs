@@ -322,3 +322,69 @@ fn durations_and_sizes_as_the_readme_writes_them() {
         sb.weir(&["run", "job.toml"]).fails_with(needles);
     }
 }
+
+#[test]
+fn a_line_over_the_size_limit_names_file_line_limit_and_field() {
+    // Issue 13: one input line could grow without bound.
+    let sb = Sandbox::new();
+    let long = format!(r#"{{"key": "a", "value": "{}"}}"#, "x".repeat(200));
+    sb.write(
+        "in.jsonl",
+        format!(
+            "{{\"key\": \"a\", \"value\": \"1\"}}\n{long}\n{{\"key\": \"a\", \"value\": \"2\"}}\n"
+        ),
+    );
+    let job = count_job("").replace(
+        "path = \"in.jsonl\"",
+        "path = \"in.jsonl\"\nmax_line_size = \"100\"",
+    );
+    sb.run_job(&job).fails_with(&[
+        "source file `",
+        "in.jsonl` line 2:",
+        "longer than 100 bytes",
+        "`[source] max_line_size`",
+    ]);
+    // The same line fits under a raised limit.
+    sb.run_job(&job.replace("\"100\"", "\"1KiB\"")).ok();
+    assert_eq!(sb.read("out.jsonl").lines().count(), 3);
+
+    // The default limit is 1 MiB.
+    let huge = format!(r#"{{"key": "a", "value": "{}"}}"#, "x".repeat(1 << 20));
+    sb.write("in.jsonl", format!("\n\n{huge}\n"));
+    sb.run_job(&count_job("")).fails_with(&[
+        "in.jsonl` line 3:",
+        "longer than 1 MiB",
+        "`[source] max_line_size`",
+    ]);
+}
+
+#[test]
+fn a_stdin_line_over_the_size_limit_names_the_line_and_the_limit() {
+    let sb = Sandbox::new();
+    sb.write(
+        "job.toml",
+        format!(
+            r#"name = "errors"
+[source]
+type = "stdin"
+max_line_size = "64"
+[[operators]]
+id = "op"
+wasm = {count}
+[sink]
+type = "stdout"
+"#,
+            count = toml_path(&operator("keyed-count"))
+        ),
+    );
+    let input = format!(
+        "{{\"key\": \"a\", \"value\": \"1\"}}\n{{\"key\": \"a\", \"value\": \"{}\"}}\n",
+        "y".repeat(64)
+    );
+    sb.weir_with(&["run", "job.toml"], &[], Some(input.as_bytes()))
+        .fails_with(&[
+            "standard input line 2:",
+            "longer than 64 bytes",
+            "`[source] max_line_size`",
+        ]);
+}

@@ -193,6 +193,100 @@ fn the_last_windows_fire_at_the_end_of_a_bounded_input() {
 }
 
 #[test]
+fn events_at_the_newest_timestamp_are_on_time_with_no_delay() {
+    // Issue 13: with a delay of 0 the second event at 1999 was behind a
+    // watermark of 1999 and went to the dead-letter file as late. A
+    // watermark promises that no event at or before it follows, so after
+    // 1999 it is 1998; events in timestamp order are never late.
+    let sb = Sandbox::new();
+    let input = [
+        ("a", "1", 1999),
+        ("a", "2", 1999),
+        ("b", "4", 1999),
+        ("a", "8", 2000),
+        ("a", "16", 2000),
+        ("a", "32", 2999),
+        ("b", "64", 2999),
+        ("b", "128", 3000),
+    ]
+    .iter()
+    .map(|(k, v, t)| format!(r#"{{"key": "{k}", "value": "{v}", "timestamp": {t}}}"#))
+    .collect::<Vec<_>>()
+    .join("\n");
+    sb.write("in.jsonl", input);
+    for parallelism in [1, 2] {
+        sb.run_job(&windowed_job(parallelism, "0s")).ok();
+        assert_eq!(
+            sb.read("dead.jsonl"),
+            "",
+            "parallelism {parallelism}: no event is late"
+        );
+        let mut expected = vec![
+            ev("a", "3", 1999),
+            ev("b", "4", 1999),
+            ev("a", "56", 2999),
+            ev("b", "64", 2999),
+            ev("b", "128", 3999),
+        ];
+        expected.sort();
+        assert_eq!(events(&sb.read("sums.jsonl")), expected);
+    }
+}
+
+/// A generator job into `windowed-sum` windows of 1 ms, one event per batch.
+fn generated_windows_job(timestamps: &str, out: &str) -> String {
+    format!(
+        r#"
+name = "clock-windows"
+
+[source]
+type = "generator"
+count = 20000
+keys = 10
+value_size = 3
+timestamps = "{timestamps}"
+batch_size = 1
+
+[[operators]]
+id = "sum"
+wasm = {sum}
+input = "key"
+config = {{ size_ms = "1" }}
+
+[sink]
+type = "file"
+path = "{out}"
+"#,
+        sum = toml_path(&operator("windowed-sum")),
+    )
+}
+
+/// The total of every key's sums.
+fn totals(text: &str) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for e in events(text) {
+        *out.entry(e.key.unwrap()).or_default() += e.value.parse::<i64>().unwrap();
+    }
+    out
+}
+
+#[test]
+fn a_generator_stamped_with_the_clock_feeds_windows_without_late_events() {
+    // Issue 13: with `timestamps = "now"` many batches share a millisecond;
+    // the old watermark (the newest timestamp) closed that millisecond's
+    // window after the first of them, so the next one was late and, with no
+    // dead-letter file, the job failed.
+    let sb = Sandbox::new();
+    sb.run_job(&generated_windows_job("now", "now.jsonl")).ok();
+    // The same events stamped with their index, in order too: the same totals.
+    sb.run_job(&generated_windows_job("index", "index.jsonl"))
+        .ok();
+    let by_clock = totals(&sb.read("now.jsonl"));
+    assert_eq!(by_clock.len(), 10, "{by_clock:?}");
+    assert_eq!(by_clock, totals(&sb.read("index.jsonl")));
+}
+
+#[test]
 fn dedupe_emits_each_value_once_per_key() {
     let sb = Sandbox::new();
     let input = [
@@ -415,4 +509,47 @@ fn list_state_processing_time_timers_bad_input_and_guest_logs() {
         assert_eq!(per_key.get(&format!("k{k}")), Some(&want), "key k{k}");
     }
     assert_eq!(sb.read("dead.jsonl").lines().count(), 6);
+}
+
+#[test]
+fn rejecting_every_event_of_a_batch_hands_the_guest_each_event_a_bounded_number_of_times() {
+    // Issue 13: after each rejection the host handed the guest the whole
+    // rest of the batch again, so a batch of n bad events cost n(n+1)/2
+    // events lifted into the guest (and prefetched there). `handed` makes
+    // the probe say how many events its calls were given in all.
+    let sb = Sandbox::new();
+    let n = 1000;
+    let mut lines: Vec<String> = (0..n)
+        .map(|_| r#"{"key": "k", "value": "bad"}"#.to_string())
+        .collect();
+    lines.push(r#"{"key": "k", "value": "handed"}"#.to_string());
+    sb.write("in.jsonl", lines.join("\n"));
+    let job = probe_job("", true)
+        .replace("parallelism = 2", "parallelism = 1")
+        .replace(
+            "path = \"in.jsonl\"",
+            "path = \"in.jsonl\"\nbatch_size = 2000",
+        );
+    sb.run_job(&job).ok();
+    assert_eq!(sb.read("dead.jsonl").lines().count(), n);
+    let out = events(&sb.read("out.jsonl"));
+    assert_eq!(out.len(), 1, "{out:?}");
+    let (calls, handed) = out[0]
+        .value
+        .split_once(" calls, ")
+        .and_then(|(c, e)| {
+            Some((
+                c.parse::<usize>().ok()?,
+                e.strip_suffix(" events")?.parse::<usize>().ok()?,
+            ))
+        })
+        .unwrap_or_else(|| panic!("{:?}", out[0]));
+    // One call per rejection and one for the rest; every call gets at most
+    // twice what the one before it got through, so at most 3 × the batch.
+    assert_eq!(calls, n + 1);
+    assert!(
+        handed <= 3 * (n + 1),
+        "{handed} events handed for a batch of {}",
+        n + 1
+    );
 }

@@ -17,6 +17,12 @@
 //! the checkpoint recorded; anything else came from another run (another job
 //! writing the same path) and is refused, naming the segment, before anything
 //! is changed: publishing it would put another run's events into the output.
+//!
+//! Lines are read with a size limit (`[source] max_line_size`, see
+//! [`read_line`]): a longer line fails the job with one line naming the
+//! source, the line number and the limit, having read at most the limit of
+//! it, so no input line can take unbounded memory or time. Standard input
+//! reads its lines the same way.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
@@ -25,10 +31,33 @@ use std::path::{Path, PathBuf};
 use super::json::{decode_line, encode_event};
 use crate::connectors::json::format_field;
 use crate::connectors::json::Format;
-use crate::model::config::{Fields, JobError, Table};
+use crate::model::config::{Field, Fields, JobError, Table};
 use crate::model::Batch;
 use crate::model::{SinkState, SourcePosition};
 use crate::model::{SinkWriter, SourceReader};
+
+/// Default longest line a file or stdin source reads (`max_line_size`): 1 MiB,
+/// Kafka's default largest message, so an event that fits a default Kafka
+/// topic fits a line.
+pub const DEFAULT_MAX_LINE_SIZE: usize = 1 << 20;
+/// Largest allowed `max_line_size`: 1 GiB (an event's lengths are 32-bit).
+pub const MAX_MAX_LINE_SIZE: u64 = 1 << 30;
+
+/// A line source's `max_line_size` field (file and stdin): a size of at most
+/// [`MAX_MAX_LINE_SIZE`], [`DEFAULT_MAX_LINE_SIZE`] when absent.
+pub fn max_line_size_field(s: &Table<'_, '_>, field: &Field) -> Result<usize, JobError> {
+    Ok(s.opt(field, |v| {
+        let size = s.size("max_line_size", v)?;
+        if size > MAX_MAX_LINE_SIZE {
+            return Err(s.fail(
+                v.span(),
+                format!("`max_line_size` must be at most 1GiB, found {size} bytes"),
+            ));
+        }
+        Ok(size as usize)
+    })?
+    .unwrap_or(DEFAULT_MAX_LINE_SIZE))
+}
 
 /// `[source] type = "file"`: events read from a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,11 +66,13 @@ pub struct FileSourceConfig {
     pub path: PathBuf,
     /// How each line is decoded.
     pub format: Format,
+    /// Longest line, in bytes without its line ending; a longer one fails the job.
+    pub max_line_size: usize,
 }
 
 impl FileSourceConfig {
     /// The fields of its table, besides those every source has.
-    pub const FIELDS: &'static [&'static str] = &["path", "format"];
+    pub const FIELDS: &'static [&'static str] = &["path", "format", "max_line_size"];
 
     /// Reads its fields of the `[source]` table.
     pub fn from_table(t: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
@@ -50,6 +81,7 @@ impl FileSourceConfig {
         Ok(FileSourceConfig {
             path: t.path("path", path_v)?,
             format: format_field(t, &f.take("format"))?,
+            max_line_size: max_line_size_field(t, &f.take("max_line_size"))?,
         })
     }
 }
@@ -78,25 +110,106 @@ impl FileSinkConfig {
     }
 }
 
+/// What [`read_line`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line {
+    /// The end of the input: no byte was left.
+    End,
+    /// A line, of this many bytes in the input with its line ending.
+    Read(usize),
+    /// A line longer than the limit; what was read of it is left in the buffer.
+    TooLong,
+}
+
+/// Reads one line from `reader` into `buf` (cleared first), without its line
+/// ending (`\n` or `\r\n`; the last line may have none). A line of more than
+/// `limit` bytes (without its ending) is [`Line::TooLong`], and no more than
+/// `limit + 2` of its bytes are read or held: the work and memory a line
+/// takes are bounded by the limit, however long the line is.
+pub fn read_line<R: BufRead + ?Sized>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<Line> {
+    buf.clear();
+    // Room for the line, a `\r` before its `\n`, and one byte to tell it is too long.
+    let cap = limit.saturating_add(2);
+    let mut consumed = 0usize;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            if consumed == 0 {
+                return Ok(Line::End);
+            }
+            break;
+        }
+        let newline = available.iter().position(|&b| b == b'\n');
+        let take = newline.unwrap_or(available.len()).min(cap - buf.len());
+        buf.extend_from_slice(&available[..take]);
+        let used = if newline == Some(take) {
+            take + 1
+        } else {
+            take
+        };
+        reader.consume(used);
+        consumed += used;
+        if newline == Some(take) {
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+            break;
+        }
+        if buf.len() > limit.saturating_add(1) {
+            return Ok(Line::TooLong);
+        }
+    }
+    Ok(if buf.len() > limit {
+        Line::TooLong
+    } else {
+        Line::Read(consumed)
+    })
+}
+
+/// The message for line `line` of `source` being longer than `limit` bytes.
+pub fn line_too_long(source: &str, line: u64, limit: usize) -> String {
+    format!(
+        "{source} line {line}: the line is longer than {}, the limit (raise `[source] max_line_size` to read it)",
+        crate::model::config::format_size(limit as u64)
+    )
+}
+
 /// Reads events from any line-oriented reader.
 pub struct LineSource<R> {
     reader: R,
     name: String,
     format: Format,
     batch_size: usize,
+    max_line_size: usize,
     line: u64,
     offset: u64,
     buf: Vec<u8>,
 }
 
 impl<R: BufRead + Send> LineSource<R> {
-    /// A source over `reader`; `name` is how messages refer to it.
-    pub fn new(reader: R, name: String, format: Format, batch_size: usize) -> Self {
+    /// A source over `reader`; `name` is how messages refer to it; a line
+    /// longer than `max_line_size` bytes is an error.
+    pub fn new(
+        reader: R,
+        name: String,
+        format: Format,
+        batch_size: usize,
+        max_line_size: usize,
+    ) -> Self {
         LineSource {
             reader,
             name,
             format,
             batch_size,
+            max_line_size,
             line: 0,
             offset: 0,
             buf: Vec::new(),
@@ -105,23 +218,17 @@ impl<R: BufRead + Send> LineSource<R> {
 
     /// Reads one line into `self.buf` (without its line ending); false at the end.
     pub fn read_line(&mut self) -> Result<bool, String> {
-        self.buf.clear();
-        let n = self
-            .reader
-            .read_until(b'\n', &mut self.buf)
+        let read = read_line(&mut self.reader, &mut self.buf, self.max_line_size)
             .map_err(|e| format!("cannot read {}: {e}", self.name))?;
-        if n == 0 {
-            return Ok(false);
-        }
-        self.line += 1;
-        self.offset += n as u64;
-        if self.buf.last() == Some(&b'\n') {
-            self.buf.pop();
-            if self.buf.last() == Some(&b'\r') {
-                self.buf.pop();
+        match read {
+            Line::End => Ok(false),
+            Line::Read(n) => {
+                self.line += 1;
+                self.offset += n as u64;
+                Ok(true)
             }
+            Line::TooLong => Err(line_too_long(&self.name, self.line + 1, self.max_line_size)),
         }
-        Ok(true)
     }
 
     /// Decodes the line in `self.buf` into `batch`.
@@ -161,6 +268,7 @@ pub fn open_source(
     path: &Path,
     format: Format,
     batch_size: usize,
+    max_line_size: usize,
     start: Option<&SourcePosition>,
 ) -> Result<Box<dyn SourceReader>, String> {
     let mut file = File::open(path)
@@ -188,6 +296,7 @@ pub fn open_source(
         format!("source file `{}`", path.display()),
         format,
         batch_size,
+        max_line_size,
     );
     source.offset = offset;
     source.line = line;
@@ -507,7 +616,7 @@ mod tests {
     #[test]
     fn each_event_carries_its_line_as_its_offset() {
         let text = "{\"value\":\"a\"}\n\n{\"value\":\"b\"}\r\n  \n{\"value\":\"c\"}";
-        let mut source = LineSource::new(text.as_bytes(), "t".into(), Format::Json, 2);
+        let mut source = LineSource::new(text.as_bytes(), "t".into(), Format::Json, 2, 100);
         let mut offsets = Vec::new();
         let mut values = Vec::new();
         while let Some(batch) = source.next_batch(&mut offsets).unwrap() {
@@ -716,5 +825,71 @@ mod tests {
             drop(sink(&out, Some((1, Some(&state1)))));
             assert_eq!(read(&out), "a\nb\n");
         }
+    }
+
+    /// Every line of `text` as `read_line` sees it with `limit`, through a
+    /// reader that hands out `chunk` bytes at a time.
+    fn lines(text: &str, limit: usize, chunk: usize) -> Vec<Result<String, String>> {
+        let mut reader = BufReader::with_capacity(chunk, text.as_bytes());
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            match read_line(&mut reader, &mut buf, limit).unwrap() {
+                Line::End => return out,
+                Line::Read(_) => out.push(Ok(String::from_utf8(buf.clone()).unwrap())),
+                Line::TooLong => {
+                    assert!(buf.len() <= limit + 2, "held {} bytes", buf.len());
+                    out.push(Err(String::from_utf8(buf.clone()).unwrap()));
+                    return out;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lines_up_to_the_limit_are_read_whole() {
+        for chunk in [1, 2, 3, 64] {
+            assert_eq!(
+                lines("abcd\nab\r\n\r\nabcd\r\nx", 4, chunk),
+                [Ok("abcd"), Ok("ab"), Ok(""), Ok("abcd"), Ok("x")]
+                    .map(|r| r.map(str::to_string))
+                    .to_vec(),
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_refused_after_reading_at_most_the_limit() {
+        for chunk in [1, 3, 64] {
+            let got = lines("ok\nabcde\nmore", 4, chunk);
+            assert_eq!(got[0], Ok("ok".to_string()), "chunk {chunk}");
+            assert!(got[1].is_err(), "chunk {chunk}: {got:?}");
+            // At the end of the input too, and with a `\r` that does not end the line.
+            assert!(lines("abcde", 4, chunk)[0].is_err());
+            assert!(lines("abcd\re\n", 4, chunk)[0].is_err());
+        }
+        // A huge line costs no more than the limit.
+        let huge = "x".repeat(10 << 20);
+        let got = lines(&huge, 1000, 1 << 16);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].as_ref().is_err_and(|held| held.len() <= 1002));
+    }
+
+    #[test]
+    fn the_source_names_the_line_over_the_limit() {
+        let text = "{\"value\":\"a\"}\n{\"value\":\"too long\"}\n";
+        let mut source = LineSource::new(
+            text.as_bytes(),
+            "source file `in`".into(),
+            Format::Json,
+            10,
+            16,
+        );
+        let e = source.next_batch(&mut Vec::new()).unwrap_err();
+        assert_eq!(
+            e,
+            "source file `in` line 2: the line is longer than 16 bytes, the limit (raise `[source] max_line_size` to read it)"
+        );
     }
 }

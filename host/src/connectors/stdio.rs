@@ -3,13 +3,17 @@
 //! Standard input is read line by line on a thread of its own; a batch is
 //! sent when it is full or when no new line has arrived for
 //! [`STDIN_FLUSH`], so that events typed by hand flow through promptly.
+//! Lines are read as the file source reads them ([`super::file::read_line`]):
+//! one longer than `max_line_size` fails the job, naming its line.
 
-use std::io::{BufRead, BufWriter, Stdout, Write};
+use std::io::{BufWriter, Stdout, Write};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use super::file::{line_too_long, read_line, Line};
 use super::json::{decode_line, encode_event};
+use crate::connectors::file::max_line_size_field;
 use crate::connectors::json::format_field;
 use crate::connectors::json::Format;
 use crate::model::config::{Fields, JobError, Table};
@@ -21,16 +25,19 @@ use crate::model::{SinkWriter, SourceReader};
 pub struct StdinConfig {
     /// How each line is decoded.
     pub format: Format,
+    /// Longest line, in bytes without its line ending; a longer one fails the job.
+    pub max_line_size: usize,
 }
 
 impl StdinConfig {
     /// The fields of its table, besides those every source has.
-    pub const FIELDS: &'static [&'static str] = &["format"];
+    pub const FIELDS: &'static [&'static str] = &["format", "max_line_size"];
 
     /// Reads its fields of the `[source]` table.
     pub fn from_table(t: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
         Ok(StdinConfig {
             format: format_field(t, &f.take("format"))?,
+            max_line_size: max_line_size_field(t, &f.take("max_line_size"))?,
         })
     }
 }
@@ -67,28 +74,30 @@ pub struct StdinSource {
 }
 
 impl StdinSource {
-    /// Starts reading standard input.
-    pub fn start(format: Format, batch_size: usize) -> Self {
+    /// Starts reading standard input; a line longer than `max_line_size`
+    /// bytes is an error.
+    pub fn start(format: Format, batch_size: usize, max_line_size: usize) -> Self {
         let (tx, rx) = crossbeam_channel::bounded(batch_size.max(1024));
         std::thread::Builder::new()
             .name("weir-stdin".into())
             .spawn(move || {
                 let stdin = std::io::stdin();
                 let mut lock = stdin.lock();
+                let mut line = 0u64;
                 loop {
                     let mut buf = Vec::new();
-                    match lock.read_until(b'\n', &mut buf) {
-                        Ok(0) => break,
-                        Ok(_) => {
-                            if buf.last() == Some(&b'\n') {
-                                buf.pop();
-                                if buf.last() == Some(&b'\r') {
-                                    buf.pop();
-                                }
-                            }
+                    line += 1;
+                    match read_line(&mut lock, &mut buf, max_line_size) {
+                        Ok(Line::End) => break,
+                        Ok(Line::Read(_)) => {
                             if tx.send(Ok(buf)).is_err() {
                                 break;
                             }
+                        }
+                        Ok(Line::TooLong) => {
+                            let _ =
+                                tx.send(Err(line_too_long("standard input", line, max_line_size)));
+                            break;
                         }
                         Err(e) => {
                             let _ = tx.send(Err(format!("cannot read standard input: {e}")));

@@ -33,6 +33,12 @@
 //!   field.
 //! - `[rest] addr` must look like `host:port` (port 0 picks a free one); the
 //!   host is not resolved here.
+//! - `[source] max_line_size` (file and stdin sources) bounds the memory and
+//!   work one input line can take: a size like the `[operators.limits]`
+//!   ones (`"1MiB"`, or bytes as an integer), default 1 MiB (Kafka's default
+//!   largest message), at most 1 GiB; it counts a line's bytes without its
+//!   line ending. A longer line fails the job with a message naming the
+//!   file, the line, the limit and this field.
 //! - Operator config values must be TOML strings; `config = { n = 3 }` is an
 //!   error that suggests `n = "3"`.
 
@@ -49,7 +55,7 @@ use crate::connectors::blackhole::BlackholeConfig;
 use crate::connectors::file::{FileSinkConfig, FileSourceConfig};
 use crate::connectors::generator::GeneratorConfig;
 use crate::connectors::stdio::{StdinConfig, StdoutConfig};
-use crate::model::config::{describe, parse_size, Field, Fields, JobError, JobFile};
+use crate::model::config::{describe, Field, Fields, JobError, JobFile};
 use crate::wasm::limits::{Capabilities, DirGrant, Limits};
 use crate::wasm::operator::Setup;
 
@@ -743,21 +749,7 @@ impl JobFile<'_> {
     fn limits(&self, id: &str, raw: &Spanned<RawLimits>) -> Result<Limits, JobError> {
         let s = self.section(format!("operator `{id}` limits"), raw.span());
         let r = raw.get_ref();
-        let size = |name: &str, v: &Spanned<Value>| -> Result<u64, JobError> {
-            match v.get_ref() {
-                Value::String(text) => {
-                    parse_size(text).map_err(|e| s.fail(v.span(), format!("`{name}`: {e}")))
-                }
-                Value::Integer(_) => s.int(name, v, 1, i64::MAX),
-                other => Err(s.fail(
-                    v.span(),
-                    format!(
-                        "`{name}` must be a size such as \"64MiB\", found {}",
-                        describe(other)
-                    ),
-                )),
-            }
-        };
+        let size = |name: &str, v: &Spanned<Value>| s.size(name, v);
         let d = Limits::default();
         let cpu = match &r.cpu_per_call {
             Some(v) => {
@@ -1054,7 +1046,9 @@ impl JobFile<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connectors::file::DEFAULT_MAX_LINE_SIZE;
     use crate::connectors::json::Format;
+    use crate::model::config::format_size;
 
     const EXAMPLE: &str = r#"name = "wordcount"
 max_parallelism = 128            # key groups; fixed for the life of the job's state
@@ -1143,6 +1137,7 @@ type = "stdout"
                 connector: SourceConnector::File(FileSourceConfig {
                     path: PathBuf::from("/jobs/input.jsonl"),
                     format: Format::Json,
+                    max_line_size: DEFAULT_MAX_LINE_SIZE,
                 }),
                 watermark_delay: Duration::from_secs(2),
                 batch_size: 1024,
@@ -1223,7 +1218,8 @@ type = "stdout"
             spec.source,
             SourceSpec {
                 connector: SourceConnector::Stdin(StdinConfig {
-                    format: Format::Json
+                    format: Format::Json,
+                    max_line_size: DEFAULT_MAX_LINE_SIZE,
                 }),
                 watermark_delay: Duration::ZERO,
                 batch_size: DEFAULT_BATCH_SIZE,
@@ -1622,6 +1618,72 @@ type = "stdout"
         assert_eq!(
             e,
             "/jobs/job.toml:4: source: `batch_size` must be between 1 and 65536, found 70000"
+        );
+    }
+
+    #[test]
+    fn sizes_are_shown_in_their_largest_unit() {
+        assert_eq!(format_size(1 << 20), "1 MiB");
+        assert_eq!(format_size(64 << 10), "64 KiB");
+        assert_eq!(format_size(3 << 29), "1.5 GiB");
+        assert_eq!(format_size(100), "100 bytes");
+    }
+
+    #[test]
+    fn max_line_size() {
+        let source = |field: &str| {
+            parse(&MINIMAL.replace("type = \"stdin\"", &format!("type = \"stdin\"\n{field}")))
+                .map(|spec| spec.source)
+        };
+        for (field, bytes) in [
+            ("max_line_size = \"64KiB\"", 64 << 10),
+            ("max_line_size = \"1GiB\"", 1 << 30),
+            ("max_line_size = 100", 100),
+        ] {
+            assert!(
+                matches!(source(field), Ok(SourceSpec { connector: SourceConnector::Stdin(StdinConfig { max_line_size, .. }), .. }) if max_line_size == bytes),
+                "{field}"
+            );
+        }
+        let text = MINIMAL.replace(
+            "type = \"stdin\"",
+            "type = \"file\"\npath = \"in\"\nmax_line_size = \"2MiB\"",
+        );
+        assert!(matches!(
+            parse(&text).unwrap().source.connector,
+            SourceConnector::File(FileSourceConfig { max_line_size, .. }) if max_line_size == 2 << 20
+        ));
+        for (field, message) in [
+            (
+                "max_line_size = \"lots\"",
+                "/jobs/job.toml:4: source: `max_line_size`: `lots` is not a size: expected e.g. `64MiB`",
+            ),
+            (
+                "max_line_size = \"0\"",
+                "/jobs/job.toml:4: source: `max_line_size`: size `0` must be above 0 and below 16 EiB",
+            ),
+            (
+                "max_line_size = 0",
+                "/jobs/job.toml:4: source: `max_line_size` must be at least 1, found 0",
+            ),
+            (
+                "max_line_size = \"2GiB\"",
+                "/jobs/job.toml:4: source: `max_line_size` must be at most 1GiB, found 2147483648 bytes",
+            ),
+            (
+                "max_line_size = true",
+                "/jobs/job.toml:4: source: `max_line_size` must be a size such as \"64MiB\", found boolean true",
+            ),
+        ] {
+            assert_eq!(err(&MINIMAL.replace("type = \"stdin\"", &format!("type = \"stdin\"\n{field}"))), message);
+        }
+        let e = err(&MINIMAL.replace(
+            "type = \"stdin\"",
+            "type = \"generator\"\ncount = 5\nmax_line_size = \"1MiB\"",
+        ));
+        assert_eq!(
+            e,
+            "/jobs/job.toml:5: source: `max_line_size` does not apply to a `generator` source"
         );
     }
 

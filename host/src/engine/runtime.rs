@@ -178,12 +178,14 @@ fn open_source(
     let batch_size = spec.source.batch_size;
     let reader: Box<dyn SourceReader> = match &spec.source.connector {
         SourceConnector::File(c) => {
-            connectors::file::open_source(&c.path, c.format, batch_size, position)
+            connectors::file::open_source(&c.path, c.format, batch_size, c.max_line_size, position)
                 .map_err(RunError::Setup)?
         }
-        SourceConnector::Stdin(c) => {
-            Box::new(connectors::stdio::StdinSource::start(c.format, batch_size))
-        }
+        SourceConnector::Stdin(c) => Box::new(connectors::stdio::StdinSource::start(
+            c.format,
+            batch_size,
+            c.max_line_size,
+        )),
         SourceConnector::Generator(c) => {
             let mut generator = connectors::generator::Generator::new(
                 c.count,

@@ -2,10 +2,22 @@
 //! [`SinkWriter`]) on its own thread as part of the job's dataflow.
 //!
 //! A source is read on its own thread: batches go to the first operator
-//! through the partitioner, each followed by the watermark (highest event
-//! timestamp seen minus `watermark_delay`) when it advanced. At the end of a
-//! bounded input the source sends the final watermark, `i64::MAX`, so that
-//! every pending event-time timer fires, and then the end marker.
+//! through the partitioner, each followed by the watermark when it advanced.
+//! At the end of a bounded input the source sends the final watermark,
+//! `i64::MAX`, so that every pending event-time timer fires, and then the end
+//! marker.
+//!
+//! A watermark `W` promises that no event with a timestamp `<= W` follows it.
+//! With the highest timestamp seen `max` and `watermark_delay` `d`, events
+//! may still come at `max - d` (they are only `d` behind the newest), so the
+//! watermark is `max - d - 1`: Flink's bounded-out-of-orderness watermark.
+//! With a delay of 0, an event stamped like the newest one is therefore on
+//! time, and a stream in timestamp order never has a late event. An event is
+//! late when its timestamp is `<= W`; an event-time timer for `t` fires when
+//! `t <= W`, so a window `[s, s + size)` (timer at `s + size - 1`) fires once
+//! an event at `s + size + d` or later has been seen. The arithmetic
+//! saturates (see [`watermark_after`]), and `i64::MAX` is kept for the end of
+//! the input: no event timestamp reaches it.
 //!
 //! A sink pre-commits what came before a barrier and publishes it when the
 //! checkpoint completes.
@@ -60,6 +72,17 @@ fn inject(
     Ok(())
 }
 
+/// The watermark once the highest timestamp seen is `max_ts`, with a
+/// watermark delay of `delay_ms`: `max_ts - delay_ms - 1`, saturating at
+/// `i64::MIN` (no watermark yet). It is below `i64::MAX` for every
+/// `max_ts`, since `i64::MAX` means the end of the input.
+pub fn watermark_after(max_ts: i64, delay_ms: i64) -> i64 {
+    if max_ts == i64::MIN {
+        return i64::MIN;
+    }
+    max_ts.saturating_sub(delay_ms.max(0)).saturating_sub(1)
+}
+
 /// Runs a source until its input ends; returns the number of events read.
 /// With checkpointing, barriers are injected between batches when the
 /// coordinator asks, and the input ends with the final checkpoint.
@@ -108,7 +131,7 @@ pub fn run_source(
             max_ts = max_ts.max(m);
         }
         router.send_batch(batch, Some(offsets))?;
-        let wm = max_ts.saturating_sub(delay);
+        let wm = watermark_after(max_ts, delay);
         if wm > watermark {
             watermark = wm;
             router.send_watermark(watermark)?;
@@ -196,4 +219,34 @@ pub fn run_sink(
     }
     writer.finish().map_err(|e| fail(writer.as_ref(), e))?;
     Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::watermark_after;
+
+    #[test]
+    fn the_watermark_is_one_below_the_highest_timestamp_less_the_delay() {
+        // An event at the newest timestamp may still come: it must not be behind the watermark.
+        assert_eq!(watermark_after(1999, 0), 1998);
+        assert_eq!(watermark_after(5000, 2000), 2999);
+        assert_eq!(watermark_after(0, 0), -1);
+        assert_eq!(watermark_after(-5, 10), -16);
+    }
+
+    #[test]
+    fn the_watermark_saturates_and_never_reaches_the_end_of_input() {
+        // Nothing seen yet: no watermark.
+        assert_eq!(watermark_after(i64::MIN, 0), i64::MIN);
+        assert_eq!(watermark_after(i64::MIN, 1000), i64::MIN);
+        // Just above the minimum: saturates rather than wrapping.
+        assert_eq!(watermark_after(i64::MIN + 1, 0), i64::MIN);
+        assert_eq!(watermark_after(i64::MIN + 1, 1000), i64::MIN);
+        assert_eq!(watermark_after(0, i64::MAX), i64::MIN);
+        assert_eq!(watermark_after(i64::MAX, i64::MAX), -1);
+        // `i64::MAX` is the end of the input; an event stamped with it does not claim it.
+        assert_eq!(watermark_after(i64::MAX, 0), i64::MAX - 1);
+        // A negative delay cannot come from a duration; it counts as none.
+        assert_eq!(watermark_after(10, -5), 9);
+    }
 }

@@ -2,9 +2,18 @@
 //! reading its inputs, calling the operator, firing timers as the watermark
 //! and the clock pass them, and routing the output downstream.
 //!
-//! Bad input: when the operator rejects event `i` of a batch, the output of
+//! Bad input: when the operator rejects event `i` of a call, the output of
 //! the events before it is forwarded, event `i` goes to the dead-letter
-//! output, and the operator is called again with the events after it.
+//! output, and the operator is called again with the events after it. Not
+//! with all of them: a guest stops at the event it rejects, so handing it the
+//! whole rest of the batch after every rejection would lift (and prefetch
+//! state for) that rest again each time, quadratic in the batch when many
+//! events are bad. Each call after a rejection gets at most twice as many
+//! events as the call before it got through (at least one), so all calls for
+//! a batch together hand the guest at most three times its events, however
+//! many it rejects; with no rejection the batch is one call, as before.
+//! Operators must not depend on where batches are cut (they never could: the
+//! source's `batch_size` and the partitioner decide it too).
 //!
 //! Failure: when a call traps, overruns a budget, returns malformed output
 //! or a fatal error, the subtask fails with a message that names the event
@@ -103,34 +112,51 @@ impl Subtask {
         Ok(())
     }
 
+    /// Calls the operator on `batch`, in one call unless it rejects an
+    /// event; then in calls that grow from what the last one got through
+    /// (see the module doc).
     fn process(&mut self, batch: Batch, offsets: Option<Offsets>) -> Result<(), StageError> {
         let mut batch = batch;
-        // Events of the batch as received that came before `batch`.
-        let mut done = 0;
-        while !batch.is_empty() {
-            let failure = match self.op.process(&mut batch) {
+        let n = batch.len();
+        // Events `start..` are still to be processed; `at` is where event
+        // `start` begins in `batch.data`; `chunk` is how many the next call gets.
+        let (mut start, mut at, mut chunk) = (0, 0, n);
+        while start < n {
+            let end = start + chunk.clamp(1, n - start);
+            let mut part;
+            let call: &mut Batch = if start == 0 && end == n {
+                &mut batch
+            } else {
+                part = batch.slice(start..end, at);
+                &mut part
+            };
+            let failure = match self.op.process(call) {
                 Ok(Ok(out)) => {
                     self.forward(out)?;
-                    break;
+                    at += call.data.len();
+                    chunk = 2 * (end - start);
+                    start = end;
+                    continue;
                 }
                 Ok(Err(GuestError::BadInput(rejected))) => {
                     let index = rejected.index as usize;
-                    match batch.iter().nth(index) {
+                    match call.iter().nth(index) {
                         Some(event) => {
                             self.forward(rejected.output)?;
                             self.dead_letter(rejected.message, &event)?;
-                            batch = batch.tail(index + 1);
-                            done += index + 1;
+                            at += call.data_len(0..index + 1);
+                            start += index + 1;
+                            chunk = 2 * (index + 1);
                             continue;
                         }
-                        None => format!("rejected event {index} of a batch of {}", batch.len()),
+                        None => format!("rejected event {index} of a batch of {}", call.len()),
                     }
                 }
                 Ok(Err(GuestError::Fatal(message))) => format!("failed: {message}"),
                 Err(e) => e,
             };
-            let offsets = offsets.as_deref().and_then(|o| o.get(done..));
-            let at = self.locate_failure(&batch, offsets);
+            let offsets = offsets.as_deref().and_then(|o| o.get(start..end));
+            let at = self.locate_failure(&*call, offsets);
             return Err(self.fail(format!("{failure}; {at}")));
         }
         Ok(())

@@ -2,6 +2,8 @@
 //! the WIT `batch` and `blobs` records (one byte buffer plus lengths), so that
 //! the `wasm` layer hands them to a guest by moving their buffers, not copying.
 
+use std::ops::Range;
+
 /// A batch of events in flat form. Event `i` occupies, in `data`, its key
 /// bytes (`key_lens[i]` of them, none when it is -1: an absent key) followed
 /// by its value bytes (`value_lens[i]`); `timestamps[i]` is its event time in
@@ -146,6 +148,29 @@ impl Batch {
         out
     }
 
+    /// Bytes of `data` that the events in `events` take.
+    pub fn data_len(&self, events: Range<usize>) -> usize {
+        let keys: usize = self.key_lens[events.clone()]
+            .iter()
+            .map(|&k| k.max(0) as usize)
+            .sum();
+        let values: usize = self.value_lens[events].iter().map(|&v| v as usize).sum();
+        keys + values
+    }
+
+    /// The events in `events` as a new batch, given `at`, where the first of
+    /// them starts in `data` (see [`Batch::data_len`]): the work is in
+    /// proportion to what is copied, not to the events before them.
+    pub fn slice(&self, events: Range<usize>, at: usize) -> Batch {
+        let end = at + self.data_len(events.clone());
+        Batch {
+            data: self.data[at..end].to_vec(),
+            key_lens: self.key_lens[events.clone()].to_vec(),
+            value_lens: self.value_lens[events.clone()].to_vec(),
+            timestamps: self.timestamps[events].to_vec(),
+        }
+    }
+
     /// Appends every event of `other`.
     pub fn extend(&mut self, other: &Batch) {
         self.data.extend_from_slice(&other.data);
@@ -280,6 +305,13 @@ mod tests {
         let tail = b.tail(1);
         assert_eq!(tail.len(), 2);
         assert_eq!(tail.iter().next().unwrap().timestamp, 2);
+        let at = b.data_len(0..1);
+        assert_eq!(at, 4);
+        assert_eq!(b.slice(1..3, at), tail);
+        let middle = b.slice(1..2, at);
+        assert_eq!(middle.iter().collect::<Vec<_>>(), [events[1]]);
+        assert_eq!(b.slice(0..3, 0), b);
+        assert!(b.slice(3..3, b.data.len()).is_empty());
     }
 
     #[test]

@@ -141,6 +141,20 @@ pub struct DirGrant {
     pub writable: bool,
 }
 
+/// A size for messages: `1 MiB`, `64 KiB`, `1.5 MiB`, `100 bytes`.
+pub fn format_size(bytes: u64) -> String {
+    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if bytes >= 1 << shift {
+            return if bytes.is_multiple_of(1 << shift) {
+                format!("{} {unit}", bytes >> shift)
+            } else {
+                format!("{:.1} {unit}", bytes as f64 / (1u64 << shift) as f64)
+            };
+        }
+    }
+    format!("{bytes} bytes")
+}
+
 /// A table whose fields its owner takes one by one ([`Fields::take`]); what
 /// is left at the end ([`Fields::finish`]) is an error naming the field and
 /// its line. A connector reads its `[source]` or `[sink]` table this way, so
@@ -334,6 +348,23 @@ impl Table<'_, '_> {
         f: impl FnOnce(&Spanned<Value>) -> Result<T, JobError>,
     ) -> Result<Option<T>, JobError> {
         field.as_ref().map(f).transpose()
+    }
+
+    /// A size in bytes: a string such as `"64MiB"` (see [`parse_size`]) or an integer.
+    pub fn size(&self, name: &str, v: &Spanned<Value>) -> Result<u64, JobError> {
+        match v.get_ref() {
+            Value::String(text) => {
+                parse_size(text).map_err(|e| self.fail(v.span(), format!("`{name}`: {e}")))
+            }
+            Value::Integer(_) => self.int(name, v, 1, i64::MAX),
+            other => Err(self.fail(
+                v.span(),
+                format!(
+                    "`{name}` must be a size such as \"64MiB\", found {}",
+                    describe(other)
+                ),
+            )),
+        }
     }
 
     /// A `true` or `false`.

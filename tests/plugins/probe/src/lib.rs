@@ -9,6 +9,9 @@
 //! - `loop` never returns (the CPU budget stops it); `grow` allocates
 //!   without end (the memory budget stops it); `flood:N` emits N events;
 //!   `echo:TEXT` emits TEXT (to drive a probe downstream).
+//! - `handed` emits `C calls, E events`: how many `process` calls this
+//!   instance has had and how many events they were handed in all (this one
+//!   included), to see how the host re-submits a batch after a rejection.
 //! - `read:PATH`, `write:PATH`, `list:PATH`, `env:NAME` and `connect:HOST:PORT`
 //!   try that WASI access and emit the key with `value` = `ok:…` (what was
 //!   read, listed or found) or `err:…` (the error), to test capabilities.
@@ -20,6 +23,8 @@ use weir_sdk::{Context, Error, Event, ListState, Operator, Output, StateSpec, Ti
 struct Probe {
     items: ListState<String>,
     foreign: bool,
+    calls: u64,
+    handed: u64,
 }
 
 impl Operator for Probe {
@@ -34,7 +39,15 @@ impl Operator for Probe {
         Ok(Probe {
             items: ctx.list_state("items")?,
             foreign: ctx.config().get("mode") == Some("foreign"),
+            calls: 0,
+            handed: 0,
         })
+    }
+
+    fn prefetch(&mut self, _ctx: &mut Context, events: &[Event<'_>]) -> Result<(), Error> {
+        self.calls += 1;
+        self.handed += events.len() as u64;
+        Ok(())
     }
 
     fn process(
@@ -77,6 +90,11 @@ impl Operator for Probe {
             "bad" => return Err(Error::bad_input("probe was told this event is bad")),
             v if v.starts_with("log:") => weir_sdk::log::info(&v[4..]),
             v if v.starts_with("echo:") => out.emit(event.key, &v[5..], event.timestamp),
+            "handed" => out.emit(
+                event.key,
+                format!("{} calls, {} events", self.calls, self.handed),
+                event.timestamp,
+            ),
             v => {
                 let key = if self.foreign {
                     format!("{}-elsewhere", v).into_bytes()
