@@ -346,11 +346,10 @@ impl Coordinator {
                             p.op_bytes[operator] += bytes;
                         }
                         if let Some(sp) = p.savepoint.as_mut() {
-                            let (data, state_keys) = savepoint::encode_data(&changes, &timers);
                             let name = format!("op{operator}-sub{subtask}.state");
-                            let file = sp
+                            let (file, state_keys) = sp
                                 .writer
-                                .write_file(&name, key_groups, &data)
+                                .write_data(&name, key_groups, &changes, &timers)
                                 .map_err(|e| e.to_string())?;
                             sp.files[operator].push(file);
                             for (state, n) in state_keys {
