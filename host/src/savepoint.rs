@@ -1767,7 +1767,8 @@ mod canonical_streamed_tests {
     #[test]
     fn metadata_carries_its_own_checksum_and_any_change_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let sp = written(dir.path(), 8, 20, 3, &[0..8]);
+        let whole = std::iter::once(0..8u32).collect::<Vec<_>>();
+        let sp = written(dir.path(), 8, 20, 3, &whole);
         let text = std::fs::read_to_string(sp.join(METADATA)).unwrap();
         // Human-readable JSON; the last field is the checksum of the lines above it.
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
