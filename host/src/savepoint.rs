@@ -902,7 +902,7 @@ impl Savepoint {
         if version == 1 {
             return Err(err(
                 &path,
-                format!("has format version 1, whose `_metadata` has no checksum of its own; this weir reads only version {FORMAT_VERSION} (take a new savepoint: restore this one with the weir that wrote it)"),
+                format!("has format version 1, whose `_metadata` has no checksum of its own; this weir reads only version {FORMAT_VERSION} (restore it with the weir that wrote it, with checkpoints on, and take a new savepoint with this weir from those checkpoints)"),
             ));
         }
         if version != FORMAT_VERSION {
