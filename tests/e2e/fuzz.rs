@@ -2,8 +2,9 @@
 //! savepoint reader (manifest and data files) and the checkpoint reader are
 //! fed thousands of mutations of real inputs (bytes flipped, cut, repeated,
 //! spliced) and must answer each with a clean error or a result, never a
-//! panic. Each run draws a new seed and prints it (`WEIR_TEST_SEED=…`):
-//! set that variable to replay a failing sequence.
+//! panic; and any change to a savepoint's `_metadata` must be refused, with
+//! an error naming it. Each run draws a new seed and prints it
+//! (`WEIR_TEST_SEED=…`): set that variable to replay a failing sequence.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -187,8 +188,18 @@ fn the_savepoint_reader_never_panics() {
                 Ok::<(), String>(())
             },
         );
-        if let Err(message) = result {
-            assert!(!message.contains('\n'), "{message:?}");
+        match result {
+            Err(message) => {
+                assert!(!message.contains('\n'), "{message:?}");
+                assert!(message.contains("_metadata"), "{message}");
+            }
+            // `_metadata` checks itself: any change to it is refused.
+            Ok(()) => assert_eq!(
+                bytes,
+                manifest,
+                "a changed _metadata was accepted:\n{}",
+                String::from_utf8_lossy(&bytes)
+            ),
         }
     }
 }

@@ -339,7 +339,7 @@ fn verify_accepts_an_intact_savepoint_and_names_each_damage() {
             |d| {
                 let p = d.join("_metadata");
                 let text = std::fs::read_to_string(&p).unwrap();
-                let text = text.replace("\"format_version\": 1,", "\"format_version\": 99,");
+                let text = text.replace("\"format_version\": 2,", "\"format_version\": 99,");
                 assert!(text.contains("99"));
                 std::fs::write(&p, text).unwrap();
             },

@@ -161,9 +161,8 @@ pub fn savepoint(keys: u64, dir: &Path) -> Result<SavepointFigures, String> {
     let copy_ms = ms(t);
     let t = Instant::now();
     let writer = SavepointWriter::create(dir, "bench", 1, 0).map_err(|e| e.to_string())?;
-    let (data, _) = savepoint::encode_data(&all, &[]);
-    let file = writer
-        .write_file("op0-sub0.state", 0..128, &data)
+    let (file, _) = writer
+        .write_data("op0-sub0.state", 0..128, &all, &[])
         .map_err(|e| e.to_string())?;
     let mut manifest = savepoint::new_metadata(
         "bench",

@@ -446,10 +446,9 @@ impl Coordinator {
                             }
                         }
                         if let Some(sp) = p.savepoint.as_mut() {
-                            let (data, state_keys) = savepoint::encode_data(&changes, &timers);
                             let name = format!("op{operator}-sub{subtask}.state");
-                            match sp.writer.write_file(&name, key_groups, &data) {
-                                Ok(file) => {
+                            match sp.writer.write_data(&name, key_groups, &changes, &timers) {
+                                Ok((file, state_keys)) => {
                                     sp.files[operator].push(file);
                                     for (state, n) in state_keys {
                                         *sp.keys[operator].entry(state).or_default() += n;

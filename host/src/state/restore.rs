@@ -11,6 +11,13 @@
 //! - a state whose kind changed is an error;
 //! - a state whose version rose goes through the new operator's `migrate`;
 //!   a lower version is an error.
+//!
+//! Each subtask then loads its own key groups ([`Restore::load`]), on its own
+//! thread. From a savepoint, a subtask reads the data files that overlap its
+//! key groups: whole (and checksummed) when it owns all of a file's key
+//! groups, else only its part, seeking past the frames of the others, so
+//! that at another parallelism the subtasks together read each data file
+//! once (the choice is explained in [`crate::state::savepoint`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

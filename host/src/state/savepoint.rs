@@ -9,15 +9,32 @@
 //!                      source position, and for each operator ID its name,
 //!                      version, `.wasm` SHA-256, declared states (kind,
 //!                      version, key count) and data files (key groups,
-//!                      size, SHA-256)
+//!                      size, SHA-256); last, `metadata_sha256`
 //!   op0-sub0.state     data files: one per operator subtask at the time
 //!   op0-sub1.state     of the savepoint, each covering a range of key groups
 //! ```
 //!
 //! Nothing in it names an absolute path: data files are named relative to
-//! the directory, so a savepoint can be copied or moved anywhere. It does
-//! not depend on the working state backend (sled checkpoints): a data file
-//! is the magic `WEIRSPD1` followed by frames, all integers little-endian:
+//! the directory, so a savepoint can be copied or moved anywhere.
+//!
+//! **`_metadata` protects itself.** Its last field, `metadata_sha256`, is the
+//! SHA-256 of every line above the line that holds it (so `head -n -2
+//! _metadata | sha256sum` prints it), and the file ends with that line and
+//! `}`. Opening a savepoint (what `verify`, `inspect`, `edit`, `state
+//! export|import` and `run --from-savepoint` all do first) recomputes it: any
+//! change to the file, down to a digit of the source position or a space, is
+//! refused with one line naming `_metadata`. The tools that change a
+//! savepoint write a new one, with its own checksum. A checksum over the raw
+//! lines, not over re-serialized fields, keeps the file plain JSON that a
+//! person can read and a shell can check, and does not depend on how a JSON
+//! library orders or spells things. This is format version 2; version 1 had
+//! no such checksum, and is refused (naming `_metadata` and the version)
+//! rather than read with a warning: a manifest that cannot be checked is the
+//! very thing that restored from a wrong source position, and weir has not
+//! been released, so no one holds version-1 savepoints they cannot re-take.
+//!
+//! It does not depend on the working state backend (sled checkpoints): a data
+//! file is the magic `WEIRSPD1` followed by frames, all integers little-endian:
 //!
 //! ```text
 //! frame   := kind:u8 key_group:u32 name_len:u16 name count:u32 len:u32 payload[len]
@@ -28,13 +45,39 @@
 //! key, value, map_key := len:u32 bytes
 //! ```
 //!
+//! **Canonical.** The same state gives the same bytes, whatever the order
+//! the working state's hash maps hold it in: frames are in ascending key
+//! group; within a key group, the state frames by state name, each state's
+//! entries by key bytes (map entries by map key; list values in list order),
+//! then the key group's timers by (domain, time, key). A frame is cut at
+//! about 1 MiB of payload, at the same entry every time.
+//!
+//! **Streamed.** Data files are written, checked and read through bounded
+//! buffers, never whole: a writer encodes into the file through a hashing
+//! writer (one frame's payload is buffered, to know its length); a full read
+//! ([`Savepoint::verify`], the surgery tools, and a restoring subtask that
+//! owns every key group of a file) decodes through a hashing reader, and
+//! checks size and SHA-256 at its end. A restore at another parallelism
+//! (a subtask owning part of a file's key groups) reads each file once in
+//! all: since frames are in key-group order, a subtask reads frame headers,
+//! seeks past the payloads of key groups before its own, decodes its own, and
+//! stops at the first frame past them; so every payload byte is read by the
+//! one subtask that owns it. We chose this over one reader per file handing
+//! records to the subtasks that own them: subtasks restore on their own
+//! threads, and a hand-over would tie them together (a subtask that fails
+//! before it reads would stall the others) for no fewer bytes read. A
+//! partial read cannot check the file's SHA-256; the runtime verifies every
+//! file before any subtask restores, so a restore reads each file twice in
+//! all (verify, then load), whatever the parallelism.
+//!
 //! A savepoint is written into a hidden `.<name>.inprogress` directory and
 //! renamed into place once its `_metadata` is durable, so a crash never
 //! leaves something that looks like a complete savepoint. Opening one reads
 //! and checks `_metadata`; [`Savepoint::verify`] checks every data file's
 //! size and SHA-256, and every error names the file and what is wrong.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -47,10 +90,13 @@ use crate::state::keyed::{StateChange, StoredEntry};
 
 /// The `format` field of every savepoint's `_metadata`.
 pub const FORMAT: &str = "weir-savepoint";
-/// Version of the savepoint format this weir writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the savepoint format this weir writes and reads: 2, since
+/// `_metadata` carries its own checksum and data files are canonical.
+pub const FORMAT_VERSION: u32 = 2;
 /// The manifest's file name.
 pub const METADATA: &str = "_metadata";
+/// The last field of `_metadata`: the SHA-256 of every line above its own.
+pub const METADATA_SHA256: &str = "metadata_sha256";
 /// The first bytes of every data file.
 pub const DATA_MAGIC: &[u8; 8] = b"WEIRSPD1";
 
@@ -61,6 +107,11 @@ const KIND_TIMERS: u8 = 4;
 
 /// Frames are cut at about this many payload bytes.
 const FRAME_BYTES: usize = 1 << 20;
+/// The buffer of a full (checked) read of a data file.
+const READ_BUFFER: usize = 1 << 16;
+/// The buffer of a partial read (a restoring subtask that owns part of a
+/// file's key groups): small, since a seek past other key groups drops it.
+const PARTIAL_READ_BUFFER: usize = 1 << 14;
 
 /// Why a savepoint could not be written, read or used. One line naming the
 /// savepoint file (or directory) and the problem.
@@ -260,67 +311,139 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// Encodes one data file: state entries and timers. Returns its bytes and
-/// the number of keys of each state name.
-pub fn encode_data<'a>(
-    changes: impl IntoIterator<Item = &'a StateChange>,
-    timers: &[(u32, Vec<TimerRecord>)],
-) -> (Vec<u8>, std::collections::BTreeMap<String, u64>) {
-    let mut out = Vec::with_capacity(1 << 16);
-    out.extend_from_slice(DATA_MAGIC);
-    let mut keys: std::collections::BTreeMap<String, u64> = Default::default();
-    let mut payload: Vec<u8> = Vec::with_capacity(FRAME_BYTES + (1 << 16));
-    let mut count = 0u32;
-    let mut current: Option<(u8, u32, String)> = None;
-    let flush = |out: &mut Vec<u8>,
-                 header: &Option<(u8, u32, String)>,
-                 count: &mut u32,
-                 payload: &mut Vec<u8>| {
-        if let Some((kind, kg, name)) = header {
-            if *count > 0 {
-                out.push(*kind);
-                out.extend_from_slice(&kg.to_le_bytes());
-                out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-                out.extend_from_slice(name.as_bytes());
-                out.extend_from_slice(&count.to_le_bytes());
-                out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-                out.extend_from_slice(payload);
+/// Writes frames to `out`, buffering one frame's payload (to know its length).
+struct Encoder<W: Write> {
+    out: W,
+    header: Option<(u8, u32, String)>,
+    count: u32,
+    payload: Vec<u8>,
+}
+
+impl<W: Write> Encoder<W> {
+    fn new(mut out: W) -> std::io::Result<Self> {
+        out.write_all(DATA_MAGIC)?;
+        Ok(Encoder {
+            out,
+            header: None,
+            count: 0,
+            payload: Vec::with_capacity(1 << 16),
+        })
+    }
+
+    /// Writes the frame being built, if it has anything.
+    fn flush_frame(&mut self) -> std::io::Result<()> {
+        if let Some((kind, kg, name)) = &self.header {
+            if self.count > 0 {
+                let mut head = Vec::with_capacity(15 + name.len());
+                head.push(*kind);
+                head.extend_from_slice(&kg.to_le_bytes());
+                head.extend_from_slice(&(name.len() as u16).to_le_bytes());
+                head.extend_from_slice(name.as_bytes());
+                head.extend_from_slice(&self.count.to_le_bytes());
+                head.extend_from_slice(&(self.payload.len() as u32).to_le_bytes());
+                self.out.write_all(&head)?;
+                self.out.write_all(&self.payload)?;
             }
         }
-        *count = 0;
-        payload.clear();
-    };
-    for change in changes {
+        self.count = 0;
+        self.payload.clear();
+        Ok(())
+    }
+
+    /// Makes the next record go into a frame `(kind, kg, name)`: the current
+    /// one if it is that and not full, else a new one.
+    fn frame(&mut self, kind: u8, kg: u32, name: &str) -> std::io::Result<()> {
+        let same = matches!(&self.header, Some((k, g, n)) if *k == kind && *g == kg && n == name);
+        if !same || self.payload.len() >= FRAME_BYTES {
+            self.flush_frame()?;
+            self.header = Some((kind, kg, name.to_string()));
+        }
+        Ok(())
+    }
+
+    fn state(&mut self, change: &StateChange) -> std::io::Result<()> {
         let kind = match &change.entry {
             StoredEntry::Value(_) => KIND_VALUE,
             StoredEntry::Map(_) => KIND_MAP,
             StoredEntry::List(_) => KIND_LIST,
-            StoredEntry::Deleted => continue,
+            StoredEntry::Deleted => return Ok(()),
         };
-        let same = matches!(&current, Some((k, g, n)) if *k == kind && *g == change.key_group && *n == change.state);
-        if !same || payload.len() >= FRAME_BYTES {
-            flush(&mut out, &current, &mut count, &mut payload);
-            current = Some((kind, change.key_group, change.state.clone()));
-        }
-        put_bytes(&mut payload, &change.key);
+        self.frame(kind, change.key_group, &change.state)?;
+        let payload = &mut self.payload;
+        put_bytes(payload, &change.key);
         match &change.entry {
-            StoredEntry::Value(v) => put_bytes(&mut payload, v),
+            StoredEntry::Value(v) => put_bytes(payload, v),
             StoredEntry::Map(entries) => {
                 payload.extend_from_slice(&(entries.len() as u32).to_le_bytes());
                 for (k, v) in entries {
-                    put_bytes(&mut payload, k);
-                    put_bytes(&mut payload, v);
+                    put_bytes(payload, k);
+                    put_bytes(payload, v);
                 }
             }
             StoredEntry::List(values) => {
                 payload.extend_from_slice(&(values.len() as u32).to_le_bytes());
                 for v in values {
-                    put_bytes(&mut payload, v);
+                    put_bytes(payload, v);
                 }
             }
-            StoredEntry::Deleted => unreachable!("skipped above"),
+            StoredEntry::Deleted => {}
         }
-        count += 1;
+        self.count += 1;
+        Ok(())
+    }
+
+    fn timers(&mut self, kg: u32, records: &[&TimerRecord]) -> std::io::Result<()> {
+        for (domain, time, key) in records {
+            self.frame(KIND_TIMERS, kg, "")?;
+            self.payload.push(*domain);
+            self.payload.extend_from_slice(&time.to_le_bytes());
+            match key {
+                Some(k) => {
+                    self.payload.push(1);
+                    put_bytes(&mut self.payload, k);
+                }
+                None => self.payload.push(0),
+            }
+            self.count += 1;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<W> {
+        self.flush_frame()?;
+        Ok(self.out)
+    }
+}
+
+/// Encodes one data file into `out` in canonical order (see the module
+/// doc): state entries (deleted ones skipped) and timers, whatever order they
+/// come in. Returns `out` and the number of keys of each state name.
+fn encode_into<'a, W: Write>(
+    out: W,
+    changes: impl IntoIterator<Item = &'a StateChange>,
+    timers: &[(u32, Vec<TimerRecord>)],
+) -> std::io::Result<(W, std::collections::BTreeMap<String, u64>)> {
+    let mut entries: Vec<&StateChange> = changes
+        .into_iter()
+        .filter(|c| !matches!(c.entry, StoredEntry::Deleted))
+        .collect();
+    entries.sort_unstable_by(|a, b| {
+        (a.key_group, &a.state, &a.key).cmp(&(b.key_group, &b.state, &b.key))
+    });
+    let mut by_group: std::collections::BTreeMap<u32, Vec<&TimerRecord>> = Default::default();
+    for (kg, records) in timers {
+        by_group.entry(*kg).or_default().extend(records);
+    }
+    let mut groups = by_group.into_iter().peekable();
+    let mut keys: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut enc = Encoder::new(out)?;
+    for change in entries {
+        // A key group's timers follow its states.
+        while let Some((kg, mut records)) = groups.next_if(|(kg, _)| *kg < change.key_group) {
+            records.sort_unstable();
+            enc.timers(kg, &records)?;
+        }
+        enc.state(change)?;
         match keys.get_mut(&change.state) {
             Some(n) => *n += 1,
             None => {
@@ -328,142 +451,268 @@ pub fn encode_data<'a>(
             }
         }
     }
-    flush(&mut out, &current, &mut count, &mut payload);
-    for (kg, records) in timers {
-        if records.is_empty() {
-            continue;
-        }
-        current = Some((KIND_TIMERS, *kg, String::new()));
-        for (domain, time, key) in records {
-            payload.push(*domain);
-            payload.extend_from_slice(&time.to_le_bytes());
-            match key {
-                Some(k) => {
-                    payload.push(1);
-                    put_bytes(&mut payload, k);
-                }
-                None => payload.push(0),
-            }
-            count += 1;
-        }
-        flush(&mut out, &current, &mut count, &mut payload);
+    for (kg, mut records) in groups {
+        records.sort_unstable();
+        enc.timers(kg, &records)?;
     }
-    (out, keys)
+    Ok((enc.finish()?, keys))
 }
 
-/// A cursor over a data file's bytes that reports where it ran out.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// Encodes one data file: state entries and timers, in canonical order.
+/// Returns its bytes and the number of keys of each state name.
+pub fn encode_data<'a>(
+    changes: impl IntoIterator<Item = &'a StateChange>,
+    timers: &[(u32, Vec<TimerRecord>)],
+) -> (Vec<u8>, std::collections::BTreeMap<String, u64>) {
+    encode_into(Vec::with_capacity(1 << 16), changes, timers).expect("writing to memory")
 }
 
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.at.checked_add(n).filter(|e| *e <= self.bytes.len());
-        match end {
-            Some(end) => {
-                let s = &self.bytes[self.at..end];
-                self.at = end;
-                Ok(s)
-            }
-            None => Err(format!(
-                "malformed at byte {}: {n} more bytes expected, {} left",
-                self.at,
-                self.bytes.len() - self.at
-            )),
+/// A reader that counts, and may hash, the bytes that pass through it.
+struct Tally<R> {
+    inner: R,
+    sha: Option<Sha256>,
+    read: u64,
+}
+
+impl<R> Tally<R> {
+    fn new(inner: R, hash: bool) -> Self {
+        Tally {
+            inner,
+            sha: hash.then(Sha256::new),
+            read: 0,
         }
-    }
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, String> {
-        Ok(u16::from_le_bytes(
-            self.take(2)?.try_into().expect("2 bytes"),
-        ))
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-    fn i64(&mut self) -> Result<i64, String> {
-        Ok(i64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
-    }
-    fn bytes(&mut self) -> Result<Vec<u8>, String> {
-        let n = self.u32()? as usize;
-        Ok(self.take(n)?.to_vec())
     }
 }
 
-/// Decodes a data file, handing every record in key groups `groups` to `f`.
-/// The error says where the bytes stopped making sense.
-pub fn decode_data(
-    bytes: &[u8],
+impl<R: Read> Read for Tally<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(sha) = &mut self.sha {
+            sha.update(&buf[..n]);
+        }
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: std::io::Seek> std::io::Seek for Tally<R> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+/// A writer that counts and hashes the bytes that pass through it.
+struct HashingWriter<W> {
+    inner: W,
+    sha: Sha256,
+    written: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Where a data file's bytes come from: a reader that can also move on
+/// without handing bytes out.
+trait DataSource: Read + Sized {
+    /// Moves `n` bytes on (by default, reading and dropping them).
+    fn skip(&mut self, n: u64) -> std::io::Result<()> {
+        skip_by_reading(self, n)
+    }
+}
+
+fn skip_by_reading(r: &mut impl Read, n: u64) -> std::io::Result<()> {
+    let copied = std::io::copy(&mut r.take(n), &mut std::io::sink())?;
+    if copied < n {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
+impl DataSource for &[u8] {}
+
+impl<R: Read> DataSource for BufReader<Tally<R>>
+where
+    Tally<R>: std::io::Seek,
+{
+    /// Seeks when nothing is hashed; a hashed read must see every byte.
+    fn skip(&mut self, n: u64) -> std::io::Result<()> {
+        if self.get_ref().sha.is_some() {
+            skip_by_reading(self, n)
+        } else {
+            self.seek_relative(n as i64)
+        }
+    }
+}
+
+/// Reads a data file's fields from a [`DataSource`], checking each length
+/// against what is left (of the file or of the frame) before it allocates,
+/// so a damaged length never makes it allocate more than the file holds.
+struct Decoder<'s, S> {
+    src: &'s mut S,
+    at: u64,
+}
+
+impl<S: DataSource> Decoder<'_, S> {
+    fn need(&self, n: u64, end: u64) -> Result<(), String> {
+        let left = end.saturating_sub(self.at);
+        if n > left {
+            return Err(format!(
+                "malformed at byte {}: {n} more bytes expected, {left} left",
+                self.at
+            ));
+        }
+        Ok(())
+    }
+    fn io(&self, e: std::io::Error) -> String {
+        format!("cannot read it at byte {}: {e}", self.at)
+    }
+    fn fill(&mut self, buf: &mut [u8], end: u64) -> Result<(), String> {
+        self.need(buf.len() as u64, end)?;
+        self.src.read_exact(buf).map_err(|e| self.io(e))?;
+        self.at += buf.len() as u64;
+        Ok(())
+    }
+    fn take(&mut self, n: usize, end: u64) -> Result<Vec<u8>, String> {
+        self.need(n as u64, end)?;
+        let mut buf = vec![0; n];
+        self.fill(&mut buf, end)?;
+        Ok(buf)
+    }
+    fn skip(&mut self, n: u64, end: u64) -> Result<(), String> {
+        self.need(n, end)?;
+        self.src.skip(n).map_err(|e| self.io(e))?;
+        self.at += n;
+        Ok(())
+    }
+    fn u8(&mut self, end: u64) -> Result<u8, String> {
+        let mut b = [0; 1];
+        self.fill(&mut b, end)?;
+        Ok(b[0])
+    }
+    fn u16(&mut self, end: u64) -> Result<u16, String> {
+        let mut b = [0; 2];
+        self.fill(&mut b, end)?;
+        Ok(u16::from_le_bytes(b))
+    }
+    fn u32(&mut self, end: u64) -> Result<u32, String> {
+        let mut b = [0; 4];
+        self.fill(&mut b, end)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn i64(&mut self, end: u64) -> Result<i64, String> {
+        let mut b = [0; 8];
+        self.fill(&mut b, end)?;
+        Ok(i64::from_le_bytes(b))
+    }
+    fn bytes(&mut self, end: u64) -> Result<Vec<u8>, String> {
+        let n = self.u32(end)? as usize;
+        self.take(n, end)
+    }
+    /// A count of items of at least `min` bytes each, as a capacity that the
+    /// rest of the frame could hold.
+    fn capacity(&self, n: u32, min: u64, end: u64) -> usize {
+        (u64::from(n).min(end.saturating_sub(self.at) / min)) as usize
+    }
+}
+
+/// How [`decode`] reads a data file.
+struct DecodeRange {
+    /// The key groups the file may hold (any other is an error).
+    allowed: Range<u32>,
+    /// The key groups whose records are handed out (the others are skipped).
     groups: Range<u32>,
+    /// Stop at the first frame past `groups` (frames are in key-group order).
+    stop_early: bool,
+}
+
+/// Decodes a data file of `len` bytes from `src`, handing every record in
+/// `r.groups` to `f`. The error says where the bytes stopped making sense.
+fn decode<S: DataSource>(
+    src: &mut S,
+    len: u64,
+    r: &DecodeRange,
     mut f: impl FnMut(Record) -> Result<(), String>,
 ) -> Result<(), String> {
-    if bytes.len() < DATA_MAGIC.len() || &bytes[..DATA_MAGIC.len()] != DATA_MAGIC {
+    let mut d = Decoder { src, at: 0 };
+    let mut magic = [0; 8];
+    if d.fill(&mut magic, len).is_err() || &magic != DATA_MAGIC {
         return Err("not a weir savepoint data file (bad magic)".to_string());
     }
-    let mut c = Cursor {
-        bytes,
-        at: DATA_MAGIC.len(),
-    };
-    while c.at < bytes.len() {
-        let frame_at = c.at;
-        let kind = c.u8()?;
-        let kg = c.u32()?;
-        let name_len = c.u16()? as usize;
-        let name = std::str::from_utf8(c.take(name_len)?)
-            .map_err(|_| format!("malformed at byte {frame_at}: a state name is not UTF-8"))?
-            .to_string();
-        let count = c.u32()?;
-        let len = c.u32()? as usize;
-        let payload = c.take(len)?;
+    let mut last_kg = 0;
+    while d.at < len {
+        let frame_at = d.at;
+        let kind = d.u8(len)?;
+        let kg = d.u32(len)?;
+        let name_len = d.u16(len)? as usize;
+        let name = String::from_utf8(d.take(name_len, len)?)
+            .map_err(|_| format!("malformed at byte {frame_at}: a state name is not UTF-8"))?;
+        let count = d.u32(len)?;
+        let flen = u64::from(d.u32(len)?);
+        d.need(flen, len)?;
         if !(KIND_VALUE..=KIND_TIMERS).contains(&kind) {
             return Err(format!(
                 "malformed at byte {frame_at}: unknown frame kind {kind}"
             ));
         }
-        if !groups.contains(&kg) {
+        if !r.allowed.contains(&kg) {
+            return Err(format!(
+                "holds key group {kg}, outside {:?} (frame at byte {frame_at})",
+                r.allowed
+            ));
+        }
+        if kg < last_kg {
+            return Err(format!(
+                "frame at byte {frame_at} is of key group {kg}, after key group {last_kg}: frames are not in key-group order"
+            ));
+        }
+        last_kg = kg;
+        if !r.groups.contains(&kg) {
+            if r.stop_early && kg >= r.groups.end {
+                return Ok(());
+            }
+            d.skip(flen, len)?;
             continue;
         }
-        let mut p = Cursor {
-            bytes: payload,
-            at: 0,
-        };
+        let end = d.at + flen;
         let in_frame = |e: String| format!("frame at byte {frame_at}: {e}");
         for _ in 0..count {
             let record = match kind {
                 KIND_TIMERS => {
-                    let domain = p.u8().map_err(in_frame)?;
-                    let time = p.i64().map_err(in_frame)?;
-                    let key = match p.u8().map_err(in_frame)? {
+                    let domain = d.u8(end).map_err(in_frame)?;
+                    let time = d.i64(end).map_err(in_frame)?;
+                    let key = match d.u8(end).map_err(in_frame)? {
                         0 => None,
-                        _ => Some(p.bytes().map_err(in_frame)?),
+                        _ => Some(d.bytes(end).map_err(in_frame)?),
                     };
                     Record::Timer(kg, (domain, time, key))
                 }
                 _ => {
-                    let key = p.bytes().map_err(in_frame)?;
+                    let key = d.bytes(end).map_err(in_frame)?;
                     let entry = match kind {
-                        KIND_VALUE => StoredEntry::Value(p.bytes().map_err(in_frame)?),
+                        KIND_VALUE => StoredEntry::Value(d.bytes(end).map_err(in_frame)?),
                         KIND_MAP => {
-                            let n = p.u32().map_err(in_frame)?;
-                            let mut entries = Vec::with_capacity(n.min(1 << 16) as usize);
+                            let n = d.u32(end).map_err(in_frame)?;
+                            let mut entries = Vec::with_capacity(d.capacity(n, 8, end));
                             for _ in 0..n {
-                                let k = p.bytes().map_err(in_frame)?;
-                                entries.push((k, p.bytes().map_err(in_frame)?));
+                                let k = d.bytes(end).map_err(in_frame)?;
+                                entries.push((k, d.bytes(end).map_err(in_frame)?));
                             }
                             StoredEntry::Map(entries)
                         }
                         _ => {
-                            let n = p.u32().map_err(in_frame)?;
-                            let mut values = Vec::with_capacity(n.min(1 << 16) as usize);
+                            let n = d.u32(end).map_err(in_frame)?;
+                            let mut values = Vec::with_capacity(d.capacity(n, 4, end));
                             for _ in 0..n {
-                                values.push(p.bytes().map_err(in_frame)?);
+                                values.push(d.bytes(end).map_err(in_frame)?);
                             }
                             StoredEntry::List(values)
                         }
@@ -478,15 +727,59 @@ pub fn decode_data(
             };
             f(record)?;
         }
-        if p.at != payload.len() {
+        if d.at != end {
             return Err(format!(
                 "malformed frame at byte {frame_at}: {} bytes left over",
-                payload.len() - p.at
+                end - d.at
             ));
         }
     }
     Ok(())
 }
+
+/// Decodes a data file held in memory, handing every record in key groups
+/// `groups` to `f`. The error says where the bytes stopped making sense.
+pub fn decode_data(
+    bytes: &[u8],
+    groups: Range<u32>,
+    f: impl FnMut(Record) -> Result<(), String>,
+) -> Result<(), String> {
+    let range = DecodeRange {
+        allowed: 0..u32::MAX,
+        groups,
+        stop_early: false,
+    };
+    decode(&mut &bytes[..], bytes.len() as u64, &range, f)
+}
+
+/// Decodes a data file of `len` bytes as it streams from `reader` (through a
+/// buffer of its own: at most one record is held at a time), handing every
+/// record in key groups `groups` to `f`.
+pub fn decode_reader(
+    reader: impl Read,
+    len: u64,
+    groups: Range<u32>,
+    f: impl FnMut(Record) -> Result<(), String>,
+) -> Result<(), String> {
+    let range = DecodeRange {
+        allowed: 0..u32::MAX,
+        groups,
+        stop_early: false,
+    };
+    let mut src = StreamSource(BufReader::with_capacity(READ_BUFFER, reader));
+    decode(&mut src, len, &range, f)
+}
+
+/// A plain reader as a [`DataSource`].
+struct StreamSource<R>(R);
+
+impl<R: Read> Read for StreamSource<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R: Read> DataSource for StreamSource<R> {}
 
 /// A savepoint on disk whose `_metadata` was read and checked.
 #[derive(Debug, Clone)]
@@ -559,18 +852,73 @@ fn read_manifest(dir: &Path) -> Result<(PathBuf, Vec<u8>, u32), SavepointError> 
     Ok((path, text, version))
 }
 
+/// The text of `_metadata`: `meta` as pretty JSON whose last field is
+/// [`METADATA_SHA256`], the SHA-256 of every line above the one that holds it.
+pub fn manifest_text(meta: &Metadata) -> Vec<u8> {
+    let mut text = serde_json::to_vec_pretty(meta).expect("metadata serializes");
+    // `{\n  ...\n}`: the last field gets a comma, and the checksum follows.
+    if text.ends_with(b"\n}") {
+        text.truncate(text.len() - 2);
+    }
+    text.extend_from_slice(b",\n");
+    let sum = sha256_hex(&text);
+    text.extend_from_slice(format!("  \"{METADATA_SHA256}\": \"{sum}\"\n}}\n").as_bytes());
+    text
+}
+
+/// Checks `_metadata`'s own checksum (see the module doc).
+fn check_manifest_sum(path: &Path, text: &[u8]) -> Result<(), SavepointError> {
+    let fix = "it was changed by hand or damaged (change a savepoint with `weir savepoint edit` or `weir state import`, which write a new one)";
+    let prefix = format!("  \"{METADATA_SHA256}\": \"");
+    let line = text.strip_suffix(b"\"\n}\n").and_then(|t| {
+        let start = t.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let claimed = t[start..].strip_prefix(prefix.as_bytes())?;
+        Some((start, claimed))
+    });
+    let Some((start, claimed)) = line else {
+        return Err(err(
+            path,
+            format!("does not end with its `{METADATA_SHA256}` line and `}}`: {fix}"),
+        ));
+    };
+    let sum = sha256_hex(&text[..start]);
+    if claimed != sum.as_bytes() {
+        return Err(err(
+            path,
+            format!(
+                "does not match its checksum: the SHA-256 of its lines above `{METADATA_SHA256}` is {sum}, the file says {}: {fix}",
+                String::from_utf8_lossy(claimed)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Savepoint {
-    /// Reads and checks `dir/_metadata`: present, JSON of the expected shape,
-    /// a weir savepoint of a format version this weir reads, with plain file names.
+    /// Reads and checks `dir/_metadata`: present, a weir savepoint of a
+    /// format version this weir reads, unchanged since written (its own
+    /// checksum), JSON of the expected shape, with plain file names.
     pub fn open(dir: &Path) -> Result<Self, SavepointError> {
         let (path, text, version) = read_manifest(dir)?;
+        if version == 1 {
+            return Err(err(
+                &path,
+                format!("has format version 1, whose `_metadata` has no checksum of its own; this weir reads only version {FORMAT_VERSION} (restore it with the weir that wrote it, with checkpoints on, and take a new savepoint with this weir from those checkpoints)"),
+            ));
+        }
         if version != FORMAT_VERSION {
             return Err(err(
                 &path,
                 format!("has format version {version}; this weir reads version {FORMAT_VERSION}"),
             ));
         }
-        let meta: Metadata = serde_json::from_slice(&text)
+        check_manifest_sum(&path, &text)?;
+        let mut value: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| err(&path, format!("is not valid JSON: {e}")))?;
+        if let Some(fields) = value.as_object_mut() {
+            fields.remove(METADATA_SHA256);
+        }
+        let meta: Metadata = serde_json::from_value(value)
             .map_err(|e| err(&path, format!("is not a valid manifest: {e}")))?;
         for op in &meta.operators {
             for f in &op.files {
@@ -592,65 +940,124 @@ impl Savepoint {
         })
     }
 
-    /// Reads a data file and checks its size and checksum against `_metadata`.
-    pub fn read_file(&self, file: &DataFile) -> Result<Vec<u8>, SavepointError> {
+    /// Opens a data file and checks its size against `_metadata`.
+    fn open_file(&self, file: &DataFile) -> Result<(PathBuf, File), SavepointError> {
         let path = self.dir.join(&file.file);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+        let f = match File::open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(err(&path, "is missing"))
             }
             Err(e) => return Err(err(&path, format!("cannot read it: {e}"))),
         };
-        if bytes.len() as u64 != file.bytes {
+        let len = f
+            .metadata()
+            .map_err(|e| err(&path, format!("cannot read it: {e}")))?
+            .len();
+        if len != file.bytes {
             return Err(err(
                 &path,
                 format!(
-                    "is {} ({} bytes, `_metadata` says {})",
-                    if (bytes.len() as u64) < file.bytes {
+                    "is {} ({len} bytes, `_metadata` says {})",
+                    if len < file.bytes {
                         "truncated"
                     } else {
                         "too long"
                     },
-                    bytes.len(),
                     file.bytes
                 ),
             ));
         }
-        let sum = sha256_hex(&bytes);
+        Ok((path, f))
+    }
+
+    /// Checks that what `tally` read is the whole of `file`, with its SHA-256.
+    fn check_sum(path: &Path, tally: Tally<File>, file: &DataFile) -> Result<(), SavepointError> {
+        let sum = crate::model::hex(&tally.sha.expect("a hashed read").finalize());
+        if tally.read != file.bytes {
+            return Err(err(
+                path,
+                format!(
+                    "changed while it was read ({} bytes read, `_metadata` says {})",
+                    tally.read, file.bytes
+                ),
+            ));
+        }
         if sum != file.sha256 {
             return Err(err(
-                &path,
+                path,
                 format!(
                     "is damaged: its SHA-256 is {sum}, `_metadata` says {}",
                     file.sha256
                 ),
             ));
         }
-        Ok(bytes)
+        Ok(())
     }
 
-    /// Checks every data file (present, size, checksum, decodable); returns
-    /// the number of files and bytes checked.
+    /// Reads data file `file` whole, in a stream, and checks it: size,
+    /// SHA-256, frames decodable and in key-group order, every key group in
+    /// the file's range. Hands its records in key groups `groups` to `f` as
+    /// they are read (so a checksum error comes after them: a caller keeps
+    /// what it is given until this returns `Ok`). Returns the bytes read.
+    pub fn check_file(
+        &self,
+        file: &DataFile,
+        groups: Range<u32>,
+        f: impl FnMut(Record) -> Result<(), String>,
+    ) -> Result<u64, SavepointError> {
+        let (path, handle) = self.open_file(file)?;
+        let mut src = BufReader::with_capacity(READ_BUFFER, Tally::new(handle, true));
+        let range = DecodeRange {
+            allowed: file.key_groups[0]..file.key_groups[1],
+            groups,
+            stop_early: false,
+        };
+        let decoded = decode(&mut src, file.bytes, &range, f);
+        // What is left goes through the checksum too: damage is named as
+        // such, rather than as whatever the decoder made of it.
+        let drained = std::io::copy(&mut src, &mut std::io::sink());
+        let tally = src.into_inner();
+        let read = tally.read;
+        match drained {
+            Ok(_) => Self::check_sum(&path, tally, file)?,
+            Err(e) => return Err(err(&path, format!("cannot read it: {e}"))),
+        }
+        decoded.map_err(|e| err(&path, e))?;
+        Ok(read)
+    }
+
+    /// Reads the records of `file` in key groups `groups`, a strict part of
+    /// the file's: frame headers up to the first of `groups`, then their
+    /// frames, seeking past the payloads of other key groups. The checksum
+    /// is not checked (it takes the whole file): [`Savepoint::verify`] first.
+    /// Returns the bytes read from the file.
+    fn read_part(
+        &self,
+        file: &DataFile,
+        groups: Range<u32>,
+        f: impl FnMut(Record) -> Result<(), String>,
+    ) -> Result<u64, SavepointError> {
+        let (path, handle) = self.open_file(file)?;
+        let mut src = BufReader::with_capacity(PARTIAL_READ_BUFFER, Tally::new(handle, false));
+        let range = DecodeRange {
+            allowed: file.key_groups[0]..file.key_groups[1],
+            groups,
+            stop_early: true,
+        };
+        decode(&mut src, file.bytes, &range, f).map_err(|e| err(&path, e))?;
+        Ok(src.get_ref().read)
+    }
+
+    /// Checks every data file (present, size, checksum, decodable, frames in
+    /// key-group order and in the file's key groups), each in one streamed
+    /// read; returns the number of files and bytes checked.
     pub fn verify(&self) -> Result<(usize, u64), SavepointError> {
         let mut files = 0;
         let mut bytes = 0;
         for op in &self.meta.operators {
             for f in &op.files {
-                let data = self.read_file(f)?;
-                let range = f.key_groups[0]..f.key_groups[1];
-                decode_data(&data, 0..u32::MAX, |r| {
-                    let kg = match &r {
-                        Record::State(c) => c.key_group,
-                        Record::Timer(kg, _) => *kg,
-                    };
-                    if range.contains(&kg) {
-                        Ok(())
-                    } else {
-                        Err(format!("holds key group {kg}, outside {range:?}"))
-                    }
-                })
-                .map_err(|e| err(&self.dir.join(&f.file), e))?;
+                self.check_file(f, 0..u32::MAX, |_| Ok(()))?;
                 files += 1;
                 bytes += f.bytes;
             }
@@ -658,25 +1065,34 @@ impl Savepoint {
         Ok((files, bytes))
     }
 
-    /// Every record of operator `op` in key groups `groups`, file by file.
+    /// Hands every record of operator `op` in key groups `groups` to `f`,
+    /// file by file, each read as a stream: a file whose key groups are all
+    /// in `groups` whole and checked ([`Savepoint::check_file`]), a file
+    /// that has only some of them in part (see the module doc), so that the
+    /// subtasks of a restore at another parallelism read each byte once.
+    /// Returns the bytes read from data files.
     pub fn load(
         &self,
         op: &str,
         groups: Range<u32>,
         mut f: impl FnMut(Record) -> Result<(), String>,
-    ) -> Result<(), SavepointError> {
+    ) -> Result<u64, SavepointError> {
         let Some(saved) = self.meta.operator(op) else {
-            return Ok(());
+            return Ok(0);
         };
+        let mut read = 0;
         for file in &saved.files {
-            if file.key_groups[1] <= groups.start || file.key_groups[0] >= groups.end {
+            let [first, end] = file.key_groups;
+            if end <= groups.start || first >= groups.end || first == end {
                 continue;
             }
-            let data = self.read_file(file)?;
-            decode_data(&data, groups.clone(), &mut f)
-                .map_err(|e| err(&self.dir.join(&file.file), e))?;
+            read += if groups.start <= first && end <= groups.end {
+                self.check_file(file, groups.clone(), &mut f)?
+            } else {
+                self.read_part(file, groups.clone(), &mut f)?
+            };
         }
-        Ok(())
+        Ok(read)
     }
 }
 
@@ -689,11 +1105,11 @@ pub struct SavepointWriter {
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
+    File::open(dir)?.sync_all()
 }
 
 fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::File::create(path)?;
+    let mut f = File::create(path)?;
     f.write_all(bytes)?;
     f.sync_all()
 }
@@ -752,15 +1168,65 @@ impl SavepointWriter {
         })
     }
 
-    /// Copies data file `file` of `from` unchanged (after checking it).
-    pub fn copy_file(&self, from: &Savepoint, file: &DataFile) -> Result<DataFile, SavepointError> {
-        let bytes = from.read_file(file)?;
-        self.write_file(&file.file, file.key_groups[0]..file.key_groups[1], &bytes)
+    /// Writes data file `file` (a plain name) of state entries and timers,
+    /// in canonical order (see the module doc), streaming it to disk through
+    /// a hashing writer; returns its `_metadata` entry and the number of
+    /// keys of each state name.
+    pub fn write_data<'a>(
+        &self,
+        file: &str,
+        key_groups: Range<u32>,
+        changes: impl IntoIterator<Item = &'a StateChange>,
+        timers: &[(u32, Vec<TimerRecord>)],
+    ) -> Result<(DataFile, std::collections::BTreeMap<String, u64>), SavepointError> {
+        check_file_name(&self.tmp, file)?;
+        let path = self.tmp.join(file);
+        let io = |e: std::io::Error| err(&path, format!("cannot write it: {e}"));
+        let out = HashingWriter {
+            inner: File::create(&path).map_err(io)?,
+            sha: Sha256::new(),
+            written: 0,
+        };
+        let (out, keys) =
+            encode_into(BufWriter::with_capacity(1 << 16, out), changes, timers).map_err(io)?;
+        let out = out.into_inner().map_err(|e| io(e.into_error()))?;
+        out.inner.sync_all().map_err(io)?;
+        let data = DataFile {
+            file: file.to_string(),
+            key_groups: [key_groups.start, key_groups.end],
+            bytes: out.written,
+            sha256: crate::model::hex(&out.sha.finalize()),
+        };
+        Ok((data, keys))
     }
 
-    /// Writes `_metadata`, makes everything durable and renames the savepoint
-    /// into place; returns its directory. If any step fails, what was written
-    /// is removed (as [`SavepointWriter::abort`]) and nothing is left behind.
+    /// Copies data file `file` of `from` unchanged, in a stream, checking
+    /// its size and SHA-256 on the way (a damaged file is not copied).
+    pub fn copy_file(&self, from: &Savepoint, file: &DataFile) -> Result<DataFile, SavepointError> {
+        check_file_name(&self.tmp, &file.file)?;
+        let (path, handle) = from.open_file(file)?;
+        let mut src = Tally::new(handle, true);
+        let to = self.tmp.join(&file.file);
+        let write = |e: std::io::Error| err(&to, format!("cannot write it: {e}"));
+        let mut out = File::create(&to).map_err(write)?;
+        let copied = std::io::copy(&mut src, &mut out);
+        let checked = match copied {
+            Ok(_) => Savepoint::check_sum(&path, src, file),
+            Err(e) => Err(err(&path, format!("cannot copy it: {e}"))),
+        };
+        if let Err(e) = checked {
+            drop(out);
+            let _ = std::fs::remove_file(&to);
+            return Err(e);
+        }
+        out.sync_all().map_err(write)?;
+        Ok(file.clone())
+    }
+
+    /// Writes `_metadata` (with its own checksum, [`manifest_text`]), makes
+    /// everything durable and renames the savepoint into place; returns its
+    /// directory. If any step fails, what was written is removed (as
+    /// [`SavepointWriter::abort`]) and nothing is left behind.
     pub fn finish(self, meta: &Metadata) -> Result<PathBuf, SavepointError> {
         let final_dir = self.target.join(&self.name);
         let result = self.finish_in_place(meta);
@@ -776,8 +1242,7 @@ impl SavepointWriter {
 
     fn finish_in_place(&self, meta: &Metadata) -> Result<PathBuf, SavepointError> {
         let path = self.tmp.join(METADATA);
-        let mut text = serde_json::to_vec_pretty(meta).expect("metadata serializes");
-        text.push(b'\n');
+        let text = manifest_text(meta);
         write_durable(&path, &text).map_err(|e| err(&path, format!("cannot write it: {e}")))?;
         sync_dir(&self.tmp).map_err(|e| err(&self.tmp, e))?;
         let final_dir = self.target.join(&self.name);
@@ -982,18 +1447,10 @@ impl SavepointWriter {
         let mut keys = 0;
         let mut bytes_before = 0;
         for (file, new) in op.files.iter().zip(placed) {
-            let data = from.read_file(file)?;
             let range = file.key_groups[0]..file.key_groups[1];
             let mut changes: Vec<StateChange> = Vec::new();
             let mut timers: Vec<(u32, Vec<TimerRecord>)> = Vec::new();
-            decode_data(&data, 0..u32::MAX, |r| {
-                let kg = match &r {
-                    Record::State(c) => c.key_group,
-                    Record::Timer(kg, _) => *kg,
-                };
-                if !range.contains(&kg) {
-                    return Err(format!("holds key group {kg}, outside {range:?}"));
-                }
+            from.check_file(file, range.clone(), |r| {
                 match r {
                     Record::State(c) if c.state == state => {
                         bytes_before += held_bytes(&c.entry, c.key.len());
@@ -1005,15 +1462,11 @@ impl SavepointWriter {
                     },
                 }
                 Ok(())
-            })
-            .map_err(|e| err(&from.dir.join(&file.file), e))?;
+            })?;
             changes.extend(new);
-            changes.sort_by(|a, b| {
-                (a.key_group, &a.state, &a.key).cmp(&(b.key_group, &b.state, &b.key))
-            });
-            let (bytes, counts) = encode_data(&changes, &timers);
+            let (data, counts) = self.write_data(&file.file, range, &changes, &timers)?;
             keys += counts.get(state).copied().unwrap_or(0);
-            files.push(self.write_file(&file.file, range, &bytes)?);
+            files.push(data);
         }
         Ok(RewrittenState {
             files,
@@ -1257,5 +1710,332 @@ mod tests {
         std::fs::remove_file(&data).unwrap();
         let e = sp.verify().unwrap_err().to_string();
         assert!(e.contains("missing"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod canonical_streamed_tests {
+    use super::*;
+    use crate::model::{SourcePosition, StateKind, StateSpec};
+    use crate::state::keyed::StateBackend;
+
+    fn metadata(m: u32) -> Metadata {
+        new_metadata(
+            "j",
+            3,
+            SavepointKind::Stop,
+            1_700_000_000_000,
+            m,
+            false,
+            SourceState {
+                position: SourcePosition::Generator { next: 12345 },
+                max_timestamp: 7,
+            },
+            Some(SinkState { output_len: 4321 }),
+            5,
+        )
+    }
+
+    /// A savepoint of operator `op` whose state `count` holds `keys` keys
+    /// of `value_size` bytes over `m` key groups, in `files` key-group ranges.
+    fn written(dir: &Path, m: u32, keys: u32, value_size: usize, files: &[Range<u32>]) -> PathBuf {
+        let w = SavepointWriter::create_named(dir, "sp").unwrap();
+        let mut meta = metadata(m);
+        let mut data = Vec::new();
+        for (i, range) in files.iter().enumerate() {
+            let changes: Vec<StateChange> = (0..keys)
+                .map(|k| format!("key-{k}").into_bytes())
+                .filter(|k| {
+                    range.contains(&crate::model::keygroup::key_group(Some(k.as_slice()), m))
+                })
+                .map(|k| StateChange {
+                    state: "count".into(),
+                    key_group: crate::model::keygroup::key_group(Some(k.as_slice()), m),
+                    entry: StoredEntry::Value(vec![b'v'; value_size]),
+                    key: k,
+                })
+                .collect();
+            let timers = vec![(range.start, vec![(0u8, 9i64, None)])];
+            let (file, _) = w
+                .write_data(
+                    &format!("op0-sub{i}.state"),
+                    range.clone(),
+                    &changes,
+                    &timers,
+                )
+                .unwrap();
+            data.push(file);
+        }
+        meta.operators.push(SavedOperator {
+            id: "op".into(),
+            name: "n".into(),
+            version: "1".into(),
+            wasm_sha256: "00".into(),
+            parallelism: files.len() as u32,
+            states: vec![],
+            timers: files.len() as u64,
+            state_bytes: 0,
+            files: data,
+        });
+        w.finish(&meta).unwrap()
+    }
+
+    #[test]
+    fn metadata_carries_its_own_checksum_and_any_change_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = std::iter::once(0..8u32).collect::<Vec<_>>();
+        let sp = written(dir.path(), 8, 20, 3, &whole);
+        let text = std::fs::read_to_string(sp.join(METADATA)).unwrap();
+        // Human-readable JSON; the last field is the checksum of the lines above it.
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["source"]["position"]["generator"]["next"], 12345);
+        let lines: Vec<&str> = text.lines().collect();
+        let above = lines[..lines.len() - 2].join("\n") + "\n";
+        assert_eq!(
+            lines[lines.len() - 2],
+            format!(
+                "  \"metadata_sha256\": \"{}\"",
+                sha256_hex(above.as_bytes())
+            )
+        );
+        Savepoint::open(&sp).unwrap().verify().unwrap();
+        // Moved elsewhere, it still opens.
+        let moved = dir.path().join("a/b/moved");
+        std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+        std::fs::rename(&sp, &moved).unwrap();
+        Savepoint::open(&moved).unwrap();
+        // One digit of the source position, the sink's length, a space, the checksum itself.
+        for (from, to) in [
+            ("12345", "12346"),
+            ("4321", "4320"),
+            ("\"job\": \"j\"", "\"job\":  \"j\""),
+            ("\"metadata_sha256\": \"", "\"metadata_sha256\": \"0"),
+        ] {
+            assert!(text.contains(from), "{from}");
+            std::fs::write(moved.join(METADATA), text.replacen(from, to, 1)).unwrap();
+            let e = Savepoint::open(&moved).unwrap_err().to_string();
+            assert!(e.contains("_metadata") && e.contains("checksum"), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        std::fs::write(moved.join(METADATA), text.trim_end()).unwrap();
+        let e = Savepoint::open(&moved).unwrap_err().to_string();
+        assert!(
+            e.contains("_metadata") && e.contains("metadata_sha256"),
+            "{e}"
+        );
+        // Format version 1 (no checksum) is refused by name.
+        std::fs::write(
+            moved.join(METADATA),
+            text.replace("\"format_version\": 2", "\"format_version\": 1"),
+        )
+        .unwrap();
+        let e = Savepoint::open(&moved).unwrap_err().to_string();
+        assert!(
+            e.contains("_metadata") && e.contains("format version 1") && !e.contains('\n'),
+            "{e}"
+        );
+    }
+
+    /// A backend over key groups 0..16 of 16 whose `count` holds key-0..key-499,
+    /// after `extra` more keys came and went (which changes its hash maps' order).
+    fn backend(extra: u32) -> StateBackend {
+        let mut state = StateBackend::new(0, 16, 0..16);
+        state
+            .declare(&[
+                StateSpec {
+                    name: "count".into(),
+                    kind: StateKind::Value,
+                    version: 1,
+                },
+                StateSpec {
+                    name: "alpha".into(),
+                    kind: StateKind::Value,
+                    version: 1,
+                },
+            ])
+            .unwrap();
+        for i in (0..500 + extra).rev() {
+            let key = format!("key-{i}");
+            state.value_put(0, key.as_bytes(), Some(b"1")).unwrap();
+            state.value_put(1, key.as_bytes(), Some(b"a")).unwrap();
+        }
+        for i in 500..500 + extra {
+            let key = format!("key-{i}");
+            state.value_put(0, key.as_bytes(), None).unwrap();
+            state.value_put(1, key.as_bytes(), None).unwrap();
+        }
+        state
+    }
+
+    #[test]
+    fn equal_state_gives_byte_identical_data_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = backend(0);
+        let mut b = backend(20_000);
+        let changes_a = a.take_all();
+        let changes_b = b.take_all();
+        assert_ne!(
+            changes_a, changes_b,
+            "the test wants two orders of one state"
+        );
+        let timers_a = vec![(3, vec![(1u8, 5i64, None), (0, 9, Some(b"k".to_vec()))])];
+        let timers_b = vec![(3, vec![(0u8, 9i64, Some(b"k".to_vec())), (1, 5, None)])];
+        let w = SavepointWriter::create_named(dir.path(), "sp").unwrap();
+        let (fa, keys_a) = w
+            .write_data("a.state", 0..16, &changes_a, &timers_a)
+            .unwrap();
+        let (fb, keys_b) = w
+            .write_data("b.state", 0..16, &changes_b, &timers_b)
+            .unwrap();
+        assert_eq!(keys_a, keys_b);
+        assert_eq!(fa.sha256, fb.sha256);
+        let tmp = dir.path().join(".sp.inprogress");
+        let bytes = std::fs::read(tmp.join("a.state")).unwrap();
+        assert_eq!(bytes, std::fs::read(tmp.join("b.state")).unwrap());
+        assert_eq!(bytes, encode_data(&changes_b, &timers_a).0);
+        // Key group by key group: states by name, keys by bytes, then timers.
+        let mut order = Vec::new();
+        decode_data(&bytes, 0..16, |r| {
+            order.push(match r {
+                Record::State(c) => (c.key_group, 0, c.state, c.key),
+                Record::Timer(kg, (d, _, _)) => (kg, 1, String::new(), vec![d]),
+            });
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(order.len(), 1002);
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(order, sorted);
+    }
+
+    /// A reader of a data file made on the fly (frames of `frame_keys`
+    /// value entries in key groups 0, 1, 2 ...), counting what it handed out.
+    struct Generated {
+        frames: u32,
+        frame_keys: u32,
+        current: Vec<u8>,
+        at: usize,
+        next_frame: u32,
+        handed_out: std::rc::Rc<std::cell::Cell<u64>>,
+    }
+
+    impl Generated {
+        fn frame(&self, kg: u32) -> Vec<u8> {
+            let changes: Vec<StateChange> = (0..self.frame_keys)
+                .map(|k| StateChange {
+                    state: "s".into(),
+                    key_group: kg,
+                    key: format!("{kg}-{k:08}").into_bytes(),
+                    entry: StoredEntry::Value(vec![7; 100]),
+                })
+                .collect();
+            encode_data(&changes, &[]).0[DATA_MAGIC.len()..].to_vec()
+        }
+        fn len(&self) -> u64 {
+            let frames: usize = (0..self.frames).map(|kg| self.frame(kg).len()).sum();
+            (DATA_MAGIC.len() + frames) as u64
+        }
+    }
+
+    impl Read for Generated {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.at == self.current.len() {
+                if self.next_frame == self.frames {
+                    return Ok(0);
+                }
+                self.current = self.frame(self.next_frame);
+                self.next_frame += 1;
+                self.at = 0;
+            }
+            let n = buf.len().min(self.current.len() - self.at);
+            buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+            self.at += n;
+            self.handed_out.set(self.handed_out.get() + n as u64);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn data_files_are_decoded_as_they_stream() {
+        let handed_out = std::rc::Rc::new(std::cell::Cell::new(0));
+        let reader = Generated {
+            frames: 64,
+            frame_keys: 1000,
+            current: DATA_MAGIC.to_vec(),
+            at: 0,
+            next_frame: 0,
+            handed_out: handed_out.clone(),
+        };
+        let len = reader.len();
+        assert!(len > 7_000_000, "{len}");
+        let mut records = 0u64;
+        let mut decoded = 0u64;
+        let mut ahead = 0u64;
+        decode_reader(reader, len, 0..u32::MAX, |r| {
+            let Record::State(c) = r else {
+                panic!("no timers here")
+            };
+            let StoredEntry::Value(v) = c.entry else {
+                panic!("value state")
+            };
+            records += 1;
+            decoded += (8 + c.key.len() + v.len()) as u64;
+            // How far the reader is ahead of the records handed out.
+            ahead = ahead.max(handed_out.get() - decoded);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(records, 64_000);
+        assert_eq!(handed_out.get(), len);
+        // Never more than a read buffer (and the magic and frame headers) ahead.
+        assert!(
+            ahead <= READ_BUFFER as u64 + 8 + 64 * 16,
+            "{ahead} bytes ahead"
+        );
+    }
+
+    #[test]
+    fn a_restore_at_another_parallelism_reads_each_byte_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = 8;
+        // Saved at parallelism 2, about 2 MB per file.
+        let path = written(dir.path(), m, 20_000, 200, &[0..4, 4..8]);
+        let sp = Savepoint::open(&path).unwrap();
+        let total: u64 = sp.meta.operators[0].files.iter().map(|f| f.bytes).sum();
+        assert!(total > 4_000_000, "{total}");
+        let all = |groups: Range<u32>| {
+            let mut keys = Vec::new();
+            let read = sp
+                .load("op", groups, |r| {
+                    if let Record::State(c) = r {
+                        keys.push(c.key);
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            (keys, read)
+        };
+        let (mut everything, whole) = all(0..m);
+        assert_eq!(whole, total);
+        everything.sort();
+        for p in [1, 3, 5, 8] {
+            let mut keys = Vec::new();
+            let mut read = 0;
+            for i in 0..p {
+                let (k, r) = all(crate::model::keygroup::range_for(i, m, p));
+                keys.extend(k);
+                read += r;
+            }
+            keys.sort();
+            assert_eq!(keys, everything, "parallelism {p}");
+            // Each byte once, but for the frame headers and the buffer
+            // refilled after each seek past a frame (one subtask reading
+            // every file it overlaps whole would read 2 to 4 times `total`).
+            assert!(
+                read <= total + total / 5,
+                "parallelism {p}: {read} bytes read of {total}"
+            );
+        }
     }
 }
