@@ -198,6 +198,12 @@ pub struct Limits {
     pub output_per_call: u64,
     /// `state_value_size`: largest state value, in bytes.
     pub state_value_size: u64,
+    /// `state_memory`: most state a subtask may hold in the host, in bytes
+    /// of keys and values plus [`crate::state::ENTRY_OVERHEAD`] per key, map
+    /// entry and list element.
+    pub state_memory: u64,
+    /// `pending_timers`: most timers a subtask may have pending.
+    pub pending_timers: u64,
 }
 
 impl Default for Limits {
@@ -207,6 +213,8 @@ impl Default for Limits {
             cpu_per_call: Duration::from_secs(10),
             output_per_call: 1_000_000,
             state_value_size: 16 << 20,
+            state_memory: 4 << 30,
+            pending_timers: 10_000_000,
         }
     }
 }
@@ -628,6 +636,8 @@ struct RawLimits {
     cpu_per_call: Field,
     output_per_call: Field,
     state_value_size: Field,
+    state_memory: Field,
+    pending_timers: Field,
 }
 
 #[derive(Deserialize)]
@@ -1124,6 +1134,12 @@ impl Cx<'_> {
             state_value_size: s
                 .opt(&r.state_value_size, |v| size("state_value_size", v))?
                 .unwrap_or(d.state_value_size),
+            state_memory: s
+                .opt(&r.state_memory, |v| size("state_memory", v))?
+                .unwrap_or(d.state_memory),
+            pending_timers: s
+                .opt(&r.pending_timers, |v| s.int("pending_timers", v, 1, i64::MAX))?
+                .unwrap_or(d.pending_timers),
         })
     }
 
@@ -1763,6 +1779,28 @@ type = "stdout"
                 max_delay: None,
             })
         );
+    }
+
+    #[test]
+    fn host_budgets() {
+        let with =
+            |limits: &str| MINIMAL.replace("[sink]", &format!("[operators.limits]\n{limits}\n[sink]"));
+        let d = Limits::default();
+        assert_eq!((d.state_memory, d.pending_timers), (4 << 30, 10_000_000));
+        let spec = parse(&with("state_memory = \"64KiB\"\npending_timers = 1000")).unwrap();
+        let l = &spec.operators[0].limits;
+        assert_eq!((l.state_memory, l.pending_timers), (64 << 10, 1000));
+        assert_eq!(l.memory, d.memory, "the others keep their defaults");
+        for (limits, needle) in [
+            ("state_memory = \"lots\"", ":8: operator `op` limits: `state_memory`: `lots` is not a size"),
+            ("state_memory = 0", "`state_memory` must be at least 1, found 0"),
+            ("pending_timers = 0", ":8: operator `op` limits: `pending_timers` must be at least 1, found 0"),
+            ("pending_timers = \"many\"", "`pending_timers` must be an integer, found"),
+            ("pending_timer = 5", ":8: unknown field `pending_timer`"),
+        ] {
+            let e = err(&with(limits));
+            assert!(e.contains(needle), "{limits}: {e}");
+        }
     }
 
     #[test]

@@ -9,17 +9,25 @@
 //! - `loop` never returns (the CPU budget stops it); `grow` allocates
 //!   without end (the memory budget stops it); `flood:N` emits N events;
 //!   `echo:TEXT` emits TEXT (to drive a probe downstream).
+//! - `keys:N` adds an item to the lists of N new keys (`KEY-new-0`, ...;
+//!   at parallelism 1, where every key is the subtask's), and `timers:N`
+//!   registers N event-time timers for its key, far in the future: to run
+//!   into the state memory and pending timer budgets.
+//! - `timer-no-key` registers, and `delete-timer-no-key` deletes, an
+//!   event-time timer with no key.
 //! - `read:PATH`, `write:PATH`, `list:PATH`, `env:NAME` and `connect:HOST:PORT`
 //!   try that WASI access and emit the key with `value` = `ok:…` (what was
 //!   read, listed or found) or `err:…` (the error), to test capabilities.
 //! - config `mode = "foreign"` writes state under a key of its own choosing
-//!   (not the event's), to test the key-group check.
+//!   (not the event's), to test the key-group check; `mode = "keyless-timers"`
+//!   also registers, for every ordinary item, an event-time timer with no key.
 
 use weir_sdk::{Context, Error, Event, ListState, Operator, Output, StateSpec, TimeDomain, Timer};
 
 struct Probe {
     items: ListState<String>,
     foreign: bool,
+    keyless_timers: bool,
 }
 
 impl Operator for Probe {
@@ -34,6 +42,7 @@ impl Operator for Probe {
         Ok(Probe {
             items: ctx.list_state("items")?,
             foreign: ctx.config().get("mode") == Some("foreign"),
+            keyless_timers: ctx.config().get("mode") == Some("keyless-timers"),
         })
     }
 
@@ -77,6 +86,21 @@ impl Operator for Probe {
             "bad" => return Err(Error::bad_input("probe was told this event is bad")),
             v if v.starts_with("log:") => weir_sdk::log::info(&v[4..]),
             v if v.starts_with("echo:") => out.emit(event.key, &v[5..], event.timestamp),
+            v if v.starts_with("keys:") => {
+                let n: u64 = v[5..].parse().map_err(|_| Error::bad_input("keys:N"))?;
+                for i in 0..n {
+                    let new = [key, format!("-new-{i}").as_bytes()].concat();
+                    self.items.add(&new, &"x".to_string())?;
+                }
+            }
+            v if v.starts_with("timers:") => {
+                let n: i64 = v[7..].parse().map_err(|_| Error::bad_input("timers:N"))?;
+                for i in 0..n {
+                    ctx.register_timer(TimeDomain::EventTime, Some(key), i64::MAX - 1 - i);
+                }
+            }
+            "timer-no-key" => ctx.register_timer(TimeDomain::EventTime, None, event.timestamp),
+            "delete-timer-no-key" => ctx.delete_timer(TimeDomain::EventTime, None, event.timestamp),
             v => {
                 let key = if self.foreign {
                     format!("{}-elsewhere", v).into_bytes()
@@ -86,6 +110,9 @@ impl Operator for Probe {
                 self.items.add(&key, &v.to_string())?;
                 let now = ctx.processing_time();
                 ctx.register_timer(TimeDomain::ProcessingTime, Some(&key), now);
+                if self.keyless_timers {
+                    ctx.register_timer(TimeDomain::EventTime, None, event.timestamp);
+                }
             }
         }
         Ok(())
