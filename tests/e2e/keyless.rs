@@ -87,7 +87,7 @@ fn a_timer_with_no_key_is_refused_at_the_call_at_every_parallelism() {
             "use the event's key",
             "(gave up after 1 restarts)",
         ]);
-        assert!(err.contains("of `in.jsonl`"), "p={parallelism}: {err}");
+        assert!(err.contains("in.jsonl`)"), "p={parallelism}: {err}");
         sb.weir(&["checkpoints", "list", "state"]).ok();
     }
 }

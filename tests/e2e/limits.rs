@@ -132,22 +132,22 @@ fn bad_limits_are_refused_with_field_and_line() {
 
 #[test]
 fn restored_state_past_a_budget_fails_the_job_at_start_naming_it() {
+    use crate::savepoints::{job, run_and_stop_after};
     let sb = Sandbox::new();
-    // 200 new keys that stay in state, under the default budgets.
-    sb.write("in.jsonl", input("keys:200"));
-    sb.write("job.toml", job(""));
-    sb.weir(&["run", "job.toml"]).ok();
-    let list = sb.weir(&["checkpoints", "list", "state", "--json"]).ok();
-    let all: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
-    let newest = all.last().expect("a checkpoint")["id"].to_string();
-    // Restored under a budget it does not fit: a restart would restore the
+    let count = operator("keyed-count");
+    // Counts for 300 keys under the default budgets, stopped with a savepoint.
+    sb.write("job.toml", job(&count, 2, Some(4000), ""));
+    let sp = run_and_stop_after(&sb, "job.toml", &[], &["--savepoint", "sp"], 500);
+    // Restored under a budget they do not fit: a restart would restore the
     // same, so the job fails at once.
-    sb.write("job.toml", job(r#"state_memory = "8KiB""#));
+    let small = "[operators.limits]\nstate_memory = \"1KiB\"\n";
+    sb.write("small.toml", job(&count, 2, Some(4000), small));
     let err = sb
-        .weir(&["run", "job.toml", "--from-checkpoint", &newest])
+        .weir(&["run", "small.toml", "--from-savepoint", sp.to_str().unwrap()])
         .fails_with(&[
-            "operator `probe` subtask 0: restored state is too large",
-            "over its state memory budget of 8 KiB (`[operators.limits] state_memory`)",
+            "operator `count` subtask ",
+            ": restored state is too large: its state holds ",
+            "over its state memory budget of 1 KiB (`[operators.limits] state_memory`)",
             "raise the budget",
         ]);
     assert!(!err.contains("restart"), "{err}");
