@@ -129,6 +129,7 @@ addr = "127.0.0.1:0"
         if out.lines().count() >= 20 {
             let stop = sb.weir(&["stop", "--addr", &addr, "--savepoint", "sp"]);
             let status = child.wait().unwrap();
+            eprintln!("weir stop: {:?} {}", stop.status, stop.stderr.trim());
             if stop.status.success() {
                 // A savepoint reported complete must verify (and so restore).
                 let dir = stop.stdout.trim().to_string();

@@ -14,13 +14,15 @@
 //!   registers N event-time timers for its key, far in the future: to run
 //!   into the state memory and pending timer budgets.
 //! - `timer-no-key` registers, and `delete-timer-no-key` deletes, an
-//!   event-time timer with no key.
+//!   event-time timer with no key; when one fires, the probe emits
+//!   `timer-no-key` with no key.
 //! - `read:PATH`, `write:PATH`, `list:PATH`, `env:NAME` and `connect:HOST:PORT`
 //!   try that WASI access and emit the key with `value` = `ok:…` (what was
 //!   read, listed or found) or `err:…` (the error), to test capabilities.
 //! - config `mode = "foreign"` writes state under a key of its own choosing
 //!   (not the event's), to test the key-group check; `mode = "keyless-timers"`
-//!   also registers, for every ordinary item, an event-time timer with no key.
+//!   also registers, for every ordinary item, an event-time timer with no key
+//!   2^40 ms after the event.
 
 use weir_sdk::{Context, Error, Event, ListState, Operator, Output, StateSpec, TimeDomain, Timer};
 
@@ -111,7 +113,9 @@ impl Operator for Probe {
                 let now = ctx.processing_time();
                 ctx.register_timer(TimeDomain::ProcessingTime, Some(&key), now);
                 if self.keyless_timers {
-                    ctx.register_timer(TimeDomain::EventTime, None, event.timestamp);
+                    // Far ahead, so that they are pending when a savepoint is taken.
+                    let later = event.timestamp.saturating_add(1 << 40);
+                    ctx.register_timer(TimeDomain::EventTime, None, later);
                 }
             }
         }
@@ -124,7 +128,11 @@ impl Operator for Probe {
         timer: Timer<'_>,
         out: &mut Output,
     ) -> Result<(), Error> {
-        let key = timer.key.unwrap_or(b"");
+        let Some(key) = timer.key else {
+            // A timer with no key (older weir let one be registered) has no state.
+            out.emit(None, "timer-no-key", timer.timestamp);
+            return Ok(());
+        };
         let items = self.items.get(key)?;
         if !items.is_empty() {
             out.emit(Some(key), items.join(","), timer.timestamp);
