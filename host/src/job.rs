@@ -1138,7 +1138,9 @@ impl Cx<'_> {
                 .opt(&r.state_memory, |v| size("state_memory", v))?
                 .unwrap_or(d.state_memory),
             pending_timers: s
-                .opt(&r.pending_timers, |v| s.int("pending_timers", v, 1, i64::MAX))?
+                .opt(&r.pending_timers, |v| {
+                    s.int("pending_timers", v, 1, i64::MAX)
+                })?
                 .unwrap_or(d.pending_timers),
         })
     }
@@ -1783,8 +1785,9 @@ type = "stdout"
 
     #[test]
     fn host_budgets() {
-        let with =
-            |limits: &str| MINIMAL.replace("[sink]", &format!("[operators.limits]\n{limits}\n[sink]"));
+        let with = |limits: &str| {
+            MINIMAL.replace("[sink]", &format!("[operators.limits]\n{limits}\n[sink]"))
+        };
         let d = Limits::default();
         assert_eq!((d.state_memory, d.pending_timers), (4 << 30, 10_000_000));
         let spec = parse(&with("state_memory = \"64KiB\"\npending_timers = 1000")).unwrap();
@@ -1792,10 +1795,22 @@ type = "stdout"
         assert_eq!((l.state_memory, l.pending_timers), (64 << 10, 1000));
         assert_eq!(l.memory, d.memory, "the others keep their defaults");
         for (limits, needle) in [
-            ("state_memory = \"lots\"", ":8: operator `op` limits: `state_memory`: `lots` is not a size"),
-            ("state_memory = 0", "`state_memory` must be at least 1, found 0"),
-            ("pending_timers = 0", ":8: operator `op` limits: `pending_timers` must be at least 1, found 0"),
-            ("pending_timers = \"many\"", "`pending_timers` must be an integer, found"),
+            (
+                "state_memory = \"lots\"",
+                ":8: operator `op` limits: `state_memory`: `lots` is not a size",
+            ),
+            (
+                "state_memory = 0",
+                "`state_memory` must be at least 1, found 0",
+            ),
+            (
+                "pending_timers = 0",
+                ":8: operator `op` limits: `pending_timers` must be at least 1, found 0",
+            ),
+            (
+                "pending_timers = \"many\"",
+                "`pending_timers` must be an integer, found",
+            ),
             ("pending_timer = 5", ":8: unknown field `pending_timer`"),
         ] {
             let e = err(&with(limits));

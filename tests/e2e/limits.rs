@@ -120,8 +120,14 @@ fn bad_limits_are_refused_with_field_and_line() {
             "`cpu_per_call` must be at least 10ms",
         ),
         ("output_per_call = 0", "`output_per_call` must be"),
-        (r#"state_memory = "lots""#, "`state_memory`: `lots` is not a size"),
-        ("pending_timers = 0", "`pending_timers` must be at least 1, found 0"),
+        (
+            r#"state_memory = "lots""#,
+            "`state_memory`: `lots` is not a size",
+        ),
+        (
+            "pending_timers = 0",
+            "`pending_timers` must be at least 1, found 0",
+        ),
         ("fuel = 1", "unknown field `fuel`"),
     ] {
         sb.write("job.toml", job(limits));
@@ -143,7 +149,12 @@ fn restored_state_past_a_budget_fails_the_job_at_start_naming_it() {
     let small = "[operators.limits]\nstate_memory = \"1KiB\"\n";
     sb.write("small.toml", job(&count, 2, Some(4000), small));
     let err = sb
-        .weir(&["run", "small.toml", "--from-savepoint", sp.to_str().unwrap()])
+        .weir(&[
+            "run",
+            "small.toml",
+            "--from-savepoint",
+            sp.to_str().unwrap(),
+        ])
         .fails_with(&[
             "operator `count` subtask ",
             ": restored state is too large: its state holds ",
