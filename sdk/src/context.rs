@@ -166,6 +166,11 @@ impl Context {
     /// Registers a timer for `key` at `timestamp` (ms) in `domain`; the
     /// operator's `on_timer` is called when it fires. Registering the same
     /// (key, time) again keeps one timer.
+    ///
+    /// `key` must be `Some` (the event's key): timers are kept per key, in
+    /// the key's key group, so that checkpoints, savepoints and a change of
+    /// parallelism move them with the key. The host refuses a timer with no
+    /// key: the call traps and the subtask fails.
     pub fn register_timer(&mut self, domain: TimeDomain, key: Option<&[u8]>, timestamp: i64) {
         self.timer_ops.push(TimerOp {
             domain,
@@ -175,7 +180,8 @@ impl Context {
         });
     }
 
-    /// Deletes the timer for `key` at `timestamp` in `domain`, if there is one.
+    /// Deletes the timer for `key` at `timestamp` in `domain`, if there is
+    /// one. As for [`Context::register_timer`], `key` must be `Some`.
     pub fn delete_timer(&mut self, domain: TimeDomain, key: Option<&[u8]>, timestamp: i64) {
         self.timer_ops.push(TimerOp {
             domain,

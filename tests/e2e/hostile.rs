@@ -384,6 +384,24 @@ fn state_it_did_not_declare_is_refused_in_open() {
     assert!(!sb.path("out.jsonl").exists(), "no output may be created");
 }
 
+/// State with no key (issue 13, item 1): no SDK's state API passes one, a
+/// raw-WIT guest can; it is refused at every parallelism, with a line that
+/// says to use the event's key.
+#[test]
+fn state_with_no_key_is_refused_saying_to_use_the_events_key() {
+    for extra in ["", "parallelism = 2"] {
+        fails_cleanly(
+            "garbage",
+            "state-no-key",
+            extra,
+            &[
+                "value-state.put-many: a key is absent; state is kept per key",
+                "use the event's key",
+            ],
+        );
+    }
+}
+
 #[test]
 fn malformed_data_from_a_guest_fails_the_subtask_and_says_what_was_malformed() {
     for (value, needles) in [

@@ -15,6 +15,7 @@ mod errors;
 mod fuzz;
 mod hostile;
 mod jobs;
+mod keyless;
 mod lifecycle;
 mod limits;
 mod savepoint_tools;

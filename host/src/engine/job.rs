@@ -392,6 +392,8 @@ struct RawLimits {
     cpu_per_call: Field,
     output_per_call: Field,
     state_value_size: Field,
+    state_memory: Field,
+    pending_timers: Field,
 }
 
 #[derive(Deserialize)]
@@ -775,6 +777,14 @@ impl JobFile<'_> {
             state_value_size: s
                 .opt(&r.state_value_size, |v| size("state_value_size", v))?
                 .unwrap_or(d.state_value_size),
+            state_memory: s
+                .opt(&r.state_memory, |v| size("state_memory", v))?
+                .unwrap_or(d.state_memory),
+            pending_timers: s
+                .opt(&r.pending_timers, |v| {
+                    s.int("pending_timers", v, 1, i64::MAX)
+                })?
+                .unwrap_or(d.pending_timers),
         })
     }
 
@@ -1270,6 +1280,41 @@ type = "stdout"
                 max_delay: None,
             })
         );
+    }
+
+    #[test]
+    fn host_budgets() {
+        let with = |limits: &str| {
+            MINIMAL.replace("[sink]", &format!("[operators.limits]\n{limits}\n[sink]"))
+        };
+        let d = Limits::default();
+        assert_eq!((d.state_memory, d.pending_timers), (4 << 30, 10_000_000));
+        let spec = parse(&with("state_memory = \"64KiB\"\npending_timers = 1000")).unwrap();
+        let l = &spec.operators[0].limits;
+        assert_eq!((l.state_memory, l.pending_timers), (64 << 10, 1000));
+        assert_eq!(l.memory, d.memory, "the others keep their defaults");
+        for (limits, needle) in [
+            (
+                "state_memory = \"lots\"",
+                ":8: operator `op` limits: `state_memory`: `lots` is not a size",
+            ),
+            (
+                "state_memory = 0",
+                "`state_memory` must be at least 1, found 0",
+            ),
+            (
+                "pending_timers = 0",
+                ":8: operator `op` limits: `pending_timers` must be at least 1, found 0",
+            ),
+            (
+                "pending_timers = \"many\"",
+                "`pending_timers` must be an integer, found",
+            ),
+            ("pending_timer = 5", ":8: unknown field `pending_timer`"),
+        ] {
+            let e = err(&with(limits));
+            assert!(e.contains(needle), "{limits}: {e}");
+        }
     }
 
     #[test]

@@ -3,7 +3,15 @@
 //! Every state of a subtask keeps one map per key group the subtask owns, so
 //! that checkpoints can write, and restores can move, whole key groups. A key
 //! outside the subtask's key groups is refused: keyed state needs the events
-//! routed by key (`input = "key"`), or a parallelism of 1.
+//! routed by key (`input = "key"`), or a parallelism of 1. State has no
+//! key-less form: the WIT takes a key for every access, and the host refuses
+//! an absent one (there is no key group to keep it in).
+//!
+//! The backend counts, as it goes, the bytes of keys and values it holds and
+//! the number of entries (keys, map entries, list elements); a subtask's
+//! state memory budget (`[operators.limits] state_memory`) is held against
+//! [`StateBackend::memory`], bytes plus [`ENTRY_OVERHEAD`] per entry, so
+//! that ever new small keys are not free. No call walks the state to count.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -12,6 +20,11 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::model::keygroup;
 use crate::model::{StateKind, StateSpec};
+
+/// Bytes charged to the state memory budget for each key, map entry and list
+/// element held, beside its bytes: about what the host's maps and vectors
+/// spend to hold one.
+pub const ENTRY_OVERHEAD: u64 = 64;
 
 /// A user key's state of kind `map`: user keys, sorted, to values.
 pub type MapEntries = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -104,6 +117,8 @@ pub struct StateBackend {
     changed: Option<Vec<Vec<FxHashSet<Vec<u8>>>>>,
     /// Bytes of keys and values held, over all states.
     bytes: i64,
+    /// Keys, map entries and list elements held, over all states.
+    entries: i64,
 }
 
 impl StateBackend {
@@ -116,6 +131,7 @@ impl StateBackend {
             states: Vec::new(),
             changed: None,
             bytes: 0,
+            entries: 0,
         }
     }
 
@@ -255,8 +271,10 @@ impl StateBackend {
         }
         let group = (change.key_group - self.key_groups.start) as usize;
         let kind = self.states[state].spec.kind;
-        self.bytes -= entry_bytes(&self.entry_of(state, group, &change.key), change.key.len());
+        let old = self.entry_of(state, group, &change.key);
+        self.bytes -= entry_bytes(&old, change.key.len());
         self.bytes += entry_bytes(&change.entry, change.key.len());
+        self.entries += entry_count(&change.entry) - entry_count(&old);
         match (&mut self.states[state].data, change.entry) {
             (StateData::Value(g), StoredEntry::Value(v)) => {
                 g[group].insert(
@@ -417,7 +435,7 @@ impl StateBackend {
         };
         let map = &mut groups[g];
         // `first`: the key's first change since the last snapshot, to record.
-        let (delta, first) = match value {
+        let (delta, entries, first) = match value {
             Some(v) => match map.get_mut(key) {
                 Some(slot) => {
                     let old = slot.value.len() as i64;
@@ -425,7 +443,7 @@ impl StateBackend {
                     slot.value.extend_from_slice(v);
                     let first = tracking && !slot.dirty;
                     slot.dirty |= tracking;
-                    (v.len() as i64 - old, first)
+                    (v.len() as i64 - old, 0, first)
                 }
                 None => {
                     let slot = ValueSlot {
@@ -433,15 +451,16 @@ impl StateBackend {
                         dirty: tracking,
                     };
                     map.insert(key.to_vec(), slot);
-                    ((key.len() + v.len()) as i64, tracking)
+                    ((key.len() + v.len()) as i64, 1, tracking)
                 }
             },
             None => match map.remove(key) {
-                Some(old) => (-((key.len() + old.value.len()) as i64), tracking),
-                None => (0, false),
+                Some(old) => (-((key.len() + old.value.len()) as i64), -1, tracking),
+                None => (0, 0, false),
             },
         };
         self.bytes += delta;
+        self.entries += entries;
         if first {
             self.mark(s, g, key);
         }
@@ -491,33 +510,34 @@ impl StateBackend {
     ) -> Result<(), StateError> {
         let maps = self.map_of(state, key, true)?;
         let entry = (map_key.len() + value.map_or(0, <[u8]>::len)) as i64;
-        let delta = match value {
+        let (delta, entries) = match value {
             Some(v) => {
                 let (new_key, m) = match maps.get_mut(key) {
-                    Some(m) => (0, m),
-                    None => (key.len() as i64, maps.entry(key.to_vec()).or_default()),
+                    Some(m) => ((0, 0), m),
+                    None => ((key.len() as i64, 1), maps.entry(key.to_vec()).or_default()),
                 };
                 match m.insert(map_key.to_vec(), v.to_vec()) {
-                    Some(old) => v.len() as i64 - old.len() as i64,
-                    None => new_key + entry,
+                    Some(old) => (v.len() as i64 - old.len() as i64, 0),
+                    None => (new_key.0 + entry, new_key.1 + 1),
                 }
             }
             None => match maps.get_mut(key) {
                 Some(m) => {
-                    let removed = m
+                    let (removed, gone) = m
                         .remove(map_key)
-                        .map_or(0, |old| (map_key.len() + old.len()) as i64);
+                        .map_or((0, 0), |old| ((map_key.len() + old.len()) as i64, 1));
                     if m.is_empty() {
                         maps.remove(key);
-                        -removed - key.len() as i64
+                        (-removed - key.len() as i64, -gone - 1)
                     } else {
-                        -removed
+                        (-removed, -gone)
                     }
                 }
-                None => 0,
+                None => (0, 0),
             },
         };
         self.bytes += delta;
+        self.entries += entries;
         Ok(())
     }
 
@@ -534,6 +554,7 @@ impl StateBackend {
     pub fn map_clear(&mut self, state: u32, key: &[u8]) -> Result<(), StateError> {
         if let Some(old) = self.map_of(state, key, true)?.remove(key) {
             self.bytes -= map_bytes(&old) + key.len() as i64;
+            self.entries -= old.len() as i64 + 1;
         }
         Ok(())
     }
@@ -569,17 +590,18 @@ impl StateBackend {
     /// List state: appends `value` to the list of `key`.
     pub fn list_add(&mut self, state: u32, key: &[u8], value: &[u8]) -> Result<(), StateError> {
         let lists = self.list_of(state, key, true)?;
-        let delta = match lists.get_mut(key) {
+        let (delta, entries) = match lists.get_mut(key) {
             Some(list) => {
                 list.push(value.to_vec());
-                value.len() as i64
+                (value.len() as i64, 1)
             }
             None => {
                 lists.insert(key.to_vec(), vec![value.to_vec()]);
-                (key.len() + value.len()) as i64
+                ((key.len() + value.len()) as i64, 2)
             }
         };
         self.bytes += delta;
+        self.entries += entries;
         Ok(())
     }
 
@@ -591,24 +613,42 @@ impl StateBackend {
         values: Vec<Vec<u8>>,
     ) -> Result<(), StateError> {
         let lists = self.list_of(state, key, true)?;
-        let new = if values.is_empty() {
-            0
+        let (new, new_entries) = if values.is_empty() {
+            (0, 0)
         } else {
-            list_bytes(&values) + key.len() as i64
+            (
+                list_bytes(&values) + key.len() as i64,
+                values.len() as i64 + 1,
+            )
         };
         let old = if values.is_empty() {
             lists.remove(key)
         } else {
             lists.insert(key.to_vec(), values)
         };
-        let old = old.map_or(0, |l| list_bytes(&l) + key.len() as i64);
+        let (old, old_entries) = old.map_or((0, 0), |l| {
+            (list_bytes(&l) + key.len() as i64, l.len() as i64 + 1)
+        });
         self.bytes += new - old;
+        self.entries += new_entries - old_entries;
         Ok(())
     }
 
     /// Bytes of keys and values held, over all states.
     pub fn bytes(&self) -> u64 {
         self.bytes.max(0) as u64
+    }
+
+    /// Keys, map entries and list elements held, over all states.
+    pub fn entries(&self) -> u64 {
+        self.entries.max(0) as u64
+    }
+
+    /// What the state memory budget holds the state to: the bytes of keys
+    /// and values, and [`ENTRY_OVERHEAD`] for each entry.
+    pub fn memory(&self) -> u64 {
+        self.bytes()
+            .saturating_add(self.entries().saturating_mul(ENTRY_OVERHEAD))
     }
 
     /// Number of keys held for each declared state.
@@ -644,6 +684,16 @@ fn entry_bytes(entry: &StoredEntry, key_len: usize) -> i64 {
         StoredEntry::Deleted => return 0,
     };
     body + key_len as i64
+}
+
+/// Entries (the key, and each map entry or list element) a stored entry holds.
+fn entry_count(entry: &StoredEntry) -> i64 {
+    match entry {
+        StoredEntry::Value(_) => 1,
+        StoredEntry::Map(m) => m.len() as i64 + 1,
+        StoredEntry::List(l) => l.len() as i64 + 1,
+        StoredEntry::Deleted => 0,
+    }
 }
 
 fn stored_kind(entry: &StoredEntry) -> &'static str {
@@ -718,12 +768,23 @@ mod tests {
         assert!(b.list_get(l, b"k").unwrap().is_empty());
         assert_eq!(b.key_counts()[0].1, 0);
         assert_eq!(b.bytes(), 0, "everything was removed");
+        assert_eq!(b.entries(), 0, "everything was removed");
         b.value_put(v, b"ab", Some(b"123")).unwrap();
         b.value_put(v, b"ab", Some(b"1")).unwrap();
         b.map_put(m, b"k", b"mk", Some(b"vv")).unwrap();
         assert_eq!(b.bytes(), 3 + 5);
+        assert_eq!(b.entries(), 1 + 2, "a value's key; a map's key and entry");
+        assert_eq!(b.memory(), 3 + 5 + 3 * ENTRY_OVERHEAD);
+        b.list_update(l, b"k", vec![b"x".to_vec(), b"y".to_vec()])
+            .unwrap();
+        b.list_add(l, b"k", b"z").unwrap();
+        assert_eq!(b.entries(), 3 + 4);
+        b.list_update(l, b"k", vec![b"x".to_vec()]).unwrap();
+        assert_eq!(b.entries(), 3 + 2);
+        b.list_update(l, b"k", vec![]).unwrap();
         b.map_clear(m, b"k").unwrap();
         assert_eq!(b.bytes(), 3);
+        assert_eq!(b.entries(), 1);
     }
 
     #[test]
@@ -760,11 +821,23 @@ mod tests {
         let mut r = StateBackend::new(0, 8, 0..8);
         r.declare(&[spec("v", StateKind::Value), spec("m", StateKind::Map)])
             .unwrap();
+        b.map_put(1, b"a", b"y", Some(b"8")).unwrap();
+        let all = b.take_all();
         for c in all {
             r.restore(c).unwrap();
         }
+        assert_eq!((r.bytes(), r.entries()), (b.bytes(), b.entries()));
         assert_eq!(r.value_get(0, b"b").unwrap(), Some(&b"2"[..]));
         assert_eq!(r.map_get(1, b"a", b"x").unwrap(), Some(&b"9"[..]));
+        // Restoring over a key replaces what it held.
+        r.restore(StateChange {
+            state: "m".into(),
+            key_group: keygroup::key_group(Some(b"a"), 8),
+            key: b"a".to_vec(),
+            entry: StoredEntry::Deleted,
+        })
+        .unwrap();
+        assert_eq!(r.entries(), b.entries() - 3);
         let wrong = StateChange {
             state: "v".into(),
             key_group: 0,

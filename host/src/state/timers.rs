@@ -1,5 +1,11 @@
 //! The timer service of a subtask: event-time and processing-time timers,
 //! keyed, deduplicated, fired in time order.
+//!
+//! Every timer the host accepts has a key in the subtask's key groups (see
+//! [`crate::wasm::host_timers`] for why a timer with no key is refused); the
+//! entry keeps an `Option` only for timers with no key restored from a
+//! checkpoint or savepoint of an older weir. The number of pending timers is
+//! the size of two ordered sets, so holding it to its budget costs nothing.
 
 use std::collections::BTreeSet;
 
@@ -85,6 +91,11 @@ impl TimerService {
         }
     }
 
+    /// Number of timers pending, in both domains.
+    pub fn pending(&self) -> usize {
+        self.event_time.len() + self.processing_time.len()
+    }
+
     /// Number of timers registered in `domain`.
     pub fn len(&self, domain: TimeDomain) -> usize {
         match domain {
@@ -107,6 +118,7 @@ mod tests {
         t.register(TimeDomain::EventTime, None, 5);
         t.register(TimeDomain::EventTime, None, 20);
         assert_eq!(t.len(TimeDomain::EventTime), 4);
+        assert_eq!(t.pending(), 4);
         t.delete(TimeDomain::EventTime, None, 20);
         let due = t.pop_due(TimeDomain::EventTime, 10, 100);
         assert_eq!(

@@ -1,5 +1,12 @@
 //! Host side of the WIT `state` interface: declared keyed state, reached
 //! through handles resolved once by name, read and written in flat batches.
+//!
+//! State is keyed only: a call with an absent key traps, at every
+//! parallelism, with a line that says to use the event's key (state with no
+//! key would have no key group to be checkpointed in and moved with). Every
+//! write is held to the subtask's state budgets (`[operators.limits]
+//! state_value_size` and `state_memory`); the backend counts what it holds
+//! as it goes, so the check is a comparison.
 
 use wasmtime::component::Resource;
 
@@ -16,6 +23,13 @@ pub struct ListStateHandle;
 
 fn trap(e: impl std::fmt::Display) -> wasmtime::Error {
     wasmtime::Error::msg(e.to_string())
+}
+
+/// The trap for a state call `what` given no key.
+fn no_key(what: &str) -> wasmtime::Error {
+    trap(format!(
+        "{what}: a key is absent; state is kept per key (in its key group, which checkpoints, savepoints and rescaling move), so use the event's key and reject events with no key as bad input"
+    ))
 }
 
 impl state::Host for HostCtx {}
@@ -42,7 +56,7 @@ impl state::HostValueState for HostCtx {
         let keys = keys.split().map_err(trap)?;
         let mut out = Blobs::with_capacity(keys.len());
         for key in keys {
-            let key = key.ok_or_else(|| trap("value-state.get-many: a key is absent"))?;
+            let key = key.ok_or_else(|| no_key("value-state.get-many"))?;
             out.push(self.sub.state.value_get(state, key).map_err(trap)?);
         }
         Ok(out.into())
@@ -65,9 +79,11 @@ impl state::HostValueState for HostCtx {
             ));
         }
         for (key, value) in keys.into_iter().zip(values) {
-            let key = key.ok_or_else(|| trap("value-state.put-many: a key is absent"))?;
+            let key = key.ok_or_else(|| no_key("value-state.put-many"))?;
             self.sub.check_value_size(value)?;
+            let before = self.sub.state.memory();
             self.sub.state.value_put(state, key, value).map_err(trap)?;
+            self.sub.check_state_memory(before).map_err(trap)?;
         }
         Ok(())
     }
@@ -104,7 +120,7 @@ impl state::HostMapState for HostCtx {
         }
         let mut out = Blobs::with_capacity(keys.len());
         for (key, mk) in keys.into_iter().zip(map_keys) {
-            let key = key.ok_or_else(|| trap("map-state.get-many: a key is absent"))?;
+            let key = key.ok_or_else(|| no_key("map-state.get-many"))?;
             let mk = mk.ok_or_else(|| trap("map-state.get-many: a map key is absent"))?;
             out.push(self.sub.state.map_get(state, key, mk).map_err(trap)?);
         }
@@ -131,13 +147,15 @@ impl state::HostMapState for HostCtx {
             ));
         }
         for ((key, mk), value) in keys.into_iter().zip(map_keys).zip(values) {
-            let key = key.ok_or_else(|| trap("map-state.put-many: a key is absent"))?;
+            let key = key.ok_or_else(|| no_key("map-state.put-many"))?;
             let mk = mk.ok_or_else(|| trap("map-state.put-many: a map key is absent"))?;
             self.sub.check_value_size(value)?;
+            let before = self.sub.state.memory();
             self.sub
                 .state
                 .map_put(state, key, mk, value)
                 .map_err(trap)?;
+            self.sub.check_state_memory(before).map_err(trap)?;
         }
         Ok(())
     }
@@ -210,10 +228,12 @@ impl state::HostListState for HostCtx {
             ));
         }
         for (key, value) in keys.into_iter().zip(values) {
-            let key = key.ok_or_else(|| trap("list-state.add-many: a key is absent"))?;
+            let key = key.ok_or_else(|| no_key("list-state.add-many"))?;
             let value = value.ok_or_else(|| trap("list-state.add-many: a value is absent"))?;
             self.sub.check_value_size(Some(value))?;
+            let before = self.sub.state.memory();
             self.sub.state.list_add(state, key, value).map_err(trap)?;
+            self.sub.check_state_memory(before).map_err(trap)?;
         }
         Ok(())
     }
@@ -232,10 +252,12 @@ impl state::HostListState for HostCtx {
             self.sub.check_value_size(Some(value))?;
             list.push(value.to_vec());
         }
+        let before = self.sub.state.memory();
         self.sub
             .state
             .list_update(handle.rep(), &key, list)
-            .map_err(trap)
+            .map_err(trap)?;
+        self.sub.check_state_memory(before).map_err(trap)
     }
 
     fn drop(&mut self, _handle: Resource<ListStateHandle>) -> wasmtime::Result<()> {

@@ -35,6 +35,12 @@ pub struct Limits {
     pub output_per_call: u64,
     /// `state_value_size`: largest state value, in bytes.
     pub state_value_size: u64,
+    /// `state_memory`: most state a subtask may hold in the host, in bytes
+    /// of keys and values plus [`crate::state::keyed::ENTRY_OVERHEAD`] per key, map
+    /// entry and list element.
+    pub state_memory: u64,
+    /// `pending_timers`: most timers a subtask may have pending.
+    pub pending_timers: u64,
 }
 
 impl Default for Limits {
@@ -44,6 +50,8 @@ impl Default for Limits {
             cpu_per_call: Duration::from_secs(10),
             output_per_call: 1_000_000,
             state_value_size: 16 << 20,
+            state_memory: 4 << 30,
+            pending_timers: 10_000_000,
         }
     }
 }

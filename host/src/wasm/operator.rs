@@ -3,6 +3,17 @@
 //! swap, a native benchmark operator). The WebAssembly implementation keeps
 //! one wasmtime `Store` per subtask; state and timers live in the host
 //! ([`SubtaskCtx`]), never in guest memory.
+//!
+//! Budgets (`[operators.limits]`): the memory budget bounds the guest's
+//! linear memory and the CPU budget each call; the host-side budgets bound
+//! what a guest makes the host hold for it: each state value
+//! (`state_value_size`), all its state (`state_memory`, counted as the state
+//! backend goes, see [`crate::state::keyed::ENTRY_OVERHEAD`]) and its pending
+//! timers (`pending_timers`). A write or registration past one traps the
+//! call with a message naming the budget and its value; deletions are never
+//! refused. A subtask whose restored (or migrated) state or timers are
+//! already past a budget does not start: the job fails at once, since a
+//! restart would restore the same.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -39,6 +50,10 @@ pub struct SubtaskCtx {
     pub watermark: i64,
     /// Largest state value the operator may store, in bytes.
     pub max_value_size: usize,
+    /// Most state the subtask may hold, as [`StateBackend::memory`] counts it.
+    pub max_state_memory: u64,
+    /// Most timers the subtask may have pending.
+    pub max_pending_timers: u64,
 }
 
 /// Default largest state value, in bytes.
@@ -61,7 +76,64 @@ impl SubtaskCtx {
             timers: TimerService::default(),
             watermark: i64::MIN,
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
+            max_state_memory: u64::MAX,
+            max_pending_timers: u64::MAX,
         }
+    }
+
+    /// Takes the budgets of `limits`.
+    pub fn set_limits(&mut self, limits: &Limits) {
+        self.max_value_size = usize::try_from(limits.state_value_size).unwrap_or(usize::MAX);
+        self.max_state_memory = limits.state_memory;
+        self.max_pending_timers = limits.pending_timers;
+    }
+
+    /// Errors if a write grew the state, from `before` (as
+    /// [`StateBackend::memory`] counts it), past the state memory budget. A
+    /// write that shrinks it is never refused.
+    pub fn check_state_memory(&self, before: u64) -> Result<(), String> {
+        let held = self.state.memory();
+        if held > before {
+            self.check_state_held()?;
+        }
+        Ok(())
+    }
+
+    fn check_state_held(&self) -> Result<(), String> {
+        let held = self.state.memory();
+        if held > self.max_state_memory {
+            return Err(format!(
+                "its state holds {} ({} bytes of keys and values, {} entries), over its state \
+                 memory budget of {} (`[operators.limits] state_memory`)",
+                size_text(held),
+                self.state.bytes(),
+                self.state.entries(),
+                size_text(self.max_state_memory)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Errors if more timers are pending than the budget allows.
+    pub fn check_pending_timers(&self) -> Result<(), String> {
+        let pending = self.timers.pending() as u64;
+        if pending > self.max_pending_timers {
+            return Err(format!(
+                "it has {pending} pending timers, over its budget of {} pending timers \
+                 (`[operators.limits] pending_timers`)",
+                self.max_pending_timers
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`SubtaskCtx::check_state_memory`] and
+    /// [`SubtaskCtx::check_pending_timers`], for a subtask about to start
+    /// from restored state.
+    pub fn check_restored(&self) -> Result<(), String> {
+        let restored = |e: String| format!("restored state is too large: {e}; raise the budget");
+        self.check_state_held().map_err(restored)?;
+        self.check_pending_timers().map_err(restored)
     }
 
     /// Traps if `value` is larger than the state value budget.
@@ -122,6 +194,21 @@ impl wasmtime::ResourceLimiter for MemoryBudget {
         // A table element costs a pointer: hold tables to the same budget.
         Ok((desired as u64).saturating_mul(8) <= self.limit)
     }
+}
+
+/// A size for messages: `64 KiB`, `1.5 MiB`, `100 bytes`.
+fn size_text(bytes: u64) -> String {
+    const UNITS: [(u32, &str); 3] = [(30, "GiB"), (20, "MiB"), (10, "KiB")];
+    for (shift, unit) in UNITS {
+        if bytes >= 1 << shift {
+            return if bytes.is_multiple_of(1 << shift) {
+                format!("{} {unit}", bytes >> shift)
+            } else {
+                format!("{:.1} {unit}", bytes as f64 / (1u64 << shift) as f64)
+            };
+        }
+    }
+    format!("{bytes} bytes")
 }
 
 fn mib(bytes: u64) -> String {
@@ -189,7 +276,7 @@ impl HostCtx {
                 .allow_ip_name_lookup(true);
         }
         let mut sub = sub;
-        sub.max_value_size = usize::try_from(limits.state_value_size).unwrap_or(usize::MAX);
+        sub.set_limits(limits);
         Ok(HostCtx {
             memory: MemoryBudget {
                 limit: limits.memory,
@@ -404,6 +491,11 @@ impl WasmOperator {
                 }
             }
         }
+        store
+            .data()
+            .sub
+            .check_restored()
+            .map_err(StartError::host)?;
         if track_changes {
             store.data_mut().sub.state.track_changes();
         }

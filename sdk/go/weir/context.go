@@ -205,23 +205,15 @@ func (c *Context) Config() Config { return c.config }
 // RegisterTimer registers a timer for key at timestamp (ms) in domain; the
 // operator's OnTimer is called when it fires. Registering the same (key,
 // time) again keeps one timer. Registrations go to the host when the call ends.
+// Timers are kept per key (in its key group), so there is no timer without a
+// key: key is the event's key (a nil key registers a timer for the empty key).
 func (c *Context) RegisterTimer(domain TimeDomain, key []byte, timestamp int64) {
 	c.timerOp(domain, true, true, key, timestamp)
-}
-
-// RegisterUnkeyedTimer registers a timer without a key (see RegisterTimer).
-func (c *Context) RegisterUnkeyedTimer(domain TimeDomain, timestamp int64) {
-	c.timerOp(domain, true, false, nil, timestamp)
 }
 
 // DeleteTimer deletes the timer for key at timestamp in domain, if there is one.
 func (c *Context) DeleteTimer(domain TimeDomain, key []byte, timestamp int64) {
 	c.timerOp(domain, false, true, key, timestamp)
-}
-
-// DeleteUnkeyedTimer deletes the timer without a key at timestamp in domain.
-func (c *Context) DeleteUnkeyedTimer(domain TimeDomain, timestamp int64) {
-	c.timerOp(domain, false, false, nil, timestamp)
 }
 
 func (c *Context) timerOp(domain TimeDomain, register, hasKey bool, key []byte, timestamp int64) {

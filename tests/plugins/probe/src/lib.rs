@@ -12,11 +12,20 @@
 //! - `handed` emits `C calls, E events`: how many `process` calls this
 //!   instance has had and how many events they were handed in all (this one
 //!   included), to see how the host re-submits a batch after a rejection.
+//! - `keys:N` adds an item to the lists of N new keys (`KEY-new-0`, ...;
+//!   at parallelism 1, where every key is the subtask's), and `timers:N`
+//!   registers N event-time timers for its key, far in the future: to run
+//!   into the state memory and pending timer budgets.
+//! - `timer-no-key` registers, and `delete-timer-no-key` deletes, an
+//!   event-time timer with no key; when one fires, the probe emits
+//!   `timer-no-key` with no key.
 //! - `read:PATH`, `write:PATH`, `list:PATH`, `env:NAME` and `connect:HOST:PORT`
 //!   try that WASI access and emit the key with `value` = `ok:…` (what was
 //!   read, listed or found) or `err:…` (the error), to test capabilities.
 //! - config `mode = "foreign"` writes state under a key of its own choosing
-//!   (not the event's), to test the key-group check.
+//!   (not the event's), to test the key-group check; `mode = "keyless-timers"`
+//!   also registers, for every ordinary item, an event-time timer with no key
+//!   2^40 ms after the event.
 
 use weir_sdk::{Context, Error, Event, ListState, Operator, Output, StateSpec, TimeDomain, Timer};
 
@@ -25,6 +34,7 @@ struct Probe {
     foreign: bool,
     calls: u64,
     handed: u64,
+    keyless_timers: bool,
 }
 
 impl Operator for Probe {
@@ -41,6 +51,7 @@ impl Operator for Probe {
             foreign: ctx.config().get("mode") == Some("foreign"),
             calls: 0,
             handed: 0,
+            keyless_timers: ctx.config().get("mode") == Some("keyless-timers"),
         })
     }
 
@@ -95,6 +106,21 @@ impl Operator for Probe {
                 format!("{} calls, {} events", self.calls, self.handed),
                 event.timestamp,
             ),
+            v if v.starts_with("keys:") => {
+                let n: u64 = v[5..].parse().map_err(|_| Error::bad_input("keys:N"))?;
+                for i in 0..n {
+                    let new = [key, format!("-new-{i}").as_bytes()].concat();
+                    self.items.add(&new, &"x".to_string())?;
+                }
+            }
+            v if v.starts_with("timers:") => {
+                let n: i64 = v[7..].parse().map_err(|_| Error::bad_input("timers:N"))?;
+                for i in 0..n {
+                    ctx.register_timer(TimeDomain::EventTime, Some(key), i64::MAX - 1 - i);
+                }
+            }
+            "timer-no-key" => ctx.register_timer(TimeDomain::EventTime, None, event.timestamp),
+            "delete-timer-no-key" => ctx.delete_timer(TimeDomain::EventTime, None, event.timestamp),
             v => {
                 let key = if self.foreign {
                     format!("{}-elsewhere", v).into_bytes()
@@ -104,6 +130,11 @@ impl Operator for Probe {
                 self.items.add(&key, &v.to_string())?;
                 let now = ctx.processing_time();
                 ctx.register_timer(TimeDomain::ProcessingTime, Some(&key), now);
+                if self.keyless_timers {
+                    // Far ahead, so that they are pending when a savepoint is taken.
+                    let later = event.timestamp.saturating_add(1 << 40);
+                    ctx.register_timer(TimeDomain::EventTime, None, later);
+                }
             }
         }
         Ok(())
@@ -115,7 +146,11 @@ impl Operator for Probe {
         timer: Timer<'_>,
         out: &mut Output,
     ) -> Result<(), Error> {
-        let key = timer.key.unwrap_or(b"");
+        let Some(key) = timer.key else {
+            // A timer with no key (older weir let one be registered) has no state.
+            out.emit(None, "timer-no-key", timer.timestamp);
+            return Ok(());
+        };
         let items = self.items.get(key)?;
         if !items.is_empty() {
             out.emit(Some(key), items.join(","), timer.timestamp);

@@ -14,7 +14,8 @@
 //! - `blobs`: `value-state.put-many` with key lengths past the data;
 //! - `blob-length`: `value-state.put-many` with a key length of -7;
 //! - `blob-count`: `value-state.put-many` with 2 keys and 1 value;
-//! - `timer-count`: `timers.register-many` with 2 keys and 1 timestamp.
+//! - `timer-count`: `timers.register-many` with 2 keys and 1 timestamp;
+//! - `state-no-key`: `value-state.put-many` with an absent key (length -1).
 //!
 //! The host must fail the subtask with a one-line message that says what
 //! was malformed: never a panic, never a hang.
@@ -71,6 +72,10 @@ fn garbage(value: &[u8], index: u32) -> Option<Result<Batch, Error>> {
         }
         b"blob-count" => {
             count().put_many(&blobs(b"k1k2", &[2, 2]), &blobs(b"1", &[1]));
+            Ok(batch(b"", &[], &[], &[]))
+        }
+        b"state-no-key" => {
+            count().put_many(&blobs(b"", &[-1]), &blobs(b"1", &[1]));
             Ok(batch(b"", &[], &[], &[]))
         }
         b"timer-count" => {
