@@ -6,8 +6,9 @@
 #   $WEIR_TOOLCHAINS/bin    cargo-installed tools and links to the others
 #   $WEIR_TOOLCHAINS/venv   a Python virtual environment for PyPI tools
 #   $WEIR_TOOLCHAINS/npm    an npm prefix for npm tools
-# `weir build` looks for tools on PATH first, then in these folders, so
-# nothing needs adding to PATH.
+# `weir build` looks for tools in these folders first, then on PATH, so
+# nothing needs adding to PATH and a machine's own older tools (a
+# preinstalled Go 1.26) do not shadow the pinned ones.
 set -euo pipefail
 WEIR_TOOLCHAINS="${WEIR_TOOLCHAINS:-$HOME/.weir/toolchains}"
 mkdir -p "$WEIR_TOOLCHAINS/bin"

@@ -1,9 +1,12 @@
 //! The toolchains `weir build` runs for languages other than Rust: where it
 //! looks for them, how it runs them, and what it says when one is missing.
 //!
-//! A tool is looked up on `PATH` first, then under the toolchains folder that
-//! `scripts/install.sh` fills (`$WEIR_TOOLCHAINS`, default
-//! `~/.weir/toolchains`: `bin/`, `venv/bin/`, `npm/node_modules/.bin/`).
+//! A tool is looked up under the toolchains folder that `scripts/install.sh`
+//! fills first (`$WEIR_TOOLCHAINS`, default `~/.weir/toolchains`: `bin/`,
+//! `venv/bin/`, `npm/node_modules/.bin/`), then on `PATH`. The installer pins
+//! versions the recipes are known to work with, and a machine may carry an
+//! older tool of the same name (a preinstalled Go 1.26 on `PATH` cannot build
+//! the Go SDK, which needs 1.27), so the pinned one wins.
 //! Nothing is ever installed by `weir build`: a missing tool is an error
 //! naming the command that installs it. Tools run with those folders on
 //! their `PATH` too (clang finds `wasm-ld` there), their output going to
@@ -34,7 +37,7 @@ pub fn toolchains_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".weir").join("toolchains"))
 }
 
-/// The folders searched after `PATH`.
+/// The folders searched before `PATH`.
 fn toolchain_bins() -> Vec<PathBuf> {
     toolchains_dir()
         .map(|t| {
@@ -47,16 +50,19 @@ fn toolchain_bins() -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// `PATH` with the toolchain folders after it, for the tools' own use.
+/// The toolchain folders, then `PATH`: where tools are found, and the
+/// `PATH` they run with (so `go` finds the same `go`, clang its `wasm-ld`).
 pub fn search_path() -> OsString {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(toolchain_bins());
+    let mut dirs = toolchain_bins();
+    dirs.extend(
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .unwrap_or_default(),
+    );
     std::env::join_paths(dirs).unwrap_or_default()
 }
 
-/// Where `name` is, on `PATH` or in the toolchains folder.
+/// Where `name` is, in the toolchains folder or on `PATH`.
 pub fn find(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&search_path())
         .map(|d| d.join(name))
