@@ -55,7 +55,7 @@ use crate::connectors::blackhole::BlackholeConfig;
 use crate::connectors::file::{FileSinkConfig, FileSourceConfig};
 use crate::connectors::generator::GeneratorConfig;
 use crate::connectors::stdio::{StdinConfig, StdoutConfig};
-use crate::model::config::{describe, Field, Fields, JobError, JobFile};
+use crate::model::config::{describe, Field, Fields, JobError, JobFile, Table};
 use crate::wasm::limits::{Capabilities, DirGrant, Limits};
 use crate::wasm::operator::Setup;
 
@@ -301,6 +301,38 @@ impl JobSpec {
         let raw: RawJob = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
         cx.job(&raw)
     }
+}
+
+/// One connector of a `[source]` or `[sink]` table: its `type`, what the
+/// engine calls it, and the fields it reads itself.
+type Connector<K> = (&'static str, K, &'static [&'static str]);
+
+/// Reads `type` out of a `[source]` or `[sink]` table (`table`) and returns
+/// the connector it names, after checking that every other field is one that
+/// connector reads or one of `common`: a field of another connector is
+/// ``source: `count` does not apply to a `file` source``, any other is
+/// ``unknown field `x`, expected one of ...``.
+fn connector_type<K: Copy>(
+    s: &Table<'_, '_>,
+    f: &mut Fields,
+    table: &str,
+    connectors: &[Connector<K>],
+    common: &[&str],
+) -> Result<K, JobError> {
+    let names: Vec<String> = connectors.iter().map(|(n, ..)| format!("`{n}`")).collect();
+    let type_field = f.take("type");
+    let hint = format!(" (one of {})", names.join(", "));
+    let ty_v = s.required("type", &type_field, &hint)?;
+    let choices: Vec<(&str, usize)> = connectors
+        .iter()
+        .enumerate()
+        .map(|(i, (n, ..))| (*n, i))
+        .collect();
+    let (name, kind, own) = connectors[s.choice("type", ty_v, &choices)?];
+    let others: Vec<&str> = connectors.iter().flat_map(|c| c.2).copied().collect();
+    let expected: Vec<&str> = [&["type"][..], own, common].concat();
+    f.check(s, &format!("a `{name}` {table}"), &expected, &others)?;
+    Ok(kind)
 }
 
 /// The directory of the job file, absolute, without touching the file system.
@@ -591,35 +623,17 @@ impl JobFile<'_> {
         }
         let s = self.section("source", raw.span());
         let mut f = raw.get_ref().0.clone();
-        let type_field = f.take("type");
-        let ty_v = s.required(
-            "type",
-            &type_field,
-            " (one of `file`, `stdin`, `generator`)",
-        )?;
-        let kind = s.choice(
-            "type",
-            ty_v,
+        let kind = connector_type(
+            &s,
+            &mut f,
+            "source",
             &[
-                ("file", Kind::File),
-                ("stdin", Kind::Stdin),
-                ("generator", Kind::Generator),
+                ("file", Kind::File, FileSourceConfig::FIELDS),
+                ("stdin", Kind::Stdin, StdinConfig::FIELDS),
+                ("generator", Kind::Generator, GeneratorConfig::FIELDS),
             ],
+            &SOURCE_FIELDS[1..],
         )?;
-        let what = format!("a `{}` source", s.string("type", ty_v)?);
-        let own = match kind {
-            Kind::File => FileSourceConfig::FIELDS,
-            Kind::Stdin => StdinConfig::FIELDS,
-            Kind::Generator => GeneratorConfig::FIELDS,
-        };
-        let others: Vec<&str> = [
-            FileSourceConfig::FIELDS,
-            StdinConfig::FIELDS,
-            GeneratorConfig::FIELDS,
-        ]
-        .concat();
-        let expected: Vec<&str> = [&SOURCE_FIELDS[..1], own, &SOURCE_FIELDS[1..]].concat();
-        f.check(&s, &what, &expected, &others)?;
         let watermark_delay = s
             .opt(&f.take("watermark_delay"), |v| {
                 s.duration("watermark_delay", v)
@@ -869,35 +883,17 @@ impl JobFile<'_> {
         }
         let s = self.section("sink", raw.span());
         let mut f = raw.get_ref().0.clone();
-        let type_field = f.take("type");
-        let ty_v = s.required(
-            "type",
-            &type_field,
-            " (one of `file`, `stdout`, `blackhole`)",
-        )?;
-        let kind = s.choice(
-            "type",
-            ty_v,
+        let kind = connector_type(
+            &s,
+            &mut f,
+            "sink",
             &[
-                ("file", Kind::File),
-                ("stdout", Kind::Stdout),
-                ("blackhole", Kind::Blackhole),
+                ("file", Kind::File, FileSinkConfig::FIELDS),
+                ("stdout", Kind::Stdout, StdoutConfig::FIELDS),
+                ("blackhole", Kind::Blackhole, BlackholeConfig::FIELDS),
             ],
+            &[],
         )?;
-        let what = format!("a `{}` sink", s.string("type", ty_v)?);
-        let own = match kind {
-            Kind::File => FileSinkConfig::FIELDS,
-            Kind::Stdout => StdoutConfig::FIELDS,
-            Kind::Blackhole => BlackholeConfig::FIELDS,
-        };
-        let others: Vec<&str> = [
-            FileSinkConfig::FIELDS,
-            StdoutConfig::FIELDS,
-            BlackholeConfig::FIELDS,
-        ]
-        .concat();
-        let expected: Vec<&str> = [&["type"][..], own].concat();
-        f.check(&s, &what, &expected, &others)?;
         Ok(match kind {
             Kind::File => SinkSpec::File(FileSinkConfig::from_table(&s, &mut f)?),
             Kind::Stdout => SinkSpec::Stdout(StdoutConfig::from_table(&s, &mut f)?),
