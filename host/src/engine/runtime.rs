@@ -44,7 +44,7 @@ use crate::wasm::native::NativeLogic;
 use crate::wasm::operator::OperatorImpl;
 
 /// What a finished job did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobReport {
     /// Events read by the source.
     pub events_in: u64,
@@ -535,15 +535,7 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
                     " (use --fresh to run it again)"
                 }
             );
-            return Ok(JobReport {
-                events_in: 0,
-                events_out: 0,
-                dead_letters: 0,
-                elapsed: Duration::ZERO,
-                stopped_with_savepoint: None,
-                latency: None,
-                resume: None,
-            });
+            return Ok(JobReport::default());
         }
         match r.savepoint_dir() {
             Some(dir) => tracing::info!(
@@ -1074,15 +1066,7 @@ async fn watch(
     cancel: crossbeam_channel::Sender<()>,
     wait_all: bool,
 ) -> Result<JobReport, RunError> {
-    let mut report = JobReport {
-        events_in: 0,
-        events_out: 0,
-        dead_letters: 0,
-        elapsed: Duration::ZERO,
-        stopped_with_savepoint: None,
-        latency: None,
-        resume: None,
-    };
+    let mut report = JobReport::default();
     let mut cancel = Some(cancel);
     let mut failure: Option<String> = None;
     let mut cancelled = false;
