@@ -406,6 +406,10 @@ kafka_down() {
   for d in "$run"/node-*; do
     [[ -d "$d" ]] && all+=("${d##*/node-}")
   done
+  # Without --keep the data goes anyway: a short grace (a broker whose
+  # controller quorum is gone waits in its controlled shutdown, then is killed).
+  local grace=5
+  ((keep)) && grace=30
   if ((${#all[@]})); then
     if ((kill9)); then sig=KILL stop_nodes "${all[@]}"; else stop_nodes "${all[@]}"; fi
   fi
