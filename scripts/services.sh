@@ -304,7 +304,10 @@ with_lock() {
   mkdir -p "$run"
   if command -v flock >/dev/null 2>&1; then
     exec 9>"$run/.lock"
-    flock -w 300 9 || die "kafka: another services.sh holds $run/.lock"
+    if ! flock -n 9; then
+      echo "waiting for another scripts/services.sh (lock $run/.lock) ..." >&2
+      flock -w 300 9 || die "kafka: another scripts/services.sh held $run/.lock for 300 s"
+    fi
   fi
 }
 
