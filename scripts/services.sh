@@ -65,8 +65,18 @@ need_java() {
 # The jars, from Maven Central, once.
 fetch() {
   [[ -d "$libs" ]] && return 0
-  command -v mvn >/dev/null 2>&1 ||
-    die "mvn is not installed: it fetches Kafka's jars from Maven Central (e.g. apt-get install maven)"
+  if ! command -v mvn >/dev/null 2>&1; then
+    # Maven fetches the jars; Debian's package is the one install step needed.
+    command -v apt-get >/dev/null 2>&1 ||
+      die "mvn is not installed: it fetches Kafka's jars from Maven Central (install Maven 3)"
+    echo "services: apt-get install maven (to fetch Kafka's jars from Maven Central)" >&2
+    local sudo=""
+    [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
+    $sudo apt-get install -y -qq maven >/dev/null || {
+      $sudo apt-get update -qq >/dev/null
+      $sudo apt-get install -y -qq maven >/dev/null
+    } || die "cannot install Maven with apt-get: it fetches Kafka's jars from Maven Central"
+  fi
   local tmp
   mkdir -p "$services"
   tmp="$(mktemp -d "$services/.kafka-$kafka_version.XXXXXX")"
