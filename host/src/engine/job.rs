@@ -47,7 +47,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
@@ -55,8 +55,8 @@ use crate::connectors::blackhole::BlackholeConfig;
 use crate::connectors::file::{FileSinkConfig, FileSourceConfig};
 use crate::connectors::generator::GeneratorConfig;
 use crate::connectors::stdio::{StdinConfig, StdoutConfig};
-use crate::model::config::{describe, Field, Fields, JobError, JobFile, Table};
-use crate::wasm::limits::{Capabilities, DirGrant, Limits};
+use crate::model::config::{describe, Entries, Field, Fields, JobError, JobFile, Table};
+use crate::wasm::limits::{Capabilities, Limits, RawCapabilities, RawLimits};
 use crate::wasm::operator::Setup;
 
 /// Default number of key groups when `max_parallelism` is not given.
@@ -412,53 +412,9 @@ struct RawOperator {
     wasm: Field,
     parallelism: Field,
     input: Field,
-    config: Option<Spanned<RawConfig>>,
+    config: Option<Spanned<Entries>>,
     capabilities: Option<Spanned<RawCapabilities>>,
     limits: Option<Spanned<RawLimits>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "an [operators.limits] table")]
-struct RawLimits {
-    memory: Field,
-    cpu_per_call: Field,
-    output_per_call: Field,
-    state_value_size: Field,
-    state_memory: Field,
-    pending_timers: Field,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "an [operators.capabilities] table")]
-struct RawCapabilities {
-    env: Option<Spanned<RawConfig>>,
-    dirs: Option<Spanned<RawConfig>>,
-    writable_dirs: Option<Spanned<RawConfig>>,
-    network: Field,
-}
-
-struct RawConfig(Vec<(String, Spanned<Value>)>);
-
-impl<'de> Deserialize<'de> for RawConfig {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawConfig;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(
-                    "a table of strings for `config`, e.g. `config = { size_ms = \"1000\" }`",
-                )
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawConfig, A::Error> {
-                let mut entries = Vec::new();
-                while let Some(entry) = map.next_entry()? {
-                    entries.push(entry);
-                }
-                Ok(RawConfig(entries))
-            }
-        }
-        d.deserialize_map(V)
-    }
 }
 
 #[derive(Deserialize)]
@@ -740,11 +696,11 @@ impl JobFile<'_> {
             }
         }
         let capabilities = match &r.capabilities {
-            Some(c) => self.capabilities(id, c)?,
+            Some(c) => Capabilities::from_table(self, id, c)?,
             None => Capabilities::default(),
         };
         let limits = match &r.limits {
-            Some(l) => self.limits(id, l)?,
+            Some(l) => Limits::from_table(self, id, l)?,
             None => Limits::default(),
         };
         Ok((
@@ -760,118 +716,6 @@ impl JobFile<'_> {
             },
             id_line,
         ))
-    }
-
-    fn limits(&self, id: &str, raw: &Spanned<RawLimits>) -> Result<Limits, JobError> {
-        let s = self.section(format!("operator `{id}` limits"), raw.span());
-        let r = raw.get_ref();
-        let size = |name: &str, v: &Spanned<Value>| s.size(name, v);
-        let d = Limits::default();
-        let cpu = match &r.cpu_per_call {
-            Some(v) => {
-                let t = s.duration("cpu_per_call", v)?;
-                if t < Duration::from_millis(10) {
-                    return Err(s.fail(
-                        v.span(),
-                        "`cpu_per_call` must be at least 10ms (it is measured in 10 ms ticks)",
-                    ));
-                }
-                t
-            }
-            None => d.cpu_per_call,
-        };
-        Ok(Limits {
-            memory: s.opt(&r.memory, |v| size("memory", v))?.unwrap_or(d.memory),
-            cpu_per_call: cpu,
-            output_per_call: s
-                .opt(&r.output_per_call, |v| {
-                    s.int("output_per_call", v, 1, i64::MAX)
-                })?
-                .unwrap_or(d.output_per_call),
-            state_value_size: s
-                .opt(&r.state_value_size, |v| size("state_value_size", v))?
-                .unwrap_or(d.state_value_size),
-            state_memory: s
-                .opt(&r.state_memory, |v| size("state_memory", v))?
-                .unwrap_or(d.state_memory),
-            pending_timers: s
-                .opt(&r.pending_timers, |v| {
-                    s.int("pending_timers", v, 1, i64::MAX)
-                })?
-                .unwrap_or(d.pending_timers),
-        })
-    }
-
-    fn capabilities(
-        &self,
-        id: &str,
-        raw: &Spanned<RawCapabilities>,
-    ) -> Result<Capabilities, JobError> {
-        let s = self.section(format!("operator `{id}` capabilities"), raw.span());
-        let r = raw.get_ref();
-        let strings = |name: &str, table: &Option<Spanned<RawConfig>>| {
-            let mut out = Vec::new();
-            if let Some(t) = table {
-                for (key, value) in &t.get_ref().0 {
-                    let v = s.string(&format!("{name}.{key}"), value)?;
-                    out.push((key.clone(), v.to_owned(), value.span()));
-                }
-            }
-            Ok::<_, JobError>(out)
-        };
-        let env = strings("env", &r.env)?
-            .into_iter()
-            .map(|(k, v, _)| (k, v))
-            .collect();
-        let mut dirs: Vec<DirGrant> = Vec::new();
-        for (name, table, writable) in [
-            ("dirs", &r.dirs, false),
-            ("writable_dirs", &r.writable_dirs, true),
-        ] {
-            for (guest, host, span) in strings(name, table)? {
-                if !guest.starts_with('/') {
-                    return Err(s.fail(
-                        span,
-                        format!(
-                            "`{name}`: the guest path `{}` must be absolute, e.g. `\"/data\" = \"{}\"`",
-                            guest.escape_debug(),
-                            host.escape_debug()
-                        ),
-                    ));
-                }
-                if dirs.iter().any(|d| d.guest == guest) {
-                    return Err(s.fail(
-                        span,
-                        format!("guest path `{}` is granted twice", guest.escape_debug()),
-                    ));
-                }
-                if host.is_empty() {
-                    return Err(s.fail(
-                        span,
-                        format!("`{name}`: the host folder of `{guest}` must not be empty"),
-                    ));
-                }
-                let path = self.resolve(&host);
-                if !path.is_dir() {
-                    return Err(s.fail(
-                        span,
-                        format!(
-                            "`{name}`: `{}` (granted as `{guest}`) is not a folder",
-                            path.display()
-                        ),
-                    ));
-                }
-                dirs.push(DirGrant {
-                    guest,
-                    host: path,
-                    writable,
-                });
-            }
-        }
-        let network = s
-            .opt(&r.network, |v| s.boolean("network", v))?
-            .unwrap_or(false);
-        Ok(Capabilities { env, dirs, network })
     }
 
     fn sink(&self, raw: &Spanned<RawSink>) -> Result<SinkSpec, JobError> {

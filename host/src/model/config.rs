@@ -155,6 +155,32 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes} bytes")
 }
 
+/// A table of any keys, in the file's order, each value with its place: an
+/// operator's `config`, a capability's `env` or `dirs`.
+pub struct Entries(pub Vec<(String, Spanned<Value>)>);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Entries;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a table of strings for `config`, e.g. `config = { size_ms = \"1000\" }`",
+                )
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 /// A table whose fields its owner takes one by one ([`Fields::take`]); what
 /// is left at the end ([`Fields::finish`]) is an error naming the field and
 /// its line. A connector reads its `[source]` or `[sink]` table this way, so
