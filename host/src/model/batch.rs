@@ -254,27 +254,35 @@ impl Blobs {
     /// Splits into entries, checking that the lengths fit the data (blobs come
     /// from a guest).
     pub fn split(&self) -> Result<Vec<Option<&[u8]>>, String> {
-        let mut out = Vec::with_capacity(self.lens.len());
-        let mut at = 0usize;
-        for &len in &self.lens {
-            match len {
-                -1 => out.push(None),
-                len if len >= 0 => {
-                    let end = at
-                        .checked_add(len as usize)
-                        .filter(|&end| end <= self.data.len())
-                        .ok_or_else(|| "malformed blobs: lengths exceed the data".to_string())?;
-                    out.push(Some(&self.data[at..end]));
-                    at = end;
-                }
-                _ => return Err(format!("malformed blobs: length {len}")),
-            }
-        }
-        if at != self.data.len() {
-            return Err("malformed blobs: data longer than the lengths".to_string());
-        }
-        Ok(out)
+        split_blobs(&self.data, &self.lens)
     }
+}
+
+/// Splits flat blobs (`lens[i]` bytes of `data` each, -1 for an absent one)
+/// into entries, checking that the lengths fit the data: [`Blobs::split`]
+/// over borrowed parts, so a layer holding another type of the same shape
+/// (the WIT bindings') splits it without moving it.
+pub fn split_blobs<'a>(data: &'a [u8], lens: &[i32]) -> Result<Vec<Option<&'a [u8]>>, String> {
+    let mut out = Vec::with_capacity(lens.len());
+    let mut at = 0usize;
+    for &len in lens {
+        match len {
+            -1 => out.push(None),
+            len if len >= 0 => {
+                let end = at
+                    .checked_add(len as usize)
+                    .filter(|&end| end <= data.len())
+                    .ok_or_else(|| "malformed blobs: lengths exceed the data".to_string())?;
+                out.push(Some(&data[at..end]));
+                at = end;
+            }
+            _ => return Err(format!("malformed blobs: length {len}")),
+        }
+    }
+    if at != data.len() {
+        return Err("malformed blobs: data longer than the lengths".to_string());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

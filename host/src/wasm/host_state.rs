@@ -10,6 +10,7 @@
 
 use wasmtime::component::Resource;
 
+use crate::model::batch::split_blobs;
 use crate::model::{Blobs, StateKind};
 use crate::wasm::bindings::{state, Blobs as WitBlobs};
 use crate::wasm::operator::HostCtx;
@@ -20,6 +21,11 @@ pub struct ValueStateHandle;
 pub struct MapStateHandle;
 /// The host's representation of a `list-state` handle (its rep is the state index).
 pub struct ListStateHandle;
+
+/// A guest's blobs, split into entries (malformed lengths trap).
+fn split(blobs: &WitBlobs) -> wasmtime::Result<Vec<Option<&[u8]>>> {
+    split_blobs(&blobs.data, &blobs.lens).map_err(trap)
+}
 
 fn trap(e: impl std::fmt::Display) -> wasmtime::Error {
     wasmtime::Error::msg(e.to_string())
@@ -52,8 +58,7 @@ impl state::HostValueState for HostCtx {
         keys: WitBlobs,
     ) -> wasmtime::Result<WitBlobs> {
         let state = handle.rep();
-        let keys = Blobs::from(keys);
-        let keys = keys.split().map_err(trap)?;
+        let keys = split(&keys)?;
         let mut out = Blobs::with_capacity(keys.len());
         for key in keys {
             let key = key.ok_or_else(|| no_key("value-state.get-many"))?;
@@ -69,10 +74,8 @@ impl state::HostValueState for HostCtx {
         values: WitBlobs,
     ) -> wasmtime::Result<()> {
         let state = handle.rep();
-        let keys = Blobs::from(keys);
-        let keys = keys.split().map_err(trap)?;
-        let values = Blobs::from(values);
-        let values = values.split().map_err(trap)?;
+        let keys = split(&keys)?;
+        let values = split(&values)?;
         if keys.len() != values.len() {
             return Err(trap(
                 "value-state.put-many: keys and values differ in number",
@@ -109,10 +112,8 @@ impl state::HostMapState for HostCtx {
         map_keys: WitBlobs,
     ) -> wasmtime::Result<WitBlobs> {
         let state = handle.rep();
-        let keys = Blobs::from(keys);
-        let keys = keys.split().map_err(trap)?;
-        let map_keys = Blobs::from(map_keys);
-        let map_keys = map_keys.split().map_err(trap)?;
+        let keys = split(&keys)?;
+        let map_keys = split(&map_keys)?;
         if keys.len() != map_keys.len() {
             return Err(trap(
                 "map-state.get-many: keys and map keys differ in number",
@@ -135,12 +136,9 @@ impl state::HostMapState for HostCtx {
         values: WitBlobs,
     ) -> wasmtime::Result<()> {
         let state = handle.rep();
-        let keys = Blobs::from(keys);
-        let keys = keys.split().map_err(trap)?;
-        let map_keys = Blobs::from(map_keys);
-        let map_keys = map_keys.split().map_err(trap)?;
-        let values = Blobs::from(values);
-        let values = values.split().map_err(trap)?;
+        let keys = split(&keys)?;
+        let map_keys = split(&map_keys)?;
+        let values = split(&values)?;
         if keys.len() != map_keys.len() || keys.len() != values.len() {
             return Err(trap(
                 "map-state.put-many: keys, map keys and values differ in number",
@@ -218,10 +216,8 @@ impl state::HostListState for HostCtx {
         values: WitBlobs,
     ) -> wasmtime::Result<()> {
         let state = handle.rep();
-        let keys = Blobs::from(keys);
-        let keys = keys.split().map_err(trap)?;
-        let values = Blobs::from(values);
-        let values = values.split().map_err(trap)?;
+        let keys = split(&keys)?;
+        let values = split(&values)?;
         if keys.len() != values.len() {
             return Err(trap(
                 "list-state.add-many: keys and values differ in number",
@@ -244,8 +240,7 @@ impl state::HostListState for HostCtx {
         key: Vec<u8>,
         values: WitBlobs,
     ) -> wasmtime::Result<()> {
-        let values = Blobs::from(values);
-        let values = values.split().map_err(trap)?;
+        let values = split(&values)?;
         let mut list = Vec::with_capacity(values.len());
         for value in values {
             let value = value.ok_or_else(|| trap("list-state.update: a value is absent"))?;
