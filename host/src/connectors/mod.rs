@@ -8,4 +8,5 @@ pub mod dead_letter;
 pub mod file;
 pub mod generator;
 pub mod json;
+pub mod kafka;
 pub mod stdio;

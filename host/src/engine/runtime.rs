@@ -409,10 +409,7 @@ fn check_source_position(
     let mismatch = |source: &str| {
         RunError::Setup(format!(
             "{what} holds a {} position and the job ({}) reads {source}: a source resumes only from a position of its own kind",
-            match position {
-                SourcePosition::File { .. } => "file",
-                SourcePosition::Generator { .. } => "generator",
-            },
+            position.kind(),
             job_file.display()
         ))
     };

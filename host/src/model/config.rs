@@ -461,6 +461,36 @@ impl Table<'_, '_> {
         }
     }
 
+    /// A table of strings (`{ "acks" = "all" }`), such as a connector's
+    /// client `properties`; numbers and booleans are written as strings.
+    pub fn string_map(
+        &self,
+        name: &str,
+        v: &Spanned<Value>,
+    ) -> Result<BTreeMap<String, String>, JobError> {
+        let Value::Table(table) = v.get_ref() else {
+            return Err(self.fail(
+                v.span(),
+                format!(
+                    "`{name}` must be a table of strings, found {}",
+                    describe(v.get_ref())
+                ),
+            ));
+        };
+        table
+            .iter()
+            .map(|(k, value)| match value {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                Value::Integer(n) => Ok((k.clone(), n.to_string())),
+                Value::Boolean(b) => Ok((k.clone(), b.to_string())),
+                other => Err(self.fail(
+                    v.span(),
+                    format!("`{name}.{k}` must be a string, found {}", describe(other)),
+                )),
+            })
+            .collect()
+    }
+
     /// A non-empty path, resolved against the job file's directory.
     pub fn path(&self, name: &str, v: &Spanned<Value>) -> Result<PathBuf, JobError> {
         let p = self.string(name, v)?;

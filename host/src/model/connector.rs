@@ -14,6 +14,26 @@ pub trait SourceReader: Send {
     fn next_batch(&mut self, offsets: &mut Vec<u64>) -> Result<Option<Batch>, String>;
     /// Where the next batch starts, for a source that can seek back to it.
     fn position(&self) -> Option<SourcePosition>;
+    /// The timestamp its watermark follows, for a source that tracks event
+    /// time per partition: the lowest, over its partitions that are not
+    /// idle, of the highest timestamp read from each (`i64::MIN`: none
+    /// yet). `None` (the default): the engine follows the highest timestamp
+    /// of the batches it reads. The engine subtracts the watermark delay.
+    fn watermark_basis(&self) -> Option<i64> {
+        None
+    }
+    /// Whether the source has nothing to read for now (every partition it
+    /// reads has been idle longer than its idle timeout, or it reads none):
+    /// its watermark then holds back no one downstream until it reads again.
+    fn idle(&self) -> bool {
+        false
+    }
+    /// Checkpoint `id`, taken at `position` (what [`SourceReader::position`]
+    /// returned at its barrier), is complete: a Kafka source commits those
+    /// offsets to its consumer group, for lag monitoring.
+    fn checkpoint_complete(&mut self, id: u64, position: &SourcePosition) {
+        let _ = (id, position);
+    }
 }
 
 /// A sink of events.
@@ -31,6 +51,18 @@ pub trait SinkWriter: Send {
     fn commit(&mut self, id: u64) -> std::io::Result<()> {
         let _ = id;
         Ok(())
+    }
+    /// Checkpoint `id`, pre-committed by this sink, was aborted (it timed
+    /// out or could not be stored): what it covers is published with the
+    /// next checkpoint that completes instead.
+    fn checkpoint_aborted(&mut self, id: u64) -> std::io::Result<()> {
+        let _ = id;
+        Ok(())
+    }
+    /// Whether the sink holds so much, waiting for a checkpoint to complete,
+    /// that it must not take more input until one completes or aborts.
+    fn backlogged(&self) -> bool {
+        false
     }
     /// Flushes everything written.
     fn flush(&mut self) -> std::io::Result<()>;

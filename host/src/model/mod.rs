@@ -14,7 +14,7 @@ pub mod types;
 
 pub use batch::{show_bytes, Batch, Blobs, EventRef};
 pub use connector::{SinkWriter, SourceReader};
-pub use position::{SinkState, SourcePosition, SourceState};
+pub use position::{KafkaPartition, SinkState, SourcePosition, SourceState};
 pub use types::{
     hex, now_ms, GuestError, OperatorSpec, Rejected, StateKind, StateSpec, TaskInfo, TimeDomain,
     Timers,

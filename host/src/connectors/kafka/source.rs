@@ -1,0 +1,1 @@
+//! The Kafka source (being written).
