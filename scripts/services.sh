@@ -2,22 +2,25 @@
 # Local services for development and tests: today a real Apache Kafka (KRaft
 # mode, no ZooKeeper) on 127.0.0.1 only. The tests and CI use this script too.
 #
-#   scripts/services.sh up kafka [--brokers N] [--port P] [--timeout S]
+#   scripts/services.sh up kafka [--brokers N] [--port P] [--timeout S] [--dir DIR]
 #       Starts N brokers (default 1) and prints the bootstrap address list as
 #       the last line of stdout: 127.0.0.1:9092 (or 127.0.0.1:9092,...:9094).
 #       Broker i listens on P+i-1 (default P 9092), its controller on
 #       P+10000+i-1 (19092...). Waits up to S seconds (default 90) until the
 #       brokers answer a metadata request. Already up: says so, prints the
 #       address. A broker that was stopped (down --broker, a crash) is
-#       restarted on its kept data.
-#   scripts/services.sh down [kafka] [--keep] [--broker N [--kill]]
+#       restarted on its kept data (no need to repeat --brokers and --port).
+#       With 3 brokers or more, topics get replication 3 and
+#       min.insync.replicas 2 by default (internal ones too), so one broker
+#       may be down; with one broker, 1 and 1.
+#   scripts/services.sh down [kafka] [--keep] [--broker N [--kill]] [--dir DIR]
 #       Stops the brokers this script started (by the PIDs in its state
 #       folder, never by name) and deletes their data and logs unless --keep.
 #       --broker N stops only broker N and keeps everything (--kill: SIGKILL,
 #       a crash). Exit 0 if nothing was running.
-#   scripts/services.sh status [kafka]
+#   scripts/services.sh status [kafka] [--dir DIR]
 #       One line per broker: state, PID, address. Exit 0 if all are up, 3 if not.
-#   scripts/services.sh pid kafka N              broker N's PID (to kill it in a test)
+#   scripts/services.sh pid kafka N [--dir DIR]  broker N's PID (to kill it in a test)
 #   scripts/services.sh fetch kafka              only download the jars
 #   scripts/services.sh kafka-run MAIN_CLASS ARGS...
 #       Runs a Kafka main class on the cached jars. Shortcuts: kafka-topics,
@@ -28,11 +31,16 @@
 #         scripts/services.sh kafka-console-consumer --bootstrap-server 127.0.0.1:9092 \
 #           --topic t --from-beginning --max-messages 5 --isolation-level read_committed
 #
+#   --dir DIR: the cluster's state folder (data, logs, PID files), default
+#   $WEIR_SERVICES/run/kafka. Each folder is its own cluster: tests start
+#   private clusters (on other ports) beside the shared one, with the jars
+#   cached once.
+#
 # Kafka's jars come from Maven Central (org.apache.kafka, through `mvn`) once,
 # into $WEIR_SERVICES/kafka-VERSION/libs (default ~/.weir/services, like the
 # toolchains). Brokers' data, logs and PID files are in
-# $WEIR_SERVICES/run/kafka/node-N/. Needs Java 17+ and, for the first
-# download, Maven. Environment: WEIR_SERVICES, WEIR_KAFKA_VERSION (default
+# $WEIR_SERVICES/run/kafka/node-N/ (DIR/node-N/ with --dir DIR). Needs Java
+# 17+ and, for the first download, Maven. Environment: WEIR_SERVICES, WEIR_KAFKA_VERSION (default
 # 4.3.1), KAFKA_HEAP_OPTS (default -Xms128m -Xmx512m per broker), JAVA.
 set -euo pipefail
 
@@ -40,7 +48,8 @@ kafka_version="${WEIR_KAFKA_VERSION:-4.3.1}"
 services="${WEIR_SERVICES:-$HOME/.weir/services}"
 home="$services/kafka-$kafka_version"
 libs="$home/libs"
-run="$services/run/kafka"
+default_run="$services/run/kafka"
+run="$default_run"
 java="${JAVA:-java}"
 heap="${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}"
 
@@ -147,7 +156,7 @@ is_ours() {
   local pid="$1" node="$2" args
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   args="$(ps -o args= -p "$pid" 2>/dev/null)" || return 1
-  [[ "$args" == *java* && "$args" == *kafka.Kafka* && "$args" == *"$run/node-$node/server.properties"* ]]
+  [[ "$args" == *java* && "$args" == *" kafka.Kafka $run/node-$node/server.properties" ]]
 }
 
 node_pid() {
@@ -180,8 +189,10 @@ write_config() {
   for ((j = 1; j <= brokers; j++)); do
     voters+="${voters:+,}$j@127.0.0.1:$((controller_port + j - 1))"
   done
+  # Three replicas and two in sync from three brokers on (one may be down);
+  # fewer brokers: as many replicas as brokers, one in sync.
   rf=$((brokers < 3 ? brokers : 3))
-  isr=$((rf < 2 ? 1 : 2))
+  isr=$((rf < 3 ? 1 : 2))
   mkdir -p "$run/node-$i/data"
   cat >"$run/node-$i/server.properties" <<EOF
 # Written by scripts/services.sh: broker $i of $brokers, on 127.0.0.1 only.
@@ -195,6 +206,8 @@ inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$run/node-$i/data
 num.partitions=1
+default.replication.factor=$rf
+min.insync.replicas=$isr
 offsets.topic.replication.factor=$rf
 transaction.state.log.replication.factor=$rf
 transaction.state.log.min.isr=$isr
@@ -322,11 +335,11 @@ with_lock() {
 }
 
 kafka_up() {
-  local want_brokers=1 want_port=9092 timeout=90
+  local want_brokers=1 want_port=9092 timeout=90 chosen=0
   while (($#)); do
     case "$1" in
-      --brokers) want_brokers="${2:?--brokers needs a number}"; shift 2 ;;
-      --port) want_port="${2:?--port needs a number}"; shift 2 ;;
+      --brokers) want_brokers="${2:?--brokers needs a number}"; chosen=1; shift 2 ;;
+      --port) want_port="${2:?--port needs a number}"; chosen=1; shift 2 ;;
       --timeout) timeout="${2:?--timeout needs seconds}"; shift 2 ;;
       *) die "up kafka: unknown option \`$1\` (expected --brokers N, --port P, --timeout S)" ;;
     esac
@@ -343,8 +356,9 @@ kafka_up() {
 
   local i p stopped=() brokers port controller_port cluster_id
   if load_cluster; then
-    if ((brokers != want_brokers || port != want_port)); then
-      die "kafka is already set up with $brokers broker(s) on port $port: run \`scripts/services.sh down kafka\` first"
+    # Without --brokers and --port: the cluster as it was set up.
+    if ((chosen)) && ((brokers != want_brokers || port != want_port)); then
+      die "kafka is already set up in $run with $brokers broker(s) on port $port: run \`scripts/services.sh down kafka$(dir_arg)\` first"
     fi
     for ((i = 1; i <= brokers; i++)); do
       is_ours "$(node_pid "$i")" "$i" || stopped+=("$i")
@@ -413,7 +427,7 @@ kafka_down() {
       die "down kafka: --broker must be 1 to $brokers, not \`$only\`"
     fi
     if ((kill9)); then sig=KILL stop_nodes "$only"; else stop_nodes "$only"; fi
-    echo "kafka broker $only stopped (data kept; \`scripts/services.sh up kafka\` restarts it)" >&2
+    echo "kafka broker $only stopped (data kept; \`scripts/services.sh up kafka$(dir_arg)\` restarts it)" >&2
     return 0
   fi
   for d in "$run"/node-*; do
@@ -429,7 +443,9 @@ kafka_down() {
   if ((keep)); then
     echo "kafka stopped (data and logs kept in $run)" >&2
   else
-    rm -rf "$run"
+    # Only what this script wrote: --dir may name a folder that holds more.
+    rm -rf "$run"/node-* "$run/cluster.env" "$run/.lock"
+    rmdir "$run" 2>/dev/null || true
     echo "kafka stopped" >&2
   fi
 }
@@ -465,6 +481,11 @@ kafka_pid() {
   echo "$pid"
 }
 
+# ` --dir DIR` when the state folder is not the default one (for hints).
+dir_arg() {
+  [[ "$run" == "$default_run" ]] || printf ' --dir %q' "$run"
+}
+
 service_arg() {
   case "${1:-kafka}" in
     kafka) ;;
@@ -475,6 +496,35 @@ service_arg() {
 cmd="${1:-}"
 [[ -n "$cmd" ]] || usage
 shift
+# `--dir DIR` (up, down, status, pid): the cluster's state folder, absolute
+# (the brokers' command lines name it, and `down` recognises them by it).
+case "$cmd" in
+  up | down | status | pid)
+    args=()
+    while (($#)); do
+      case "$1" in
+        --dir | --dir=*)
+          if [[ "$1" == --dir ]]; then
+            run="${2:-}"
+            shift $(($# < 2 ? 1 : 2))
+          else
+            run="${1#--dir=}"
+            shift
+          fi
+          [[ -n "$run" ]] || die "$cmd: --dir needs a directory"
+          [[ "$run" == /* ]] || run="$PWD/$run"
+          while [[ "$run" == */ && "$run" != / ]]; do run="${run%/}"; done
+          [[ "$run" != / ]] || die "$cmd: --dir / is not a cluster's folder"
+          ;;
+        *)
+          args+=("$1")
+          shift
+          ;;
+      esac
+    done
+    set -- "${args[@]+"${args[@]}"}"
+    ;;
+esac
 case "$cmd" in
   up)
     [[ $# -ge 1 ]] || die "up needs a service: \`scripts/services.sh up kafka\`"
