@@ -15,6 +15,7 @@ mod errors;
 mod fuzz;
 mod hostile;
 mod jobs;
+mod kafka;
 mod keyless;
 mod lifecycle;
 mod limits;

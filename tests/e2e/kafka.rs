@@ -1,0 +1,801 @@
+//! Kafka end to end, on a real Apache Kafka (the shared test broker of
+//! `scripts/test.sh`, `WEIR_TEST_KAFKA`, or private clusters started with
+//! `scripts/services.sh --dir`), read back by Kafka's own console consumer
+//! with `read_committed`: a Kafka → `keyed-count` → Kafka job killed with
+//! SIGKILL at random moments (one kill between a checkpoint's completion and
+//! its transaction's commit) gives an uninterrupted run's output; one broker
+//! of three killed mid-job, and the only broker going away and coming back,
+//! change nothing; stop with a savepoint and restore with new logic at
+//! another parallelism carries the counts on; Kafka → file and file → Kafka;
+//! each error a user can meet is one line and writes nothing.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::harness::kafka::{
+    closed_port, create_topic, describe_topic, multiset, produce, read_committed, topics, unique,
+    Cluster, Record,
+};
+use crate::harness::{events, kafka, operator, toml_path, Rng, Sandbox};
+use crate::savepoints::rest_addr;
+
+/// librdkafka settings for a test source that reads a few records per
+/// fetch (the input is produced one record per record batch), so that a job
+/// over a few thousand records lasts several checkpoints and kills land
+/// mid-job. Speed is not asserted anywhere: this only spreads the run out.
+const SLOW_FETCH: &str = r#"properties = { "fetch.max.bytes" = "1000", "message.max.bytes" = "1000", "fetch.message.max.bytes" = "1" }"#;
+
+/// `count` keyed records over `keys` keys, as `(key, value)`: key
+/// `k<i*7919 % keys>`, value `v<i>`.
+fn input(count: usize, keys: usize) -> Vec<(String, String)> {
+    (0..count)
+        .map(|i| (format!("k{}", i * 7919 % keys), format!("v{i}")))
+        .collect()
+}
+
+/// A fresh input topic with `records` in it, read back (to know the
+/// timestamps the broker gave them).
+fn input_topic(
+    bootstrap: &str,
+    partitions: u32,
+    replication: u32,
+    records: &[(String, String)],
+) -> (String, Vec<Record>) {
+    let topic = unique("weir-in");
+    create_topic(bootstrap, &topic, partitions, replication, &[]);
+    produce(bootstrap, &topic, records);
+    let back = read_committed(bootstrap, &topic);
+    assert_eq!(back.len(), records.len(), "the input topic is not complete");
+    (topic, back)
+}
+
+/// What `keyed-count` must write for `input`: per key, values 1, 2, 3, ...
+/// with each input record's timestamp, in the key's order.
+fn expected_counts(input: &[Record]) -> BTreeMap<Option<String>, Vec<(String, i64)>> {
+    let mut out: BTreeMap<Option<String>, Vec<(String, i64)>> = BTreeMap::new();
+    for r in input {
+        let seq = out.entry(r.key.clone()).or_default();
+        seq.push(((seq.len() + 1).to_string(), r.timestamp));
+    }
+    out
+}
+
+/// Output records per key as (value, timestamp) in order.
+fn sequences(records: &[Record]) -> BTreeMap<Option<String>, Vec<(String, i64)>> {
+    let mut out: BTreeMap<Option<String>, Vec<(String, i64)>> = BTreeMap::new();
+    for r in records {
+        out.entry(r.key.clone())
+            .or_default()
+            .push((r.value.clone(), r.timestamp));
+    }
+    out
+}
+
+/// Asserts `got` is exactly `expected` per key (nothing missing, nothing
+/// twice), with a short account of the first difference.
+#[track_caller]
+fn assert_same_sequences(
+    what: &str,
+    got: &BTreeMap<Option<String>, Vec<(String, i64)>>,
+    expected: &BTreeMap<Option<String>, Vec<(String, i64)>>,
+) {
+    let total = |m: &BTreeMap<Option<String>, Vec<(String, i64)>>| -> usize {
+        m.values().map(Vec::len).sum()
+    };
+    for (key, want) in expected {
+        let have = got.get(key).map(Vec::as_slice).unwrap_or_default();
+        if have != want.as_slice() {
+            let at = have
+                .iter()
+                .zip(want)
+                .position(|(a, b)| a != b)
+                .unwrap_or(have.len().min(want.len()));
+            panic!(
+                "{what}: key {key:?} has {} records where {} were due; first difference at #{at}: \
+                 {:?} where {:?} was due ({} records in all, {} due)",
+                have.len(),
+                want.len(),
+                have.get(at),
+                want.get(at),
+                total(got),
+                total(expected),
+            );
+        }
+    }
+    let extra: Vec<_> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
+    assert!(extra.is_empty(), "{what}: unexpected keys {extra:?}");
+}
+
+/// A Kafka → `keyed-count` → Kafka job: exactly-once checkpoints every
+/// 200 ms, restarts with a fixed delay, the source bounded (`stop = "latest"`).
+fn kafka_to_kafka(
+    bootstrap: &str,
+    input: &str,
+    output: &str,
+    source_parallelism: u32,
+    parallelism: u32,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+name = "kafka-counts"
+max_parallelism = 32
+
+[source]
+type = "kafka"
+bootstrap = "{bootstrap}"
+topic = "{input}"
+start = "earliest"
+stop = "latest"
+parallelism = {source_parallelism}
+batch_size = 64
+connect_timeout = "30s"
+{SLOW_FETCH}
+
+[[operators]]
+id = "count"
+wasm = {count}
+parallelism = {parallelism}
+input = "key"
+
+[sink]
+type = "kafka"
+bootstrap = "{bootstrap}"
+topic = "{output}"
+delivery = "exactly-once"
+create = {{ partitions = 3, replication = 1 }}
+connect_timeout = "30s"
+
+[checkpoint]
+interval = "200ms"
+dir = "state"
+retain = 3
+mode = "exactly-once"
+
+[restart]
+strategy = "fixed-delay"
+attempts = 50
+delay = "300ms"
+{extra}
+"#,
+        count = toml_path(&operator("keyed-count")),
+    )
+}
+
+/// The log line the sink writes (with `WEIR_TEST_KAFKA_COMMIT_PAUSE_MS`)
+/// between a checkpoint's completion and its transaction's commit.
+const DURABLE: &str = "is durable; committing its Kafka transaction";
+
+/// The log line of a completed checkpoint.
+const CHECKPOINT_DONE: &str = "complete in";
+
+#[test]
+fn kafka_sigkill_and_restart_gives_the_uninterrupted_output() {
+    let b = kafka();
+    let records = input(6000, 97);
+    let (input, back) = input_topic(&b, 4, 1, &records);
+    let expected = expected_counts(&back);
+
+    // Uninterrupted, into topic A.
+    let out_a = unique("weir-out-a");
+    let sa = Sandbox::new();
+    sa.run_job(&kafka_to_kafka(&b, &input, &out_a, 2, 2, ""))
+        .ok();
+    let a = read_committed(&b, &out_a);
+    assert_same_sequences("the uninterrupted run", &sequences(&a), &expected);
+
+    // Killed at random moments and restarted until it finishes, into topic B.
+    let out_b = unique("weir-out-b");
+    let sb = Sandbox::new();
+    sb.write("job.toml", kafka_to_kafka(&b, &input, &out_b, 2, 2, ""));
+    let mut rng = Rng::from_env();
+    let mut kills = 0;
+    let mut commit_window_kills = 0;
+    let mut cycle = 0;
+    let finished = loop {
+        cycle += 1;
+        let log = format!("run-{cycle}.log");
+        // Cycles 1 and 4 pause each commit, and are killed in the pause.
+        let in_commit_window = cycle == 1 || cycle == 4;
+        let env: &[(&str, &str)] = if in_commit_window {
+            &[("WEIR_TEST_KAFKA_COMMIT_PAUSE_MS", "2000")]
+        } else {
+            &[]
+        };
+        let mut child = sb.spawn_logged_with(&["run", "job.toml"], &log, env);
+        let outcome = if in_commit_window {
+            // The second commit in cycle 1: the first one is then committed.
+            let times = if cycle == 1 { 2 } else { 1 };
+            sb.wait_for_or_exit(&log, DURABLE, times, &mut child)
+        } else if kills >= 7 {
+            // Enough: let it finish.
+            Err(child.wait().unwrap())
+        } else if rng.range(0, 2) == 0 {
+            // A random moment, startup and recovery included.
+            let deadline = Instant::now() + Duration::from_millis(rng.range(50, 1500));
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break Err(status);
+                }
+                if Instant::now() >= deadline {
+                    break Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        } else {
+            // Just after a checkpoint of this run.
+            let n = rng.range(1, 4) as usize;
+            let r = sb.wait_for_or_exit(&log, CHECKPOINT_DONE, n, &mut child);
+            std::thread::sleep(Duration::from_millis(rng.range(0, 150)));
+            r
+        };
+        match outcome {
+            Ok(()) => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+                if in_commit_window {
+                    commit_window_kills += 1;
+                }
+                eprintln!("cycle {cycle}: killed (in a commit window: {in_commit_window})");
+            }
+            Err(status) => {
+                assert!(
+                    status.success(),
+                    "weir failed in cycle {cycle}: {status}\n{}",
+                    sb.read(&log)
+                );
+                break cycle;
+            }
+        }
+        assert!(cycle < 100, "the job did not finish in 100 cycles");
+    };
+    eprintln!("finished in cycle {finished} after {kills} kills");
+    assert!(
+        commit_window_kills == 2,
+        "the job ended before both kills between a checkpoint's completion and its \
+         transaction's commit ({commit_window_kills}): its input is too small"
+    );
+    let got = read_committed(&b, &out_b);
+    assert_eq!(
+        got.len(),
+        a.len(),
+        "killed run: {} records, uninterrupted: {}",
+        got.len(),
+        a.len()
+    );
+    assert_same_sequences("the killed and restarted run", &sequences(&got), &expected);
+    assert!(multiset(&got) == multiset(&a), "the runs' outputs differ");
+}
+
+#[test]
+fn kafka_one_broker_of_three_killed_mid_job_changes_nothing() {
+    let sb = Sandbox::new();
+    let cluster = Cluster::start(&sb, 3);
+    let b = cluster.bootstrap().to_string();
+    let records = input(5000, 61);
+    let input = unique("weir-in");
+    create_topic(&b, &input, 3, 3, &[("min.insync.replicas", "2")]);
+    produce(&b, &input, &records);
+    let back = read_committed(&b, &input);
+    assert_eq!(back.len(), records.len());
+    let output = unique("weir-out");
+    create_topic(&b, &output, 3, 3, &[("min.insync.replicas", "2")]);
+
+    let mut rng = Rng::from_env();
+    sb.write("job.toml", kafka_to_kafka(&b, &input, &output, 2, 2, ""));
+    let mut child = sb.spawn_logged_with(&["run", "job.toml"], "log", &[]);
+    let after = rng.range(1, 4) as usize;
+    if let Err(status) = sb.wait_for_or_exit("log", CHECKPOINT_DONE, after, &mut child) {
+        panic!(
+            "the job ended ({status}) before the broker was killed: its input is too small\n{}",
+            sb.read("log")
+        );
+    }
+    let victim = rng.range(1, u64::from(cluster.brokers()) + 1) as u32;
+    eprintln!("killing broker {victim} after checkpoint {after}");
+    cluster.kill_broker(victim);
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "weir failed: {status}\n{}",
+        sb.read("log")
+    );
+
+    let got = read_committed(&b, &output);
+    assert_same_sequences(
+        "with a broker killed",
+        &sequences(&got),
+        &expected_counts(&back),
+    );
+}
+
+/// A Kafka → `keyed-count` (or another version) → file job with a REST API
+/// and a savepoint folder.
+fn savepoint_job(bootstrap: &str, input: &str, wasm: &str, source_p: u32, p: u32) -> String {
+    format!(
+        r#"
+name = "kafka-swap"
+max_parallelism = 32
+
+[source]
+type = "kafka"
+bootstrap = "{bootstrap}"
+topic = "{input}"
+stop = "latest"
+parallelism = {source_p}
+batch_size = 64
+{SLOW_FETCH}
+
+[[operators]]
+id = "count"
+wasm = {wasm}
+parallelism = {p}
+input = "key"
+
+[sink]
+type = "file"
+path = "out.jsonl"
+
+[checkpoint]
+interval = "200ms"
+dir = "state"
+
+[savepoint]
+dir = "savepoints"
+
+[rest]
+addr = "127.0.0.1:0"
+"#,
+        wasm = toml_path(&operator(wasm)),
+    )
+}
+
+/// The Kafka partitions of a savepoint's `inspect --json`, wherever they
+/// are: `(partition, offset)`.
+fn kafka_offsets(v: &serde_json::Value) -> Option<Vec<(i64, i64)>> {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let Some(serde_json::Value::Array(parts)) = m.get("partitions") {
+                let found: Option<Vec<(i64, i64)>> = parts
+                    .iter()
+                    .map(|p| Some((p["partition"].as_i64()?, p["offset"].as_i64()?)))
+                    .collect();
+                if found.is_some() {
+                    return found;
+                }
+            }
+            m.values().find_map(kafka_offsets)
+        }
+        serde_json::Value::Array(a) => a.iter().find_map(kafka_offsets),
+        _ => None,
+    }
+}
+
+#[test]
+fn kafka_stop_with_savepoint_and_restore_with_new_logic_at_another_parallelism() {
+    let b = kafka();
+    let records = input(5000, 53);
+    let partitions = 4;
+    let (input, back) = input_topic(&b, partitions, 1, &records);
+    let expected = expected_counts(&back);
+
+    let sb = Sandbox::new();
+    sb.write("job.toml", savepoint_job(&b, &input, "keyed-count", 2, 2));
+    let mut child = sb.spawn_logged_with(&["run", "job.toml"], "run-1.log", &[]);
+    let addr = rest_addr(&sb, "run-1.log");
+    if let Err(status) = sb.wait_for_or_exit("run-1.log", CHECKPOINT_DONE, 2, &mut child) {
+        panic!("the job ended ({status}) before the stop: its input is too small");
+    }
+    let stop = sb
+        .weir(&["stop", "--addr", &addr, "--savepoint", "sp"])
+        .ok();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}\n{}", sb.read("run-1.log"));
+    let sp = stop.stdout.trim().to_string();
+    let before = sb.read("out.jsonl").lines().count();
+    assert!(
+        before > 0 && before < records.len(),
+        "the stop came at {before} of {} records",
+        records.len()
+    );
+
+    // The savepoint holds each partition's offset: the records before it are
+    // exactly those the first run counted.
+    let text = sb.weir(&["savepoint", "inspect", &sp]).ok().stdout;
+    assert!(text.contains(&input), "no topic in:\n{text}");
+    let json: serde_json::Value = serde_json::from_str(
+        &sb.weir(&["savepoint", "inspect", "--json", &sp])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    let offsets = kafka_offsets(&json).unwrap_or_else(|| panic!("no partition offsets in {json}"));
+    assert!(!offsets.is_empty());
+    let mut per_partition = BTreeMap::new();
+    for r in &back {
+        *per_partition.entry(i64::from(r.partition)).or_insert(0i64) += 1;
+    }
+    for (p, offset) in &offsets {
+        assert!(
+            *offset >= 0 && *offset <= per_partition[p],
+            "partition {p}: offset {offset} of {} records",
+            per_partition[p]
+        );
+        assert!(
+            text.contains(&offset.to_string()),
+            "offset {offset} not shown:\n{text}"
+        );
+    }
+    let read: i64 = offsets.iter().map(|(_, o)| o).sum();
+    assert_eq!(
+        read as usize, before,
+        "the savepoint's offsets and the output disagree"
+    );
+
+    // Restore with v2 (keeps `count`, adds `last_seen`), source at 3 and
+    // the operator at 3.
+    sb.write(
+        "job.toml",
+        savepoint_job(&b, &input, "keyed-count-v2", 3, 3),
+    );
+    sb.weir(&["run", "job.toml", "--from-savepoint", &sp]).ok();
+    let out = sb.read("out.jsonl");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[before..].iter().all(|l| l.contains("last_seen=")),
+        "v2 output after the swap"
+    );
+    crate::savepoints::assert_counts_continue(&out);
+    let finals = crate::savepoints::final_counts(&out);
+    let want: BTreeMap<String, u64> = expected
+        .iter()
+        .map(|(k, v)| (k.clone().unwrap(), v.len() as u64))
+        .collect();
+    assert_eq!(finals, want, "final counts");
+}
+
+#[test]
+fn kafka_to_file_and_file_to_kafka() {
+    let b = kafka();
+    let records = input(500, 7);
+    let (input, back) = input_topic(&b, 3, 1, &records);
+
+    // Kafka → file: keys, values and the record timestamps as event time.
+    let sb = Sandbox::new();
+    sb.run_job(&format!(
+        r#"
+name = "kafka-to-file"
+[source]
+type = "kafka"
+bootstrap = "{b}"
+topic = "{input}"
+stop = "latest"
+parallelism = 2
+[[operators]]
+id = "upper"
+wasm = {map}
+[sink]
+type = "file"
+path = "out.jsonl"
+"#,
+        map = toml_path(&operator("map")),
+    ))
+    .ok();
+    let got = events(&sb.read("out.jsonl"));
+    let mut want: Vec<_> = back
+        .iter()
+        .map(|r| {
+            crate::harness::ev(
+                r.key.as_deref().unwrap(),
+                &r.value.to_uppercase(),
+                r.timestamp,
+            )
+        })
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+
+    // File → Kafka (no checkpoints: at-least-once, one run, no duplicate):
+    // the record timestamp is the event time, and each key is in the
+    // partition Kafka's own producer puts it in.
+    let sb = Sandbox::new();
+    let mut lines = String::new();
+    for (i, (k, v)) in records.iter().enumerate() {
+        lines.push_str(&format!(
+            "{{\"key\": \"{k}\", \"value\": \"{v}\", \"timestamp\": {}}}\n",
+            1_700_000_000_000i64 + i as i64
+        ));
+    }
+    sb.write("in.jsonl", lines);
+    let output = unique("weir-out");
+    sb.run_job(&format!(
+        r#"
+name = "file-to-kafka"
+[source]
+type = "file"
+path = "in.jsonl"
+[[operators]]
+id = "upper"
+wasm = {map}
+[sink]
+type = "kafka"
+bootstrap = "{b}"
+topic = "{output}"
+create = {{ partitions = 3, replication = 1 }}
+"#,
+        map = toml_path(&operator("map")),
+    ))
+    .ok();
+    let got = read_committed(&b, &output);
+    let mut want: Vec<_> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| {
+            (
+                Some(k.clone()),
+                v.to_uppercase(),
+                1_700_000_000_000i64 + i as i64,
+            )
+        })
+        .collect();
+    want.sort();
+    assert_eq!(multiset(&got), want);
+    // Kafka's Java producer (the console producer, default partitioner)
+    // into a topic with as many partitions: every key lands where weir put it.
+    let java = unique("weir-java");
+    create_topic(&b, &java, 3, 1, &[]);
+    produce(&b, &java, &records);
+    let where_java: BTreeMap<_, _> = read_committed(&b, &java)
+        .into_iter()
+        .map(|r| (r.key, r.partition))
+        .collect();
+    for r in &got {
+        assert_eq!(
+            where_java[&r.key], r.partition,
+            "key {:?}: weir wrote partition {}, Kafka's producer {}",
+            r.key, r.partition, where_java[&r.key]
+        );
+    }
+}
+
+/// A file → `map` → Kafka job into `topic` at `bootstrap`.
+fn file_to_kafka(bootstrap: &str, topic: &str, sink_extra: &str) -> String {
+    format!(
+        r#"
+name = "errors"
+[source]
+type = "file"
+path = "in.jsonl"
+[[operators]]
+id = "upper"
+wasm = {map}
+[sink]
+type = "kafka"
+bootstrap = "{bootstrap}"
+topic = "{topic}"
+connect_timeout = "2s"
+{sink_extra}
+[checkpoint]
+interval = "200ms"
+dir = "state"
+"#,
+        map = toml_path(&operator("map")),
+    )
+}
+
+/// A Kafka → `map` → file job reading `topic` at `bootstrap`.
+fn kafka_to_file(bootstrap: &str, topic: &str, source_extra: &str) -> String {
+    format!(
+        r#"
+name = "errors"
+[source]
+type = "kafka"
+bootstrap = "{bootstrap}"
+topic = "{topic}"
+stop = "latest"
+connect_timeout = "2s"
+{source_extra}
+[[operators]]
+id = "upper"
+wasm = {map}
+[sink]
+type = "file"
+path = "out.jsonl"
+"#,
+        map = toml_path(&operator("map")),
+    )
+}
+
+const SMALL_INPUT: &str = "{\"key\": \"a\", \"value\": \"x\", \"timestamp\": 1}\n\
+                           {\"key\": \"b\", \"value\": \"y\", \"timestamp\": 2}\n";
+
+#[test]
+fn kafka_unreachable_at_start_is_one_line_naming_the_address() {
+    let port = closed_port();
+    let addr = format!("127.0.0.1:{port}");
+    // A source.
+    let sb = Sandbox::new();
+    sb.run_job(&kafka_to_file(&addr, "events", ""))
+        .fails_with(&[&addr]);
+    assert!(!sb.path("out.jsonl").exists() || sb.read("out.jsonl").is_empty());
+    // A sink.
+    let sb = Sandbox::new();
+    sb.write("in.jsonl", SMALL_INPUT);
+    sb.run_job(&file_to_kafka(&addr, "counts", ""))
+        .fails_with(&[&addr]);
+}
+
+#[test]
+fn kafka_missing_topic_is_named_and_created_only_when_asked() {
+    let b = kafka();
+    // A source topic that does not exist.
+    let missing = unique("weir-missing");
+    let sb = Sandbox::new();
+    sb.run_job(&kafka_to_file(&b, &missing, ""))
+        .fails_with(&[&missing]);
+    // A sink topic that does not exist.
+    let sb = Sandbox::new();
+    sb.write("in.jsonl", SMALL_INPUT);
+    sb.run_job(&file_to_kafka(&b, &missing, ""))
+        .fails_with(&[&missing]);
+    assert!(
+        !topics(&b).contains(&missing),
+        "the job created {missing} without `create`"
+    );
+    // With `create`, the sink makes it, as asked.
+    sb.run_job(&file_to_kafka(
+        &b,
+        &missing,
+        "create = { partitions = 2, replication = 1 }",
+    ))
+    .ok();
+    assert_eq!(describe_topic(&b, &missing), (2, 1));
+    let got = read_committed(&b, &missing);
+    assert_eq!(
+        multiset(&got),
+        vec![
+            (Some("a".to_string()), "X".to_string(), 1),
+            (Some("b".to_string()), "Y".to_string(), 2)
+        ]
+    );
+    // And the source, as asked.
+    let created = unique("weir-created");
+    let sb = Sandbox::new();
+    sb.run_job(&kafka_to_file(
+        &b,
+        &created,
+        "create = { partitions = 3, replication = 1 }",
+    ))
+    .ok();
+    assert_eq!(describe_topic(&b, &created), (3, 1));
+}
+
+#[test]
+fn kafka_record_over_the_size_limit_names_the_limit_and_the_key() {
+    let b = kafka();
+    let topic = unique("weir-small");
+    create_topic(&b, &topic, 1, 1, &[("max.message.bytes", "1024")]);
+    let sb = Sandbox::new();
+    let mut lines = String::new();
+    for i in 0..20 {
+        lines.push_str(&format!(
+            "{{\"key\": \"k{i}\", \"value\": \"small\", \"timestamp\": {i}}}\n"
+        ));
+    }
+    lines.push_str(&format!(
+        "{{\"key\": \"the-big-one\", \"value\": \"{}\", \"timestamp\": 99}}\n",
+        "z".repeat(5000)
+    ));
+    sb.write("in.jsonl", lines);
+    sb.run_job(&file_to_kafka(&b, &topic, ""))
+        .fails_with(&["1024", "the-big-one"]);
+    assert_eq!(
+        read_committed(&b, &topic),
+        vec![],
+        "records were committed before the failure"
+    );
+}
+
+#[test]
+fn kafka_broker_going_away_restarts_the_job_which_resumes_exactly_once() {
+    let sb = Sandbox::new();
+    let cluster = Cluster::start(&sb, 1);
+    let b = cluster.bootstrap().to_string();
+    let records = input(4000, 41);
+    let input = unique("weir-in");
+    create_topic(&b, &input, 2, 1, &[]);
+    produce(&b, &input, &records);
+    let back = read_committed(&b, &input);
+    assert_eq!(back.len(), records.len());
+    let output = unique("weir-out");
+
+    sb.write(
+        "job.toml",
+        kafka_to_kafka(&b, &input, &output, 1, 2, "")
+            .replace("attempts = 50", "attempts = 1000")
+            .replace("connect_timeout = \"30s\"", "connect_timeout = \"5s\""),
+    );
+    let mut child = sb.spawn_logged_with(&["run", "job.toml"], "log", &[]);
+    if let Err(status) = sb.wait_for_or_exit("log", CHECKPOINT_DONE, 2, &mut child) {
+        panic!(
+            "the job ended ({status}) before the broker went away: its input is too small\n{}",
+            sb.read("log")
+        );
+    }
+    cluster.kill_broker(1);
+    // The restart strategy applies: the job fails and restarts (again and
+    // again while the broker is away).
+    if let Err(status) = sb.wait_for_or_exit("log", "; restart ", 1, &mut child) {
+        panic!(
+            "weir exited ({status}) instead of restarting:\n{}",
+            sb.read("log")
+        );
+    }
+    cluster.restart();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "weir failed: {status}\n{}",
+        sb.read("log")
+    );
+    let got = read_committed(&b, &output);
+    assert_same_sequences(
+        "with the broker gone and back",
+        &sequences(&got),
+        &expected_counts(&back),
+    );
+}
+
+#[test]
+fn kafka_services_script_runs_private_clusters_and_the_console_tools_agree() {
+    // The shared test broker: keyed records in, read back with read_committed.
+    let b = kafka();
+    let records = input(50, 5);
+    let (_, back) = input_topic(&b, 2, 1, &records);
+    let got: Vec<_> = back
+        .iter()
+        .map(|r| (r.key.clone().unwrap(), r.value.clone()))
+        .collect();
+    let mut want = records.clone();
+    let mut sorted = got.clone();
+    want.sort();
+    sorted.sort();
+    assert_eq!(sorted, want);
+
+    // A private cluster of three beside it: replication 3 and
+    // min.insync.replicas 2 by default, one broker killed and started again.
+    let sb = Sandbox::new();
+    let cluster = Cluster::start(&sb, 3);
+    let c = cluster.bootstrap().to_string();
+    assert_eq!(c.split(',').count(), 3, "{c}");
+    assert_ne!(c, b);
+    let topic = unique("weir-default");
+    crate::harness::kafka::services_ok(&[
+        "kafka-topics",
+        "--bootstrap-server",
+        &c,
+        "--create",
+        "--topic",
+        &topic,
+        "--partitions",
+        "2",
+    ]);
+    assert_eq!(describe_topic(&c, &topic), (2, 3));
+    cluster.kill_broker(2);
+    let dir = sb.path("kafka");
+    let status = crate::harness::kafka::services(&["status", "--dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(3), "one broker is down");
+    // Writes with acks=all still succeed with two of three in sync.
+    produce(&c, &topic, &records);
+    cluster.restart();
+    let status = crate::harness::kafka::services(&["status", "--dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "all brokers are up again");
+    assert_eq!(read_committed(&c, &topic).len(), records.len());
+    // The shared broker was not touched.
+    assert!(topics(&b).iter().any(|t| t.starts_with("weir-in-")));
+}
