@@ -66,7 +66,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::engine::control::{CheckpointSummary, JobControl, SavepointRequest};
 use crate::engine::stream::Barrier;
 use crate::model::now_ms;
-use crate::model::{SinkState, SourceState};
+use crate::model::{SinkState, SourcePosition, SourceState};
 use crate::state::checkpoint::{
     CheckpointMeta, CheckpointStore, OperatorMeta, TimerRecord, FORMAT_VERSION,
 };
@@ -77,10 +77,12 @@ use crate::state::savepoint::{
 
 /// What a stage tells the coordinator.
 pub enum Ack {
-    /// The source injected barrier `id` at this position.
+    /// A source subtask injected barrier `id` at this position.
     Source {
         /// Checkpoint ID.
         id: u64,
+        /// Which source subtask.
+        subtask: u32,
         /// Its position; `None` for a source that cannot seek (stdin), which
         /// takes part only in the final barrier of a job without checkpoints.
         state: Option<SourceState>,
@@ -113,8 +115,18 @@ pub enum Ack {
         /// Its state, if it takes part in checkpoints.
         state: Option<SinkState>,
     },
-    /// The source has read its whole input and waits for the final checkpoint.
+    /// A source subtask has read its whole input and waits for the final
+    /// checkpoint (which comes once every source subtask has).
     EndOfInput,
+}
+
+/// What the coordinator tells the sink about a barrier it pre-committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkNotice {
+    /// The checkpoint is complete and durable: publish what it covers.
+    Complete(u64),
+    /// The checkpoint was aborted: what it covers goes with the next one.
+    Aborted(u64),
 }
 
 /// A request to the source to inject a barrier.
@@ -162,10 +174,13 @@ pub struct Coordinator {
     pub parent_chain: Vec<u64>,
     /// Acknowledgements from the stages.
     pub acks: Receiver<Ack>,
-    /// Triggers to the source.
-    pub triggers: Sender<Trigger>,
-    /// Completed checkpoint IDs, to the sink.
-    pub commits: Sender<u64>,
+    /// Triggers to each source subtask.
+    pub triggers: Vec<Sender<Trigger>>,
+    /// Completed checkpoint IDs, to each source subtask (a Kafka source
+    /// commits its offsets to its consumer group then).
+    pub source_completions: Vec<Sender<u64>>,
+    /// Completed and aborted checkpoints, to the sink.
+    pub commits: Sender<SinkNotice>,
     /// Closed (its sender dropped) when the run fails: stop at once.
     pub cancel: Receiver<()>,
     /// Savepoint and stop requests, and where results are reported.
@@ -194,7 +209,9 @@ struct Pending {
     last: bool,
     triggered_at_ms: i64,
     started: Instant,
-    source: Option<Option<SourceState>>,
+    /// Each source subtask's acknowledgement: `Some(None)` for a source
+    /// with no position (stdin).
+    sources: Vec<Option<Option<SourceState>>>,
     sink: Option<Option<SinkState>>,
     subtasks: usize,
     bytes: u64,
@@ -313,6 +330,7 @@ impl Coordinator {
             .map_or(1, CheckpointStore::next_id)
             .max(self.first_id);
         let mut end_requested = false;
+        let mut ended_sources = 0usize;
         let mut stopping = false;
         let mut next_trigger = self.interval.map(|i| Instant::now() + i);
         // Checkpoint failures in a row.
@@ -397,10 +415,15 @@ impl Coordinator {
                 continue;
             };
             match ack {
-                Ack::EndOfInput => end_requested = true,
-                Ack::Source { id, state } => {
+                Ack::EndOfInput => {
+                    ended_sources += 1;
+                    end_requested = ended_sources >= self.triggers.len();
+                }
+                Ack::Source { id, subtask, state } => {
                     if let Some(p) = pending.as_mut().filter(|p| p.id == id) {
-                        p.source = Some(state);
+                        if let Some(slot) = p.sources.get_mut(subtask as usize) {
+                            *slot = Some(state);
+                        }
                     }
                 }
                 Ack::Sink { id, state } => {
@@ -473,7 +496,9 @@ impl Coordinator {
                 }
             }
             let complete = pending.as_ref().is_some_and(|p| {
-                p.source.is_some() && p.sink.is_some() && p.subtasks == self.subtasks()
+                p.sources.iter().all(Option::is_some)
+                    && p.sink.is_some()
+                    && p.subtasks == self.subtasks()
             });
             if complete {
                 let p = pending.take().expect("complete implies pending");
@@ -499,10 +524,7 @@ impl Coordinator {
         }
         chain.push(p.id);
         chain_bytes.push(p.bytes);
-        let source = p.source.take().expect("checked").unwrap_or(SourceState {
-            position: crate::model::SourcePosition::Generator { next: 0 },
-            max_timestamp: i64::MIN,
-        });
+        let source = merge_sources(std::mem::take(&mut p.sources));
         let sink = p.sink.take().expect("checked");
         let meta = CheckpointMeta {
             format: FORMAT_VERSION,
@@ -592,7 +614,10 @@ impl Coordinator {
             }
         }
         // The sink publishes what the checkpoint covers; it may be gone if the job failed.
-        let _ = self.commits.send(p.id);
+        let _ = self.commits.send(SinkNotice::Complete(p.id));
+        for source in &self.source_completions {
+            let _ = source.send(p.id);
+        }
         if let Some(store) = &self.store {
             if let Err(e) = store.retain(self.retain, false) {
                 // Old checkpoints stay a little longer; the next completion retries.
@@ -722,19 +747,20 @@ impl Coordinator {
             drain,
         };
         if input_ended {
-            // The source waits for this barrier and takes it.
-            self.triggers.send(trigger).map_err(|_| Untriggered::Gone)?;
+            // The sources wait for this barrier and take it.
+            for triggers in &self.triggers {
+                triggers.send(trigger).map_err(|_| Untriggered::Gone)?;
+            }
         } else {
             // Never block: a source held up by back-pressure may not have
-            // taken the barriers of aborted checkpoints yet.
-            match self.triggers.try_send(trigger) {
-                Ok(()) => {}
-                Err(crossbeam_channel::TrySendError::Full(_)) => {
-                    return Err(Untriggered::Busy(savepoint.map(Box::new)));
-                }
-                Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
-                    return Err(Untriggered::Gone);
-                }
+            // taken the barriers of aborted checkpoints yet. Every source
+            // subtask gets the barrier or none does (this thread is the only
+            // sender, so room seen is room kept).
+            if self.triggers.iter().any(|t| t.is_full()) {
+                return Err(Untriggered::Busy(savepoint.map(Box::new)));
+            }
+            for triggers in &self.triggers {
+                triggers.send(trigger).map_err(|_| Untriggered::Gone)?;
             }
         }
         Ok(Pending {
@@ -743,7 +769,7 @@ impl Coordinator {
             last,
             triggered_at_ms: now_ms(),
             started: Instant::now(),
-            source: None,
+            sources: vec![None; self.triggers.len()],
             sink: None,
             subtasks: 0,
             bytes: 0,
@@ -767,8 +793,14 @@ impl Coordinator {
     /// The one-line reason of a barrier that timed out, with the stages it waits for.
     fn timed_out(&self, p: &Pending) -> String {
         let mut missing = Vec::new();
-        if p.source.is_none() {
-            missing.push("the source".to_string());
+        for (i, s) in p.sources.iter().enumerate() {
+            if s.is_none() {
+                missing.push(if p.sources.len() == 1 {
+                    "the source".to_string()
+                } else {
+                    format!("source subtask {i}")
+                });
+            }
         }
         for (i, o) in self.operators.iter().enumerate() {
             for sub in 0..o.parallelism {
@@ -818,6 +850,9 @@ impl Coordinator {
             chain.clear();
             chain_bytes.clear();
         }
+        // What the sink pre-committed (or will, when the barrier reaches
+        // it) goes with the next checkpoint.
+        let _ = self.commits.send(SinkNotice::Aborted(p.id));
         let carried_savepoint = p.savepoint.is_some();
         if let Some(sp) = p.savepoint {
             self.control.savepoint_failed(&sp.request.id, reason);
@@ -900,6 +935,24 @@ impl Coordinator {
             }
             None => tracing::debug!("checkpoint skipped: {WHY}"),
         }
+    }
+}
+
+/// The source's part of a checkpoint, from each source subtask's: their
+/// positions merged ([`SourcePosition::merge`]), the highest timestamp any
+/// saw. A source with no position (stdin) stores a placeholder.
+fn merge_sources(parts: Vec<Option<Option<SourceState>>>) -> SourceState {
+    let states: Vec<SourceState> = parts.into_iter().flatten().flatten().collect();
+    let max_timestamp = states
+        .iter()
+        .map(|s| s.max_timestamp)
+        .max()
+        .unwrap_or(i64::MIN);
+    let position = SourcePosition::merge(states.into_iter().map(|s| s.position).collect())
+        .unwrap_or(SourcePosition::Generator { next: 0 });
+    SourceState {
+        position,
+        max_timestamp,
     }
 }
 

@@ -122,6 +122,14 @@ pub enum SourceConnector {
 const SOURCE_FIELDS: &[&str] = &["type", "watermark_delay", "batch_size"];
 
 impl SourceSpec {
+    /// How many subtasks read the source: a Kafka source's `parallelism`,
+    /// else 1.
+    pub fn parallelism(&self) -> u32 {
+        match &self.connector {
+            SourceConnector::File(_) | SourceConnector::Stdin(_) | SourceConnector::Generator(_) => 1,
+        }
+    }
+
     /// Where the event at `offset` (see [`crate::engine::stream::Offsets`]) is, for
     /// messages: ``offset 40 (line 41 of `/data/in.jsonl`)``.
     pub fn locate(&self, offset: u64) -> String {

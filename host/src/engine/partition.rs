@@ -106,6 +106,14 @@ impl Router {
         Ok(())
     }
 
+    /// Tells every connected subtask that this instance is idle (see [`Message::Idle`]).
+    pub fn send_idle(&mut self) -> Result<(), Closed> {
+        for s in &self.senders {
+            s.send(Message::Idle).map_err(|_| Closed)?;
+        }
+        Ok(())
+    }
+
     /// Sends a checkpoint barrier to every connected subtask.
     pub fn send_barrier(&mut self, barrier: crate::engine::stream::Barrier) -> Result<(), Closed> {
         for s in &self.senders {

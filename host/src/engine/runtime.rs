@@ -23,7 +23,9 @@ use crate::connectors;
 use crate::connectors::dead_letter::{self, DeadLetter};
 use crate::connectors::file::SinkMode;
 use crate::engine::control::{JobControl, JobState, OperatorStatus};
-use crate::engine::coordinator::{Ack, Coordinator, CoordinatorEnd, OperatorInfo, Trigger};
+use crate::engine::coordinator::{
+    Ack, Coordinator, CoordinatorEnd, OperatorInfo, SinkNotice, Trigger,
+};
 use crate::engine::job::{
     CheckpointMode, InputMode, JobSpec, RestartSpec, RestartStrategy, SinkSpec, SourceConnector,
 };
@@ -170,10 +172,13 @@ pub fn load_operators(
         .collect()
 }
 
+/// Opens source subtask `subtask` of the job's source.
 fn open_source(
     spec: &JobSpec,
     restore: Option<&Restore>,
-) -> Result<(Box<dyn SourceReader>, Duration), RunError> {
+    subtask: u32,
+) -> Result<Box<dyn SourceReader>, RunError> {
+    let _ = subtask;
     let position = restore.map(|r| &r.meta.source.position);
     let batch_size = spec.source.batch_size;
     let reader: Box<dyn SourceReader> = match &spec.source.connector {
@@ -208,7 +213,7 @@ fn open_source(
             Box::new(generator)
         }
     };
-    Ok((reader, spec.source.watermark_delay))
+    Ok(reader)
 }
 
 fn open_sink(
@@ -770,7 +775,8 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
     let checkpoint = spec.checkpoint.as_ref().filter(|c| c.interval.is_some());
     let aligned = checkpoint.is_none_or(|c| c.mode == CheckpointMode::ExactlyOnce);
     let max_p = spec.max_parallelism;
-    let mut upstream = 1usize;
+    let source_parallelism = spec.source.parallelism() as usize;
+    let mut upstream = source_parallelism;
     let mut edges = Vec::new();
     for op in &spec.operators {
         let p = op.parallelism as usize;
@@ -789,8 +795,13 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
         None => (None, None),
     };
     let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Ack>();
-    let (trigger_tx, trigger_rx) = crossbeam_channel::bounded::<Trigger>(4);
-    let (commit_tx, commit_rx) = crossbeam_channel::unbounded::<u64>();
+    let (trigger_tx, trigger_rx): (Vec<_>, Vec<_>) = (0..source_parallelism)
+        .map(|_| crossbeam_channel::bounded::<Trigger>(4))
+        .unzip();
+    let (completion_tx, completion_rx): (Vec<_>, Vec<_>) = (0..source_parallelism)
+        .map(|_| crossbeam_channel::unbounded::<u64>())
+        .unzip();
+    let (commit_tx, commit_rx) = crossbeam_channel::unbounded::<SinkNotice>();
     let (cancel_tx, cancel_rx) = crossbeam_channel::bounded::<()>(1);
 
     // Start every subtask and wait until each has restored and opened, before any output is touched.
@@ -806,7 +817,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
         .map(|e| std::mem::take(&mut e.senders))
         .chain(std::iter::once(to_sink.senders))
         .collect();
-    let source_senders = edges[0].senders.remove(0);
+    let source_senders = std::mem::take(&mut edges[0].senders);
     let mut subtasks = 0usize;
     for (stage, (op, component)) in spec.operators.iter().zip(loaded).enumerate() {
         let routing = match spec.operators.get(stage + 1).map(|next| next.input) {
@@ -928,7 +939,11 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
         )),
         None => None,
     };
-    let (reader, watermark_delay) = open_source(spec, restore)?;
+    let mut readers = Vec::with_capacity(source_parallelism);
+    for i in 0..source_parallelism {
+        readers.push(open_source(spec, restore, i as u32)?);
+    }
+    let watermark_delay = spec.source.watermark_delay;
     let started = Instant::now();
 
     let mut sink_inputs = Inputs::new(to_sink.receivers.into_iter().next().expect("one sink"));
@@ -988,6 +1003,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
         parent_chain,
         acks: ack_rx,
         triggers: trigger_tx,
+        source_completions: completion_tx,
         commits: commit_tx,
         cancel: cancel_rx,
         control: control.clone(),
@@ -1012,24 +1028,40 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
         },
         InputMode::Forward => Routing::Forward,
     };
-    let router = Router::new(source_senders, source_routing);
-    let source_cp = Some(SourceCheckpointing {
-        triggers: trigger_rx,
-        acks: ack_tx.clone(),
-        restored_max_timestamp: restore.map_or(i64::MIN, |r| r.meta.source.max_timestamp),
-    });
-    let done = done_tx.clone();
-    let source_control = control.clone();
-    spawn("weir-source", move || {
-        let _ = done.send(Done::Source(crate::engine::stages::run_source(
-            reader,
-            router,
-            watermark_delay,
-            source_cp,
-            Some(source_control),
-        )));
-    })?;
-    stages += 1;
+    let restored_max_timestamp = restore.map_or(i64::MIN, |r| r.meta.source.max_timestamp);
+    for (i, (((reader, senders), triggers), completions)) in readers
+        .into_iter()
+        .zip(source_senders)
+        .zip(trigger_rx)
+        .zip(completion_rx)
+        .enumerate()
+    {
+        let router = Router::new(senders, source_routing);
+        let source_cp = Some(SourceCheckpointing {
+            subtask: i as u32,
+            triggers,
+            completions,
+            acks: ack_tx.clone(),
+            restored_max_timestamp,
+        });
+        let done = done_tx.clone();
+        let source_control = control.clone();
+        let name = if source_parallelism == 1 {
+            "weir-source".to_string()
+        } else {
+            format!("weir-source-{i}")
+        };
+        spawn(&name, move || {
+            let _ = done.send(Done::Source(crate::engine::stages::run_source(
+                reader,
+                router,
+                watermark_delay,
+                source_cp,
+                Some(source_control),
+            )));
+        })?;
+        stages += 1;
+    }
     drop(done_tx);
     drop(ack_tx);
 
@@ -1073,7 +1105,7 @@ async fn watch(
         };
         let failed = match result {
             Done::Source(Ok(n)) => {
-                report.events_in = n;
+                report.events_in += n;
                 None
             }
             Done::Sink(Ok(n)) => {

@@ -28,15 +28,19 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::engine::control::JobControl;
-use crate::engine::coordinator::{Ack, Trigger};
+use crate::engine::coordinator::{Ack, SinkNotice, Trigger};
 use crate::engine::partition::Router;
 use crate::engine::stream::{Inputs, Message, Received, StageError};
-use crate::model::{SinkWriter, SourceReader, SourceState};
+use crate::model::{SinkWriter, SourcePosition, SourceReader, SourceState};
 
-/// A source's link to the checkpoint coordinator.
+/// A source subtask's link to the checkpoint coordinator.
 pub struct SourceCheckpointing {
+    /// Which source subtask this is.
+    pub subtask: u32,
     /// Barriers to inject.
     pub triggers: Receiver<Trigger>,
+    /// Completed checkpoints.
+    pub completions: Receiver<u64>,
     /// Where to acknowledge them.
     pub acks: Sender<Ack>,
     /// The highest timestamp seen before the restored position.
@@ -47,29 +51,52 @@ pub struct SourceCheckpointing {
 pub struct SinkCheckpointing {
     /// Where to acknowledge barriers.
     pub acks: Sender<Ack>,
-    /// Completed checkpoints.
-    pub commits: Receiver<u64>,
+    /// Completed and aborted checkpoints.
+    pub commits: Receiver<SinkNotice>,
 }
 
+/// Injects a barrier: acknowledges it with the reader's position (kept in
+/// `taken` until its checkpoint completes), then sends it downstream.
 fn inject(
     reader: &dyn SourceReader,
     router: &mut Router,
     cp: &SourceCheckpointing,
     trigger: Trigger,
     max_timestamp: i64,
+    taken: &mut Vec<(u64, SourcePosition)>,
 ) -> Result<(), StageError> {
-    let state = reader.position().map(|position| SourceState {
+    let position = reader.position();
+    if let Some(p) = &position {
+        taken.push((trigger.barrier.id, p.clone()));
+    }
+    let state = position.map(|position| SourceState {
         position,
         max_timestamp,
     });
     cp.acks
         .send(Ack::Source {
             id: trigger.barrier.id,
+            subtask: cp.subtask,
             state,
         })
         .map_err(|_| StageError::Cancelled)?;
     router.send_barrier(trigger.barrier)?;
     Ok(())
+}
+
+/// Tells the reader about checkpoints that completed since it last looked
+/// (a Kafka source commits their offsets to its consumer group).
+fn completed(
+    reader: &mut dyn SourceReader,
+    cp: &SourceCheckpointing,
+    taken: &mut Vec<(u64, SourcePosition)>,
+) {
+    while let Ok(id) = cp.completions.try_recv() {
+        if let Some(i) = taken.iter().position(|(t, _)| *t == id) {
+            reader.checkpoint_complete(id, &taken[i].1);
+            taken.drain(..=i);
+        }
+    }
 }
 
 /// The watermark once the highest timestamp seen is `max_ts`, with a
@@ -83,9 +110,14 @@ pub fn watermark_after(max_ts: i64, delay_ms: i64) -> i64 {
     max_ts.saturating_sub(delay_ms.max(0)).saturating_sub(1)
 }
 
-/// Runs a source until its input ends; returns the number of events read.
-/// With checkpointing, barriers are injected between batches when the
-/// coordinator asks, and the input ends with the final checkpoint.
+/// Runs a source subtask until its input ends; returns the number of
+/// events read. With checkpointing, barriers are injected between batches
+/// when the coordinator asks, and the input ends with the final checkpoint.
+///
+/// The watermark follows the reader's [`SourceReader::watermark_basis`]
+/// when it has one (a Kafka source: the lowest of its partitions'), else
+/// the highest timestamp read; an idle reader sends [`Message::Idle`]
+/// once, so that it holds back no one, until it reads again.
 pub fn run_source(
     mut reader: Box<dyn SourceReader>,
     mut router: Router,
@@ -99,20 +131,23 @@ pub fn run_source(
         .as_ref()
         .map_or(i64::MIN, |c| c.restored_max_timestamp);
     let mut watermark = i64::MIN;
+    let mut idle = false;
     let mut events = 0u64;
+    let mut taken: Vec<(u64, SourcePosition)> = Vec::new();
     loop {
         if let Some(cp) = &checkpointing {
+            completed(reader.as_mut(), cp, &mut taken);
             while let Ok(trigger) = cp.triggers.try_recv() {
                 if trigger.barrier.last {
                     // Stop-with-savepoint: nothing more is read.
                     if trigger.drain {
                         router.send_watermark(i64::MAX)?;
                     }
-                    inject(reader.as_ref(), &mut router, cp, trigger, max_ts)?;
+                    inject(reader.as_ref(), &mut router, cp, trigger, max_ts, &mut taken)?;
                     router.send_end()?;
                     return Ok(events);
                 }
-                inject(reader.as_ref(), &mut router, cp, trigger, max_ts)?;
+                inject(reader.as_ref(), &mut router, cp, trigger, max_ts, &mut taken)?;
             }
         }
         let mut offsets = Vec::new();
@@ -122,19 +157,28 @@ pub fn run_source(
         else {
             break;
         };
-        events += batch.len() as u64;
-        if let Some(m) = metrics {
-            m.events_in
-                .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if !batch.is_empty() {
+            events += batch.len() as u64;
+            if let Some(m) = metrics {
+                m.events_in
+                    .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            if let Some(&m) = batch.timestamps.iter().max() {
+                max_ts = max_ts.max(m);
+            }
+            router.send_batch(batch, Some(offsets))?;
+            idle = false;
         }
-        if let Some(&m) = batch.timestamps.iter().max() {
-            max_ts = max_ts.max(m);
-        }
-        router.send_batch(batch, Some(offsets))?;
-        let wm = watermark_after(max_ts, delay);
+        let basis = reader.watermark_basis().unwrap_or(max_ts);
+        let wm = watermark_after(basis, delay);
         if wm > watermark {
             watermark = wm;
             router.send_watermark(watermark)?;
+            idle = false;
+        }
+        if !idle && reader.idle() {
+            router.send_idle()?;
+            idle = true;
         }
     }
     router.send_watermark(i64::MAX)?;
@@ -143,8 +187,18 @@ pub fn run_source(
             .send(Ack::EndOfInput)
             .map_err(|_| StageError::Cancelled)?;
         loop {
-            let trigger = cp.triggers.recv().map_err(|_| StageError::Cancelled)?;
-            inject(reader.as_ref(), &mut router, cp, trigger, max_ts)?;
+            let trigger = crossbeam_channel::select! {
+                recv(cp.triggers) -> t => t.map_err(|_| StageError::Cancelled)?,
+                recv(cp.completions) -> id => {
+                    let id = id.map_err(|_| StageError::Cancelled)?;
+                    if let Some(i) = taken.iter().position(|(t, _)| *t == id) {
+                        reader.checkpoint_complete(id, &taken[i].1);
+                        taken.drain(..=i);
+                    }
+                    continue;
+                }
+            };
+            inject(reader.as_ref(), &mut router, cp, trigger, max_ts, &mut taken)?;
             if trigger.barrier.last {
                 break;
             }
@@ -173,11 +227,45 @@ pub fn run_sink(
     let mut events = 0u64;
     let mut last_barrier = None;
     let mut committed = None;
+    // Checkpoints aborted before their barrier reached the sink.
+    let mut aborted = std::collections::BTreeSet::new();
     loop {
         if let Some(cp) = &checkpointing {
-            while let Ok(id) = cp.commits.try_recv() {
-                writer.commit(id).map_err(|e| fail(writer.as_ref(), e))?;
-                committed = Some(id);
+            // A sink that holds too much for a checkpoint to complete takes
+            // no input until one completes or aborts.
+            let mut wait = writer.backlogged();
+            loop {
+                let notice = if wait {
+                    match cp.commits.recv_timeout(COMMIT_POLL) {
+                        Ok(n) => n,
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                            wait = writer.backlogged();
+                            if wait {
+                                continue;
+                            }
+                            break;
+                        }
+                        Err(_) => return Err(StageError::Cancelled),
+                    }
+                } else {
+                    match cp.commits.try_recv() {
+                        Ok(n) => n,
+                        Err(_) => break,
+                    }
+                };
+                match notice {
+                    SinkNotice::Complete(id) => {
+                        writer.commit(id).map_err(|e| fail(writer.as_ref(), e))?;
+                        committed = Some(id);
+                    }
+                    SinkNotice::Aborted(id) if last_barrier >= Some(id) => writer
+                        .checkpoint_aborted(id)
+                        .map_err(|e| fail(writer.as_ref(), e))?,
+                    SinkNotice::Aborted(id) => {
+                        aborted.insert(id);
+                    }
+                }
+                wait = writer.backlogged();
             }
         }
         let deadline = checkpointing.as_ref().map(|_| Instant::now() + COMMIT_POLL);
@@ -194,6 +282,11 @@ pub fn run_sink(
                 let state = writer
                     .pre_commit(barrier.id)
                     .map_err(|e| fail(writer.as_ref(), e))?;
+                if aborted.remove(&barrier.id) {
+                    writer
+                        .checkpoint_aborted(barrier.id)
+                        .map_err(|e| fail(writer.as_ref(), e))?;
+                }
                 if let Some(cp) = &checkpointing {
                     cp.acks
                         .send(Ack::Sink {
@@ -212,9 +305,15 @@ pub fn run_sink(
     if let Some(cp) = &checkpointing {
         // The input ended after the final barrier: wait until that checkpoint completes.
         while committed < last_barrier {
-            let id = cp.commits.recv().map_err(|_| StageError::Cancelled)?;
-            writer.commit(id).map_err(|e| fail(writer.as_ref(), e))?;
-            committed = Some(id);
+            match cp.commits.recv().map_err(|_| StageError::Cancelled)? {
+                SinkNotice::Complete(id) => {
+                    writer.commit(id).map_err(|e| fail(writer.as_ref(), e))?;
+                    committed = Some(id);
+                }
+                SinkNotice::Aborted(id) => writer
+                    .checkpoint_aborted(id)
+                    .map_err(|e| fail(writer.as_ref(), e))?,
+            }
         }
     }
     writer.finish().map_err(|e| fail(writer.as_ref(), e))?;

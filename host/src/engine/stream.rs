@@ -22,6 +22,10 @@ pub enum Message {
     /// No event with a timestamp at or below this will follow on this channel
     /// (late ones aside).
     Watermark(i64),
+    /// The sender has nothing to read for now (an idle source, or an
+    /// operator whose inputs are all idle): its watermark holds back no one
+    /// until it sends a batch or a watermark again (Flink's idle status).
+    Idle,
     /// Checkpoint barrier: everything before it belongs to the checkpoint.
     Barrier(Barrier),
     /// The sender has finished: nothing more will follow.
@@ -75,6 +79,7 @@ pub struct Inputs {
     receivers: Vec<Receiver<Message>>,
     ended: Vec<bool>,
     watermarks: Vec<i64>,
+    idle: Vec<bool>,
     next_first: usize,
     /// Exactly-once: an input whose barrier has arrived is held back until
     /// the barrier has arrived on all inputs.
@@ -91,6 +96,7 @@ impl Inputs {
             receivers,
             ended: vec![false; n],
             watermarks: vec![i64::MIN; n],
+            idle: vec![false; n],
             next_first: 0,
             align: true,
             barrier: None,
@@ -180,16 +186,38 @@ impl Inputs {
             }
             Ok(Message::Watermark(w)) => {
                 self.watermarks[input] = self.watermarks[input].max(w);
+                self.idle[input] = false;
                 Received::Message(input, Message::Watermark(w))
             }
-            Ok(m) => Received::Message(input, m),
+            Ok(Message::Idle) => {
+                self.idle[input] = true;
+                Received::Message(input, Message::Idle)
+            }
+            Ok(m) => {
+                if matches!(m, Message::Batch(..)) {
+                    self.idle[input] = false;
+                }
+                Received::Message(input, m)
+            }
             Err(_) => Received::Disconnected(input),
         }
     }
 
     /// The combined watermark: the lowest of the inputs' watermarks.
     pub fn watermark(&self) -> i64 {
-        self.watermarks.iter().copied().min().unwrap_or(i64::MAX)
+        // Idle inputs do not count, unless every input is idle: then
+        // nothing moves event time on.
+        let active = (0..self.watermarks.len())
+            .filter(|&i| !self.idle[i] || self.ended[i])
+            .map(|i| self.watermarks[i])
+            .min();
+        active.unwrap_or_else(|| self.watermarks.iter().copied().min().unwrap_or(i64::MAX))
+    }
+
+    /// Whether every input that has not ended is idle (and one has not).
+    pub fn all_idle(&self) -> bool {
+        let open: Vec<usize> = (0..self.ended.len()).filter(|&i| !self.ended[i]).collect();
+        !open.is_empty() && open.iter().all(|&i| self.idle[i])
     }
 
     /// Whether every input has ended.

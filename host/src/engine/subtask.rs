@@ -90,6 +90,15 @@ impl Subtask {
                         self.advance_watermark()?
                     }
                 }
+                Received::Message(_, Message::Idle) => {
+                    if !self.stopped {
+                        // Without the idle input, event time may move on.
+                        self.advance_watermark()?;
+                        if self.inputs.all_idle() {
+                            self.router.send_idle()?;
+                        }
+                    }
+                }
                 Received::Message(_, Message::Barrier(_)) => {}
                 Received::Barrier(barrier) => self.snapshot(barrier)?,
                 Received::Timeout => self.fire_processing_timers()?,

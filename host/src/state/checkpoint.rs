@@ -219,6 +219,29 @@ impl CheckpointStore {
         &self.dir
     }
 
+    /// A name for this store, made once when it is first asked for and
+    /// kept in it: a sink that records in an external system which of this
+    /// store's checkpoints it committed (Kafka's commit markers) tells its
+    /// own records from those of another store (a deleted state directory,
+    /// another job using the same transactional IDs).
+    pub fn instance(&self) -> Result<String, CheckpointError> {
+        const KEY: &[u8] = b"instance";
+        if let Some(v) = self.db.get(KEY).map_err(|e| self.err(e))? {
+            return Ok(String::from_utf8_lossy(&v).into_owned());
+        }
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(now_nanos().to_le_bytes());
+        h.update(std::process::id().to_le_bytes());
+        h.update(self.dir.display().to_string().as_bytes());
+        let name = crate::model::hex(&h.finalize()[..16]);
+        self.db
+            .insert(KEY, name.as_bytes())
+            .map_err(|e| self.err(e))?;
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(name)
+    }
+
     /// An ID above every checkpoint's, complete or not.
     pub fn next_id(&self) -> u64 {
         let trees = self
@@ -449,6 +472,13 @@ impl CheckpointStore {
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
     }
+}
+
+/// Nanoseconds since the Unix epoch (0 if the clock is before it).
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 #[cfg(test)]
