@@ -143,8 +143,9 @@ pub fn describe_topic(bootstrap: &str, topic: &str) -> (u32, u32) {
 const SEP: &str = "\t";
 
 /// Produces keyed records (key, value) with `kafka-console-producer`, in
-/// order, `acks=all`. Each record is its own record batch, so that a
-/// source reading with small fetches gets a few records at a time.
+/// order, `acks=all`, in small record batches (`batch.size=0`: a couple
+/// of records each), so that a source reading with small fetches gets a
+/// few records at a time.
 #[track_caller]
 pub fn produce(bootstrap: &str, topic: &str, records: &[(String, String)]) {
     let mut input = String::new();
