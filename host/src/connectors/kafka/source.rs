@@ -1158,3 +1158,357 @@ mod tests {
         assert_eq!(n.positions()[0].offset, 3);
     }
 }
+
+/// Checks against the development broker at 127.0.0.1:9092, run by hand:
+/// `cargo test --workspace --lib kafka -- --ignored`.
+#[cfg(test)]
+mod broker {
+    use std::collections::BTreeMap;
+
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    use super::*;
+
+    const BOOTSTRAP: &str = "127.0.0.1:9092";
+    /// A guard against a test hanging forever, not a timed assertion.
+    const PATIENCE: Duration = Duration::from_secs(60);
+
+    fn cluster() -> KafkaCluster {
+        KafkaCluster {
+            bootstrap: BOOTSTRAP.into(),
+            properties: BTreeMap::new(),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn unique(what: &str) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        format!("kafka-source-{what}-{}-{nanos}", std::process::id())
+    }
+
+    fn config(topic: &str) -> KafkaSourceConfig {
+        KafkaSourceConfig {
+            cluster: cluster(),
+            topic: topic.into(),
+            group: None,
+            start: StartAt::Earliest,
+            stop: StopAt::Latest,
+            parallelism: 1,
+            idle_timeout: None,
+            partition_discovery: DEFAULT_PARTITION_DISCOVERY,
+            create: None,
+        }
+    }
+
+    type Record = (i32, Option<String>, String, i64);
+
+    fn produce(topic: &str, records: &[Record], transaction: Option<(&str, bool)>) {
+        let mut cfg = cluster().client_config();
+        if let Some((id, _)) = transaction {
+            cfg.set("transactional.id", id);
+        }
+        let producer: BaseProducer = cfg.create().unwrap();
+        if transaction.is_some() {
+            producer.init_transactions(PATIENCE).unwrap();
+            producer.begin_transaction().unwrap();
+        }
+        for (p, k, v, ts) in records {
+            let mut r = BaseRecord::to(topic)
+                .partition(*p)
+                .payload(v)
+                .timestamp(*ts);
+            if let Some(k) = k {
+                r = r.key(k);
+            }
+            producer.send(r).map_err(|(e, _)| e).unwrap();
+        }
+        producer.flush(PATIENCE).unwrap();
+        match transaction {
+            Some((_, true)) => producer.commit_transaction(PATIENCE).unwrap(),
+            Some((_, false)) => producer.abort_transaction(PATIENCE).unwrap(),
+            None => {}
+        }
+    }
+
+    /// Reads until the source ends; each event as (partition-less) key,
+    /// value, timestamp, offset.
+    fn read_all(source: &mut KafkaSource) -> Vec<(Option<String>, String, i64, u64)> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut out = Vec::new();
+        loop {
+            assert!(Instant::now() < deadline, "the source did not end");
+            let mut offsets = Vec::new();
+            let Some(batch) = source.next_batch(&mut offsets).unwrap() else {
+                return out;
+            };
+            assert_eq!(offsets.len(), batch.len());
+            for (e, o) in batch.iter().zip(offsets) {
+                out.push((
+                    e.key.map(|k| String::from_utf8(k.to_vec()).unwrap()),
+                    String::from_utf8(e.value.to_vec()).unwrap(),
+                    e.timestamp,
+                    o,
+                ));
+            }
+        }
+    }
+
+    fn offsets_of(position: &SourcePosition) -> Vec<(i32, i64)> {
+        let SourcePosition::Kafka { partitions, .. } = position else {
+            panic!("{position:?}")
+        };
+        partitions.iter().map(|p| (p.partition, p.offset)).collect()
+    }
+
+    #[test]
+    #[ignore = "needs the Kafka broker at 127.0.0.1:9092"]
+    fn reads_committed_records_of_its_partitions_and_restores() {
+        let topic = unique("read");
+        let create = CreateTopic {
+            partitions: 3,
+            replication: 1,
+        };
+        cluster().create_topic(&topic, create, &[]).unwrap();
+        let plain: Vec<Record> = (0..30)
+            .map(|i| {
+                let key = (i != 5).then(|| format!("k{i}"));
+                (i % 3, key, format!("v{i}"), 1000 + i as i64)
+            })
+            .collect();
+        produce(&topic, &plain, None);
+        let aborted: Vec<Record> = (0..3)
+            .map(|i| (0, None, format!("aborted{i}"), 5000))
+            .collect();
+        produce(&topic, &aborted, Some((&unique("tx-a"), false)));
+        let committed: Vec<Record> = (0..2)
+            .map(|i| (1, Some("t".into()), format!("txn{i}"), 6000 + i))
+            .collect();
+        produce(&topic, &committed, Some((&unique("tx-c"), true)));
+
+        // Two subtasks: 0 reads partitions 0 and 2, 1 reads partition 1.
+        let mut c = config(&topic);
+        c.parallelism = 2;
+        let mut s0 = KafkaSource::open(&c, 0, 2, 4, None).unwrap();
+        let mut s1 = KafkaSource::open(&c, 1, 2, 4, None).unwrap();
+        assert_eq!(s0.partitions(), vec![0, 2]);
+        assert_eq!(s1.partitions(), vec![1]);
+        let r0 = read_all(&mut s0);
+        let r1 = read_all(&mut s1);
+        let mut values: Vec<String> = r0.iter().chain(&r1).map(|e| e.1.clone()).collect();
+        values.sort();
+        let mut want: Vec<String> = plain
+            .iter()
+            .chain(&committed)
+            .map(|r| r.2.clone())
+            .collect();
+        want.sort();
+        assert_eq!(values, want, "aborted records are not read");
+        let v5 = r0.iter().chain(&r1).find(|e| e.1 == "v5").unwrap();
+        assert_eq!(v5.0, None, "a null key is an absent key");
+        let v4 = r1.iter().find(|e| e.1 == "v4").unwrap();
+        assert_eq!((v4.0.as_deref(), v4.2, v4.3), (Some("k4"), 1004, 1));
+        // Positions are past every record and transaction marker.
+        let p0 = s0.position().unwrap();
+        let p1 = s1.position().unwrap();
+        let probe: BaseConsumer = cluster()
+            .client_config()
+            .set("isolation.level", "read_committed")
+            .create()
+            .unwrap();
+        let marks = |p| probe.fetch_watermarks(&topic, p, PATIENCE).unwrap().1;
+        assert_eq!(offsets_of(&p0), vec![(0, marks(0)), (2, marks(2))]);
+        assert_eq!(offsets_of(&p1), vec![(1, marks(1))]);
+        assert_eq!(s1.watermark_basis(), Some(6001));
+        assert_eq!(
+            s0.watermark_basis(),
+            Some(1029),
+            "the slower of 1027 (p0) and 1029 (p2)"
+        );
+
+        // Restore at one parallelism from a merged position in which
+        // partition 0 is back at offset 5 and partition 1 is missing.
+        let merged = SourcePosition::merge(vec![p0, p1]).unwrap();
+        let SourcePosition::Kafka { mut partitions, .. } = merged else {
+            unreachable!()
+        };
+        partitions.retain(|p| p.partition != 1);
+        partitions[0].offset = 5;
+        let restored = SourcePosition::Kafka {
+            topic: topic.clone(),
+            partitions,
+        };
+        let mut s = KafkaSource::open(&config(&topic), 0, 1, 100, Some(&restored)).unwrap();
+        let r = read_all(&mut s);
+        let mut values: Vec<String> = r.iter().map(|e| e.1.clone()).collect();
+        values.sort();
+        let mut want: Vec<String> = plain
+            .iter()
+            .filter(|r| r.0 == 1 || (r.0 == 0 && r.3 >= 1015))
+            .chain(&committed)
+            .map(|r| r.2.clone())
+            .collect();
+        want.sort();
+        assert_eq!(values, want);
+
+        // start = latest reads nothing of what is there; timestamp:<ms>
+        // starts at the first record that late.
+        let mut c = config(&topic);
+        c.start = StartAt::Latest;
+        assert!(read_all(&mut KafkaSource::open(&c, 0, 1, 100, None).unwrap()).is_empty());
+        c.start = StartAt::Timestamp(1024);
+        let r = read_all(&mut KafkaSource::open(&c, 0, 1, 100, None).unwrap());
+        let mut values: Vec<String> = r.iter().map(|e| e.1.clone()).collect();
+        values.sort();
+        let mut want: Vec<String> = (24..30)
+            .map(|i| format!("v{i}"))
+            .chain(committed.iter().map(|r| r.2.clone()))
+            .collect();
+        want.sort();
+        assert_eq!(values, want);
+
+        // Errors.
+        let e = KafkaSource::open(
+            &c,
+            0,
+            1,
+            100,
+            Some(&SourcePosition::Kafka {
+                topic: "other".into(),
+                partitions: vec![],
+            }),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.contains("`other`") && e.contains(&format!("`{topic}`")),
+            "{e}"
+        );
+        let missing = unique("missing");
+        let e = KafkaSource::open(&config(&missing), 0, 1, 100, None)
+            .err()
+            .unwrap();
+        assert_eq!(
+            e,
+            format!("Kafka topic `{missing}` does not exist at `{BOOTSTRAP}` (create it, or set `create = {{ partitions = N, replication = R }}` in [source])")
+        );
+        let mut c = config(&topic);
+        c.cluster.bootstrap = "127.0.0.1:1".into();
+        c.cluster.connect_timeout = Duration::from_millis(500);
+        let e = KafkaSource::open(&c, 0, 1, 100, None).err().unwrap();
+        assert!(
+            e.starts_with("cannot reach Kafka at `127.0.0.1:1` within 500ms"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    #[ignore = "needs the Kafka broker at 127.0.0.1:9092"]
+    fn commits_checkpoints_to_the_group_and_starts_from_them() {
+        let topic = unique("group");
+        let group = unique("g");
+        let create = CreateTopic {
+            partitions: 2,
+            replication: 1,
+        };
+        cluster().create_topic(&topic, create, &[]).unwrap();
+        let records: Vec<Record> = (0..10)
+            .map(|i| (i % 2, None, format!("v{i}"), i as i64))
+            .collect();
+        produce(&topic, &records, None);
+        let mut c = config(&topic);
+        c.group = Some(group.clone());
+        let mut s = KafkaSource::open(&c, 0, 1, 3, None).unwrap();
+        let mut offsets = Vec::new();
+        let deadline = Instant::now() + PATIENCE;
+        while offsets.len() < 4 {
+            assert!(Instant::now() < deadline);
+            s.next_batch(&mut offsets).unwrap().unwrap();
+        }
+        let at = s.position().unwrap();
+        s.checkpoint_complete(1, &at);
+        // The commit is asynchronous: wait until the group has it.
+        let probe: BaseConsumer = cluster()
+            .client_config()
+            .set("group.id", &group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&topic, 0);
+        tpl.add_partition(&topic, 1);
+        let want = offsets_of(&at);
+        loop {
+            assert!(Instant::now() < deadline, "the group never got {want:?}");
+            s.next_batch(&mut Vec::new()).unwrap();
+            let got = probe.committed_offsets(tpl.clone(), PATIENCE).unwrap();
+            let got: Vec<(i32, i64)> = got
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(n) => Some((e.partition(), n)),
+                    _ => None,
+                })
+                .collect();
+            if got == want {
+                break;
+            }
+        }
+        c.start = StartAt::Committed;
+        let s = KafkaSource::open(&c, 0, 1, 3, None).unwrap();
+        assert_eq!(offsets_of(&s.position().unwrap()), want);
+    }
+
+    #[test]
+    #[ignore = "needs the Kafka broker at 127.0.0.1:9092"]
+    fn new_partitions_are_read_from_their_start() {
+        let topic = unique("discover");
+        let create = CreateTopic {
+            partitions: 1,
+            replication: 1,
+        };
+        cluster().create_topic(&topic, create, &[]).unwrap();
+        produce(&topic, &[(0, None, "a".into(), 1)], None);
+        let mut c = config(&topic);
+        c.stop = StopAt::Never;
+        c.partition_discovery = Duration::from_millis(100);
+        c.idle_timeout = Some(Duration::from_secs(3600));
+        let mut s = KafkaSource::open(&c, 0, 1, 100, None).unwrap();
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + PATIENCE;
+        let read = |s: &mut KafkaSource, seen: &mut Vec<String>, n| {
+            while seen.len() < n {
+                assert!(Instant::now() < deadline, "read only {seen:?}");
+                let b = s.next_batch(&mut Vec::new()).unwrap().expect("never ends");
+                seen.extend(
+                    b.iter()
+                        .map(|e| String::from_utf8(e.value.to_vec()).unwrap()),
+                );
+            }
+        };
+        read(&mut s, &mut seen, 1);
+        // Nothing more to read: an empty batch, not the end.
+        assert_eq!(
+            s.next_batch(&mut Vec::new()).unwrap().map(|b| b.len()),
+            Some(0)
+        );
+        let admin: AdminClient<DefaultClientContext> = cluster().client_config().create().unwrap();
+        let more = NewPartitions::new(&topic, 2);
+        futures_executor::block_on(admin.create_partitions([&more], &AdminOptions::new()))
+            .unwrap()
+            .into_iter()
+            .for_each(|r| {
+                r.unwrap();
+            });
+        produce(&topic, &[(1, None, "b".into(), 2)], None);
+        read(&mut s, &mut seen, 2);
+        assert_eq!(seen, vec!["a", "b"]);
+        assert_eq!(s.partitions(), vec![0, 1]);
+        assert_eq!(offsets_of(&s.position().unwrap()), vec![(0, 1), (1, 1)]);
+        assert_eq!(s.watermark_basis(), Some(1));
+        assert!(!s.idle());
+    }
+}
