@@ -240,8 +240,30 @@ pub(super) fn write_savepoint(
     }
 }
 
-/// A source position as `file line=12, offset=120`, whatever its variant.
+/// A source position as `file line=12, offset=120`, whatever its variant;
+/// a Kafka position as `kafka topic=events, partition 0 offset=120, ...`.
 fn show_position(position: &impl serde::Serialize) -> String {
+    let value = serde_json::to_value(position).unwrap_or(serde_json::Value::Null);
+    if let Some(k) = value.get("kafka") {
+        let topic = k.get("topic").and_then(|t| t.as_str()).unwrap_or_default();
+        let partitions: Vec<String> = k
+            .get("partitions")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                format!(
+                    "partition {} offset={}",
+                    p.get("partition").unwrap_or(&serde_json::Value::Null),
+                    p.get("offset").unwrap_or(&serde_json::Value::Null)
+                )
+            })
+            .collect();
+        if partitions.is_empty() {
+            return format!("kafka topic={topic}, no partition read yet");
+        }
+        return format!("kafka topic={topic}, {}", partitions.join(", "));
+    }
     let value = serde_json::to_value(position).unwrap_or(serde_json::Value::Null);
     match value {
         serde_json::Value::Object(m) if m.len() == 1 => {
@@ -539,6 +561,24 @@ mod tests {
         assert_eq!(
             show_position(&SourcePosition::Generator { next: 3 }),
             "generator next=3"
+        );
+        assert_eq!(
+            show_position(&SourcePosition::Kafka {
+                topic: "events".into(),
+                partitions: vec![
+                    weir_host::model::KafkaPartition {
+                        partition: 0,
+                        offset: 120,
+                        max_timestamp: 5
+                    },
+                    weir_host::model::KafkaPartition {
+                        partition: 1,
+                        offset: 98,
+                        max_timestamp: 5
+                    }
+                ]
+            }),
+            "kafka topic=events, partition 0 offset=120, partition 1 offset=98"
         );
     }
 
