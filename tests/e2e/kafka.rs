@@ -406,7 +406,10 @@ fn kafka_stop_with_savepoint_and_restore_with_new_logic_at_another_parallelism()
     // The savepoint holds each partition's offset: the records before it are
     // exactly those the first run counted.
     let text = sb.weir(&["savepoint", "inspect", &sp]).ok().stdout;
-    assert!(text.contains(&input), "no topic in:\n{text}");
+    assert!(
+        text.contains(&format!("kafka topic={input}")),
+        "no topic in:\n{text}"
+    );
     let json: serde_json::Value = serde_json::from_str(
         &sb.weir(&["savepoint", "inspect", "--json", &sp])
             .ok()
@@ -426,8 +429,8 @@ fn kafka_stop_with_savepoint_and_restore_with_new_logic_at_another_parallelism()
             per_partition[p]
         );
         assert!(
-            text.contains(&offset.to_string()),
-            "offset {offset} not shown:\n{text}"
+            text.contains(&format!("partition {p} offset={offset}")),
+            "partition {p} offset {offset} not shown:\n{text}"
         );
     }
     let read: i64 = offsets.iter().map(|(_, o)| o).sum();
