@@ -283,6 +283,9 @@ pub fn last_committed(config: &KafkaSinkConfig) -> Result<Option<Committed>, Str
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
         .set("enable.auto.commit", "false")
+        // Where an offset is out of range (compacted away), read from the
+        // first one: never from the end, which would miss markers.
+        .set("auto.offset.reset", "earliest")
         .set(
             "group.id",
             format!("{}-recovery", config.transactional_id_prefix),
@@ -324,6 +327,7 @@ fn read_markers(
         .map_err(|e| format!("cannot read Kafka topic `{marker_topic}`: {e}"))?;
     let deadline = Instant::now() + cluster.connect_timeout;
     let mut last = None;
+    let mut at_end = false;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
@@ -333,9 +337,17 @@ fn read_markers(
                 humantime::format_duration(cluster.connect_timeout)
             ));
         }
-        match consumer.poll(remaining.min(Duration::from_millis(500))) {
+        match consumer.poll(if at_end {
+            Duration::ZERO
+        } else {
+            remaining.min(Duration::from_millis(500))
+        }) {
+            // librdkafka may hand out the end-of-partition event before
+            // records it fetched earlier: those are already queued, so the
+            // end is where the queue is empty after it.
+            None if at_end => return Ok(last),
             None => {}
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(last),
+            Some(Err(KafkaError::PartitionEOF(_))) => at_end = true,
             Some(Err(e)) => {
                 return Err(format!(
                     "cannot read Kafka topic `{marker_topic}` at `{}`: {e}",
@@ -469,11 +481,15 @@ fn init_error(
     }
 }
 
+/// The message of a producer fenced by the broker: another producer took
+/// its transactional id, or (the broker cannot tell them apart) its
+/// transaction outlived the timeout and the broker aborted it.
 fn fenced(config: &KafkaSinkConfig) -> String {
     format!(
-        "fenced: another weir process uses transactional id `{}` at `{}`",
+        "fenced: another weir process uses transactional id `{}` at `{}` (or its transaction outlived `transaction_timeout` {})",
         config.transactional_id(),
-        config.cluster.bootstrap
+        config.cluster.bootstrap,
+        humantime::format_duration(config.transaction_timeout)
     )
 }
 
@@ -541,15 +557,15 @@ impl KafkaSink {
         cluster.ensure_topic(&config.topic, config.create, "[sink]")?;
         let marker_topic = config.marker_topic();
         let producer = if exactly_once {
+            let marker = CreateTopic {
+                partitions: 1,
+                replication: -1,
+            };
             if cluster.partitions(&marker_topic)?.is_none() {
-                cluster.create_topic(
-                    &marker_topic,
-                    CreateTopic {
-                        partitions: 1,
-                        replication: -1,
-                    },
-                    &[("cleanup.policy", "compact")],
-                )?;
+                cluster.create_topic(&marker_topic, marker, &[("cleanup.policy", "compact")])?;
+                // Waits until the brokers know the new topic (creating it
+                // again is a no-op).
+                cluster.ensure_topic(&marker_topic, Some(marker), "[sink]")?;
             }
             let producer = transactional_producer(config, Context::default())?;
             producer
@@ -786,7 +802,7 @@ impl SinkWriter for KafkaSink {
             return Ok(());
         };
         if let Some(pause) = self.commit_pause {
-            tracing::info!("checkpoint {awaiting} is durable; committing its Kafka transaction");
+            tracing::info!("checkpoint {id} is durable; committing its Kafka transaction");
             std::thread::sleep(pause);
         }
         let timeout = self.config.cluster.connect_timeout;
@@ -1038,11 +1054,47 @@ mod tests {
         /// Every record a `read_committed` consumer sees in `topic`, as
         /// (key, value, timestamp), sorted.
         fn visible(config: &KafkaSinkConfig) -> Vec<(String, String, i64)> {
+            read(config)
+                .into_iter()
+                .map(|(k, v, t, _)| (k, v, t))
+                .collect()
+        }
+
+        /// Kafka's default partitioner (the Java client's `murmur2`).
+        fn java_partition(key: &[u8], partitions: i32) -> i32 {
+            const M: u32 = 0x5bd1_e995;
+            let mut h: u32 = 0x9747_b28c ^ key.len() as u32;
+            let mut chunks = key.chunks_exact(4);
+            for c in &mut chunks {
+                let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                k = k.wrapping_mul(M);
+                k ^= k >> 24;
+                k = k.wrapping_mul(M);
+                h = h.wrapping_mul(M);
+                h ^= k;
+            }
+            let rest = chunks.remainder();
+            if !rest.is_empty() {
+                for (i, b) in rest.iter().enumerate().rev() {
+                    h ^= u32::from(*b) << (8 * i);
+                }
+                h = h.wrapping_mul(M);
+            }
+            h ^= h >> 13;
+            h = h.wrapping_mul(M);
+            h ^= h >> 15;
+            ((h & 0x7fff_ffff) % partitions as u32) as i32
+        }
+
+        /// Every record a `read_committed` consumer sees in `topic`, as
+        /// (key, value, timestamp, partition), sorted.
+        fn read(config: &KafkaSinkConfig) -> Vec<(String, String, i64, i32)> {
             let consumer: BaseConsumer = config
                 .cluster
                 .client_config()
                 .set("isolation.level", "read_committed")
                 .set("enable.partition.eof", "true")
+                .set("auto.offset.reset", "earliest")
                 .set("group.id", unique("reader"))
                 .create()
                 .unwrap();
@@ -1056,9 +1108,17 @@ mod tests {
             let mut eof = std::collections::BTreeSet::new();
             let mut out = Vec::new();
             let deadline = Instant::now() + Duration::from_secs(60);
-            while eof.len() < n as usize {
+            loop {
                 assert!(Instant::now() < deadline, "no end of partitions");
-                match consumer.poll(Duration::from_millis(200)) {
+                // The end events may come before records fetched earlier,
+                // which are queued by then: drain the queue after them.
+                let at_end = eof.len() == n as usize;
+                match consumer.poll(if at_end {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(200)
+                }) {
+                    None if at_end => break,
                     None => {}
                     Some(Err(KafkaError::PartitionEOF(p))) => {
                         eof.insert(p);
@@ -1070,12 +1130,28 @@ mod tests {
                             s(m.key()),
                             s(m.payload()),
                             m.timestamp().to_millis().unwrap(),
+                            m.partition(),
                         ));
                     }
                 }
             }
             out.sort();
             out
+        }
+
+        /// Waits until a `read_committed` consumer sees `wanted`: a
+        /// transaction's commit markers reach the partitions shortly after
+        /// `commit_transaction` returns.
+        fn await_visible(config: &KafkaSinkConfig, wanted: Vec<(String, String, i64)>) {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let seen = visible(config);
+                if seen == wanted || Instant::now() >= deadline {
+                    assert_eq!(seen, wanted);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
 
         fn expected(from: usize, n: usize) -> Vec<(String, String, i64)> {
@@ -1098,7 +1174,7 @@ mod tests {
             sink.write(&batch(10, 5)).unwrap();
             assert_eq!(visible(&c), vec![]);
             sink.commit(1).unwrap();
-            assert_eq!(visible(&c), expected(0, 10));
+            await_visible(&c, expected(0, 10));
             // Epoch 2 (records 10..20) is pre-committed, then the process dies.
             sink.write(&batch(15, 5)).unwrap();
             sink.pre_commit(2).unwrap();
@@ -1110,14 +1186,14 @@ mod tests {
                     store: "store-a".into()
                 })
             );
-            assert_eq!(visible(&c), expected(0, 10));
+            await_visible(&c, expected(0, 10));
             // The next attempt recomputes epoch 2 and commits it.
             let mut sink = KafkaSink::open(&c, true, "store-a").unwrap();
             sink.write(&batch(10, 10)).unwrap();
             sink.pre_commit(2).unwrap();
             sink.commit(2).unwrap();
             sink.finish().unwrap();
-            assert_eq!(visible(&c), expected(0, 20));
+            await_visible(&c, expected(0, 20));
             assert_eq!(last_committed(&c).unwrap().unwrap().checkpoint, 2);
         }
 
@@ -1139,7 +1215,7 @@ mod tests {
             sink.commit(1).unwrap();
             assert_eq!(visible(&c), vec![]);
             sink.commit(3).unwrap();
-            assert_eq!(visible(&c), expected(0, 12));
+            await_visible(&c, expected(0, 12));
             assert_eq!(last_committed(&c).unwrap().unwrap().checkpoint, 3);
             sink.finish().unwrap();
         }
@@ -1151,10 +1227,14 @@ mod tests {
             let mut sink = KafkaSink::open(&c, false, "s").unwrap();
             sink.write(&batch(0, 7)).unwrap();
             sink.pre_commit(1).unwrap();
-            assert_eq!(visible(&c), expected(0, 7));
+            await_visible(&c, expected(0, 7));
+            // Partitioned as Java clients would.
+            for (key, _, _, partition) in read(&c) {
+                assert_eq!(partition, java_partition(key.as_bytes(), 3), "{key}");
+            }
             sink.write(&batch(7, 1)).unwrap();
             sink.finish().unwrap();
-            assert_eq!(visible(&c), expected(0, 8));
+            await_visible(&c, expected(0, 8));
             assert_eq!(
                 sink.describe(),
                 format!("sink kafka `{}` at `{}`", c.topic, bootstrap())
@@ -1169,6 +1249,7 @@ mod tests {
             let mut b = Batch::default();
             b.push(Some(b"big-key"), &vec![b'x'; 2 << 20], 0);
             let e = sink.write(&b).unwrap_err().to_string();
+            eprintln!("{e}");
             assert!(e.contains("`message.max.bytes`"), "{e}");
             assert!(e.contains("key `big-key`"), "{e}");
             assert!(!e.contains('\n'), "{e}");
@@ -1197,6 +1278,7 @@ mod tests {
                 Ok(()) => sink.pre_commit(1).unwrap_err(),
             }
             .to_string();
+            eprintln!("{e}");
             assert!(e.contains("`max.message.bytes` is 1000"), "{e}");
             assert!(e.contains("key `k`"), "{e}");
         }
@@ -1207,6 +1289,7 @@ mod tests {
             let mut c = config("ttl");
             c.transaction_timeout = Duration::from_secs(20 * 60);
             let e = KafkaSink::open(&c, true, "s").err().unwrap();
+            eprintln!("{e}");
             assert!(e.contains("`transaction.max.timeout.ms` (15m)"), "{e}");
             assert!(e.contains("transaction_timeout 20m"), "{e}");
         }
@@ -1223,6 +1306,7 @@ mod tests {
                 Ok(_) => old.commit(1).unwrap_err(),
             }
             .to_string();
+            eprintln!("{e}");
             assert!(
                 e.contains(&format!(
                     "fenced: another weir process uses transactional id `{}`",
