@@ -147,12 +147,21 @@ impl KafkaCluster {
             ));
         };
         self.create_topic(topic, create, &[])?;
-        self.partitions(topic)?.ok_or_else(|| {
-            format!(
-                "Kafka topic `{topic}` was created at `{}` but cannot be described",
-                self.bootstrap
-            )
-        })
+        // The brokers learn of a new topic shortly after it is created: wait
+        // (at most `connect_timeout`) until its metadata shows it.
+        let deadline = std::time::Instant::now() + self.connect_timeout;
+        loop {
+            if let Some(n) = self.partitions(topic)? {
+                return Ok(n);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "Kafka topic `{topic}` was created at `{}` but cannot be described",
+                    self.bootstrap
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Creates `topic` with extra topic settings `configs`; a topic that
