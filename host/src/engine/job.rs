@@ -126,9 +126,7 @@ impl SourceSpec {
     /// else 1.
     pub fn parallelism(&self) -> u32 {
         match &self.connector {
-            SourceConnector::File(_)
-            | SourceConnector::Stdin(_)
-            | SourceConnector::Generator(_) => 1,
+            SourceConnector::File(_) | SourceConnector::Stdin(_) | SourceConnector::Generator(_) => 1,
         }
     }
 
