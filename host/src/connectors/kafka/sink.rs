@@ -84,8 +84,11 @@ pub struct KafkaSinkConfig {
 }
 
 impl KafkaSinkConfig {
-    /// The fields of its table, besides `type` and [`KafkaCluster::FIELDS`].
+    /// The fields of its table, besides `type` (with [`KafkaCluster::FIELDS`]).
     pub const FIELDS: &'static [&'static str] = &[
+        "bootstrap",
+        "properties",
+        "connect_timeout",
         "topic",
         "delivery",
         "transactional_id_prefix",
@@ -383,7 +386,14 @@ struct Context {
     failure: Mutex<Option<Failure>>,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    /// librdkafka's errors that reach no call (a broker connection lost):
+    /// it retries them, and a send or commit that cannot complete fails
+    /// the job; so they are warnings.
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!("Kafka producer: {error}: {reason}");
+    }
+}
 
 impl ProducerContext for Context {
     type DeliveryOpaque = ();
