@@ -54,6 +54,8 @@ use toml::{Spanned, Value};
 use crate::connectors::blackhole::BlackholeConfig;
 use crate::connectors::file::{FileSinkConfig, FileSourceConfig};
 use crate::connectors::generator::GeneratorConfig;
+use crate::connectors::kafka::sink::KafkaSinkConfig;
+use crate::connectors::kafka::source::KafkaSourceConfig;
 use crate::connectors::stdio::{StdinConfig, StdoutConfig};
 use crate::model::config::{describe, Entries, Field, Fields, JobError, JobFile, Table};
 use crate::wasm::limits::{Capabilities, Limits, RawCapabilities, RawLimits};
@@ -116,6 +118,8 @@ pub enum SourceConnector {
     Stdin(StdinConfig),
     /// `type = "generator"`.
     Generator(GeneratorConfig),
+    /// `type = "kafka"`.
+    Kafka(KafkaSourceConfig),
 }
 
 /// Fields of `[source]` that every source type has.
@@ -126,7 +130,10 @@ impl SourceSpec {
     /// else 1.
     pub fn parallelism(&self) -> u32 {
         match &self.connector {
-            SourceConnector::File(_) | SourceConnector::Stdin(_) | SourceConnector::Generator(_) => 1,
+            SourceConnector::Kafka(c) => c.parallelism,
+            SourceConnector::File(_)
+            | SourceConnector::Stdin(_)
+            | SourceConnector::Generator(_) => 1,
         }
     }
 
@@ -144,6 +151,7 @@ impl SourceSpec {
                 offset.saturating_add(1)
             ),
             SourceConnector::Generator(_) => format!("offset {offset} of the generator"),
+            SourceConnector::Kafka(c) => format!("offset {offset} of Kafka topic `{}`", c.topic),
         }
     }
 }
@@ -201,6 +209,8 @@ pub enum SinkSpec {
     Stdout(StdoutConfig),
     /// `type = "blackhole"`.
     Blackhole(BlackholeConfig),
+    /// `type = "kafka"`.
+    Kafka(KafkaSinkConfig),
 }
 
 /// `[dead_letter]`: where events rejected as bad input go.
@@ -489,7 +499,7 @@ impl JobFile<'_> {
             None => {
                 return Err(self.err(
                     None,
-                    "missing [source] table (where events come from: `type = \"file\"`, \"stdin\" or \"generator\")",
+                    "missing [source] table (where events come from: `type = \"file\"`, \"stdin\", \"generator\" or \"kafka\")",
                 ))
             }
         };
@@ -525,11 +535,11 @@ impl JobFile<'_> {
         }
 
         let sink = match &raw.sink {
-            Some(s) => self.sink(s)?,
+            Some(s) => self.sink(s, name)?,
             None => {
                 return Err(self.err(
                     None,
-                    "missing [sink] table (where results go: `type = \"file\"`, \"stdout\" or \"blackhole\")",
+                    "missing [sink] table (where results go: `type = \"file\"`, \"stdout\", \"blackhole\" or \"kafka\")",
                 ))
             }
         };
@@ -584,6 +594,7 @@ impl JobFile<'_> {
             File,
             Stdin,
             Generator,
+            Kafka,
         }
         let s = self.section("source", raw.span());
         let mut f = raw.get_ref().0.clone();
@@ -595,6 +606,7 @@ impl JobFile<'_> {
                 ("file", Kind::File, FileSourceConfig::FIELDS),
                 ("stdin", Kind::Stdin, StdinConfig::FIELDS),
                 ("generator", Kind::Generator, GeneratorConfig::FIELDS),
+                ("kafka", Kind::Kafka, KafkaSourceConfig::FIELDS),
             ],
             &SOURCE_FIELDS[1..],
         )?;
@@ -612,6 +624,7 @@ impl JobFile<'_> {
             Kind::File => SourceConnector::File(FileSourceConfig::from_table(&s, &mut f)?),
             Kind::Stdin => SourceConnector::Stdin(StdinConfig::from_table(&s, &mut f)?),
             Kind::Generator => SourceConnector::Generator(GeneratorConfig::from_table(&s, &mut f)?),
+            Kind::Kafka => SourceConnector::Kafka(KafkaSourceConfig::from_table(&s, &mut f)?),
         };
         Ok(SourceSpec {
             connector,
@@ -726,12 +739,13 @@ impl JobFile<'_> {
         ))
     }
 
-    fn sink(&self, raw: &Spanned<RawSink>) -> Result<SinkSpec, JobError> {
+    fn sink(&self, raw: &Spanned<RawSink>, job_name: &str) -> Result<SinkSpec, JobError> {
         #[derive(Clone, Copy)]
         enum Kind {
             File,
             Stdout,
             Blackhole,
+            Kafka,
         }
         let s = self.section("sink", raw.span());
         let mut f = raw.get_ref().0.clone();
@@ -743,6 +757,7 @@ impl JobFile<'_> {
                 ("file", Kind::File, FileSinkConfig::FIELDS),
                 ("stdout", Kind::Stdout, StdoutConfig::FIELDS),
                 ("blackhole", Kind::Blackhole, BlackholeConfig::FIELDS),
+                ("kafka", Kind::Kafka, KafkaSinkConfig::FIELDS),
             ],
             &[],
         )?;
@@ -750,6 +765,7 @@ impl JobFile<'_> {
             Kind::File => SinkSpec::File(FileSinkConfig::from_table(&s, &mut f)?),
             Kind::Stdout => SinkSpec::Stdout(StdoutConfig::from_table(&s, &mut f)?),
             Kind::Blackhole => SinkSpec::Blackhole(BlackholeConfig::from_table(&s, &mut f)?),
+            Kind::Kafka => SinkSpec::Kafka(KafkaSinkConfig::from_table(&s, &mut f, job_name)?),
         })
     }
 

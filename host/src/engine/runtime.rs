@@ -22,6 +22,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::connectors;
 use crate::connectors::dead_letter::{self, DeadLetter};
 use crate::connectors::file::SinkMode;
+use crate::connectors::kafka::sink::{Delivery, KafkaSinkConfig};
 use crate::engine::control::{JobControl, JobState, OperatorStatus};
 use crate::engine::coordinator::{
     Ack, Coordinator, CoordinatorEnd, OperatorInfo, SinkNotice, Trigger,
@@ -178,7 +179,6 @@ fn open_source(
     restore: Option<&Restore>,
     subtask: u32,
 ) -> Result<Box<dyn SourceReader>, RunError> {
-    let _ = subtask;
     let position = restore.map(|r| &r.meta.source.position);
     let batch_size = spec.source.batch_size;
     let reader: Box<dyn SourceReader> = match &spec.source.connector {
@@ -212,6 +212,16 @@ fn open_source(
             }
             Box::new(generator)
         }
+        SourceConnector::Kafka(c) => Box::new(
+            connectors::kafka::source::KafkaSource::open(
+                c,
+                subtask,
+                c.parallelism,
+                batch_size,
+                position,
+            )
+            .map_err(RunError::Setup)?,
+        ),
     };
     Ok(reader)
 }
@@ -220,6 +230,7 @@ fn open_sink(
     spec: &JobSpec,
     restore: Option<&Restore>,
     latency_out: &Arc<JobControl>,
+    store: Option<&CheckpointStore>,
 ) -> Result<Box<dyn SinkWriter>, RunError> {
     let mode = match spec.checkpoint.as_ref().filter(|c| c.interval.is_some()) {
         None => SinkMode::Direct,
@@ -256,6 +267,76 @@ fn open_sink(
         SinkSpec::Blackhole(c) => Box::new(connectors::blackhole::BlackholeSink::new(
             c.latency.then(|| latency_out.latency.clone()),
         )),
+        SinkSpec::Kafka(c) => {
+            let exactly_once = kafka_exactly_once(spec, c)?;
+            let instance = match (exactly_once, store) {
+                (true, Some(store)) => store
+                    .instance()
+                    .map_err(|e| RunError::Setup(e.to_string()))?,
+                _ => String::new(),
+            };
+            Box::new(
+                connectors::kafka::sink::KafkaSink::open(c, exactly_once, &instance)
+                    .map_err(RunError::Setup)?,
+            )
+        }
+    })
+}
+
+/// Whether a Kafka sink writes exactly once: its `delivery`, else exactly
+/// once when the job takes checkpoints in exactly-once mode. Exactly-once
+/// needs periodic checkpoints in that mode, and a transaction timeout that
+/// outlasts a checkpoint (checked here, before anything runs).
+fn kafka_exactly_once(spec: &JobSpec, c: &KafkaSinkConfig) -> Result<bool, RunError> {
+    let checkpoint = spec.checkpoint.as_ref().filter(|c| c.interval.is_some());
+    let aligned = checkpoint.is_some_and(|c| c.mode == CheckpointMode::ExactlyOnce);
+    match c.delivery {
+        Some(Delivery::AtLeastOnce) => Ok(false),
+        None if !aligned => Ok(false),
+        Some(Delivery::ExactlyOnce) if !aligned => Err(RunError::Setup(format!(
+            "[sink] delivery = \"exactly-once\" needs periodic checkpoints in exactly-once mode ([checkpoint] interval{}): Kafka transactions are committed at checkpoints (or set delivery = \"at-least-once\")",
+            if checkpoint.is_some() { " with mode = \"exactly-once\"" } else { "" }
+        ))),
+        _ => {
+            let cp = checkpoint.expect("aligned implies a checkpoint");
+            let restart_delay = spec.restart.as_ref().map_or(Duration::ZERO, |r| {
+                if r.strategy == RestartStrategy::Exponential {
+                    r.max_delay.unwrap_or(r.delay * (1u32 << r.attempts.min(20)))
+                } else {
+                    r.delay
+                }
+            });
+            connectors::kafka::sink::check_transaction_timeout(
+                c.transaction_timeout,
+                cp.interval.expect("filtered"),
+                cp.timeout,
+                restart_delay,
+            )
+            .map_err(RunError::Setup)?;
+            Ok(true)
+        }
+    }
+}
+
+/// The newest checkpoint of `store` whose Kafka transaction is known
+/// committed (0: none), from the sink's commit markers. Fences the producer
+/// of an earlier run first, so that its open transaction is settled.
+fn committed_checkpoint(c: &KafkaSinkConfig, store: &CheckpointStore) -> Result<u64, RunError> {
+    let instance = store
+        .instance()
+        .map_err(|e| RunError::Setup(e.to_string()))?;
+    let last = connectors::kafka::sink::last_committed(c).map_err(RunError::Setup)?;
+    Ok(match last {
+        Some(m) if m.store == instance => m.checkpoint,
+        Some(m) => {
+            tracing::info!(
+                "the last Kafka transaction committed under `{}` is checkpoint {} of another state directory: none of this one's is",
+                c.transactional_id_prefix,
+                m.checkpoint
+            );
+            0
+        }
+        None => 0,
     })
 }
 
@@ -265,6 +346,7 @@ fn choose_checkpoint(
     store: &CheckpointStore,
     options: &RunOptions,
     min_id: u64,
+    committed: Option<u64>,
 ) -> Result<Option<CheckpointMeta>, RunError> {
     let setup = |e: crate::state::checkpoint::CheckpointError| RunError::Setup(e.to_string());
     let completed = store.list().map_err(setup)?;
@@ -296,7 +378,27 @@ fn choose_checkpoint(
                     }
                 ))
             }),
-        None => Ok(completed.into_iter().rev().find(|m| m.id >= min_id)),
+        None => {
+            let newest = completed.last().map(|m| m.id);
+            let chosen = completed
+                .into_iter()
+                .rev()
+                .find(|m| m.id >= min_id && committed.is_none_or(|c| m.id <= c));
+            if let (Some(newest), Some(c)) = (newest, committed) {
+                if newest > c {
+                    tracing::warn!(
+                        "checkpoint {newest} completed but its Kafka transaction was not committed (the last committed is checkpoint {c}): the job restores {} and recomputes what came after",
+                        chosen
+                            .as_ref()
+                            .map_or("from the beginning".to_string(), |m| format!(
+                                "checkpoint {}",
+                                m.id
+                            ))
+                    );
+                }
+            }
+            Ok(chosen)
+        }
     }
 }
 
@@ -431,6 +533,17 @@ fn check_source_position(
             Ok(())
         }
         (SourceConnector::Generator(_), SourcePosition::Generator { .. }) => Ok(()),
+        (SourceConnector::Kafka(c), SourcePosition::Kafka { topic, .. }) => {
+            if *topic != c.topic {
+                return Err(RunError::Setup(format!(
+                    "{what} holds offsets of Kafka topic `{topic}` and the job ({}) reads topic `{}`: a source resumes only from its own topic's offsets",
+                    job_file.display(),
+                    c.topic
+                )));
+            }
+            Ok(())
+        }
+        (SourceConnector::Kafka(_), _) => Err(mismatch("Kafka")),
         (SourceConnector::File(_), _) => Err(mismatch("a file")),
         (SourceConnector::Generator(_), _) => Err(mismatch("a generator")),
         (SourceConnector::Stdin(_), _) => Err(mismatch("stdin")),
@@ -490,8 +603,15 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
             job_file.display()
         )));
     }
+    // An exactly-once Kafka sink: the checkpoint to restore is the newest
+    // whose transaction committed, so one more is kept.
+    let kafka_eos = match &spec.sink {
+        SinkSpec::Kafka(c) if kafka_exactly_once(spec, c)? => Some(c),
+        _ => None,
+    };
+    let retain = |r: usize| if kafka_eos.is_some() { r.max(2) } else { r };
     let store = LazyStore {
-        spec: checkpoint.map(|c| (c.dir.clone(), c.retain)),
+        spec: checkpoint.map(|c| (c.dir.clone(), retain(c.retain))),
         store: Default::default(),
         min_id: savepoint_restore.as_ref().map_or(0, |r| r.meta.id + 1),
     };
@@ -500,7 +620,11 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
             let Some(store) = store.get()? else {
                 return Ok(None);
             };
-            match choose_checkpoint(&store, options, min_id)? {
+            let committed = match kafka_eos {
+                Some(c) => Some(committed_checkpoint(c, &store)?),
+                None => None,
+            };
+            match choose_checkpoint(&store, options, min_id, committed)? {
                 Some(meta) => Ok(Some(plan_restore(
                     spec,
                     &loaded,
@@ -931,7 +1055,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
         control.set_store(s.clone());
     }
     let first_id = first_checkpoint_id(store.as_ref(), restore);
-    let sink = open_sink(spec, restore, control)?;
+    let sink = open_sink(spec, restore, control, store.as_ref())?;
     let dead_file = match &spec.dead_letter {
         Some(d) => Some((
             dead_letter::open(&d.path, restore.is_some()).map_err(RunError::Setup)?,
@@ -999,7 +1123,13 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
             })
             .collect(),
         interval: checkpoint.and_then(|c| c.interval),
-        retain: checkpoint.map_or(1, |c| c.retain),
+        retain: checkpoint.map_or(1, |c| {
+            if matches!(&spec.sink, SinkSpec::Kafka(k) if kafka_exactly_once(spec, k).unwrap_or(false)) {
+                c.retain.max(2)
+            } else {
+                c.retain
+            }
+        }),
         parent_chain,
         acks: ack_rx,
         triggers: trigger_tx,

@@ -143,11 +143,25 @@ pub fn run_source(
                     if trigger.drain {
                         router.send_watermark(i64::MAX)?;
                     }
-                    inject(reader.as_ref(), &mut router, cp, trigger, max_ts, &mut taken)?;
+                    inject(
+                        reader.as_ref(),
+                        &mut router,
+                        cp,
+                        trigger,
+                        max_ts,
+                        &mut taken,
+                    )?;
                     router.send_end()?;
                     return Ok(events);
                 }
-                inject(reader.as_ref(), &mut router, cp, trigger, max_ts, &mut taken)?;
+                inject(
+                    reader.as_ref(),
+                    &mut router,
+                    cp,
+                    trigger,
+                    max_ts,
+                    &mut taken,
+                )?;
             }
         }
         let mut offsets = Vec::new();
@@ -198,7 +212,14 @@ pub fn run_source(
                     continue;
                 }
             };
-            inject(reader.as_ref(), &mut router, cp, trigger, max_ts, &mut taken)?;
+            inject(
+                reader.as_ref(),
+                &mut router,
+                cp,
+                trigger,
+                max_ts,
+                &mut taken,
+            )?;
             if trigger.barrier.last {
                 break;
             }

@@ -84,8 +84,11 @@ pub struct KafkaSinkConfig {
 }
 
 impl KafkaSinkConfig {
-    /// The fields of its table, besides `type` and [`KafkaCluster::FIELDS`].
+    /// The fields of its table, besides `type` (with [`KafkaCluster::FIELDS`]).
     pub const FIELDS: &'static [&'static str] = &[
+        "bootstrap",
+        "properties",
+        "connect_timeout",
         "topic",
         "delivery",
         "transactional_id_prefix",
@@ -267,16 +270,18 @@ impl Committed {
 pub fn last_committed(config: &KafkaSinkConfig) -> Result<Option<Committed>, String> {
     let cluster = &config.cluster;
     let marker_topic = config.marker_topic();
-    if cluster.partitions(&marker_topic)?.is_none() {
-        return Ok(None);
-    }
     {
         // Fence whoever held the transactional id; a transaction it left
-        // open is aborted, one being committed completes.
+        // open is aborted, one being committed completes, and the broker
+        // answers only once their markers are written: the marker topic's
+        // last stable offset is then its end.
         let producer = transactional_producer(config, Context::default())?;
         producer
             .init_transactions(cluster.connect_timeout)
             .map_err(|e| init_error(config, &producer, &e))?;
+    }
+    if cluster.partitions(&marker_topic)?.is_none() {
+        return Ok(None);
     }
     let consumer: BaseConsumer = cluster
         .client_config()
@@ -304,18 +309,20 @@ pub fn last_committed(config: &KafkaSinkConfig) -> Result<Option<Committed>, Str
         return Ok(None);
     }
     let tail_start = low.max(high - MARKER_TAIL);
-    let found = read_markers(config, &consumer, tail_start)?;
+    let found = read_markers(config, &consumer, tail_start, high)?;
     if found.is_some() || tail_start == low {
         return Ok(found);
     }
-    read_markers(config, &consumer, low)
+    read_markers(config, &consumer, low, high)
 }
 
-/// The last committed marker of the marker topic from `start` to its end.
+/// The last committed marker of the marker topic from `start` to its end,
+/// `high`.
 fn read_markers(
     config: &KafkaSinkConfig,
     consumer: &BaseConsumer,
     start: i64,
+    high: i64,
 ) -> Result<Option<Committed>, String> {
     let cluster = &config.cluster;
     let marker_topic = config.marker_topic();
@@ -347,7 +354,15 @@ fn read_markers(
             // end is where the queue is empty after it.
             None if at_end => return Ok(last),
             None => {}
-            Some(Err(KafkaError::PartitionEOF(_))) => at_end = true,
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                // An end event before `high` is not the end (the fetcher
+                // may report one before an offset reset).
+                at_end = consumer
+                    .position()
+                    .ok()
+                    .and_then(|p| p.find_partition(&marker_topic, 0)?.offset().to_raw())
+                    .is_some_and(|o| o >= high);
+            }
             Some(Err(e)) => {
                 return Err(format!(
                     "cannot read Kafka topic `{marker_topic}` at `{}`: {e}",
@@ -383,7 +398,14 @@ struct Context {
     failure: Mutex<Option<Failure>>,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    /// librdkafka's errors that reach no call (a broker connection lost):
+    /// it retries them, and a send or commit that cannot complete fails
+    /// the job; so they are warnings.
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!("Kafka producer: {error}: {reason}");
+    }
+}
 
 impl ProducerContext for Context {
     type DeliveryOpaque = ();
@@ -391,7 +413,18 @@ impl ProducerContext for Context {
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((error, message)) = result {
             let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-            if failure.is_none() {
+            // Records purged because another failed (a transaction that
+            // must abort) say less than the failure that caused it.
+            let purged = |e: &KafkaError| {
+                matches!(
+                    e.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::PurgeQueue) | Some(RDKafkaErrorCode::PurgeInflight)
+                )
+            };
+            if failure
+                .as_ref()
+                .is_none_or(|f| purged(&f.error) && !purged(error))
+            {
                 *failure = Some(Failure {
                     error: error.clone(),
                     key: message.key().map(<[u8]>::to_vec),
@@ -612,7 +645,7 @@ impl KafkaSink {
                 fenced(&self.config)
             } else if let Some((code, reason)) = fatal {
                 format!(
-                    "Kafka producer at `{}` failed ({what}): {code}: {reason}",
+                    "Kafka at `{}`: {what} failed, and the producer cannot go on: {code}: {reason}",
                     self.config.cluster.bootstrap
                 )
             } else if matches!(
@@ -627,7 +660,7 @@ impl KafkaSink {
                 )
             } else {
                 format!(
-                    "Kafka at `{}` failed {what}: {e}",
+                    "Kafka at `{}`: {what} failed: {e}",
                     self.config.cluster.bootstrap
                 )
             };
@@ -1039,13 +1072,20 @@ mod tests {
             }
         }
 
+        /// The test records' first timestamp: recent, so that the
+        /// broker's retention (by timestamp) keeps them.
+        fn base() -> i64 {
+            static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+            *BASE.get_or_init(now_ms)
+        }
+
         fn batch(from: usize, n: usize) -> Batch {
             let mut b = Batch::default();
             for i in from..from + n {
                 b.push(
                     Some(format!("k{i}").as_bytes()),
                     format!("v{i}").as_bytes(),
-                    1_000 + i as i64,
+                    base() + i as i64,
                 );
             }
             b
@@ -1156,7 +1196,7 @@ mod tests {
 
         fn expected(from: usize, n: usize) -> Vec<(String, String, i64)> {
             let mut v: Vec<_> = (from..from + n)
-                .map(|i| (format!("k{i}"), format!("v{i}"), 1_000 + i as i64))
+                .map(|i| (format!("k{i}"), format!("v{i}"), base() + i as i64))
                 .collect();
             v.sort();
             v

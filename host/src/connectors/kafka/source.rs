@@ -380,7 +380,21 @@ struct SourceContext {
     topic: String,
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    /// librdkafka's errors that reach no call: the end of a partition is
+    /// news, not an error (`next_batch` sees it too); the rest are logged as
+    /// warnings, since librdkafka retries them and `next_batch` fails the
+    /// job when the cluster stays away.
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            return;
+        }
+        tracing::warn!(topic = %self.topic, "Kafka: {error}: {reason}");
+    }
+}
 
 impl ConsumerContext for SourceContext {
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
