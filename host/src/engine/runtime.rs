@@ -741,37 +741,57 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
         restart.attempts
     };
     let mut attempt = 0u32;
+    // After a failure, the checkpoint to restore is chosen again before the
+    // next attempt (an exactly-once Kafka sink asks the cluster which one
+    // it committed): a failure to choose, or any setup error of a restart
+    // (the broker is still away), fails that attempt, not the job.
+    let mut choose_again = false;
+    let choose = |restore: &mut Option<Restore>| -> Result<String, RunError> {
+        let first_id = store.first_id()?;
+        *restore =
+            checkpoint_restore(&RunOptions::default(), first_id)?.or_else(|| initial.clone());
+        Ok(restore
+            .as_ref()
+            .map_or("the beginning".to_string(), |r| match r.savepoint_dir() {
+                Some(d) => format!("savepoint `{}`", d.display()),
+                None => format!("checkpoint {}", r.meta.id),
+            }))
+    };
     let result = loop {
         let can_restart = attempt < max_restarts && replayable;
         control.set_state(JobState::Running);
-        let wiring = Wiring {
-            spec,
-            loaded: &loaded,
-            store: &store,
-            restore: restore.as_ref(),
-            attempt,
-            wait_all: can_restart,
-            control: &control,
-            plane: &plane,
+        let outcome = 'attempt: {
+            if choose_again {
+                match choose(&mut restore) {
+                    Ok(from) => tracing::info!("job `{}` restarts from {from}", spec.name),
+                    Err(e) => break 'attempt Err(e),
+                }
+                choose_again = false;
+            }
+            let wiring = Wiring {
+                spec,
+                loaded: &loaded,
+                store: &store,
+                restore: restore.as_ref(),
+                attempt,
+                wait_all: can_restart,
+                control: &control,
+                plane: &plane,
+            };
+            run_attempt(wiring)
         };
-        match run_attempt(wiring) {
+        let outcome = match outcome {
+            Err(RunError::Setup(message)) if attempt > 0 => Err(RunError::Failed(message)),
+            other => other,
+        };
+        match outcome {
             Ok(report) if report.resume.is_some() => {
                 // Not a failure: no restart attempt is used, and there is no delay.
-                let first_id = store.first_id()?;
-                restore = match checkpoint_restore(&RunOptions::default(), first_id)? {
-                    Some(r) => Some(r),
-                    None => initial.clone(),
-                };
+                let from = chosen(choose(&mut restore), &mut choose_again);
                 tracing::warn!(
-                    "job `{}`: stop-with-savepoint failed ({}); the job resumes from {}",
+                    "job `{}`: stop-with-savepoint failed ({}); the job resumes from {from}",
                     spec.name,
                     report.resume.as_deref().unwrap_or_default(),
-                    restore.as_ref().map_or("the beginning".to_string(), |r| {
-                        match r.savepoint_dir() {
-                            Some(d) => format!("savepoint `{}`", d.display()),
-                            None => format!("checkpoint {}", r.meta.id),
-                        }
-                    })
                 );
             }
             Ok(report) => break Ok(report),
@@ -787,19 +807,11 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
                 }
                 attempt += 1;
                 control.restarting(attempt, &message);
-                let first_id = store.first_id()?;
-                restore = match checkpoint_restore(&RunOptions::default(), first_id)? {
-                    Some(r) => Some(r),
-                    None => initial.clone(),
-                };
+                let from = chosen(choose(&mut restore), &mut choose_again);
                 tracing::warn!(
-                    "job `{}` failed: {message}; restart {attempt} of {max_restarts} in {:?} from {}",
+                    "job `{}` failed: {message}; restart {attempt} of {max_restarts} in {:?} from {from}",
                     spec.name,
                     delay,
-                    restore.as_ref().map_or("the beginning".to_string(), |r| match r.savepoint_dir() {
-                        Some(d) => format!("savepoint `{}`", d.display()),
-                        None => format!("checkpoint {}", r.meta.id),
-                    })
                 );
                 std::thread::sleep(delay);
             }
@@ -828,6 +840,19 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
     control.fail_outstanding("the job ended before the savepoint could be taken");
     plane.shutdown_background();
     result
+}
+
+/// What a restart resumes from, for its message; when it cannot be chosen
+/// now (the Kafka cluster that says which checkpoint committed is away), it
+/// is chosen again just before the next attempt.
+fn chosen(choice: Result<String, RunError>, choose_again: &mut bool) -> String {
+    match choice {
+        Ok(from) => from,
+        Err(e) => {
+            *choose_again = true;
+            format!("the checkpoint to be chosen then (cannot choose it now: {e})")
+        }
+    }
 }
 
 /// Everything one run of the data path needs.

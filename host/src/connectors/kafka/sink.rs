@@ -18,6 +18,20 @@
 //! one the broker was already committing) and reads the last committed
 //! marker: the engine restores the newest checkpoint at or before it and
 //! recomputes what came after.
+//!
+//! **Why one producer and a buffer, not the pool of producers DESIGN.md
+//! sketches** (one per epoch in flight, as Flink and Arroyo do): with a
+//! pool, the records of a checkpoint that aborts sit in a transaction of
+//! their own, which must be committed together with the next checkpoint's,
+//! in another producer's transaction. Two commits are not atomic: a crash
+//! between them leaves the aborted epoch's records committed and the next
+//! one's not, and restoring the checkpoint before both writes the first
+//! again. Flink resumes such transactions after a crash; librdkafka cannot.
+//! One producer keeps every epoch that a checkpoint will commit in one
+//! transaction, so the last committed marker always matches one checkpoint.
+//! What the pool is for, keeping the data path moving while a commit is in
+//! flight, the buffer gives too: only the commit's round trip is waited for,
+//! on the sink's thread, and the stages before it go on.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
