@@ -580,7 +580,7 @@ wasm = {map}
 type = "kafka"
 bootstrap = "{bootstrap}"
 topic = "{topic}"
-connect_timeout = "2s"
+connect_timeout = "30s"
 {sink_extra}
 [checkpoint]
 interval = "200ms"
@@ -600,7 +600,7 @@ type = "kafka"
 bootstrap = "{bootstrap}"
 topic = "{topic}"
 stop = "latest"
-connect_timeout = "2s"
+connect_timeout = "30s"
 {source_extra}
 [[operators]]
 id = "upper"
@@ -621,14 +621,15 @@ fn kafka_unreachable_at_start_is_one_line_naming_the_address() {
     let port = closed_port();
     let addr = format!("127.0.0.1:{port}");
     // A source.
+    // A bounded wait (2 s here, 30 s by default), then one line.
     let sb = Sandbox::new();
-    sb.run_job(&kafka_to_file(&addr, "events", ""))
+    sb.run_job(&kafka_to_file(&addr, "events", "").replace("\"30s\"", "\"2s\""))
         .fails_with(&[&addr]);
     assert!(!sb.path("out.jsonl").exists() || sb.read("out.jsonl").is_empty());
     // A sink.
     let sb = Sandbox::new();
     sb.write("in.jsonl", SMALL_INPUT);
-    sb.run_job(&file_to_kafka(&addr, "counts", ""))
+    sb.run_job(&file_to_kafka(&addr, "counts", "").replace("\"30s\"", "\"2s\""))
         .fails_with(&[&addr]);
 }
 
