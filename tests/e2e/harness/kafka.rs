@@ -171,6 +171,14 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[(String, String)]) {
         &format!("key.separator={SEP}"),
         "--command-property",
         "acks=all",
+        // Patient (the tool's defaults give up after 1.5 s and 3 retries):
+        // right after a broker dies, acks=all waits until it leaves the ISR.
+        "--request-timeout-ms",
+        "60000",
+        "--message-send-max-retries",
+        "1000",
+        "--command-property",
+        "delivery.timeout.ms=300000",
         "--command-property",
         "batch.size=0",
         "--command-property",
