@@ -289,7 +289,7 @@ pub fn last_committed(config: &KafkaSinkConfig) -> Result<Option<Committed>, Str
         // open is aborted, one being committed completes, and the broker
         // answers only once their markers are written: the marker topic's
         // last stable offset is then its end.
-        let producer = transactional_producer(config, Context::default())?;
+        let producer = transactional_producer(config, Context::default(), None)?;
         producer
             .init_transactions(cluster.connect_timeout)
             .map_err(|e| init_error(config, &producer, &e))?;
@@ -459,12 +459,35 @@ fn producer_config(cluster: &KafkaCluster) -> ClientConfig {
     c
 }
 
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MESSAGE_MAX_BYTES: u64 = 1_000_000;
+
+/// Keeps the producer's `message.max.bytes` (the largest record and the
+/// largest batch it sends) within the output topic's `max.message.bytes`:
+/// otherwise librdkafka packs small records with a large one into a batch
+/// that the broker refuses whole, and the failure names the wrong record.
+/// With the limit here, a record over it fails alone, before it is sent,
+/// naming its own key.
+fn limit_to_topic(c: &mut ClientConfig, cluster: &KafkaCluster, topic_limit: Option<u64>) {
+    let local = cluster
+        .properties
+        .get("message.max.bytes")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES);
+    if let Some(limit) = topic_limit.filter(|l| *l < local) {
+        // librdkafka's smallest allowed value.
+        c.set("message.max.bytes", limit.max(1000).to_string());
+    }
+}
+
 fn transactional_producer(
     config: &KafkaSinkConfig,
     context: Context,
+    topic_limit: Option<u64>,
 ) -> Result<BaseProducer<Context>, String> {
-    producer_config(&config.cluster)
-        .set("transactional.id", config.transactional_id())
+    let mut c = producer_config(&config.cluster);
+    limit_to_topic(&mut c, &config.cluster, topic_limit);
+    c.set("transactional.id", config.transactional_id())
         .set(
             "transaction.timeout.ms",
             config.transaction_timeout.as_millis().to_string(),
@@ -603,6 +626,12 @@ impl KafkaSink {
         let cluster = &config.cluster;
         cluster.ensure_topic(&config.topic, config.create, "[sink]")?;
         let marker_topic = config.marker_topic();
+        let topic_limit = config_value(
+            cluster,
+            ResourceSpecifier::Topic(&config.topic),
+            "max.message.bytes",
+        )
+        .and_then(|v| v.trim().parse::<u64>().ok());
         let producer = if exactly_once {
             let marker = CreateTopic {
                 partitions: 1,
@@ -614,7 +643,7 @@ impl KafkaSink {
                 // again is a no-op).
                 cluster.ensure_topic(&marker_topic, Some(marker), "[sink]")?;
             }
-            let producer = transactional_producer(config, Context::default())?;
+            let producer = transactional_producer(config, Context::default(), topic_limit)?;
             producer
                 .init_transactions(cluster.connect_timeout)
                 .map_err(|e| init_error(config, &producer, &e))?;
@@ -623,14 +652,14 @@ impl KafkaSink {
                 .map_err(|e| format!("cannot begin a Kafka transaction: {e}"))?;
             producer
         } else {
-            producer_config(cluster)
-                .create_with_context(Context::default())
-                .map_err(|e| {
-                    format!(
-                        "cannot create a Kafka producer for `{}`: {e}",
-                        cluster.bootstrap
-                    )
-                })?
+            let mut c = producer_config(cluster);
+            limit_to_topic(&mut c, cluster, topic_limit);
+            c.create_with_context(Context::default()).map_err(|e| {
+                format!(
+                    "cannot create a Kafka producer for `{}`: {e}",
+                    cluster.bootstrap
+                )
+            })?
         };
         let commit_pause = std::env::var(COMMIT_PAUSE_ENV)
             .ok()
