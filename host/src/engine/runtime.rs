@@ -361,6 +361,13 @@ fn choose_checkpoint(
         return Ok(None);
     }
     match options.from_checkpoint {
+        Some(id) if committed.is_some_and(|c| id > c) => Err(RunError::Setup(format!(
+            "--from-checkpoint {id}: the Kafka transaction of checkpoint {id} was never committed (the last committed is {}): its output would be lost; restore that one or an earlier one",
+            match committed {
+                Some(0) | None => "none".to_string(),
+                Some(c) => format!("checkpoint {c}"),
+            }
+        ))),
         Some(id) => completed
             .iter()
             .find(|m| m.id == id)
