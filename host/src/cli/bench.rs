@@ -231,6 +231,8 @@ impl BenchArgs {
             }
         }
         if wanted("kafka") {
+            let bootstrap = self.kafka.as_deref().unwrap_or("127.0.0.1:9092");
+            super::bench_kafka::check_reachable(bootstrap)?;
             let wasm = self.operator("keyed-count")?;
             let kafka = super::bench_kafka::KafkaScale {
                 events: if self.quick { 20_000 } else { 2_000_000 },
@@ -238,7 +240,6 @@ impl BenchArgs {
                 rate: if self.quick { 2_000 } else { 10_000 },
                 duration: std::time::Duration::from_secs(if self.quick { 4 } else { 30 }),
             };
-            let bootstrap = self.kafka.as_deref().unwrap_or("127.0.0.1:9092");
             for row in super::bench_kafka::run(bootstrap, &wasm, work.path(), &kafka)? {
                 report(row);
             }

@@ -71,6 +71,23 @@ pub struct KafkaScale {
     pub duration: Duration,
 }
 
+fn cluster(bootstrap: &str) -> KafkaCluster {
+    KafkaCluster {
+        bootstrap: bootstrap.to_string(),
+        properties: Default::default(),
+        connect_timeout: Duration::from_secs(10),
+    }
+}
+
+/// Fails in one line, naming the way to start one, when no Kafka answers at
+/// `bootstrap` within 10 s.
+pub fn check_reachable(bootstrap: &str) -> anyhow::Result<()> {
+    cluster(bootstrap).partitions("weir-bench-probe").map_err(|_| {
+        anyhow!("case `kafka`: cannot reach Kafka at `{bootstrap}` within 10 s: start one with `scripts/services.sh up kafka` (or pass --kafka BOOTSTRAP)")
+    })?;
+    Ok(())
+}
+
 /// Runs the case; returns its rows: `kafka` (exactly-once) and
 /// `kafka-at-least-once` (throughput), then `kafka-latency` and
 /// `kafka-latency-at-least-once`.
@@ -80,14 +97,7 @@ pub fn run(
     work: &Path,
     scale: &KafkaScale,
 ) -> anyhow::Result<Vec<Value>> {
-    let cluster = KafkaCluster {
-        bootstrap: bootstrap.to_string(),
-        properties: Default::default(),
-        connect_timeout: Duration::from_secs(10),
-    };
-    cluster.partitions("weir-bench-probe").map_err(|_| {
-        anyhow!("case `kafka`: cannot reach Kafka at `{bootstrap}` within 10 s: start one with `scripts/services.sh up kafka` (or pass --kafka BOOTSTRAP)")
-    })?;
+    let cluster = cluster(bootstrap);
     let mut topics = Topics {
         cluster: cluster.clone(),
         names: Vec::new(),
