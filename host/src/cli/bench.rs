@@ -539,8 +539,11 @@ fn describe(v: &Value) -> String {
         );
         if let Some(d) = v["delivery"].as_str() {
             line.push_str(&format!(
-                ", {d}, {} partitions, {} events",
-                v["partitions"], v["events"]
+                ", {d}, {} partitions, {} events (the bench's own producer wrote them at {:.2} M/s, its read_committed reader read the output at {:.2} M/s)",
+                v["partitions"],
+                v["events"],
+                v["input_produced_per_s"].as_f64().unwrap_or(0.0) / 1e6,
+                v["output_read_per_s"].as_f64().unwrap_or(0.0) / 1e6,
             ));
         }
         if let Some(r) = v["of_native"].as_f64() {

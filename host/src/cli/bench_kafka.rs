@@ -113,7 +113,12 @@ pub fn run(
 
     // Throughput: one input, produced up front, read by every run.
     let input = topics.create(&format!("{base}-in"))?;
+    let t = Instant::now();
     produce_all(&cluster, &input, scale.events)?;
+    // The broker's own pace here, for comparison: the rate the input was
+    // produced at and the rate the outputs are read back at.
+    let produce_rate = scale.events as f64 / t.elapsed().as_secs_f64();
+    let mut read_rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut figures: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
     for run in 0..scale.runs {
         for (d, delivery) in DELIVERIES.iter().enumerate() {
@@ -137,7 +142,9 @@ pub fn run(
                     scale.events
                 );
             }
+            let t = Instant::now();
             let committed = count_committed(&cluster, &output)?;
+            read_rates[d].push(committed as f64 / t.elapsed().as_secs_f64());
             if committed != scale.events {
                 bail!(
                     "case `kafka` ({delivery}): {committed} records committed to the output of {} events in",
@@ -168,6 +175,8 @@ pub fn run(
             "events_per_s_min": rates.iter().copied().fold(f64::INFINITY, f64::min),
             "events_per_s_max": rates.iter().copied().fold(0.0, f64::max),
             "peak_rss_mib": super::bench::median(&mut rss),
+            "input_produced_per_s": produce_rate,
+            "output_read_per_s": super::bench::median(&mut read_rates[d]),
         }));
     }
 
@@ -427,6 +436,8 @@ fn committed_reader(
         .set("enable.partition.eof", if eof { "true" } else { "false" })
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
+        // The measuring reader must not add its own wait to a latency.
+        .set("fetch.wait.max.ms", "10")
         .set("group.id", format!("{topic}-reader"))
         .create_with_context(Reader)
         .with_context(|| format!("creating a Kafka consumer for `{}`", cluster.bootstrap))?;
