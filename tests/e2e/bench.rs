@@ -77,3 +77,23 @@ fn every_benchmark_case_runs_and_reports() {
         "{stderr}"
     );
 }
+
+/// The `kafka` case needs a broker: without one it fails in one line that
+/// says how to start one (the case itself is measured against a real
+/// broker: BENCHMARKS.md).
+#[test]
+fn the_kafka_case_without_a_broker_says_how_to_start_one() {
+    let out = std::process::Command::new(weir_bin())
+        .args(["bench", "kafka", "--quick", "--kafka", "127.0.0.1:1"])
+        .current_dir(root())
+        .env_remove("WEIR_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("`127.0.0.1:1`") && stderr.contains("scripts/services.sh up kafka"),
+        "{stderr}"
+    );
+}

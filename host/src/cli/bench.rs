@@ -21,7 +21,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 /// Every case, in the order they run.
-const CASES: [&str; 9] = [
+const CASES: [&str; 10] = [
     "map",
     "keyed-count",
     "keyed-count-1m",
@@ -31,6 +31,7 @@ const CASES: [&str; 9] = [
     "savepoint",
     "start",
     "languages",
+    "kafka",
 ];
 
 /// The `languages` case: each language's `keyed-count`, and the share of
@@ -47,10 +48,12 @@ const LANGUAGES: [(&str, &str, u64); 5] = [
 /// Arguments of `weir bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Cases to run (default: all): map, keyed-count, keyed-count-1m,
-    /// windowed-sum, latency, checkpoint, savepoint, start, languages
-    /// (`keyed-count` in Rust, C, Go, Python and JavaScript: `.wasm` size,
-    /// start, memory per subtask, events/s).
+    /// Cases to run (default: all but `kafka`): map, keyed-count,
+    /// keyed-count-1m, windowed-sum, latency, checkpoint, savepoint, start,
+    /// languages (`keyed-count` in Rust, C, Go, Python and JavaScript:
+    /// `.wasm` size, start, memory per subtask, events/s), kafka (Kafka →
+    /// keyed-count → Kafka, exactly-once and at-least-once: events/s, and
+    /// latency at a fixed rate; needs a broker, see --kafka).
     cases: Vec<String>,
     /// Runs of each job case (the median is reported).
     #[arg(long, default_value_t = 5)]
@@ -64,6 +67,10 @@ pub struct BenchArgs {
     /// Where the example operators' sources are.
     #[arg(long, value_name = "DIR", default_value = "plugins/rust")]
     plugins: PathBuf,
+    /// The Kafka cluster of the `kafka` case (`scripts/services.sh up kafka`
+    /// starts one); giving it also runs the case when no case is named.
+    #[arg(long, value_name = "BOOTSTRAP")]
+    kafka: Option<String>,
 }
 
 /// Sizes of the cases: full, or `--quick`.
@@ -118,7 +125,11 @@ impl BenchArgs {
                 runs: self.runs,
             }
         };
-        let wanted = |c: &str| self.cases.is_empty() || self.cases.iter().any(|x| x == c);
+        // `kafka` needs a broker: it runs when named, or when --kafka says where.
+        let wanted = |c: &str| {
+            (self.cases.is_empty() && (c != "kafka" || self.kafka.is_some()))
+                || self.cases.iter().any(|x| x == c)
+        };
         let work = tempfile::Builder::new()
             .prefix("weir-bench-")
             .tempdir()
@@ -216,6 +227,20 @@ impl BenchArgs {
                 row["wasm_bytes"] = json!(size);
                 row["start"] = serde_json::to_value(&start)?;
                 row["mib_per_subtask"] = json!((four - one) / 3.0);
+                report(row);
+            }
+        }
+        if wanted("kafka") {
+            let bootstrap = self.kafka.as_deref().unwrap_or("127.0.0.1:9092");
+            super::bench_kafka::check_reachable(bootstrap)?;
+            let wasm = self.operator("keyed-count")?;
+            let kafka = super::bench_kafka::KafkaScale {
+                events: if self.quick { 20_000 } else { 2_000_000 },
+                runs: scale.runs,
+                rate: if self.quick { 2_000 } else { 10_000 },
+                duration: std::time::Duration::from_secs(if self.quick { 4 } else { 30 }),
+            };
+            for row in super::bench_kafka::run(bootstrap, &wasm, work.path(), &kafka)? {
                 report(row);
             }
         }
@@ -471,7 +496,8 @@ fn summarize(case: &JobCase, runs: &[RunFigures]) -> Value {
     v
 }
 
-fn median(xs: &mut [f64]) -> f64 {
+/// The median of `xs` (sorts them).
+pub(super) fn median(xs: &mut [f64]) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
 }
@@ -500,6 +526,9 @@ fn machine() -> String {
 /// One line for a result.
 fn describe(v: &Value) -> String {
     let case = v["case"].as_str().unwrap_or("?");
+    if case.starts_with("kafka-latency") {
+        return super::bench_kafka::describe_latency(v);
+    }
     if let Some(rate) = v["events_per_s"].as_f64() {
         let mut line = format!(
             "{case:<20} {:>7.2} M events/s (min {:.2}, max {:.2}), peak RSS {:.0} MiB",
@@ -508,6 +537,15 @@ fn describe(v: &Value) -> String {
             v["events_per_s_max"].as_f64().unwrap_or(0.0) / 1e6,
             v["peak_rss_mib"].as_f64().unwrap_or(0.0)
         );
+        if let Some(d) = v["delivery"].as_str() {
+            line.push_str(&format!(
+                ", {d}, {} partitions, {} events (the bench's own producer wrote them at {:.2} M/s, its read_committed reader read the output at {:.2} M/s)",
+                v["partitions"],
+                v["events"],
+                v["input_produced_per_s"].as_f64().unwrap_or(0.0) / 1e6,
+                v["output_read_per_s"].as_f64().unwrap_or(0.0) / 1e6,
+            ));
+        }
         if let Some(r) = v["of_native"].as_f64() {
             line.push_str(&format!(", {:.0} % of native", r * 100.0));
         }

@@ -16,6 +16,7 @@ macro_rules! outln {
 }
 
 mod bench;
+mod bench_kafka;
 mod build;
 mod checkpoints;
 mod client;
