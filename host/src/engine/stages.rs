@@ -92,10 +92,16 @@ fn completed(
     taken: &mut Vec<(u64, SourcePosition)>,
 ) {
     while let Ok(id) = cp.completions.try_recv() {
-        if let Some(i) = taken.iter().position(|(t, _)| *t == id) {
-            reader.checkpoint_complete(id, &taken[i].1);
-            taken.drain(..=i);
-        }
+        complete(reader, id, taken);
+    }
+}
+
+/// Checkpoint `id` is complete: the reader hears of it with the position
+/// its barrier was taken at, and older positions are forgotten.
+fn complete(reader: &mut dyn SourceReader, id: u64, taken: &mut Vec<(u64, SourcePosition)>) {
+    if let Some(i) = taken.iter().position(|(t, _)| *t == id) {
+        reader.checkpoint_complete(id, &taken[i].1);
+        taken.drain(..=i);
     }
 }
 
@@ -138,21 +144,10 @@ pub fn run_source(
         if let Some(cp) = &checkpointing {
             completed(reader.as_mut(), cp, &mut taken);
             while let Ok(trigger) = cp.triggers.try_recv() {
-                if trigger.barrier.last {
-                    // Stop-with-savepoint: nothing more is read.
-                    if trigger.drain {
-                        router.send_watermark(i64::MAX)?;
-                    }
-                    inject(
-                        reader.as_ref(),
-                        &mut router,
-                        cp,
-                        trigger,
-                        max_ts,
-                        &mut taken,
-                    )?;
-                    router.send_end()?;
-                    return Ok(events);
+                // A last barrier is a stop-with-savepoint: nothing more is
+                // read (after a watermark of +∞, when it drains).
+                if trigger.barrier.last && trigger.drain {
+                    router.send_watermark(i64::MAX)?;
                 }
                 inject(
                     reader.as_ref(),
@@ -162,6 +157,10 @@ pub fn run_source(
                     max_ts,
                     &mut taken,
                 )?;
+                if trigger.barrier.last {
+                    router.send_end()?;
+                    return Ok(events);
+                }
             }
         }
         let mut offsets = Vec::new();
@@ -204,11 +203,7 @@ pub fn run_source(
             let trigger = crossbeam_channel::select! {
                 recv(cp.triggers) -> t => t.map_err(|_| StageError::Cancelled)?,
                 recv(cp.completions) -> id => {
-                    let id = id.map_err(|_| StageError::Cancelled)?;
-                    if let Some(i) = taken.iter().position(|(t, _)| *t == id) {
-                        reader.checkpoint_complete(id, &taken[i].1);
-                        taken.drain(..=i);
-                    }
+                    complete(reader.as_mut(), id.map_err(|_| StageError::Cancelled)?, &mut taken);
                     continue;
                 }
             };
