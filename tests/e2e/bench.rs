@@ -2,7 +2,8 @@
 //! benchmark command does not rot. It checks what each case reports, never
 //! how fast: speed is measured by the benchmarks themselves (BENCHMARKS.md).
 
-use crate::harness::{operator, polyglot, root, weir_bin, LANGUAGES};
+use crate::harness::kafka::topics;
+use crate::harness::{kafka, operator, polyglot, root, weir_bin, LANGUAGES};
 
 #[test]
 fn every_benchmark_case_runs_and_reports() {
@@ -96,4 +97,101 @@ fn the_kafka_case_without_a_broker_says_how_to_start_one() {
         stderr.contains("`127.0.0.1:1`") && stderr.contains("scripts/services.sh up kafka"),
         "{stderr}"
     );
+}
+
+/// `weir bench kafka --quick` against the test broker: both deliveries
+/// report a throughput row (every input event counted once in the output,
+/// events/s finite and positive) and a latency row (figures present and in
+/// order), and the case deletes every topic it created. How fast is never
+/// asserted: BENCHMARKS.md measures that.
+#[test]
+fn kafka_bench_quick_reports_both_deliveries() {
+    let b = kafka();
+    operator("keyed-count");
+    let child = std::process::Command::new(weir_bin())
+        .args(["bench", "kafka", "--quick", "--json", "--kafka", &b])
+        .current_dir(root())
+        .env_remove("WEIR_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "weir bench kafka failed: {stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let results = v["results"].as_array().unwrap();
+    let case = |name: &str| -> &serde_json::Value {
+        results
+            .iter()
+            .find(|r| r["case"] == name)
+            .unwrap_or_else(|| panic!("no result for {name}: {v}"))
+    };
+    let positive = |r: &serde_json::Value, field: &str| -> f64 {
+        let x = r[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {field} in {r}"));
+        assert!(x.is_finite() && x > 0.0, "{field} in {r}");
+        x
+    };
+    for (name, delivery) in [
+        ("kafka", "exactly-once"),
+        ("kafka-at-least-once", "at-least-once"),
+    ] {
+        let r = case(name);
+        assert_eq!(r["delivery"], delivery, "{r}");
+        // The case itself fails unless the output holds as many committed
+        // records as input events: a row is a run that counted them all.
+        assert_eq!(r["events"], 20_000, "{r}");
+        assert!(r["runs"].as_u64().unwrap() >= 1, "{r}");
+        let rate = positive(r, "events_per_s");
+        assert!(
+            positive(r, "events_per_s_min") <= rate && rate <= positive(r, "events_per_s_max"),
+            "{r}"
+        );
+        for field in ["peak_rss_mib", "input_produced_per_s", "output_read_per_s"] {
+            positive(r, field);
+        }
+    }
+    for (name, delivery) in [
+        ("kafka-latency", "exactly-once"),
+        ("kafka-latency-at-least-once", "at-least-once"),
+    ] {
+        let r = case(name);
+        assert_eq!(r["delivery"], delivery, "{r}");
+        let events = r["events"].as_u64().unwrap();
+        let measured = r["measured"].as_u64().unwrap();
+        assert!(measured > 0 && measured <= events, "{r}");
+        let q = |field: &str| -> i64 {
+            r[field]
+                .as_i64()
+                .unwrap_or_else(|| panic!("no {field} in {r}"))
+        };
+        let (p50, p99, max) = (
+            q("latency_p50_ms"),
+            q("latency_p99_ms"),
+            q("latency_max_ms"),
+        );
+        assert!(0 <= p50 && p50 <= p99 && p99 <= max, "{r}");
+    }
+
+    // Every topic the case made (`weir-bench-<pid>-...`) is gone.
+    let prefix = format!("weir-bench-{pid}-");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let left: Vec<String> = topics(&b)
+            .into_iter()
+            .filter(|t| t.starts_with(&prefix))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "topics left after the bench: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }

@@ -6,8 +6,9 @@
 //! its transaction's commit) gives an uninterrupted run's output; one broker
 //! of three killed mid-job, and the only broker going away and coming back,
 //! change nothing; stop with a savepoint and restore with new logic at
-//! another parallelism carries the counts on; Kafka → file and file → Kafka;
-//! each error a user can meet is one line and writes nothing.
+//! another parallelism carries the counts on (and the README's example of it,
+//! `examples/kafka/run.sh`, runs and passes its own check); Kafka → file and
+//! file → Kafka; each error a user can meet is one line and writes nothing.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use crate::harness::kafka::{
     closed_port, create_topic, describe_topic, multiset, produce, read_committed, topics, unique,
     Cluster, Record,
 };
-use crate::harness::{events, kafka, operator, toml_path, Rng, Sandbox};
+use crate::harness::{events, kafka, operator, root, toml_path, weir_bin, Rng, Sandbox};
 use crate::savepoints::rest_addr;
 
 /// librdkafka settings for a test source that reads a few records per
@@ -459,6 +460,46 @@ fn kafka_stop_with_savepoint_and_restore_with_new_logic_at_another_parallelism()
         .map(|(k, v)| (k.clone().unwrap(), v.len() as u64))
         .collect();
     assert_eq!(finals, want, "final counts");
+}
+
+/// The README's Kafka example, `examples/kafka/run.sh`, as a user runs it
+/// but against the test broker (`KAFKA_BOOTSTRAP`) and with this build's
+/// `weir` (`WEIR`, so the script builds nothing but the operators): it
+/// exits 0, and its own check (Kafka's console consumer, read_committed)
+/// says every key's counts ran on across the swap.
+#[test]
+fn kafka_example_script_swaps_the_logic_over_kafka() {
+    let b = kafka();
+    // Built here first, as every test operator (the script's `weir build`
+    // then finds them up to date).
+    operator("keyed-count");
+    operator("keyed-count-v2");
+    let out = std::process::Command::new(root().join("examples/kafka/run.sh"))
+        .env("KAFKA_BOOTSTRAP", &b)
+        .env("WEIR", weir_bin())
+        .env_remove("WEIR_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running examples/kafka/run.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "examples/kafka/run.sh failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains(&format!("== Kafka at {b} (KAFKA_BOOTSTRAP")),
+        "the script did not use KAFKA_BOOTSTRAP:\n{stdout}"
+    );
+    let check = stdout
+        .lines()
+        .find(|l| l.starts_with("every key's counts went on across the swap"))
+        .unwrap_or_else(|| panic!("no final check line:\n{stdout}\n{stderr}"));
+    assert!(
+        check.contains("10 keys, 5000 records, nothing missing, nothing twice"),
+        "{check}"
+    );
 }
 
 #[test]
