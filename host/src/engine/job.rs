@@ -1283,10 +1283,16 @@ type = "stdout"
             err(&text),
             "/jobs/job.toml:4: source: `watermark_delay` must be a duration string such as \"250ms\" or \"2s\", found integer 2"
         );
+        let text = MINIMAL.replace("type = \"stdin\"", "type = \"pulsar\"");
+        assert_eq!(
+            err(&text),
+            "/jobs/job.toml:3: source: `type` must be one of `file`, `stdin`, `generator`, `kafka`, found `pulsar`"
+        );
+        // A Kafka source names what it misses.
         let text = MINIMAL.replace("type = \"stdin\"", "type = \"kafka\"");
         assert_eq!(
             err(&text),
-            "/jobs/job.toml:3: source: `type` must be one of `file`, `stdin`, `generator`, found `kafka`"
+            "/jobs/job.toml:2: source: missing `bootstrap` (the Kafka cluster's `host:port`, required for a `kafka` source)"
         );
     }
 
