@@ -23,8 +23,25 @@ pub struct MapStateHandle;
 pub struct ListStateHandle;
 
 /// A guest's blobs, split into entries (malformed lengths trap).
-fn split(blobs: &WitBlobs) -> wasmtime::Result<Vec<Option<&[u8]>>> {
+fn split(blobs: &WitBlobs) -> wasmtime::Result<Entries<'_>> {
     split_blobs(&blobs.data, &blobs.lens).map_err(trap)
+}
+
+/// A guest's blobs, split into entries (`None`: an absent entry).
+type Entries<'a> = Vec<Option<&'a [u8]>>;
+
+/// Two lists of a guest's blobs that go in pairs (keys and values, keys
+/// and map keys), split; lists of different lengths trap with `message`.
+fn split_pairs<'a>(
+    a: &'a WitBlobs,
+    b: &'a WitBlobs,
+    message: &str,
+) -> wasmtime::Result<(Entries<'a>, Entries<'a>)> {
+    let (a, b) = (split(a)?, split(b)?);
+    if a.len() != b.len() {
+        return Err(trap(message));
+    }
+    Ok((a, b))
 }
 
 fn trap(e: impl std::fmt::Display) -> wasmtime::Error {
@@ -74,13 +91,11 @@ impl state::HostValueState for HostCtx {
         values: WitBlobs,
     ) -> wasmtime::Result<()> {
         let state = handle.rep();
-        let keys = split(&keys)?;
-        let values = split(&values)?;
-        if keys.len() != values.len() {
-            return Err(trap(
-                "value-state.put-many: keys and values differ in number",
-            ));
-        }
+        let (keys, values) = split_pairs(
+            &keys,
+            &values,
+            "value-state.put-many: keys and values differ in number",
+        )?;
         for (key, value) in keys.into_iter().zip(values) {
             let key = key.ok_or_else(|| no_key("value-state.put-many"))?;
             self.sub.check_value_size(value)?;
@@ -112,13 +127,11 @@ impl state::HostMapState for HostCtx {
         map_keys: WitBlobs,
     ) -> wasmtime::Result<WitBlobs> {
         let state = handle.rep();
-        let keys = split(&keys)?;
-        let map_keys = split(&map_keys)?;
-        if keys.len() != map_keys.len() {
-            return Err(trap(
-                "map-state.get-many: keys and map keys differ in number",
-            ));
-        }
+        let (keys, map_keys) = split_pairs(
+            &keys,
+            &map_keys,
+            "map-state.get-many: keys and map keys differ in number",
+        )?;
         let mut out = Blobs::with_capacity(keys.len());
         for (key, mk) in keys.into_iter().zip(map_keys) {
             let key = key.ok_or_else(|| no_key("map-state.get-many"))?;
@@ -136,13 +149,11 @@ impl state::HostMapState for HostCtx {
         values: WitBlobs,
     ) -> wasmtime::Result<()> {
         let state = handle.rep();
-        let keys = split(&keys)?;
-        let map_keys = split(&map_keys)?;
+        const UNEVEN: &str = "map-state.put-many: keys, map keys and values differ in number";
+        let (keys, map_keys) = split_pairs(&keys, &map_keys, UNEVEN)?;
         let values = split(&values)?;
-        if keys.len() != map_keys.len() || keys.len() != values.len() {
-            return Err(trap(
-                "map-state.put-many: keys, map keys and values differ in number",
-            ));
+        if values.len() != keys.len() {
+            return Err(trap(UNEVEN));
         }
         for ((key, mk), value) in keys.into_iter().zip(map_keys).zip(values) {
             let key = key.ok_or_else(|| no_key("map-state.put-many"))?;
@@ -216,13 +227,11 @@ impl state::HostListState for HostCtx {
         values: WitBlobs,
     ) -> wasmtime::Result<()> {
         let state = handle.rep();
-        let keys = split(&keys)?;
-        let values = split(&values)?;
-        if keys.len() != values.len() {
-            return Err(trap(
-                "list-state.add-many: keys and values differ in number",
-            ));
-        }
+        let (keys, values) = split_pairs(
+            &keys,
+            &values,
+            "list-state.add-many: keys and values differ in number",
+        )?;
         for (key, value) in keys.into_iter().zip(values) {
             let key = key.ok_or_else(|| no_key("list-state.add-many"))?;
             let value = value.ok_or_else(|| trap("list-state.add-many: a value is absent"))?;
