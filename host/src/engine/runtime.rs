@@ -1082,6 +1082,8 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
 
     // Everything opened: now the state directory and the outputs may be
     // touched, and the data may flow.
+    // What the store keeps (one more for an exactly-once Kafka sink: see `run`).
+    let retain = store.spec.as_ref().map_or(1, |(_, r)| *r);
     let store = store.get()?;
     if let Some(s) = &store {
         control.set_store(s.clone());
@@ -1155,13 +1157,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
             })
             .collect(),
         interval: checkpoint.and_then(|c| c.interval),
-        retain: checkpoint.map_or(1, |c| {
-            if matches!(&spec.sink, SinkSpec::Kafka(k) if kafka_exactly_once(spec, k).unwrap_or(false)) {
-                c.retain.max(2)
-            } else {
-                c.retain
-            }
-        }),
+        retain,
         parent_chain,
         acks: ack_rx,
         triggers: trigger_tx,
