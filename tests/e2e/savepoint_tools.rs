@@ -112,7 +112,10 @@ fn fixture(sb: &Sandbox, name: &str) -> PathBuf {
                     StoredEntry::Value(v) => v.len() as u64,
                     StoredEntry::Map(m) => m.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum(),
                     StoredEntry::List(l) => l.iter().map(|v| v.len() as u64).sum(),
-                    StoredEntry::Deleted => 0,
+                    // A full snapshot holds whole states only.
+                    StoredEntry::Deleted
+                    | StoredEntry::MapUpdate(_)
+                    | StoredEntry::ListAppend(_) => 0,
                 };
         }
         let timers: Vec<(u32, Vec<TimerRecord>)> = vec![

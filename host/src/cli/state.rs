@@ -196,7 +196,8 @@ fn encode_line(key: &[u8], entry: &StoredEntry, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        StoredEntry::Deleted => {}
+        // Savepoints hold whole states only: these never reach an export.
+        StoredEntry::Deleted | StoredEntry::MapUpdate(_) | StoredEntry::ListAppend(_) => {}
     }
     out.extend_from_slice(b"}\n");
 }

@@ -70,7 +70,7 @@ use crate::model::{SinkState, SourcePosition, SourceState};
 use crate::state::checkpoint::{
     CheckpointMeta, CheckpointStore, OperatorMeta, TimerRecord, FORMAT_VERSION,
 };
-use crate::state::keyed::StateChange;
+use crate::state::keyed::StateSnapshot;
 use crate::state::savepoint::{
     self, DataFile, SavedOperator, SavedState, SavepointKind, SavepointWriter,
 };
@@ -97,8 +97,9 @@ pub enum Ack {
         subtask: u32,
         /// The key groups it owns.
         key_groups: Range<u32>,
-        /// Changed (or, for a full checkpoint, all) state.
-        changes: Vec<StateChange>,
+        /// Changed (or, for a full checkpoint, all) state, shared
+        /// copy-on-write with the subtask: its records are made here.
+        state: StateSnapshot,
         /// Timers by key group.
         timers: Vec<(u32, Vec<TimerRecord>)>,
         /// Its watermark.
@@ -436,7 +437,7 @@ impl Coordinator {
                     operator,
                     subtask,
                     key_groups,
-                    changes,
+                    state,
                     timers,
                     watermark,
                     keys,
@@ -446,7 +447,7 @@ impl Coordinator {
                         let op = &self.operators[operator].id;
                         if let Some(store) = &self.store {
                             let written = store
-                                .write_changes(id, op, &changes)
+                                .write_snapshot(id, op, &state)
                                 .and_then(|a| Ok(a + store.write_timers(id, op, &timers)?));
                             match written {
                                 Ok(bytes) => {
@@ -470,6 +471,7 @@ impl Coordinator {
                         }
                         if let Some(sp) = p.savepoint.as_mut() {
                             let name = format!("op{operator}-sub{subtask}.state");
+                            let changes = state.changes();
                             match sp.writer.write_data(&name, key_groups, &changes, &timers) {
                                 Ok((file, state_keys)) => {
                                     sp.files[operator].push(file);

@@ -216,20 +216,17 @@ impl Subtask {
         }
         if let Some((acks, operator)) = &self.checkpointing {
             let ctx = self.op.ctx();
-            let changes = if barrier.full {
-                ctx.state.take_all()
-            } else {
-                ctx.state.take_changes()
-            };
+            // Copy-on-write: O(shards) here; the coordinator makes the records.
+            let state = ctx.state.snapshot(barrier.full);
             let timers = ctx.timers.snapshot(ctx.max_parallelism);
-            let keys = ctx.state.key_counts().iter().map(|(_, n)| *n as u64).sum();
+            let keys = ctx.state.keys();
             let state_bytes = ctx.state.bytes();
             let ack = Ack::Subtask {
                 id: barrier.id,
                 operator: *operator,
                 subtask: self.subtask,
                 key_groups: ctx.key_groups.clone(),
-                changes,
+                state,
                 timers,
                 watermark: ctx.watermark,
                 keys,

@@ -26,13 +26,17 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{SinkState, SourceState};
-use crate::state::keyed::{StateChange, StoredEntry};
+use crate::state::keyed::{EntryRef, StateChange, StateSnapshot, StoredEntry};
 
 fn entry_size(entry: &StoredEntry) -> usize {
     match entry {
         StoredEntry::Value(v) => v.len(),
         StoredEntry::Map(m) => m.iter().map(|(k, v)| k.len() + v.len() + 8).sum(),
-        StoredEntry::List(l) => l.iter().map(|v| v.len() + 4).sum(),
+        StoredEntry::List(l) | StoredEntry::ListAppend(l) => l.iter().map(|v| v.len() + 4).sum(),
+        StoredEntry::MapUpdate(m) => m
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + 9)
+            .sum(),
         StoredEntry::Deleted => 0,
     }
 }
@@ -300,6 +304,51 @@ impl CheckpointStore {
                 flush(&mut chunk, &mut n, &mut batch);
             }
         }
+        tree.apply_batch(batch).map_err(|e| self.err(e))?;
+        Ok(bytes)
+    }
+
+    /// Writes a subtask's state snapshot for checkpoint `id`, records
+    /// borrowed from its shards (encoded as [`Self::write_changes`] encodes
+    /// the same changes); returns the bytes written.
+    pub fn write_snapshot(
+        &self,
+        id: u64,
+        op: &str,
+        snapshot: &StateSnapshot,
+    ) -> Result<u64, CheckpointError> {
+        let tree = self.db.open_tree(delta_name(id)).map_err(|e| self.err(e))?;
+        let mut batch = sled::Batch::default();
+        let mut bytes = 0u64;
+        let mut chunk: Vec<(&str, &[u8], EntryRef<'_>)> = Vec::new();
+        let (mut group, mut n, mut size) = (None::<u32>, 0u32, 0usize);
+        let mut flush = |chunk: &mut Vec<(&str, &[u8], EntryRef<'_>)>, kg: u32, n: &mut u32| {
+            let k = chunk_key(op, kg, *n);
+            let v = encode(&*chunk);
+            bytes += (k.len() + v.len()) as u64;
+            batch.insert(k, v);
+            chunk.clear();
+            *n += 1;
+        };
+        snapshot.visit(&mut |kg, state, key, entry| {
+            if let Some(g) = group.filter(|&g| g != kg) {
+                if !chunk.is_empty() {
+                    flush(&mut chunk, g, &mut n);
+                }
+                (n, size) = (0, 0);
+            }
+            group = Some(kg);
+            size += key.len() + state.len() + entry.size() + 8;
+            chunk.push((state, key, entry));
+            if size >= CHUNK_BYTES {
+                flush(&mut chunk, kg, &mut n);
+                size = 0;
+            }
+        });
+        if let (Some(g), false) = (group, chunk.is_empty()) {
+            flush(&mut chunk, g, &mut n);
+        }
+        drop(flush);
         tree.apply_batch(batch).map_err(|e| self.err(e))?;
         Ok(bytes)
     }

@@ -1,11 +1,42 @@
-//! The keyed state backend: declared states held in memory, sharded by key group.
+//! The keyed state backend: declared states held in memory, sharded by key
+//! group, snapshotted without a pause and incrementally.
 //!
-//! Every state of a subtask keeps one map per key group the subtask owns, so
-//! that checkpoints can write, and restores can move, whole key groups. A key
-//! outside the subtask's key groups is refused: keyed state needs the events
-//! routed by key (`input = "key"`), or a parallelism of 1. State has no
-//! key-less form: the WIT takes a key for every access, and the host refuses
-//! an absent one (there is no key group to keep it in).
+//! Every state of a subtask keeps, for each key group the subtask owns, a
+//! few [`Shard`]s (more per key group when the subtask owns few, so that a
+//! state has at least 256 shards): flat hash tables whose keys and values
+//! live in one arena, so that an entry costs no allocation of its own (a
+//! `u64` count under a 10-byte key takes about 50 bytes). A key's shard is
+//! found from the same 64-bit hash as its key group (`xxh3`): the key group
+//! from it modulo `max_parallelism`, the shard within the key group from
+//! bits 24.., and the table's hash from the top 32 bits. A map state's entry
+//! is keyed by the event key and the user key together (as Flink keys a map
+//! state's entries by key, namespace and user key), with a list per event
+//! key of its entries for `entries` and `clear`; a list state's list is one
+//! value of length-prefixed elements.
+//!
+//! **Snapshots** ([`StateBackend::snapshot`]) are copy-on-write, as Flink's
+//! heap backend: each shard is held in an `Arc`; a snapshot takes a second
+//! reference to the shards it needs, in O(shards), and hands them to the
+//! checkpoint coordinator, which turns them into records on its own thread
+//! ([`StateSnapshot::changes`]). The first write to a shard that a snapshot
+//! still holds copies that shard (a few `memcpy`s of at most a few thousand
+//! entries), so processing never waits for a snapshot, full or not, however
+//! large the state is.
+//!
+//! **Incremental snapshots** write what changed at the finest grain the
+//! kinds have: each entry records the snapshot epoch of its last change,
+//! and each shard the entries first changed in this epoch and the keys
+//! removed in it. A delta holds a value state's changed values, a map
+//! state's changed and removed *entries* (not whole maps,
+//! [`StoredEntry::MapUpdate`]), and for a list what was appended since the
+//! last snapshot ([`StoredEntry::ListAppend`]), or the whole list when it
+//! was replaced. A full snapshot holds every key's whole state (what
+//! savepoints store).
+//!
+//! A key outside the subtask's key groups is refused: keyed state needs the
+//! events routed by key (`input = "key"`), or a parallelism of 1. State has
+//! no key-less form: the WIT takes a key for every access, and the host
+//! refuses an absent one (there is no key group to keep it in).
 //!
 //! The backend counts, as it goes, the bytes of keys and values it holds and
 //! the number of entries (keys, map entries, list elements); a subtask's
@@ -13,51 +44,23 @@
 //! [`StateBackend::memory`], bytes plus [`ENTRY_OVERHEAD`] per entry, so
 //! that ever new small keys are not free. No call walks the state to count.
 
-use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use crate::model::keygroup;
 use crate::model::{StateKind, StateSpec};
+use crate::state::shard::{list_elements, Shard, ShardFull, NONE};
 
 /// Bytes charged to the state memory budget for each key, map entry and list
-/// element held, beside its bytes: about what the host's maps and vectors
-/// spend to hold one.
+/// element held, beside its bytes: more than the backend spends to hold one
+/// (about 40), so that the budget errs on the side of the machine.
 pub const ENTRY_OVERHEAD: u64 = 64;
 
-/// A user key's state of kind `map`: user keys, sorted, to values.
-pub type MapEntries = BTreeMap<Vec<u8>, Vec<u8>>;
-
-/// A value state's value, with whether it changed since the last snapshot
-/// (so that a write to a key already changed costs no second lookup).
-#[derive(Debug, Clone)]
-pub struct ValueSlot {
-    /// The value.
-    pub value: Vec<u8>,
-    /// Written since the last snapshot (and recorded as changed).
-    pub dirty: bool,
-}
-
-/// The data of one declared state, one map per owned key group.
-#[derive(Debug)]
-pub enum StateData {
-    /// Value state: key -> value.
-    Value(Vec<FxHashMap<Vec<u8>, ValueSlot>>),
-    /// Map state: key -> (user key -> value).
-    Map(Vec<FxHashMap<Vec<u8>, MapEntries>>),
-    /// List state: key -> values.
-    List(Vec<FxHashMap<Vec<u8>, Vec<Vec<u8>>>>),
-}
-
-/// A declared state and its data.
-#[derive(Debug)]
-pub struct DeclaredState {
-    /// What the operator declared.
-    pub spec: StateSpec,
-    /// The data, by local key group.
-    pub data: StateData,
-}
+/// A state has at least this many shards (a shard is what one write after
+/// a snapshot copies).
+const MIN_SHARDS: usize = 256;
 
 /// Why a state access was refused (the guest traps with this message).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -76,10 +79,19 @@ pub enum StateError {
         /// The key groups it owns.
         owned: Range<u32>,
     },
+    /// A shard's arena would pass 4 GiB.
+    #[error("state `{state}` holds over 4 GiB in key group {key_group}: more than one subtask can keep; raise the operator's parallelism")]
+    Full {
+        /// The state's name.
+        state: String,
+        /// The key group.
+        key_group: u32,
+    },
 }
 
 /// A stored state entry: the whole state of one key (in one key group) of one
-/// declared state, or its deletion. Checkpoints store these.
+/// declared state, a change to it, or its deletion. Checkpoints store these;
+/// savepoints only the whole forms (`Value`, `Map`, `List`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StoredEntry {
     /// A value state's value.
@@ -90,6 +102,10 @@ pub enum StoredEntry {
     List(Vec<Vec<u8>>),
     /// The key has no state (any more).
     Deleted,
+    /// Changes to a map state's entries, in order: set (`Some`) or removed.
+    MapUpdate(Vec<(Vec<u8>, Option<Vec<u8>>)>),
+    /// Values appended to a list state's list.
+    ListAppend(Vec<Vec<u8>>),
 }
 
 /// The state of one key of one declared state, as a checkpoint stores it.
@@ -101,8 +117,68 @@ pub struct StateChange {
     pub key_group: u32,
     /// The key.
     pub key: Vec<u8>,
-    /// Its state now.
+    /// Its state now (or what changed in it).
     pub entry: StoredEntry,
+}
+
+/// One shard of a state, and what changed in it since the last snapshot.
+#[derive(Debug, Default)]
+struct Cell {
+    data: Arc<Shard>,
+    /// A snapshot may hold `data`: the next write copies it first.
+    shared: bool,
+    /// Slots first changed in this epoch.
+    dirty: Vec<u32>,
+    /// Keys removed in this epoch: (event key length, key length, key bytes)...
+    removed: Vec<u8>,
+}
+
+impl Cell {
+    fn write(&mut self) -> &mut Shard {
+        if self.shared {
+            self.shared = false;
+            Arc::make_mut(&mut self.data)
+        } else {
+            Arc::get_mut(&mut self.data).expect("a shard not shared has one owner")
+        }
+    }
+}
+
+/// Records a removed key: its event key's length, its length, its bytes.
+fn record_removed(removed: &mut Vec<u8>, event_key: usize, key: &[u8]) {
+    removed.extend_from_slice(&(event_key as u32).to_le_bytes());
+    removed.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    removed.extend_from_slice(key);
+}
+
+/// The removed keys a cell recorded: (event key length, key).
+fn removed_keys(bytes: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let word = |i: usize| -> Option<usize> {
+            Some(u32::from_le_bytes(bytes.get(i..i + 4)?.try_into().ok()?) as usize)
+        };
+        let (klen, len) = (word(at)?, word(at + 4)?);
+        let key = bytes.get(at + 8..at + 8 + len)?;
+        at += 8 + len;
+        Some((klen, key))
+    })
+}
+
+/// A declared state and its shards.
+#[derive(Debug)]
+struct DeclaredState {
+    spec: StateSpec,
+    cells: Vec<Cell>,
+    /// Keys held (a map state's event keys).
+    keys: usize,
+}
+
+/// Where a key lives: its key group (local index), shard, and hashes.
+#[derive(Clone, Copy)]
+struct Place {
+    cell: usize,
+    hash: u32,
 }
 
 /// All declared states of one subtask.
@@ -111,10 +187,13 @@ pub struct StateBackend {
     subtask: u32,
     max_parallelism: u32,
     key_groups: Range<u32>,
+    /// Shards per key group (a power of two).
+    subs: usize,
     states: Vec<DeclaredState>,
-    /// Keys written since the last snapshot, per state and local key group;
-    /// `None` when no checkpoints are taken.
-    changed: Option<Vec<Vec<FxHashSet<Vec<u8>>>>>,
+    /// Recording changes, for incremental snapshots.
+    tracking: bool,
+    /// The current snapshot epoch (1 and up; 0 marks entries never tracked).
+    epoch: u32,
     /// Bytes of keys and values held, over all states.
     bytes: i64,
     /// Keys, map entries and list elements held, over all states.
@@ -124,12 +203,15 @@ pub struct StateBackend {
 impl StateBackend {
     /// An empty backend for the subtask that owns `key_groups` of `max_parallelism`.
     pub fn new(subtask: u32, max_parallelism: u32, key_groups: Range<u32>) -> Self {
+        let groups = key_groups.len().max(1);
         StateBackend {
             subtask,
             max_parallelism,
             key_groups,
+            subs: MIN_SHARDS.div_ceil(groups).next_power_of_two(),
             states: Vec::new(),
-            changed: None,
+            tracking: false,
+            epoch: 1,
             bytes: 0,
             entries: 0,
         }
@@ -137,184 +219,12 @@ impl StateBackend {
 
     /// Starts recording which keys change, for incremental snapshots.
     pub fn track_changes(&mut self) {
-        let groups = self.key_groups.len();
-        self.changed = Some(
-            self.states
-                .iter()
-                .map(|_| vec![FxHashSet::default(); groups])
-                .collect(),
-        );
-    }
-
-    fn mark(&mut self, state: usize, group: usize, key: &[u8]) {
-        if let Some(changed) = &mut self.changed {
-            let set = &mut changed[state][group];
-            if !set.contains(key) {
-                set.insert(key.to_vec());
-            }
-        }
-    }
-
-    fn entry_of(&self, state: usize, group: usize, key: &[u8]) -> StoredEntry {
-        let found = match &self.states[state].data {
-            StateData::Value(g) => g[group]
-                .get(key)
-                .map(|v| StoredEntry::Value(v.value.clone())),
-            StateData::Map(g) => g[group]
-                .get(key)
-                .map(|m| StoredEntry::Map(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())),
-            StateData::List(g) => g[group].get(key).map(|l| StoredEntry::List(l.clone())),
-        };
-        found.unwrap_or(StoredEntry::Deleted)
-    }
-
-    /// The state of every key written since the previous snapshot (deleted
-    /// keys as [`StoredEntry::Deleted`]), and forgets that they changed.
-    pub fn take_changes(&mut self) -> Vec<StateChange> {
-        let Some(changed) = self.changed.as_mut() else {
-            return Vec::new();
-        };
-        let taken: Vec<Vec<FxHashSet<Vec<u8>>>> = changed
-            .iter_mut()
-            .map(|groups| groups.iter_mut().map(std::mem::take).collect())
-            .collect();
-        let mut out = Vec::new();
-        for (state, groups) in taken.into_iter().enumerate() {
-            for (group, keys) in groups.into_iter().enumerate() {
-                for key in keys {
-                    let entry = self.entry_of(state, group, &key);
-                    if let StateData::Value(g) = &mut self.states[state].data {
-                        if let Some(slot) = g[group].get_mut(&key) {
-                            slot.dirty = false;
-                        }
-                    }
-                    out.push(StateChange {
-                        state: self.states[state].spec.name.clone(),
-                        key_group: self.key_groups.start + group as u32,
-                        key,
-                        entry,
-                    });
-                }
-            }
-        }
-        out
-    }
-
-    /// The state of every key (a full snapshot), and forgets what changed.
-    pub fn take_all(&mut self) -> Vec<StateChange> {
-        if let Some(changed) = self.changed.as_mut() {
-            changed.iter_mut().flatten().for_each(FxHashSet::clear);
-        }
-        for declared in &mut self.states {
-            if let StateData::Value(groups) = &mut declared.data {
-                groups
-                    .iter_mut()
-                    .flat_map(|m| m.values_mut())
-                    .for_each(|slot| slot.dirty = false);
-            }
-        }
-        let total: usize = self.key_counts().iter().map(|(_, n)| n).sum();
-        let mut out = Vec::with_capacity(total);
-        let start = self.key_groups.start;
-        for declared in &self.states {
-            let name = &declared.spec.name;
-            let change = |group: usize, key: &Vec<u8>, entry: StoredEntry| StateChange {
-                state: name.clone(),
-                key_group: start + group as u32,
-                key: key.clone(),
-                entry,
-            };
-            match &declared.data {
-                StateData::Value(groups) => {
-                    for (g, map) in groups.iter().enumerate() {
-                        out.extend(
-                            map.iter()
-                                .map(|(k, v)| change(g, k, StoredEntry::Value(v.value.clone()))),
-                        );
-                    }
-                }
-                StateData::Map(groups) => {
-                    for (g, map) in groups.iter().enumerate() {
-                        out.extend(map.iter().map(|(k, m)| {
-                            let entries = m.iter().map(|(mk, v)| (mk.clone(), v.clone())).collect();
-                            change(g, k, StoredEntry::Map(entries))
-                        }));
-                    }
-                }
-                StateData::List(groups) => {
-                    for (g, map) in groups.iter().enumerate() {
-                        out.extend(
-                            map.iter()
-                                .map(|(k, l)| change(g, k, StoredEntry::List(l.clone()))),
-                        );
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// Puts restored state back. The key group must be one of this
-    /// subtask's, the state declared, and the entry of the state's kind.
-    pub fn restore(&mut self, change: StateChange) -> Result<(), String> {
-        let Some(state) = self.states.iter().position(|s| s.spec.name == change.state) else {
-            return Err(format!(
-                "the checkpoint has state `{}`, which the operator does not declare",
-                change.state
-            ));
-        };
-        if !self.key_groups.contains(&change.key_group) {
-            return Err(format!(
-                "key group {} does not belong to this subtask",
-                change.key_group
-            ));
-        }
-        let group = (change.key_group - self.key_groups.start) as usize;
-        let kind = self.states[state].spec.kind;
-        let old = self.entry_of(state, group, &change.key);
-        self.bytes -= entry_bytes(&old, change.key.len());
-        self.bytes += entry_bytes(&change.entry, change.key.len());
-        self.entries += entry_count(&change.entry) - entry_count(&old);
-        match (&mut self.states[state].data, change.entry) {
-            (StateData::Value(g), StoredEntry::Value(v)) => {
-                g[group].insert(
-                    change.key,
-                    ValueSlot {
-                        value: v,
-                        dirty: false,
-                    },
-                );
-            }
-            (StateData::Map(g), StoredEntry::Map(entries)) => {
-                g[group].insert(change.key, entries.into_iter().collect());
-            }
-            (StateData::List(g), StoredEntry::List(values)) => {
-                g[group].insert(change.key, values);
-            }
-            (StateData::Value(g), StoredEntry::Deleted) => {
-                g[group].remove(&change.key);
-            }
-            (StateData::Map(g), StoredEntry::Deleted) => {
-                g[group].remove(&change.key);
-            }
-            (StateData::List(g), StoredEntry::Deleted) => {
-                g[group].remove(&change.key);
-            }
-            (_, entry) => {
-                return Err(format!(
-                    "state `{}` is {} state, but the checkpoint holds {} state for it",
-                    change.state,
-                    kind_name(kind),
-                    stored_kind(&entry)
-                ))
-            }
-        }
-        Ok(())
+        self.tracking = true;
     }
 
     /// Declares the states of an operator (from its `describe`), empty.
     pub fn declare(&mut self, specs: &[StateSpec]) -> Result<(), String> {
-        let groups = self.key_groups.len();
+        let cells = self.key_groups.len() * self.subs;
         for (i, spec) in specs.iter().enumerate() {
             if spec.name.is_empty() {
                 return Err("a declared state has an empty name".to_string());
@@ -322,59 +232,18 @@ impl StateBackend {
             if specs[..i].iter().any(|s| s.name == spec.name) {
                 return Err(format!("state `{}` is declared twice", spec.name));
             }
-            let data = match spec.kind {
-                StateKind::Value => StateData::Value(vec![FxHashMap::default(); groups]),
-                StateKind::Map => StateData::Map(vec![FxHashMap::default(); groups]),
-                StateKind::List => StateData::List(vec![FxHashMap::default(); groups]),
-            };
             self.states.push(DeclaredState {
                 spec: spec.clone(),
-                data,
+                cells: (0..cells).map(|_| Cell::default()).collect(),
+                keys: 0,
             });
         }
         Ok(())
     }
 
-    /// Every stored value of state `name`, with its key: a value state's
-    /// values, each value of a map state's maps, each element of a list
-    /// state's lists. For migrating them in place.
-    pub fn values_mut(&mut self, name: &str) -> Vec<(&[u8], &mut Vec<u8>)> {
-        let Some(declared) = self.states.iter_mut().find(|s| s.spec.name == name) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        match &mut declared.data {
-            StateData::Value(groups) => {
-                for map in groups {
-                    out.extend(map.iter_mut().map(|(k, v)| (k.as_slice(), &mut v.value)));
-                }
-            }
-            StateData::Map(groups) => {
-                for map in groups {
-                    for (k, m) in map.iter_mut() {
-                        out.extend(m.values_mut().map(|v| (k.as_slice(), v)));
-                    }
-                }
-            }
-            StateData::List(groups) => {
-                for map in groups {
-                    for (k, l) in map.iter_mut() {
-                        out.extend(l.iter_mut().map(|v| (k.as_slice(), v)));
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// Accounts for values that [`StateBackend::values_mut`] resized.
-    pub fn adjust_bytes(&mut self, delta: i64) {
-        self.bytes += delta;
-    }
-
-    /// The declared states.
-    pub fn states(&self) -> &[DeclaredState] {
-        &self.states
+    /// The declared states' specs.
+    pub fn specs(&self) -> impl Iterator<Item = &StateSpec> {
+        self.states.iter().map(|s| &s.spec)
     }
 
     /// The index of the declared state `name` of kind `kind`.
@@ -392,12 +261,10 @@ impl StateBackend {
         }
     }
 
-    fn local_group(&self, state: usize, key: &[u8]) -> Result<usize, StateError> {
-        if self.key_groups.start == 0 && self.key_groups.end == self.max_parallelism {
-            // One subtask owns every key group: skip nothing, but avoid the range check.
-            return Ok(keygroup::key_group(Some(key), self.max_parallelism) as usize);
-        }
-        let kg = keygroup::key_group(Some(key), self.max_parallelism);
+    /// Where `key` of state `state` lives; refuses a key of another subtask.
+    fn place(&self, state: usize, key: &[u8]) -> Result<Place, StateError> {
+        let h = xxhash_rust::xxh3::xxh3_64(key);
+        let kg = (h % self.max_parallelism as u64) as u32;
         if !self.key_groups.contains(&kg) {
             return Err(StateError::ForeignKey {
                 state: self.states[state].spec.name.clone(),
@@ -407,17 +274,55 @@ impl StateBackend {
                 owned: self.key_groups.clone(),
             });
         }
-        Ok((kg - self.key_groups.start) as usize)
+        debug_assert_eq!(kg, keygroup::key_group(Some(key), self.max_parallelism));
+        let sub = (h >> 24) as usize & (self.subs - 1);
+        Ok(Place {
+            cell: (kg - self.key_groups.start) as usize * self.subs + sub,
+            hash: (h >> 32) as u32,
+        })
     }
+
+    fn full_error(&self, state: usize, cell: usize) -> StateError {
+        StateError::Full {
+            state: self.states[state].spec.name.clone(),
+            key_group: self.key_groups.start + (cell / self.subs) as u32,
+        }
+    }
+
+    /// Records slot `i` of `cell` as changed in this epoch (list state: as
+    /// it was before this change, `whole` when it is new or replaced).
+    fn touch(
+        tracking: bool,
+        epoch: u32,
+        cell: &mut Cell,
+        i: u32,
+        list: Option<bool>,
+    ) -> Result<(), ()> {
+        if !tracking {
+            return Ok(());
+        }
+        let shard = cell.write();
+        let slot = &mut shard.slots[i as usize];
+        let first = slot.epoch != epoch;
+        slot.epoch = epoch;
+        match list {
+            Some(whole) if first || whole => shard.set_base(i, whole),
+            _ => {}
+        }
+        if first {
+            cell.dirty.push(i);
+        }
+        Ok(())
+    }
+
+    // ---- value state ----
 
     /// Value state: the value of `key`.
     pub fn value_get(&self, state: u32, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
         let s = state as usize;
-        let g = self.local_group(s, key)?;
-        match &self.states[s].data {
-            StateData::Value(groups) => Ok(groups[g].get(key).map(|s| s.value.as_slice())),
-            _ => unreachable!("state handles are typed by kind"),
-        }
+        let p = self.place(s, key)?;
+        let shard = &self.states[s].cells[p.cell].data;
+        Ok(shard.find_key(p.hash, key).map(|i| shard.value(i)))
     }
 
     /// Value state: sets (`Some`) or deletes (`None`) the value of `key`.
@@ -428,76 +333,81 @@ impl StateBackend {
         value: Option<&[u8]>,
     ) -> Result<(), StateError> {
         let s = state as usize;
-        let g = self.local_group(s, key)?;
-        let tracking = self.changed.is_some();
-        let StateData::Value(groups) = &mut self.states[s].data else {
-            unreachable!("state handles are typed by kind")
-        };
-        let map = &mut groups[g];
-        // `first`: the key's first change since the last snapshot, to record.
-        let (delta, entries, first) = match value {
-            Some(v) => match map.get_mut(key) {
-                Some(slot) => {
-                    let old = slot.value.len() as i64;
-                    slot.value.clear();
-                    slot.value.extend_from_slice(v);
-                    let first = tracking && !slot.dirty;
-                    slot.dirty |= tracking;
-                    (v.len() as i64 - old, 0, first)
+        let p = self.place(s, key)?;
+        let (tracking, epoch) = (self.tracking, self.epoch);
+        let declared = &mut self.states[s];
+        let cell = &mut declared.cells[p.cell];
+        let found = cell.data.find_key(p.hash, key);
+        match (found, value) {
+            (Some(i), Some(v)) => {
+                let shard = cell.write();
+                let old = shard.slots[i as usize].vlen as i64;
+                if shard.set_value(i, v).is_err() {
+                    return Err(self.full_error(s, p.cell));
                 }
-                None => {
-                    let slot = ValueSlot {
-                        value: v.to_vec(),
-                        dirty: tracking,
-                    };
-                    map.insert(key.to_vec(), slot);
-                    ((key.len() + v.len()) as i64, 1, tracking)
+                let _ = Self::touch(tracking, epoch, cell, i, None);
+                self.bytes += v.len() as i64 - old;
+            }
+            (None, Some(v)) => {
+                let shard = cell.write();
+                let tag = if tracking { epoch } else { 0 };
+                let Ok(i) = shard.insert(p.hash, [key, &[]], v, tag) else {
+                    return Err(self.full_error(s, p.cell));
+                };
+                if tracking {
+                    cell.dirty.push(i);
                 }
-            },
-            None => match map.remove(key) {
-                Some(old) => (-((key.len() + old.value.len()) as i64), -1, tracking),
-                None => (0, 0, false),
-            },
-        };
-        self.bytes += delta;
-        self.entries += entries;
-        if first {
-            self.mark(s, g, key);
+                declared.keys += 1;
+                self.bytes += (key.len() + v.len()) as i64;
+                self.entries += 1;
+            }
+            (Some(i), None) => {
+                let shard = cell.write();
+                let old = shard.slots[i as usize].vlen as i64;
+                shard.remove(i);
+                if tracking {
+                    record_removed(&mut cell.removed, key.len(), key);
+                }
+                declared.keys -= 1;
+                self.bytes -= key.len() as i64 + old;
+                self.entries -= 1;
+            }
+            (None, None) => {}
         }
         Ok(())
     }
 
-    /// The per-key data of map state `state` in the key group of `key`; `write`
-    /// records the key as changed.
-    fn map_of(
-        &mut self,
-        state: u32,
-        key: &[u8],
-        write: bool,
-    ) -> Result<&mut FxHashMap<Vec<u8>, MapEntries>, StateError> {
-        let s = state as usize;
-        let g = self.local_group(s, key)?;
-        if write {
-            self.mark(s, g, key);
-        }
-        match &mut self.states[s].data {
-            StateData::Map(groups) => Ok(&mut groups[g]),
-            _ => unreachable!("state handles are typed by kind"),
-        }
+    // ---- map state ----
+
+    /// The map entry (event key, user key) in the shard of `p`.
+    fn map_slot(&self, s: usize, p: Place, key: &[u8], map_key: &[u8], h: u32) -> Option<u32> {
+        let shard = &self.states[s].cells[p.cell].data;
+        shard.find(h, |shard, i| {
+            shard.links[i as usize].klen as usize == key.len() && {
+                let k = shard.key(i);
+                k.len() == key.len() + map_key.len()
+                    && &k[..key.len()] == key
+                    && &k[key.len()..] == map_key
+            }
+        })
+    }
+
+    fn entry_hash(p: Place, map_key: &[u8]) -> u32 {
+        (xxhash_rust::xxh3::xxh3_64_with_seed(map_key, p.hash as u64) >> 32) as u32
     }
 
     /// Map state: the value at `map_key` in the map of `key`.
     pub fn map_get(
-        &mut self,
+        &self,
         state: u32,
         key: &[u8],
         map_key: &[u8],
     ) -> Result<Option<&[u8]>, StateError> {
-        Ok(self
-            .map_of(state, key, false)?
-            .get(key)
-            .and_then(|m| m.get(map_key))
-            .map(Vec::as_slice))
+        let s = state as usize;
+        let p = self.place(s, key)?;
+        let h = Self::entry_hash(p, map_key);
+        let shard = &self.states[s].cells[p.cell].data;
+        Ok(self.map_slot(s, p, key, map_key, h).map(|i| shard.value(i)))
     }
 
     /// Map state: sets or removes `map_key` in the map of `key`.
@@ -508,100 +418,159 @@ impl StateBackend {
         map_key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), StateError> {
-        let maps = self.map_of(state, key, true)?;
-        let entry = (map_key.len() + value.map_or(0, <[u8]>::len)) as i64;
-        let (delta, entries) = match value {
-            Some(v) => {
-                let (new_key, m) = match maps.get_mut(key) {
-                    Some(m) => ((0, 0), m),
-                    None => ((key.len() as i64, 1), maps.entry(key.to_vec()).or_default()),
+        let s = state as usize;
+        let p = self.place(s, key)?;
+        let h = Self::entry_hash(p, map_key);
+        let found = self.map_slot(s, p, key, map_key, h);
+        let (tracking, epoch) = (self.tracking, self.epoch);
+        let declared = &mut self.states[s];
+        let cell = &mut declared.cells[p.cell];
+        match (found, value) {
+            (Some(i), Some(v)) => {
+                let shard = cell.write();
+                let old = shard.slots[i as usize].vlen as i64;
+                if shard.set_value(i, v).is_err() {
+                    return Err(self.full_error(s, p.cell));
+                }
+                let _ = Self::touch(tracking, epoch, cell, i, None);
+                self.bytes += v.len() as i64 - old;
+            }
+            (None, Some(v)) => {
+                let shard = cell.write();
+                let tag = if tracking { epoch } else { 0 };
+                let Ok(i) = shard.insert(h, [key, map_key], v, tag) else {
+                    return Err(self.full_error(s, p.cell));
                 };
-                match m.insert(map_key.to_vec(), v.to_vec()) {
-                    Some(old) => (v.len() as i64 - old.len() as i64, 0),
-                    None => (new_key.0 + entry, new_key.1 + 1),
+                let new_key = shard.link(i, key.len() as u32, p.hash);
+                if tracking {
+                    cell.dirty.push(i);
+                }
+                self.bytes += (map_key.len() + v.len()) as i64;
+                self.entries += 1;
+                if new_key {
+                    declared.keys += 1;
+                    self.bytes += key.len() as i64;
+                    self.entries += 1;
                 }
             }
-            None => match maps.get_mut(key) {
-                Some(m) => {
-                    let (removed, gone) = m
-                        .remove(map_key)
-                        .map_or((0, 0), |old| ((map_key.len() + old.len()) as i64, 1));
-                    if m.is_empty() {
-                        maps.remove(key);
-                        (-removed - key.len() as i64, -gone - 1)
-                    } else {
-                        (-removed, -gone)
-                    }
+            (Some(i), None) => {
+                let (removed, last) = Self::map_remove(tracking, cell, i, key.len());
+                self.bytes -= removed;
+                self.entries -= 1;
+                if last {
+                    declared.keys -= 1;
+                    self.bytes -= key.len() as i64;
+                    self.entries -= 1;
                 }
-                None => (0, 0),
-            },
-        };
-        self.bytes += delta;
-        self.entries += entries;
+            }
+            (None, None) => {}
+        }
         Ok(())
     }
 
+    /// Removes map entry `i` of `cell`; the bytes of its user key and value,
+    /// and whether it was its event key's last.
+    fn map_remove(tracking: bool, cell: &mut Cell, i: u32, klen: usize) -> (i64, bool) {
+        if tracking {
+            record_removed(&mut cell.removed, klen, cell.data.key(i));
+        }
+        let shard = cell.write();
+        let removed = (shard.slots[i as usize].klen as usize - klen) as i64
+            + shard.slots[i as usize].vlen as i64;
+        let last = shard.unlink(i);
+        shard.remove(i);
+        (removed, last)
+    }
+
     /// Map state: every entry of the map of `key`, sorted by user key.
-    pub fn map_entries(
-        &mut self,
-        state: u32,
-        key: &[u8],
-    ) -> Result<Option<&MapEntries>, StateError> {
-        Ok(self.map_of(state, key, false)?.get(key))
+    pub fn map_entries(&self, state: u32, key: &[u8]) -> Result<Vec<(&[u8], &[u8])>, StateError> {
+        let s = state as usize;
+        let p = self.place(s, key)?;
+        let shard = &self.states[s].cells[p.cell].data;
+        let Some((head, _)) = shard.head(p.hash, key) else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<(&[u8], &[u8])> = shard
+            .chain(head)
+            .map(|i| (shard.user_key(i), shard.value(i)))
+            .collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        Ok(out)
     }
 
     /// Map state: removes the map of `key`.
     pub fn map_clear(&mut self, state: u32, key: &[u8]) -> Result<(), StateError> {
-        if let Some(old) = self.map_of(state, key, true)?.remove(key) {
-            self.bytes -= map_bytes(&old) + key.len() as i64;
-            self.entries -= old.len() as i64 + 1;
+        let s = state as usize;
+        let p = self.place(s, key)?;
+        let tracking = self.tracking;
+        let declared = &mut self.states[s];
+        let cell = &mut declared.cells[p.cell];
+        let Some((head, _)) = cell.data.head(p.hash, key) else {
+            return Ok(());
+        };
+        let slots: Vec<u32> = cell.data.chain(head).collect();
+        for i in slots {
+            let (removed, last) = Self::map_remove(tracking, cell, i, key.len());
+            self.bytes -= removed;
+            self.entries -= 1;
+            if last {
+                declared.keys -= 1;
+                self.bytes -= key.len() as i64;
+                self.entries -= 1;
+            }
         }
         Ok(())
     }
 
-    /// The per-key data of list state `state` in the key group of `key`; `write`
-    /// records the key as changed.
-    fn list_of(
-        &mut self,
-        state: u32,
-        key: &[u8],
-        write: bool,
-    ) -> Result<&mut FxHashMap<Vec<u8>, Vec<Vec<u8>>>, StateError> {
-        let s = state as usize;
-        let g = self.local_group(s, key)?;
-        if write {
-            self.mark(s, g, key);
-        }
-        match &mut self.states[s].data {
-            StateData::List(groups) => Ok(&mut groups[g]),
-            _ => unreachable!("state handles are typed by kind"),
-        }
-    }
+    // ---- list state ----
 
     /// List state: the list of `key`.
-    pub fn list_get(&mut self, state: u32, key: &[u8]) -> Result<&[Vec<u8>], StateError> {
-        Ok(self
-            .list_of(state, key, false)?
-            .get(key)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]))
+    pub fn list_get(&self, state: u32, key: &[u8]) -> Result<Vec<&[u8]>, StateError> {
+        let s = state as usize;
+        let p = self.place(s, key)?;
+        let shard = &self.states[s].cells[p.cell].data;
+        Ok(shard
+            .find_key(p.hash, key)
+            .map(|i| list_elements(shard.value(i)).collect())
+            .unwrap_or_default())
     }
 
     /// List state: appends `value` to the list of `key`.
     pub fn list_add(&mut self, state: u32, key: &[u8], value: &[u8]) -> Result<(), StateError> {
-        let lists = self.list_of(state, key, true)?;
-        let (delta, entries) = match lists.get_mut(key) {
-            Some(list) => {
-                list.push(value.to_vec());
-                (value.len() as i64, 1)
+        let s = state as usize;
+        let p = self.place(s, key)?;
+        let (tracking, epoch) = (self.tracking, self.epoch);
+        let declared = &mut self.states[s];
+        let cell = &mut declared.cells[p.cell];
+        let len = (value.len() as u32).to_le_bytes();
+        match cell.data.find_key(p.hash, key) {
+            Some(i) => {
+                // Recorded before the append: the delta is what follows.
+                let _ = Self::touch(tracking, epoch, cell, i, Some(false));
+                if cell.write().append_value(i, &[&len, value]).is_err() {
+                    return Err(self.full_error(s, p.cell));
+                }
+                self.bytes += value.len() as i64;
+                self.entries += 1;
             }
             None => {
-                lists.insert(key.to_vec(), vec![value.to_vec()]);
-                ((key.len() + value.len()) as i64, 2)
+                let shard = cell.write();
+                let mut first = Vec::with_capacity(4 + value.len());
+                first.extend_from_slice(&len);
+                first.extend_from_slice(value);
+                let tag = if tracking { epoch } else { 0 };
+                let Ok(i) = shard.insert(p.hash, [key, &[]], &first, tag) else {
+                    return Err(self.full_error(s, p.cell));
+                };
+                if tracking {
+                    shard.set_base(i, true);
+                    cell.dirty.push(i);
+                }
+                declared.keys += 1;
+                self.bytes += (key.len() + value.len()) as i64;
+                self.entries += 2;
             }
-        };
-        self.bytes += delta;
-        self.entries += entries;
+        }
         Ok(())
     }
 
@@ -612,25 +581,249 @@ impl StateBackend {
         key: &[u8],
         values: Vec<Vec<u8>>,
     ) -> Result<(), StateError> {
-        let lists = self.list_of(state, key, true)?;
-        let (new, new_entries) = if values.is_empty() {
-            (0, 0)
-        } else {
-            (
-                list_bytes(&values) + key.len() as i64,
-                values.len() as i64 + 1,
-            )
+        let s = state as usize;
+        let p = self.place(s, key)?;
+        let (tracking, epoch) = (self.tracking, self.epoch);
+        let declared = &mut self.states[s];
+        let cell = &mut declared.cells[p.cell];
+        let found = cell.data.find_key(p.hash, key);
+        if let Some(i) = found {
+            let old = &cell.data;
+            let (n, bytes) = list_elements(old.value(i))
+                .fold((0i64, 0i64), |(n, b), e| (n + 1, b + e.len() as i64));
+            self.bytes -= bytes + key.len() as i64;
+            self.entries -= n + 1;
+            if values.is_empty() {
+                cell.write().remove(i);
+                if tracking {
+                    record_removed(&mut cell.removed, key.len(), key);
+                }
+                declared.keys -= 1;
+                return Ok(());
+            }
+        } else if values.is_empty() {
+            return Ok(());
+        }
+        let mut encoded = Vec::with_capacity(values.iter().map(|v| v.len() + 4).sum());
+        for v in &values {
+            encoded.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            encoded.extend_from_slice(v);
+        }
+        let shard = cell.write();
+        match found {
+            Some(i) => {
+                if shard.set_value(i, &encoded).is_err() {
+                    return Err(self.full_error(s, p.cell));
+                }
+                let _ = Self::touch(tracking, epoch, cell, i, Some(true));
+            }
+            None => {
+                let tag = if tracking { epoch } else { 0 };
+                let Ok(i) = shard.insert(p.hash, [key, &[]], &encoded, tag) else {
+                    return Err(self.full_error(s, p.cell));
+                };
+                if tracking {
+                    shard.set_base(i, true);
+                    cell.dirty.push(i);
+                }
+                declared.keys += 1;
+            }
+        }
+        self.bytes += list_bytes(&values) + key.len() as i64;
+        self.entries += values.len() as i64 + 1;
+        Ok(())
+    }
+
+    // ---- snapshots ----
+
+    /// Takes a snapshot: of every key (`full`) or of what changed since the
+    /// previous one. Costs O(shards) here; the records are made from it
+    /// later, on another thread ([`StateSnapshot::changes`]), while writes
+    /// go on (the first write to a shard it holds copies that shard).
+    pub fn snapshot(&mut self, full: bool) -> StateSnapshot {
+        let mut states = Vec::with_capacity(self.states.len());
+        for declared in &mut self.states {
+            let mut shards = Vec::new();
+            for (index, cell) in declared.cells.iter_mut().enumerate() {
+                let dirty = std::mem::take(&mut cell.dirty);
+                let removed = std::mem::take(&mut cell.removed);
+                let wanted = if full {
+                    cell.data.len() > 0
+                } else {
+                    !dirty.is_empty() || !removed.is_empty()
+                };
+                if wanted {
+                    cell.shared = true;
+                    shards.push(ShardSnapshot {
+                        index,
+                        data: Arc::clone(&cell.data),
+                        dirty,
+                        removed,
+                    });
+                }
+            }
+            states.push(StateSnapshotPart {
+                name: declared.spec.name.clone(),
+                kind: declared.spec.kind,
+                shards,
+            });
+        }
+        self.epoch += 1;
+        StateSnapshot {
+            full,
+            key_group_start: self.key_groups.start,
+            subs: self.subs,
+            states,
+        }
+    }
+
+    /// The state of every key written since the previous snapshot (deleted
+    /// keys as [`StoredEntry::Deleted`]), and forgets that they changed.
+    pub fn take_changes(&mut self) -> Vec<StateChange> {
+        if !self.tracking {
+            return Vec::new();
+        }
+        self.snapshot(false).changes()
+    }
+
+    /// The state of every key (a full snapshot), and forgets what changed.
+    pub fn take_all(&mut self) -> Vec<StateChange> {
+        self.snapshot(true).changes()
+    }
+
+    /// Puts restored state back (changes are not recorded). The key group
+    /// must be one of this subtask's, the state declared, and the entry of
+    /// the state's kind.
+    pub fn restore(&mut self, change: StateChange) -> Result<(), String> {
+        let Some(state) = self.states.iter().position(|s| s.spec.name == change.state) else {
+            return Err(format!(
+                "the checkpoint has state `{}`, which the operator does not declare",
+                change.state
+            ));
         };
-        let old = if values.is_empty() {
-            lists.remove(key)
-        } else {
-            lists.insert(key.to_vec(), values)
+        if !self.key_groups.contains(&change.key_group) {
+            return Err(format!(
+                "key group {} does not belong to this subtask",
+                change.key_group
+            ));
+        }
+        let kind = self.states[state].spec.kind;
+        let tracking = std::mem::replace(&mut self.tracking, false);
+        let result = self.apply(state as u32, kind, &change);
+        self.tracking = tracking;
+        match result {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "state `{}` is {} state, but the checkpoint holds {} state for it",
+                change.state,
+                kind_name(kind),
+                stored_kind(&change.entry)
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Applies a restored entry; `false` when its kind does not match.
+    fn apply(&mut self, s: u32, kind: StateKind, c: &StateChange) -> Result<bool, StateError> {
+        let key = &c.key;
+        match (kind, &c.entry) {
+            (StateKind::Value, StoredEntry::Value(v)) => self.value_put(s, key, Some(v))?,
+            (StateKind::Value, StoredEntry::Deleted) => self.value_put(s, key, None)?,
+            (StateKind::Map, StoredEntry::Map(entries)) => {
+                self.map_clear(s, key)?;
+                for (mk, v) in entries {
+                    self.map_put(s, key, mk, Some(v))?;
+                }
+            }
+            (StateKind::Map, StoredEntry::MapUpdate(changes)) => {
+                for (mk, v) in changes {
+                    self.map_put(s, key, mk, v.as_deref())?;
+                }
+            }
+            (StateKind::Map, StoredEntry::Deleted) => self.map_clear(s, key)?,
+            (StateKind::List, StoredEntry::List(values)) => {
+                self.list_update(s, key, values.clone())?
+            }
+            (StateKind::List, StoredEntry::ListAppend(values)) => {
+                for v in values {
+                    self.list_add(s, key, v)?;
+                }
+            }
+            (StateKind::List, StoredEntry::Deleted) => self.list_update(s, key, Vec::new())?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Every stored value of state `name`, with its key: a value state's
+    /// values, each value of a map state's maps, each element of a list
+    /// state's lists; in an order that [`StateBackend::replace_values`]
+    /// takes back. For migrating them.
+    pub fn values_of(&self, name: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let Some(declared) = self.states.iter().find(|s| s.spec.name == name) else {
+            return Vec::new();
         };
-        let (old, old_entries) = old.map_or((0, 0), |l| {
-            (list_bytes(&l) + key.len() as i64, l.len() as i64 + 1)
-        });
-        self.bytes += new - old;
-        self.entries += new_entries - old_entries;
+        let mut out = Vec::new();
+        for cell in &declared.cells {
+            let shard = &cell.data;
+            for i in shard.live_slots() {
+                match declared.spec.kind {
+                    StateKind::Value => out.push((shard.key(i).to_vec(), shard.value(i).to_vec())),
+                    StateKind::Map => out.push((shard.owner(i).to_vec(), shard.value(i).to_vec())),
+                    StateKind::List => out.extend(
+                        list_elements(shard.value(i)).map(|e| (shard.key(i).to_vec(), e.to_vec())),
+                    ),
+                }
+            }
+        }
+        out
+    }
+
+    /// Puts back the values [`StateBackend::values_of`] gave, changed, in
+    /// the same order (nothing else may have changed in between).
+    pub fn replace_values(&mut self, name: &str, values: Vec<Vec<u8>>) -> Result<(), String> {
+        let Some(s) = self.states.iter().position(|s| s.spec.name == name) else {
+            return Ok(());
+        };
+        let kind = self.states[s].spec.kind;
+        let mut values = values.into_iter();
+        let mut delta = 0i64;
+        let cells = self.states[s].cells.len();
+        for c in 0..cells {
+            let cell = &mut self.states[s].cells[c];
+            let live: Vec<u32> = cell.data.live_slots().collect();
+            if live.is_empty() {
+                continue;
+            }
+            let shard = cell.write();
+            for i in live {
+                let new = match kind {
+                    StateKind::Value | StateKind::Map => {
+                        let v = values.next().ok_or("fewer values than stored")?;
+                        delta += v.len() as i64 - shard.value(i).len() as i64;
+                        v
+                    }
+                    StateKind::List => {
+                        let n = list_elements(shard.value(i)).count();
+                        let mut encoded = Vec::new();
+                        for e in list_elements(shard.value(i)) {
+                            delta -= e.len() as i64;
+                        }
+                        for _ in 0..n {
+                            let v = values.next().ok_or("fewer values than stored")?;
+                            delta += v.len() as i64;
+                            encoded.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                            encoded.extend_from_slice(&v);
+                        }
+                        encoded
+                    }
+                };
+                shard
+                    .set_value(i, &new)
+                    .map_err(|ShardFull| "a shard passed 4 GiB".to_string())?;
+            }
+        }
+        self.bytes += delta;
         Ok(())
     }
 
@@ -655,52 +848,260 @@ impl StateBackend {
     pub fn key_counts(&self) -> Vec<(String, usize)> {
         self.states
             .iter()
-            .map(|s| {
-                let n = match &s.data {
-                    StateData::Value(g) => g.iter().map(|m| m.len()).sum(),
-                    StateData::Map(g) => g.iter().map(|m| m.len()).sum(),
-                    StateData::List(g) => g.iter().map(|m| m.len()).sum(),
-                };
-                (s.spec.name.clone(), n)
-            })
+            .map(|s| (s.spec.name.clone(), s.keys))
             .collect()
+    }
+
+    /// Number of keys held, over all states.
+    pub fn keys(&self) -> u64 {
+        self.states.iter().map(|s| s.keys as u64).sum()
     }
 }
 
-fn map_bytes(m: &MapEntries) -> i64 {
-    m.iter().map(|(k, v)| (k.len() + v.len()) as i64).sum()
+/// A shard as a snapshot holds it.
+#[derive(Debug)]
+struct ShardSnapshot {
+    index: usize,
+    data: Arc<Shard>,
+    dirty: Vec<u32>,
+    removed: Vec<u8>,
+}
+
+/// A state's part of a snapshot.
+#[derive(Debug)]
+struct StateSnapshotPart {
+    name: String,
+    kind: StateKind,
+    shards: Vec<ShardSnapshot>,
+}
+
+/// A snapshot of a subtask's state at a barrier (see
+/// [`StateBackend::snapshot`]): shared shards and what changed in them,
+/// turned into records off the data path.
+#[derive(Debug)]
+pub struct StateSnapshot {
+    full: bool,
+    key_group_start: u32,
+    subs: usize,
+    states: Vec<StateSnapshotPart>,
+}
+
+impl StateSnapshot {
+    /// An empty snapshot (of an operator with no state).
+    pub fn empty(full: bool) -> Self {
+        StateSnapshot {
+            full,
+            key_group_start: 0,
+            subs: 1,
+            states: Vec::new(),
+        }
+    }
+
+    /// Whether it holds every key.
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
+    /// The records: every key's whole state (full), or what changed:
+    /// removals first, then changed keys, per shard.
+    pub fn changes(&self) -> Vec<StateChange> {
+        let mut out = Vec::new();
+        self.visit(&mut |key_group, state, key, entry| {
+            out.push(StateChange {
+                state: state.to_string(),
+                key_group,
+                key: key.to_vec(),
+                entry: entry.to_owned(),
+            })
+        });
+        out
+    }
+
+    /// Every record, borrowed, in order of key group (then state, as
+    /// declared): `f(key group, state, key, entry)`.
+    pub fn visit<'a>(&'a self, f: &mut dyn FnMut(u32, &'a str, &'a [u8], EntryRef<'a>)) {
+        // Each state's shards are in order of shard index, so of key group.
+        let mut next = vec![0usize; self.states.len()];
+        let groups = self
+            .states
+            .iter()
+            .flat_map(|p| p.shards.last())
+            .map(|s| s.index / self.subs + 1)
+            .max()
+            .unwrap_or(0);
+        for local in 0..groups {
+            let key_group = self.key_group_start + local as u32;
+            for (part, at) in self.states.iter().zip(next.iter_mut()) {
+                while let Some(snap) = part
+                    .shards
+                    .get(*at)
+                    .filter(|s| s.index / self.subs == local)
+                {
+                    *at += 1;
+                    let mut emit =
+                        |key: &'a [u8], entry: EntryRef<'a>| f(key_group, &part.name, key, entry);
+                    if self.full {
+                        full_records(part.kind, &snap.data, &mut emit);
+                    } else {
+                        delta_records(part.kind, snap, &mut emit);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A stored entry borrowed from a snapshot's shards: it encodes exactly as
+/// the [`StoredEntry`] it stands for (same variants, in the same order), so
+/// checkpoints are written without copying each key and value first.
+#[derive(Debug, serde::Serialize)]
+pub enum EntryRef<'a> {
+    /// [`StoredEntry::Value`].
+    Value(&'a [u8]),
+    /// [`StoredEntry::Map`].
+    Map(Vec<(&'a [u8], &'a [u8])>),
+    /// [`StoredEntry::List`].
+    List(Vec<&'a [u8]>),
+    /// [`StoredEntry::Deleted`].
+    Deleted,
+    /// [`StoredEntry::MapUpdate`].
+    MapUpdate(Vec<(&'a [u8], Option<&'a [u8]>)>),
+    /// [`StoredEntry::ListAppend`].
+    ListAppend(Vec<&'a [u8]>),
+}
+
+impl EntryRef<'_> {
+    /// The owned entry.
+    pub fn to_owned(&self) -> StoredEntry {
+        let all = |l: &Vec<&[u8]>| l.iter().map(|v| v.to_vec()).collect();
+        match self {
+            EntryRef::Value(v) => StoredEntry::Value(v.to_vec()),
+            EntryRef::Map(m) => {
+                StoredEntry::Map(m.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
+            }
+            EntryRef::List(l) => StoredEntry::List(all(l)),
+            EntryRef::Deleted => StoredEntry::Deleted,
+            EntryRef::MapUpdate(m) => StoredEntry::MapUpdate(
+                m.iter()
+                    .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+                    .collect(),
+            ),
+            EntryRef::ListAppend(l) => StoredEntry::ListAppend(all(l)),
+        }
+    }
+
+    /// Bytes of user keys and values it holds (a size estimate for chunking).
+    pub fn size(&self) -> usize {
+        match self {
+            EntryRef::Value(v) => v.len(),
+            EntryRef::Map(m) => m.iter().map(|(k, v)| k.len() + v.len() + 8).sum(),
+            EntryRef::List(l) | EntryRef::ListAppend(l) => l.iter().map(|v| v.len() + 4).sum(),
+            EntryRef::MapUpdate(m) => m
+                .iter()
+                .map(|(k, v)| k.len() + v.map_or(0, <[u8]>::len) + 9)
+                .sum(),
+            EntryRef::Deleted => 0,
+        }
+    }
+}
+
+/// Every key's whole state in `shard`.
+fn full_records<'a>(
+    kind: StateKind,
+    shard: &'a Shard,
+    emit: &mut dyn FnMut(&'a [u8], EntryRef<'a>),
+) {
+    match kind {
+        StateKind::Value => {
+            for i in shard.live_slots() {
+                emit(shard.key(i), EntryRef::Value(shard.value(i)));
+            }
+        }
+        StateKind::List => {
+            for i in shard.live_slots() {
+                emit(
+                    shard.key(i),
+                    EntryRef::List(list_elements(shard.value(i)).collect()),
+                );
+            }
+        }
+        StateKind::Map => {
+            for (head, _) in shard.heads() {
+                let mut entries: Vec<(&[u8], &[u8])> = shard
+                    .chain(head)
+                    .map(|i| (shard.user_key(i), shard.value(i)))
+                    .collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                emit(shard.owner(head), EntryRef::Map(entries));
+            }
+        }
+    }
+}
+
+/// What changed in a shard since the snapshot before.
+fn delta_records<'a>(
+    kind: StateKind,
+    snap: &'a ShardSnapshot,
+    emit: &mut dyn FnMut(&'a [u8], EntryRef<'a>),
+) {
+    let shard = &*snap.data;
+    // A slot first changed in this epoch may have been removed (and reused)
+    // since; the removal is recorded, and a reused slot holds its new key.
+    let changed = snap.dirty.iter().copied().filter(|&i| shard.live(i));
+    match kind {
+        StateKind::Value | StateKind::List => {
+            for (_, key) in removed_keys(&snap.removed) {
+                emit(key, EntryRef::Deleted);
+            }
+            for i in changed {
+                let value = shard.value(i);
+                let entry = if kind == StateKind::Value {
+                    EntryRef::Value(value)
+                } else {
+                    match shard.base_of(i) {
+                        NONE => EntryRef::List(list_elements(value).collect()),
+                        base => {
+                            EntryRef::ListAppend(list_elements(&value[base as usize..]).collect())
+                        }
+                    }
+                };
+                emit(shard.key(i), entry);
+            }
+        }
+        StateKind::Map => {
+            // Per event key, in order: removals, then entries set.
+            let mut by_key: FxHashMap<&[u8], Vec<(&[u8], Option<&[u8]>)>> = FxHashMap::default();
+            let mut order: Vec<&[u8]> = Vec::new();
+            let mut push = |key: &'a [u8], change| {
+                let slot = by_key.entry(key).or_insert_with(|| {
+                    order.push(key);
+                    Vec::new()
+                });
+                slot.push(change);
+            };
+            for (klen, key) in removed_keys(&snap.removed) {
+                push(&key[..klen], (&key[klen..], None));
+            }
+            for i in changed {
+                push(shard.owner(i), (shard.user_key(i), Some(shard.value(i))));
+            }
+            for key in order {
+                let changes = by_key.remove(key).unwrap_or_default();
+                emit(key, EntryRef::MapUpdate(changes));
+            }
+        }
+    }
 }
 
 fn list_bytes(l: &[Vec<u8>]) -> i64 {
     l.iter().map(|v| v.len() as i64).sum()
 }
 
-/// Bytes a stored entry of a key of `key_len` bytes holds (0 when deleted).
-fn entry_bytes(entry: &StoredEntry, key_len: usize) -> i64 {
-    let body = match entry {
-        StoredEntry::Value(v) => v.len() as i64,
-        StoredEntry::Map(m) => m.iter().map(|(k, v)| (k.len() + v.len()) as i64).sum(),
-        StoredEntry::List(l) => list_bytes(l),
-        StoredEntry::Deleted => return 0,
-    };
-    body + key_len as i64
-}
-
-/// Entries (the key, and each map entry or list element) a stored entry holds.
-fn entry_count(entry: &StoredEntry) -> i64 {
-    match entry {
-        StoredEntry::Value(_) => 1,
-        StoredEntry::Map(m) => m.len() as i64 + 1,
-        StoredEntry::List(l) => l.len() as i64 + 1,
-        StoredEntry::Deleted => 0,
-    }
-}
-
 fn stored_kind(entry: &StoredEntry) -> &'static str {
     match entry {
         StoredEntry::Value(_) => "value",
-        StoredEntry::Map(_) => "map",
-        StoredEntry::List(_) => "list",
+        StoredEntry::Map(_) | StoredEntry::MapUpdate(_) => "map",
+        StoredEntry::List(_) | StoredEntry::ListAppend(_) => "list",
         StoredEntry::Deleted => "no",
     }
 }
@@ -751,14 +1152,13 @@ mod tests {
         let keys: Vec<_> = b
             .map_entries(m, b"k")
             .unwrap()
-            .unwrap()
-            .keys()
-            .cloned()
+            .iter()
+            .map(|(k, _)| k.to_vec())
             .collect();
         assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]);
         b.map_put(m, b"k", b"a", None).unwrap();
         b.map_put(m, b"k", b"b", None).unwrap();
-        assert!(b.map_entries(m, b"k").unwrap().is_none());
+        assert!(b.map_entries(m, b"k").unwrap().is_empty());
 
         b.list_add(l, b"k", b"x").unwrap();
         b.list_add(l, b"k", b"y").unwrap();
@@ -860,5 +1260,176 @@ mod tests {
             b.value_put(0, &foreign, Some(b"1")),
             Err(StateError::ForeignKey { .. })
         ));
+    }
+
+    /// What a backend should hold: per state, key -> whole entry.
+    type Model = [std::collections::BTreeMap<Vec<u8>, StoredEntry>; 3];
+
+    fn check(b: &StateBackend, model: &Model, keys: &[Vec<u8>], what: &str) {
+        let (mut bytes, mut entries) = (0u64, 0u64);
+        for key in keys {
+            let v = b.value_get(0, key).unwrap().map(<[u8]>::to_vec);
+            let want = model[0].get(key).map(|e| match e {
+                StoredEntry::Value(v) => v.clone(),
+                _ => unreachable!(),
+            });
+            assert_eq!(v, want, "{what}: value of {key:?}");
+            let m: Vec<(Vec<u8>, Vec<u8>)> = b
+                .map_entries(1, key)
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect();
+            let want = match model[1].get(key) {
+                Some(StoredEntry::Map(m)) => m.clone(),
+                _ => Vec::new(),
+            };
+            assert_eq!(m, want, "{what}: map of {key:?}");
+            for (mk, v) in &want {
+                assert_eq!(b.map_get(1, key, mk).unwrap(), Some(&v[..]));
+            }
+            let l: Vec<Vec<u8>> = b
+                .list_get(2, key)
+                .unwrap()
+                .into_iter()
+                .map(<[u8]>::to_vec)
+                .collect();
+            let want = match model[2].get(key) {
+                Some(StoredEntry::List(l)) => l.clone(),
+                _ => Vec::new(),
+            };
+            assert_eq!(l, want, "{what}: list of {key:?}");
+        }
+        for state in model {
+            for (k, e) in state {
+                let (b2, n) = match e {
+                    StoredEntry::Value(v) => (v.len(), 1),
+                    StoredEntry::Map(m) => {
+                        (m.iter().map(|(a, b)| a.len() + b.len()).sum(), m.len() + 1)
+                    }
+                    StoredEntry::List(l) => (l.iter().map(Vec::len).sum(), l.len() + 1),
+                    _ => unreachable!(),
+                };
+                bytes += (k.len() + b2) as u64;
+                entries += n as u64;
+            }
+        }
+        assert_eq!(
+            (b.bytes(), b.entries()),
+            (bytes, entries),
+            "{what}: counters"
+        );
+        let keys: usize = model.iter().map(|m| m.len()).sum();
+        assert_eq!(b.keys() as usize, keys, "{what}: keys");
+    }
+
+    fn backend() -> StateBackend {
+        let mut b = StateBackend::new(0, 16, 0..16);
+        b.declare(&[
+            spec("v", StateKind::Value),
+            spec("m", StateKind::Map),
+            spec("l", StateKind::List),
+        ])
+        .unwrap();
+        b
+    }
+
+    /// Random operations on every kind, against a model: the live state, and
+    /// the state restored from the chain of full and incremental snapshots
+    /// (some turned into records only after more writes: copy-on-write).
+    #[test]
+    fn matches_a_model_through_snapshots_and_restores() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let keys: Vec<Vec<u8>> = (0..60).map(|i| format!("k{i}").into_bytes()).collect();
+        let mut b = backend();
+        b.track_changes();
+        let mut model: Model = Default::default();
+        let mut chain: Vec<Vec<StateChange>> = Vec::new();
+        let mut held: Option<(StateSnapshot, Model)> = None;
+        for step in 0..30_000u64 {
+            let key = keys[rand(keys.len() as u64) as usize].clone();
+            let value: Vec<u8> = (0..rand(40))
+                .map(|i| (i as u8).wrapping_add(step as u8))
+                .collect();
+            match rand(9) {
+                0 | 1 => {
+                    b.value_put(0, &key, Some(&value)).unwrap();
+                    model[0].insert(key, StoredEntry::Value(value));
+                }
+                2 => {
+                    b.value_put(0, &key, None).unwrap();
+                    model[0].remove(&key);
+                }
+                3 | 4 => {
+                    let mk = format!("u{}", rand(8)).into_bytes();
+                    let remove = rand(3) == 0;
+                    b.map_put(1, &key, &mk, (!remove).then_some(&value[..]))
+                        .unwrap();
+                    let mut m = match model[1].remove(&key) {
+                        Some(StoredEntry::Map(m)) => m,
+                        _ => Vec::new(),
+                    };
+                    m.retain(|(k, _)| *k != mk);
+                    if !remove {
+                        m.push((mk, value));
+                        m.sort();
+                    }
+                    if !m.is_empty() {
+                        model[1].insert(key, StoredEntry::Map(m));
+                    }
+                }
+                5 => {
+                    b.map_clear(1, &key).unwrap();
+                    model[1].remove(&key);
+                }
+                6 | 7 => {
+                    b.list_add(2, &key, &value).unwrap();
+                    let mut l = match model[2].remove(&key) {
+                        Some(StoredEntry::List(l)) => l,
+                        _ => Vec::new(),
+                    };
+                    l.push(value);
+                    model[2].insert(key, StoredEntry::List(l));
+                }
+                _ => {
+                    let n = rand(3) as usize;
+                    let l: Vec<Vec<u8>> = (0..n)
+                        .map(|i| value[..value.len().min(i * 3)].to_vec())
+                        .collect();
+                    b.list_update(2, &key, l.clone()).unwrap();
+                    if l.is_empty() {
+                        model[2].remove(&key);
+                    } else {
+                        model[2].insert(key, StoredEntry::List(l));
+                    }
+                }
+            }
+            if step % 500 == 499 {
+                // The snapshot held since the last round is turned into
+                // records now, after a round of writes.
+                if let Some((snap, at)) = held.take() {
+                    let changes = snap.changes();
+                    if snap.is_full() {
+                        chain.clear();
+                    }
+                    chain.push(changes);
+                    let mut r = backend();
+                    for c in chain.iter().flatten() {
+                        r.restore(c.clone()).unwrap();
+                    }
+                    check(&r, &at, &keys, &format!("restored at step {step}"));
+                }
+                let full = chain.is_empty() || rand(5) == 0;
+                held = Some((b.snapshot(full), model.clone()));
+                check(&b, &model, &keys, &format!("live at step {step}"));
+            }
+        }
+        assert!(chain.len() > 3, "deltas were taken");
     }
 }

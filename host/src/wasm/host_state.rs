@@ -176,10 +176,10 @@ impl state::HostMapState for HostCtx {
     ) -> wasmtime::Result<(WitBlobs, WitBlobs)> {
         let state = handle.rep();
         let entries = self.sub.state.map_entries(state, &key).map_err(trap)?;
-        let n = entries.map_or(0, |e| e.len());
+        let n = entries.len();
         let mut keys = Blobs::with_capacity(n);
         let mut values = Blobs::with_capacity(n);
-        for (mk, v) in entries.into_iter().flatten() {
+        for (mk, v) in entries {
             keys.push(Some(mk));
             values.push(Some(v));
         }

@@ -684,8 +684,7 @@ fn migrate(
     let mut state = std::mem::replace(&mut store.data_mut().sub.state, placeholder);
     let max_value = store.data().sub.max_value_size;
     let result = (|| {
-        let mut values = state.values_mut(name);
-        let mut delta = 0i64;
+        let mut values = state.values_of(name);
         for chunk in values.chunks_mut(MIGRATE_BATCH) {
             let mut blobs = Blobs::with_capacity(chunk.len());
             for (_, v) in chunk.iter() {
@@ -697,7 +696,7 @@ fn migrate(
                 .call_migrate(&mut *store, name, from, &wit::Blobs::from(blobs))
                 .map_err(|e| call_error(&e, store.data()))?
                 .map(Blobs::from);
-            let key_of = |i: usize, chunk: &[(&[u8], &mut Vec<u8>)]| {
+            let key_of = |i: usize, chunk: &[(Vec<u8>, Vec<u8>)]| {
                 chunk.get(i).map_or("?".to_string(), |(k, _)| {
                     String::from_utf8_lossy(k).into_owned()
                 })
@@ -732,18 +731,14 @@ fn migrate(
                     ));
                 }
                 let slot = &mut chunk[i].1;
-                delta += new.len() as i64 - slot.len() as i64;
                 slot.clear();
                 slot.extend_from_slice(new);
             }
         }
-        Ok(delta)
+        state.replace_values(name, values.into_iter().map(|(_, v)| v).collect())
     })();
-    if let Ok(delta) = &result {
-        state.adjust_bytes(*delta);
-    }
     store.data_mut().sub.state = state;
-    result.map(|_| ())
+    result
 }
 
 /// Prepares `store` for a guest call: marks the call's start (for the
