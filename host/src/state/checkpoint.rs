@@ -348,7 +348,6 @@ impl CheckpointStore {
         if let (Some(g), false) = (group, chunk.is_empty()) {
             flush(&mut chunk, g, &mut n);
         }
-        drop(flush);
         tree.apply_batch(batch).map_err(|e| self.err(e))?;
         Ok(bytes)
     }

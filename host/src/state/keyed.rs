@@ -174,11 +174,15 @@ struct DeclaredState {
     keys: usize,
 }
 
-/// Where a key lives: its key group (local index), shard, and hashes.
-#[derive(Clone, Copy)]
-struct Place {
+/// Where a key (and, in a map state, a user key) lives: its shard and
+/// hashes, found once by [`StateBackend::locate`] for a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Place {
     cell: usize,
+    /// The key's hash.
     hash: u32,
+    /// A map entry's hash (key and user key); 0 for other kinds.
+    entry: u32,
 }
 
 /// All declared states of one subtask.
@@ -279,6 +283,7 @@ impl StateBackend {
         Ok(Place {
             cell: (kg - self.key_groups.start) as usize * self.subs + sub,
             hash: (h >> 32) as u32,
+            entry: 0,
         })
     }
 
@@ -317,12 +322,48 @@ impl StateBackend {
 
     // ---- value state ----
 
+    /// Finds where each of `keys` (with `map_keys`, for a map state) of
+    /// state `state` lives, and loads the lines their lookups will touch,
+    /// the index first, then the entries, so that the cache misses of a
+    /// batch overlap instead of each lookup waiting for its own. A key of
+    /// another subtask is refused.
+    pub fn locate(
+        &self,
+        state: u32,
+        keys: &[&[u8]],
+        map_keys: Option<&[&[u8]]>,
+        places: &mut Vec<Place>,
+    ) -> Result<(), StateError> {
+        let s = state as usize;
+        places.clear();
+        for (i, key) in keys.iter().enumerate() {
+            let mut p = self.place(s, key)?;
+            if let Some(mk) = map_keys.and_then(|m| m.get(i)) {
+                p.entry = Self::entry_hash(p, mk);
+            }
+            places.push(p);
+        }
+        let cells = &self.states[s].cells;
+        let lookup = |p: &Place| if map_keys.is_some() { p.entry } else { p.hash };
+        for p in places.iter() {
+            cells[p.cell].data.touch(lookup(p), false);
+        }
+        for p in places.iter() {
+            cells[p.cell].data.touch(lookup(p), true);
+        }
+        Ok(())
+    }
+
     /// Value state: the value of `key`.
     pub fn value_get(&self, state: u32, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
-        let s = state as usize;
-        let p = self.place(s, key)?;
-        let shard = &self.states[s].cells[p.cell].data;
-        Ok(shard.find_key(p.hash, key).map(|i| shard.value(i)))
+        let p = self.place(state as usize, key)?;
+        Ok(self.value_get_at(state, p, key))
+    }
+
+    /// Value state: the value of `key`, found at `p` ([`StateBackend::locate`]).
+    pub fn value_get_at(&self, state: u32, p: Place, key: &[u8]) -> Option<&[u8]> {
+        let shard = &self.states[state as usize].cells[p.cell].data;
+        shard.find_key(p.hash, key).map(|i| shard.value(i))
     }
 
     /// Value state: sets (`Some`) or deletes (`None`) the value of `key`.
@@ -332,8 +373,19 @@ impl StateBackend {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), StateError> {
+        let p = self.place(state as usize, key)?;
+        self.value_put_at(state, p, key, value)
+    }
+
+    /// Value state: [`StateBackend::value_put`] of a key found at `p`.
+    pub fn value_put_at(
+        &mut self,
+        state: u32,
+        p: Place,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), StateError> {
         let s = state as usize;
-        let p = self.place(s, key)?;
         let (tracking, epoch) = (self.tracking, self.epoch);
         let declared = &mut self.states[s];
         let cell = &mut declared.cells[p.cell];
@@ -403,11 +455,17 @@ impl StateBackend {
         key: &[u8],
         map_key: &[u8],
     ) -> Result<Option<&[u8]>, StateError> {
+        let mut p = self.place(state as usize, key)?;
+        p.entry = Self::entry_hash(p, map_key);
+        Ok(self.map_get_at(state, p, key, map_key))
+    }
+
+    /// Map state: [`StateBackend::map_get`] of an entry found at `p`.
+    pub fn map_get_at(&self, state: u32, p: Place, key: &[u8], map_key: &[u8]) -> Option<&[u8]> {
         let s = state as usize;
-        let p = self.place(s, key)?;
-        let h = Self::entry_hash(p, map_key);
         let shard = &self.states[s].cells[p.cell].data;
-        Ok(self.map_slot(s, p, key, map_key, h).map(|i| shard.value(i)))
+        self.map_slot(s, p, key, map_key, p.entry)
+            .map(|i| shard.value(i))
     }
 
     /// Map state: sets or removes `map_key` in the map of `key`.
@@ -418,9 +476,22 @@ impl StateBackend {
         map_key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), StateError> {
+        let mut p = self.place(state as usize, key)?;
+        p.entry = Self::entry_hash(p, map_key);
+        self.map_put_at(state, p, key, map_key, value)
+    }
+
+    /// Map state: [`StateBackend::map_put`] of an entry found at `p`.
+    pub fn map_put_at(
+        &mut self,
+        state: u32,
+        p: Place,
+        key: &[u8],
+        map_key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), StateError> {
         let s = state as usize;
-        let p = self.place(s, key)?;
-        let h = Self::entry_hash(p, map_key);
+        let h = p.entry;
         let found = self.map_slot(s, p, key, map_key, h);
         let (tracking, epoch) = (self.tracking, self.epoch);
         let declared = &mut self.states[s];
@@ -483,7 +554,7 @@ impl StateBackend {
     }
 
     /// Map state: every entry of the map of `key`, sorted by user key.
-    pub fn map_entries(&self, state: u32, key: &[u8]) -> Result<Vec<(&[u8], &[u8])>, StateError> {
+    pub fn map_entries(&self, state: u32, key: &[u8]) -> Result<Vec<MapEntry<'_>>, StateError> {
         let s = state as usize;
         let p = self.place(s, key)?;
         let shard = &self.states[s].cells[p.cell].data;
@@ -951,6 +1022,12 @@ impl StateSnapshot {
     }
 }
 
+/// A map state's entry: user key and value.
+pub type MapEntry<'a> = (&'a [u8], &'a [u8]);
+
+/// A change to a map state's entry: user key, and its value or `None` (removed).
+type EntryChange<'a> = (&'a [u8], Option<&'a [u8]>);
+
 /// A stored entry borrowed from a snapshot's shards: it encodes exactly as
 /// the [`StoredEntry`] it stands for (same variants, in the same order), so
 /// checkpoints are written without copying each key and value first.
@@ -1070,7 +1147,7 @@ fn delta_records<'a>(
         }
         StateKind::Map => {
             // Per event key, in order: removals, then entries set.
-            let mut by_key: FxHashMap<&[u8], Vec<(&[u8], Option<&[u8]>)>> = FxHashMap::default();
+            let mut by_key: FxHashMap<&[u8], Vec<EntryChange<'_>>> = FxHashMap::default();
             let mut order: Vec<&[u8]> = Vec::new();
             let mut push = |key: &'a [u8], change| {
                 let slot = by_key.entry(key).or_insert_with(|| {

@@ -4,9 +4,9 @@
 //!
 //! An entry is a [`Slot`]: where its key and value sit in the arena, the
 //! value's length and the room it has to grow in place, the checkpoint
-//! epoch in which it last changed, and 32 bits of its hash. A
-//! `hashbrown::HashTable<u32>` of slot numbers finds an entry by hash; the
-//! caller says what equality means (a map state's entry is keyed by the
+//! epoch in which it last changed, and 32 bits of its hash. An [`Index`]
+//! of (hash, slot) words finds an entry by hash; the caller says what
+//! equality means (a map state's entry is keyed by the
 //! event key and the user key together). A removed slot goes on a free list
 //! and its arena bytes become garbage; the arena is compacted in place when
 //! garbage passes half of it. Offsets are 32-bit: a shard holds at most 4 GiB
@@ -58,6 +58,128 @@ pub(crate) struct MapLink {
 #[derive(Debug)]
 pub(crate) struct ShardFull;
 
+/// The hash index of a shard's slots: open addressing with linear probing
+/// over one array of `(32 bits of hash, slot + 1)` words (0: empty), so
+/// that one cache line answers most probes without touching the slots, and
+/// deletion shifts the entries after it back (no tombstones). At most
+/// three quarters full.
+///
+/// Large state is bound by memory latency: each lookup misses the cache on
+/// the index, the slot and the key. [`Index::touch`] loads an index line
+/// ahead, so that the lookups of a whole batch overlap their misses
+/// instead of waiting for each in turn.
+#[derive(Debug, Clone, Default)]
+struct Index {
+    words: Vec<u64>,
+    len: usize,
+    /// log2 of `words.len()` (0 when empty).
+    bits: u32,
+}
+
+impl Index {
+    fn home(&self, hash: u32) -> usize {
+        (spread(hash) >> (64 - self.bits)) as usize
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn find(&self, hash: u32, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
+        if self.len == 0 {
+            return None;
+        }
+        let mask = self.words.len() - 1;
+        let mut at = self.home(hash);
+        loop {
+            let w = self.words[at];
+            if w == 0 {
+                return None;
+            }
+            if (w >> 32) as u32 == hash && eq(w as u32 - 1) {
+                return Some(w as u32 - 1);
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Loads the word at `hash`'s home (a plain load whose value is only
+    /// looked at for the slot it names: the CPU goes on while it misses);
+    /// the slot there if its hash matches.
+    fn touch(&self, hash: u32) -> Option<u32> {
+        if self.len == 0 {
+            return None;
+        }
+        let w = std::hint::black_box(self.words[self.home(hash)]);
+        ((w >> 32) as u32 == hash && w != 0).then(|| w as u32 - 1)
+    }
+
+    fn insert(&mut self, hash: u32, slot: u32) {
+        if (self.len + 1) * 4 > self.words.len() * 3 {
+            self.grow();
+        }
+        let mask = self.words.len() - 1;
+        let mut at = self.home(hash);
+        while self.words[at] != 0 {
+            at = (at + 1) & mask;
+        }
+        self.words[at] = ((hash as u64) << 32) | (slot as u64 + 1);
+        self.len += 1;
+    }
+
+    fn grow(&mut self) {
+        let bits = (self.bits + 1).max(3);
+        let old = std::mem::replace(&mut self.words, vec![0; 1 << bits]);
+        self.bits = bits;
+        let mask = self.words.len() - 1;
+        for w in old.into_iter().filter(|&w| w != 0) {
+            let mut at = self.home((w >> 32) as u32);
+            while self.words[at] != 0 {
+                at = (at + 1) & mask;
+            }
+            self.words[at] = w;
+        }
+    }
+
+    fn remove(&mut self, hash: u32, slot: u32) {
+        if self.len == 0 {
+            return;
+        }
+        let mask = self.words.len() - 1;
+        let want = ((hash as u64) << 32) | (slot as u64 + 1);
+        let mut hole = self.home(hash);
+        loop {
+            match self.words[hole] {
+                0 => return,
+                w if w == want => break,
+                _ => hole = (hole + 1) & mask,
+            }
+        }
+        // Shift back every word after the hole that may sit there.
+        let mut at = hole;
+        loop {
+            at = (at + 1) & mask;
+            let w = self.words[at];
+            if w == 0 {
+                break;
+            }
+            let home = self.home((w >> 32) as u32);
+            // `w` may move to the hole if its home is not cyclically in (hole, at].
+            let stays = if hole <= at {
+                hole < home && home <= at
+            } else {
+                hole < home || home <= at
+            };
+            if !stays {
+                self.words[hole] = w;
+                hole = at;
+            }
+        }
+        self.words[hole] = 0;
+        self.len -= 1;
+    }
+}
+
 /// Spreads 32 bits of hash over the 64 that hashbrown uses (it takes the
 /// bucket from the low bits and a tag from the top seven).
 fn spread(h: u32) -> u64 {
@@ -67,7 +189,7 @@ fn spread(h: u32) -> u64 {
 /// The entries of one shard.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Shard {
-    index: HashTable<u32>,
+    index: Index,
     pub slots: Vec<Slot>,
     free: Vec<u32>,
     pub arena: Vec<u8>,
@@ -107,7 +229,19 @@ impl Shard {
 
     /// The slot whose key `eq` accepts, among those of hash `hash`.
     pub fn find(&self, hash: u32, mut eq: impl FnMut(&Shard, u32) -> bool) -> Option<u32> {
-        self.index.find(spread(hash), |&i| eq(self, i)).copied()
+        self.index.find(hash, |i| eq(self, i))
+    }
+
+    /// Loads the index's line for `hash` ahead of a lookup (see
+    /// [`Index::touch`]); `deep` also loads the entry it points to first.
+    pub fn touch(&self, hash: u32, deep: bool) {
+        if let Some(i) = self.index.touch(hash) {
+            if deep {
+                if let Some(s) = self.slots.get(i as usize) {
+                    std::hint::black_box(self.arena.get(s.off as usize));
+                }
+            }
+        }
     }
 
     /// The slot holding exactly `key` (value and list state).
@@ -175,9 +309,7 @@ impl Shard {
                 (self.slots.len() - 1) as u32
             }
         };
-        let slots = &self.slots;
-        self.index
-            .insert_unique(spread(hash), i, |&j| spread(slots[j as usize].hash));
+        self.index.insert(hash, i);
         Ok(i)
     }
 
@@ -230,9 +362,7 @@ impl Shard {
     /// Removes the entry of slot `i` (map links are the caller's).
     pub fn remove(&mut self, i: u32) {
         let s = self.slots[i as usize];
-        if let Ok(entry) = self.index.find_entry(spread(s.hash), |&j| j == i) {
-            entry.remove();
-        }
+        self.index.remove(s.hash, i);
         self.garbage += (s.klen + s.vcap) as usize;
         self.slots[i as usize].klen = NONE;
         self.free.push(i);

@@ -49,6 +49,13 @@ fn trap(e: impl std::fmt::Display) -> wasmtime::Error {
 }
 
 /// The trap for a state call `what` given no key.
+/// The keys of a call, every one present.
+fn present<'a>(keys: Entries<'a>, what: &str) -> wasmtime::Result<Vec<&'a [u8]>> {
+    keys.into_iter()
+        .map(|k| k.ok_or_else(|| no_key(what)))
+        .collect()
+}
+
 fn no_key(what: &str) -> wasmtime::Error {
     trap(format!(
         "{what}: a key is absent; state is kept per key (in its key group, which checkpoints, savepoints and rescaling move), so use the event's key and reject events with no key as bad input"
@@ -75,12 +82,17 @@ impl state::HostValueState for HostCtx {
         keys: WitBlobs,
     ) -> wasmtime::Result<WitBlobs> {
         let state = handle.rep();
-        let keys = split(&keys)?;
+        let keys = present(split(&keys)?, "value-state.get-many")?;
+        let mut places = std::mem::take(&mut self.places);
+        let located = self.sub.state.locate(state, &keys, None, &mut places);
         let mut out = Blobs::with_capacity(keys.len());
-        for key in keys {
-            let key = key.ok_or_else(|| no_key("value-state.get-many"))?;
-            out.push(self.sub.state.value_get(state, key).map_err(trap)?);
+        if located.is_ok() {
+            for (key, p) in keys.iter().zip(&places) {
+                out.push(self.sub.state.value_get_at(state, *p, key));
+            }
         }
+        self.places = places;
+        located.map_err(trap)?;
         Ok(out.into())
     }
 
@@ -96,14 +108,26 @@ impl state::HostValueState for HostCtx {
             &values,
             "value-state.put-many: keys and values differ in number",
         )?;
-        for (key, value) in keys.into_iter().zip(values) {
-            let key = key.ok_or_else(|| no_key("value-state.put-many"))?;
-            self.sub.check_value_size(value)?;
-            let before = self.sub.state.memory();
-            self.sub.state.value_put(state, key, value).map_err(trap)?;
-            self.sub.check_state_memory(before).map_err(trap)?;
-        }
-        Ok(())
+        let keys = present(keys, "value-state.put-many")?;
+        let mut places = std::mem::take(&mut self.places);
+        let result = (|| {
+            self.sub
+                .state
+                .locate(state, &keys, None, &mut places)
+                .map_err(trap)?;
+            for ((key, value), p) in keys.iter().zip(values).zip(&places) {
+                self.sub.check_value_size(value)?;
+                let before = self.sub.state.memory();
+                self.sub
+                    .state
+                    .value_put_at(state, *p, key, value)
+                    .map_err(trap)?;
+                self.sub.check_state_memory(before).map_err(trap)?;
+            }
+            Ok(())
+        })();
+        self.places = places;
+        result
     }
 
     fn drop(&mut self, _handle: Resource<ValueStateHandle>) -> wasmtime::Result<()> {
@@ -132,12 +156,24 @@ impl state::HostMapState for HostCtx {
             &map_keys,
             "map-state.get-many: keys and map keys differ in number",
         )?;
+        let keys = present(keys, "map-state.get-many")?;
+        let map_keys = map_keys
+            .into_iter()
+            .map(|mk| mk.ok_or_else(|| trap("map-state.get-many: a map key is absent")))
+            .collect::<wasmtime::Result<Vec<_>>>()?;
+        let mut places = std::mem::take(&mut self.places);
+        let located = self
+            .sub
+            .state
+            .locate(state, &keys, Some(&map_keys), &mut places);
         let mut out = Blobs::with_capacity(keys.len());
-        for (key, mk) in keys.into_iter().zip(map_keys) {
-            let key = key.ok_or_else(|| no_key("map-state.get-many"))?;
-            let mk = mk.ok_or_else(|| trap("map-state.get-many: a map key is absent"))?;
-            out.push(self.sub.state.map_get(state, key, mk).map_err(trap)?);
+        if located.is_ok() {
+            for ((key, mk), p) in keys.iter().zip(&map_keys).zip(&places) {
+                out.push(self.sub.state.map_get_at(state, *p, key, mk));
+            }
         }
+        self.places = places;
+        located.map_err(trap)?;
         Ok(out.into())
     }
 
@@ -155,18 +191,30 @@ impl state::HostMapState for HostCtx {
         if values.len() != keys.len() {
             return Err(trap(UNEVEN));
         }
-        for ((key, mk), value) in keys.into_iter().zip(map_keys).zip(values) {
-            let key = key.ok_or_else(|| no_key("map-state.put-many"))?;
-            let mk = mk.ok_or_else(|| trap("map-state.put-many: a map key is absent"))?;
-            self.sub.check_value_size(value)?;
-            let before = self.sub.state.memory();
+        let keys = present(keys, "map-state.put-many")?;
+        let map_keys = map_keys
+            .into_iter()
+            .map(|mk| mk.ok_or_else(|| trap("map-state.put-many: a map key is absent")))
+            .collect::<wasmtime::Result<Vec<_>>>()?;
+        let mut places = std::mem::take(&mut self.places);
+        let result = (|| {
             self.sub
                 .state
-                .map_put(state, key, mk, value)
+                .locate(state, &keys, Some(&map_keys), &mut places)
                 .map_err(trap)?;
-            self.sub.check_state_memory(before).map_err(trap)?;
-        }
-        Ok(())
+            for (((key, mk), value), p) in keys.iter().zip(&map_keys).zip(values).zip(&places) {
+                self.sub.check_value_size(value)?;
+                let before = self.sub.state.memory();
+                self.sub
+                    .state
+                    .map_put_at(state, *p, key, mk, value)
+                    .map_err(trap)?;
+                self.sub.check_state_memory(before).map_err(trap)?;
+            }
+            Ok(())
+        })();
+        self.places = places;
+        result
     }
 
     fn entries(

@@ -239,6 +239,8 @@ pub struct HostCtx {
     stderr: GuestOutput,
     /// The host-owned part of the subtask.
     pub sub: SubtaskCtx,
+    /// Where the keys of the current state call live (reused from call to call).
+    pub(crate) places: Vec<crate::state::keyed::Place>,
 }
 
 impl HostCtx {
@@ -289,6 +291,7 @@ impl HostCtx {
             stdout,
             stderr,
             sub,
+            places: Vec::new(),
         })
     }
 
