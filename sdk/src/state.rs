@@ -142,6 +142,33 @@ pub(crate) struct KeyIndex {
     last: Option<u32>,
 }
 
+/// Whether `a` and `b` hold the same bytes, compared 8 (or 4) at a time:
+/// WebAssembly's `memcmp` goes byte by byte, and keys are short.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4 bytes"));
+    if n >= 8 {
+        let mut at = 0;
+        while at + 8 < n {
+            if word(a, at) != word(b, at) {
+                return false;
+            }
+            at += 8;
+        }
+        // The last 8 bytes (overlapping what was compared).
+        word(a, n - 8) == word(b, n - 8)
+    } else if n >= 4 {
+        half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4)
+    } else {
+        a == b
+    }
+}
+
 fn hash_key(key: &[u8]) -> u64 {
     use std::hash::Hasher;
     let mut h = rustc_hash::FxHasher::default();
@@ -159,7 +186,7 @@ impl KeyIndex {
     /// The number of `key`, if it is there.
     pub(crate) fn find(&mut self, key: &[u8]) -> Option<u32> {
         if let Some(i) = self.last {
-            if self.key(i) == key {
+            if same_bytes(self.key(i), key) {
                 return Some(i);
             }
         }
@@ -168,7 +195,7 @@ impl KeyIndex {
             .table
             .find(hash_key(key), |&i| {
                 let (start, len) = spans[i as usize];
-                &arena[start as usize..(start + len) as usize] == key
+                same_bytes(&arena[start as usize..(start + len) as usize], key)
             })
             .copied();
         if found.is_some() {
@@ -428,7 +455,7 @@ impl PairIndex {
     /// The number of (`key`, `map_key`), if it is there.
     fn find(&mut self, key: &[u8], map_key: &[u8]) -> Option<u32> {
         if let Some(i) = self.last {
-            if self.pair(i) == (key, map_key) {
+            if same_pair(self.pair(i), (key, map_key)) {
                 return Some(i);
             }
         }
@@ -436,7 +463,7 @@ impl PairIndex {
         let found = self
             .table
             .find(hash_pair(key, map_key), |&i| {
-                pair_at(arena, spans, i) == (key, map_key)
+                same_pair(pair_at(arena, spans, i), (key, map_key))
             })
             .copied();
         if found.is_some() {
@@ -479,6 +506,10 @@ impl PairIndex {
         self.table.clear();
         self.last = None;
     }
+}
+
+fn same_pair(a: (&[u8], &[u8]), b: (&[u8], &[u8])) -> bool {
+    same_bytes(a.0, b.0) && same_bytes(a.1, b.1)
 }
 
 fn pair_at<'a>(arena: &'a [u8], spans: &[(u32, u32, u32)], i: u32) -> (&'a [u8], &'a [u8]) {
@@ -848,5 +879,25 @@ impl<T: Serialize + DeserializeOwned + 'static> ListState<T> {
     /// Removes the list of `key`.
     pub fn clear(&self, key: &[u8]) -> Result<(), Error> {
         self.update(key, &[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_bytes;
+
+    #[test]
+    fn same_bytes_agrees_with_eq() {
+        let base: Vec<u8> = (0..40u8).collect();
+        for n in 0..40 {
+            let a = &base[..n];
+            assert!(same_bytes(a, a), "{n}");
+            assert!(!same_bytes(a, &base[..n + 1]), "{n}");
+            for at in 0..n {
+                let mut b = a.to_vec();
+                b[at] ^= 0x80;
+                assert!(!same_bytes(a, &b), "{n} {at}");
+            }
+        }
     }
 }
