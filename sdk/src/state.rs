@@ -610,9 +610,7 @@ impl<V: Serialize + DeserializeOwned> MapCache<V> {
         clear_blobs(&mut self.pending_keys);
         clear_blobs(&mut self.pending_map_keys);
         push_blob(&mut self.pending_keys, Some(key));
-        let mk = std::mem::take(&mut self.map_key);
-        push_blob(&mut self.pending_map_keys, Some(&mk));
-        self.map_key = mk;
+        push_blob(&mut self.pending_map_keys, Some(&self.map_key));
         self.fetch_pending()?;
         Ok(self
             .pairs
@@ -622,9 +620,7 @@ impl<V: Serialize + DeserializeOwned> MapCache<V> {
 
     /// Writes `value` at (`key`, the encoded user key in `self.map_key`).
     fn write(&mut self, key: &[u8], value: Option<V>) {
-        let mk = std::mem::take(&mut self.map_key);
-        let (i, new) = self.pairs.insert(key, &mk);
-        self.map_key = mk;
+        let (i, new) = self.pairs.insert(key, &self.map_key);
         if new {
             self.slots.push(Slot { value, dirty: true });
         } else {
