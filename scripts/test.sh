@@ -15,6 +15,8 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 (cd plugins/rust && cargo clippy --target wasm32-wasip2 --all-targets -- -D warnings)
 (cd tests/plugins && cargo clippy --target wasm32-wasip2 --all-targets -- -D warnings)
+# The operators' own unit tests (windowed-sum's integer parsing), on the host.
+(cd plugins/rust && cargo test -p windowed-sum)
 if [[ -z "${WEIR_TEST_KAFKA:-}" ]]; then
   kafka_dir="$(mktemp -d "${TMPDIR:-/tmp}/weir-test-kafka.XXXXXX")"
   # Stops only the broker started here, by its PID file in $kafka_dir.

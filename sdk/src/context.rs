@@ -77,11 +77,80 @@ impl Config {
     }
 }
 
-struct TimerOp {
-    domain: TimeDomain,
-    register: bool,
-    key: Option<Vec<u8>>,
-    timestamp: i64,
+/// Timer registrations and deletions buffered until the call ends, in
+/// order, flat: no allocation per timer once the buffers have grown.
+struct TimerOps {
+    /// Each op's domain, whether it registers, and its timestamp.
+    ops: Vec<(TimeDomain, bool, i64)>,
+    /// Each op's key, flat (-1: none).
+    keys: types::Blobs,
+    /// Reused buffers of one host call.
+    call_keys: types::Blobs,
+    call_times: Vec<i64>,
+}
+
+impl Default for TimerOps {
+    fn default() -> Self {
+        let blobs = || types::Blobs {
+            data: Vec::new(),
+            lens: Vec::new(),
+        };
+        TimerOps {
+            ops: Vec::new(),
+            keys: blobs(),
+            call_keys: blobs(),
+            call_times: Vec::new(),
+        }
+    }
+}
+
+impl TimerOps {
+    fn push(&mut self, domain: TimeDomain, register: bool, key: Option<&[u8]>, timestamp: i64) {
+        self.ops.push((domain, register, timestamp));
+        match key {
+            Some(k) => {
+                self.keys.data.extend_from_slice(k);
+                self.keys.lens.push(k.len() as i32);
+            }
+            None => self.keys.lens.push(-1),
+        }
+    }
+
+    /// Sends the ops to the host, one call per run of the same domain and kind.
+    fn flush(&mut self) {
+        let mut at = 0usize;
+        let mut i = 0;
+        while i < self.ops.len() {
+            let (domain, register, _) = self.ops[i];
+            self.call_keys.data.clear();
+            self.call_keys.lens.clear();
+            self.call_times.clear();
+            while let Some(&(d, r, timestamp)) = self.ops.get(i) {
+                if d != domain || r != register {
+                    break;
+                }
+                let len = self.keys.lens[i];
+                if len >= 0 {
+                    let end = at + len as usize;
+                    self.call_keys
+                        .data
+                        .extend_from_slice(&self.keys.data[at..end]);
+                    at = end;
+                }
+                self.call_keys.lens.push(len);
+                self.call_times.push(timestamp);
+                i += 1;
+            }
+            if register {
+                timers::register_many(domain.to_wit(), &self.call_keys, &self.call_times);
+            } else {
+                timers::delete_many(domain.to_wit(), &self.call_keys, &self.call_times);
+            }
+        }
+        self.ops.clear();
+        self.keys.data.clear();
+        self.keys.lens.clear();
+    }
 }
 
 /// The operator's handle on its subtask, passed to every [`crate::Operator`] call.
@@ -90,7 +159,7 @@ pub struct Context {
     config: Config,
     declared: Vec<StateSpec>,
     caches: Vec<Rc<dyn Flush>>,
-    timer_ops: Vec<TimerOp>,
+    timer_ops: TimerOps,
     watermark: Option<i64>,
 }
 
@@ -101,7 +170,7 @@ impl Context {
             config,
             declared,
             caches: Vec::new(),
-            timer_ops: Vec::new(),
+            timer_ops: TimerOps::default(),
             watermark: None,
         }
     }
@@ -172,23 +241,13 @@ impl Context {
     /// parallelism move them with the key. The host refuses a timer with no
     /// key: the call traps and the subtask fails.
     pub fn register_timer(&mut self, domain: TimeDomain, key: Option<&[u8]>, timestamp: i64) {
-        self.timer_ops.push(TimerOp {
-            domain,
-            register: true,
-            key: key.map(<[u8]>::to_vec),
-            timestamp,
-        });
+        self.timer_ops.push(domain, true, key, timestamp);
     }
 
     /// Deletes the timer for `key` at `timestamp` in `domain`, if there is
     /// one. As for [`Context::register_timer`], `key` must be `Some`.
     pub fn delete_timer(&mut self, domain: TimeDomain, key: Option<&[u8]>, timestamp: i64) {
-        self.timer_ops.push(TimerOp {
-            domain,
-            register: false,
-            key: key.map(<[u8]>::to_vec),
-            timestamp,
-        });
+        self.timer_ops.push(domain, false, key, timestamp);
     }
 
     /// The current event-time watermark (ms); `i64::MIN` before the first one.
@@ -219,33 +278,6 @@ impl Context {
     }
 
     fn flush_timers(&mut self) {
-        let mut ops = std::mem::take(&mut self.timer_ops).into_iter().peekable();
-        while let Some(first) = ops.next() {
-            let (domain, register) = (first.domain, first.register);
-            let mut keys = types::Blobs {
-                data: Vec::new(),
-                lens: Vec::new(),
-            };
-            let mut times = Vec::new();
-            let mut push = |op: TimerOp| {
-                match op.key {
-                    Some(k) => {
-                        keys.lens.push(k.len() as i32);
-                        keys.data.extend_from_slice(&k);
-                    }
-                    None => keys.lens.push(-1),
-                }
-                times.push(op.timestamp);
-            };
-            push(first);
-            while let Some(op) = ops.next_if(|op| op.domain == domain && op.register == register) {
-                push(op);
-            }
-            if register {
-                timers::register_many(domain.to_wit(), &keys, &times);
-            } else {
-                timers::delete_many(domain.to_wit(), &keys, &times);
-            }
-        }
+        self.timer_ops.flush();
     }
 }

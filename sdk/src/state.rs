@@ -8,7 +8,6 @@ use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::rc::Rc;
 
-use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -143,6 +142,33 @@ pub(crate) struct KeyIndex {
     last: Option<u32>,
 }
 
+/// Whether `a` and `b` hold the same bytes, compared 8 (or 4) at a time:
+/// WebAssembly's `memcmp` goes byte by byte, and keys are short.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4 bytes"));
+    if n >= 8 {
+        let mut at = 0;
+        while at + 8 < n {
+            if word(a, at) != word(b, at) {
+                return false;
+            }
+            at += 8;
+        }
+        // The last 8 bytes (overlapping what was compared).
+        word(a, n - 8) == word(b, n - 8)
+    } else if n >= 4 {
+        half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4)
+    } else {
+        a == b
+    }
+}
+
 fn hash_key(key: &[u8]) -> u64 {
     use std::hash::Hasher;
     let mut h = rustc_hash::FxHasher::default();
@@ -160,7 +186,7 @@ impl KeyIndex {
     /// The number of `key`, if it is there.
     pub(crate) fn find(&mut self, key: &[u8]) -> Option<u32> {
         if let Some(i) = self.last {
-            if self.key(i) == key {
+            if same_bytes(self.key(i), key) {
                 return Some(i);
             }
         }
@@ -169,7 +195,7 @@ impl KeyIndex {
             .table
             .find(hash_key(key), |&i| {
                 let (start, len) = spans[i as usize];
-                &arena[start as usize..(start + len) as usize] == key
+                same_bytes(&arena[start as usize..(start + len) as usize], key)
             })
             .copied();
         if found.is_some() {
@@ -398,85 +424,257 @@ impl<T: Serialize + DeserializeOwned> Flush for RefCell<ValueCache<T>> {
     }
 }
 
+/// The (key, user key) pairs one batch touches, in one flat arena (each
+/// key's bytes followed by its encoded user key's), indexed by a hash table
+/// of positions: finding or adding a pair allocates nothing once the buffers
+/// have grown, and the pair just used is found without hashing.
+#[derive(Default)]
+struct PairIndex {
+    arena: Vec<u8>,
+    /// Per pair: where it starts in `arena`, the key's length, the user key's length.
+    spans: Vec<(u32, u32, u32)>,
+    table: hashbrown::HashTable<u32>,
+    last: Option<u32>,
+}
+
+fn hash_pair(key: &[u8], map_key: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write_usize(key.len());
+    h.write(key);
+    h.write(map_key);
+    h.finish()
+}
+
+impl PairIndex {
+    /// Pair number `i`: (key, encoded user key).
+    fn pair(&self, i: u32) -> (&[u8], &[u8]) {
+        pair_at(&self.arena, &self.spans, i)
+    }
+
+    /// The number of (`key`, `map_key`), if it is there.
+    fn find(&mut self, key: &[u8], map_key: &[u8]) -> Option<u32> {
+        if let Some(i) = self.last {
+            if same_pair(self.pair(i), (key, map_key)) {
+                return Some(i);
+            }
+        }
+        let (arena, spans) = (&self.arena, &self.spans);
+        let found = self
+            .table
+            .find(hash_pair(key, map_key), |&i| {
+                same_pair(pair_at(arena, spans, i), (key, map_key))
+            })
+            .copied();
+        if found.is_some() {
+            self.last = found;
+        }
+        found
+    }
+
+    /// The number of (`key`, `map_key`), added if new (then `true`).
+    fn insert(&mut self, key: &[u8], map_key: &[u8]) -> (u32, bool) {
+        if let Some(i) = self.find(key, map_key) {
+            return (i, false);
+        }
+        let i = self.spans.len() as u32;
+        self.spans.push((
+            self.arena.len() as u32,
+            key.len() as u32,
+            map_key.len() as u32,
+        ));
+        self.arena.extend_from_slice(key);
+        self.arena.extend_from_slice(map_key);
+        let (arena, spans) = (&self.arena, &self.spans);
+        self.table.insert_unique(hash_pair(key, map_key), i, |&j| {
+            let (k, mk) = pair_at(arena, spans, j);
+            hash_pair(k, mk)
+        });
+        self.last = Some(i);
+        (i, true)
+    }
+
+    /// Number of pairs.
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Forgets every pair, keeping the memory.
+    fn clear(&mut self) {
+        self.arena.clear();
+        self.spans.clear();
+        self.table.clear();
+        self.last = None;
+    }
+}
+
+fn same_pair(a: (&[u8], &[u8]), b: (&[u8], &[u8])) -> bool {
+    same_bytes(a.0, b.0) && same_bytes(a.1, b.1)
+}
+
+fn pair_at<'a>(arena: &'a [u8], spans: &[(u32, u32, u32)], i: u32) -> (&'a [u8], &'a [u8]) {
+    let (start, key_len, mk_len) = spans[i as usize];
+    let (start, mid) = (start as usize, (start + key_len) as usize);
+    (&arena[start..mid], &arena[mid..mid + mk_len as usize])
+}
+
+/// Appends the JSON encoding of `value` to `buf` (left as it was on an error).
+fn encode_into<T: Serialize>(state: &str, value: &T, buf: &mut Vec<u8>) -> Result<(), Error> {
+    let start = buf.len();
+    serde_json::to_writer(&mut *buf, value).map_err(|e| {
+        buf.truncate(start);
+        Error::fatal(format!("cannot encode a value of state `{state}`: {e}"))
+    })
+}
+
 struct MapCache<V> {
     name: String,
     handle: host::MapState,
-    /// key -> encoded user key -> slot
-    entries: FxHashMap<Vec<u8>, FxHashMap<Vec<u8>, Slot<V>>>,
+    /// The pairs of this batch; `slots[i]` is pair `i`'s value.
+    pairs: PairIndex,
+    slots: Vec<Slot<V>>,
+    /// Reused buffers: an encoded user key, the pairs of a prefetch, a fetch.
+    map_key: Vec<u8>,
+    pending_keys: types::Blobs,
+    pending_map_keys: types::Blobs,
+    request_keys: types::Blobs,
+    request_map_keys: types::Blobs,
+    request_values: types::Blobs,
+    fetched: Vec<u32>,
 }
 
 impl<V: Serialize + DeserializeOwned> MapCache<V> {
-    fn fetch(&mut self, pairs: &[(&[u8], Vec<u8>)]) -> Result<(), Error> {
-        let mut keys = empty_blobs();
-        let mut map_keys = empty_blobs();
-        for (key, mk) in pairs {
-            let inner = self.entries.entry(key.to_vec()).or_default();
-            if !inner.contains_key(mk) {
-                inner.insert(
-                    mk.clone(),
-                    Slot {
-                        value: None,
-                        dirty: false,
-                    },
-                );
-                push_blob(&mut keys, Some(key));
-                push_blob(&mut map_keys, Some(mk));
+    /// Encodes `map_key` into the reused buffer `self.map_key`.
+    fn encode_map_key<K: Serialize>(&mut self, map_key: &K) -> Result<(), Error> {
+        self.map_key.clear();
+        encode_into(&self.name, map_key, &mut self.map_key)
+    }
+
+    /// Fetches the pending pairs that the cache does not hold yet.
+    fn fetch_pending(&mut self) -> Result<(), Error> {
+        self.request_keys.data.clear();
+        self.request_keys.lens.clear();
+        self.request_map_keys.data.clear();
+        self.request_map_keys.lens.clear();
+        self.fetched.clear();
+        let (mut at, mut mk_at) = (0usize, 0usize);
+        for (&len, &mk_len) in self
+            .pending_keys
+            .lens
+            .iter()
+            .zip(&self.pending_map_keys.lens)
+        {
+            let key = &self.pending_keys.data[at..at + len as usize];
+            let mk = &self.pending_map_keys.data[mk_at..mk_at + mk_len as usize];
+            at += len as usize;
+            mk_at += mk_len as usize;
+            let (i, new) = self.pairs.insert(key, mk);
+            if new {
+                self.slots.push(Slot {
+                    value: None,
+                    dirty: false,
+                });
+                push_blob(&mut self.request_keys, Some(key));
+                push_blob(&mut self.request_map_keys, Some(mk));
+                self.fetched.push(i);
             }
         }
-        if keys.lens.is_empty() {
+        if self.fetched.is_empty() {
             return Ok(());
         }
-        let values = self.handle.get_many(&keys, &map_keys);
-        let parts = split_blobs(&values)?;
-        let ks = split_blobs(&keys)?;
-        let mks = split_blobs(&map_keys)?;
-        for ((key, mk), value) in ks.into_iter().zip(mks).zip(parts) {
-            if let (Some(key), Some(mk), Some(bytes)) = (key, mk, value) {
-                let decoded = decode(&self.name, bytes)?;
-                if let Some(slot) = self.entries.get_mut(key).and_then(|m| m.get_mut(mk)) {
-                    slot.value = Some(decoded);
-                }
+        let values = self
+            .handle
+            .get_many(&self.request_keys, &self.request_map_keys);
+        let mut at = 0usize;
+        for (&i, &len) in self.fetched.iter().zip(&values.lens) {
+            if len < 0 {
+                continue;
             }
+            let end = at + len as usize;
+            let bytes = values
+                .data
+                .get(at..end)
+                .ok_or_else(|| Error::fatal("malformed blobs from the host"))?;
+            at = end;
+            self.slots[i as usize].value = Some(decode(&self.name, bytes)?);
         }
         Ok(())
     }
 
-    fn write(&mut self, key: &[u8], mk: Vec<u8>, value: Option<V>) {
-        self.entries
-            .entry(key.to_vec())
-            .or_default()
-            .insert(mk, Slot { value, dirty: true });
+    /// The number of (`key`, the encoded user key in `self.map_key`),
+    /// fetched from the host if the cache does not hold it.
+    fn find_or_fetch(&mut self, key: &[u8]) -> Result<u32, Error> {
+        if let Some(i) = self.pairs.find(key, &self.map_key) {
+            return Ok(i);
+        }
+        clear_blobs(&mut self.pending_keys);
+        clear_blobs(&mut self.pending_map_keys);
+        push_blob(&mut self.pending_keys, Some(key));
+        push_blob(&mut self.pending_map_keys, Some(&self.map_key));
+        self.fetch_pending()?;
+        Ok(self
+            .pairs
+            .find(key, &self.map_key)
+            .expect("a fetched pair is cached"))
     }
+
+    /// Writes `value` at (`key`, the encoded user key in `self.map_key`).
+    fn write(&mut self, key: &[u8], value: Option<V>) {
+        let (i, new) = self.pairs.insert(key, &self.map_key);
+        if new {
+            self.slots.push(Slot { value, dirty: true });
+        } else {
+            let slot = &mut self.slots[i as usize];
+            slot.value = value;
+            slot.dirty = true;
+        }
+    }
+}
+
+fn clear_blobs(blobs: &mut types::Blobs) {
+    blobs.data.clear();
+    blobs.lens.clear();
 }
 
 impl<V: Serialize + DeserializeOwned> Flush for RefCell<MapCache<V>> {
     fn flush(&self) -> Result<(), Error> {
-        let mut cache = self.borrow_mut();
-        let mut keys = empty_blobs();
-        let mut map_keys = empty_blobs();
-        let mut values = empty_blobs();
+        let mut guard = self.borrow_mut();
+        let cache = &mut *guard;
+        let (keys, map_keys, values) = (
+            &mut cache.request_keys,
+            &mut cache.request_map_keys,
+            &mut cache.request_values,
+        );
+        clear_blobs(keys);
+        clear_blobs(map_keys);
+        clear_blobs(values);
         let mut result = Ok(());
-        for (key, inner) in &cache.entries {
-            for (mk, slot) in inner.iter().filter(|(_, s)| s.dirty) {
-                let encoded = match &slot.value {
-                    Some(v) => match encode(&cache.name, v) {
-                        Ok(bytes) => Some(bytes),
-                        Err(e) => {
-                            result = Err(e);
-                            continue;
-                        }
-                    },
-                    None => None,
-                };
-                push_blob(&mut keys, Some(key));
-                push_blob(&mut map_keys, Some(mk));
-                push_blob(&mut values, encoded.as_deref());
+        for (i, slot) in cache.slots.iter().enumerate() {
+            if !slot.dirty {
+                continue;
             }
+            match &slot.value {
+                Some(v) => {
+                    // Encode straight into the flat buffer: no allocation per value.
+                    let start = values.data.len();
+                    if let Err(e) = encode_into(&cache.name, v, &mut values.data) {
+                        result = Err(e);
+                        continue;
+                    }
+                    values.lens.push((values.data.len() - start) as i32);
+                }
+                None => values.lens.push(-1),
+            }
+            let (key, mk) = cache.pairs.pair(i as u32);
+            push_blob(keys, Some(key));
+            push_blob(map_keys, Some(mk));
         }
         if !keys.lens.is_empty() {
-            cache.handle.put_many(&keys, &map_keys, &values);
+            cache.handle.put_many(keys, map_keys, values);
         }
-        cache.entries.clear();
+        debug_assert_eq!(cache.pairs.len(), cache.slots.len());
+        cache.pairs.clear();
+        cache.slots.clear();
         result
     }
 }
@@ -502,7 +700,15 @@ where
             inner: Rc::new(RefCell::new(MapCache {
                 name: name.to_string(),
                 handle,
-                entries: FxHashMap::default(),
+                pairs: PairIndex::default(),
+                slots: Vec::new(),
+                map_key: Vec::new(),
+                pending_keys: empty_blobs(),
+                pending_map_keys: empty_blobs(),
+                request_keys: empty_blobs(),
+                request_map_keys: empty_blobs(),
+                request_values: empty_blobs(),
+                fetched: Vec::new(),
             })),
             _key: PhantomData,
         })
@@ -510,10 +716,6 @@ where
 
     pub(crate) fn flusher(&self) -> Rc<dyn Flush> {
         self.inner.clone()
-    }
-
-    fn encode_key(&self, map_key: &K) -> Result<Vec<u8>, Error> {
-        encode(&self.inner.borrow().name, map_key)
     }
 
     /// Fetches the values of many (key, user key) pairs in one call, so that
@@ -525,27 +727,28 @@ where
     where
         K: 'a,
     {
-        let encoded = pairs
-            .into_iter()
-            .map(|(key, mk)| Ok((key, self.encode_key(mk)?)))
-            .collect::<Result<Vec<_>, Error>>()?;
-        self.inner.borrow_mut().fetch(&encoded)
+        let mut guard = self.inner.borrow_mut();
+        let cache = &mut *guard;
+        clear_blobs(&mut cache.pending_keys);
+        clear_blobs(&mut cache.pending_map_keys);
+        // Every user key is encoded before any is cached: an error leaves
+        // the cache as it was.
+        for (key, mk) in pairs {
+            let start = cache.pending_map_keys.data.len();
+            encode_into(&cache.name, mk, &mut cache.pending_map_keys.data)?;
+            let len = cache.pending_map_keys.data.len() - start;
+            cache.pending_map_keys.lens.push(len as i32);
+            push_blob(&mut cache.pending_keys, Some(key));
+        }
+        cache.fetch_pending()
     }
 
     /// The value at `map_key` in the map of `key`, if any.
     pub fn get(&self, key: &[u8], map_key: &K) -> Result<Option<V>, Error> {
-        let mk = self.encode_key(map_key)?;
         let mut cache = self.inner.borrow_mut();
-        let cached = cache.entries.get(key).and_then(|m| m.get(&mk));
-        if let Some(slot) = cached {
-            return Ok(slot.value.clone());
-        }
-        cache.fetch(&[(key, mk.clone())])?;
-        Ok(cache
-            .entries
-            .get(key)
-            .and_then(|m| m.get(&mk))
-            .and_then(|s| s.value.clone()))
+        cache.encode_map_key(map_key)?;
+        let i = cache.find_or_fetch(key)?;
+        Ok(cache.slots[i as usize].value.clone())
     }
 
     /// Whether the map of `key` has `map_key`.
@@ -555,15 +758,17 @@ where
 
     /// Sets `map_key` in the map of `key` to `value`.
     pub fn put(&self, key: &[u8], map_key: &K, value: V) -> Result<(), Error> {
-        let mk = self.encode_key(map_key)?;
-        self.inner.borrow_mut().write(key, mk, Some(value));
+        let mut cache = self.inner.borrow_mut();
+        cache.encode_map_key(map_key)?;
+        cache.write(key, Some(value));
         Ok(())
     }
 
     /// Removes `map_key` from the map of `key`.
     pub fn remove(&self, key: &[u8], map_key: &K) -> Result<(), Error> {
-        let mk = self.encode_key(map_key)?;
-        self.inner.borrow_mut().write(key, mk, None);
+        let mut cache = self.inner.borrow_mut();
+        cache.encode_map_key(map_key)?;
+        cache.write(key, None);
         Ok(())
     }
 
@@ -670,5 +875,25 @@ impl<T: Serialize + DeserializeOwned + 'static> ListState<T> {
     /// Removes the list of `key`.
     pub fn clear(&self, key: &[u8]) -> Result<(), Error> {
         self.update(key, &[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_bytes;
+
+    #[test]
+    fn same_bytes_agrees_with_eq() {
+        let base: Vec<u8> = (0..40u8).collect();
+        for n in 0..40 {
+            let a = &base[..n];
+            assert!(same_bytes(a, a), "{n}");
+            assert!(!same_bytes(a, &base[..n + 1]), "{n}");
+            for at in 0..n {
+                let mut b = a.to_vec();
+                b[at] ^= 0x80;
+                assert!(!same_bytes(a, &b), "{n} {at}");
+            }
+        }
     }
 }

@@ -38,6 +38,7 @@ fn every_benchmark_case_runs_and_reports() {
         "keyed-count-1m",
         "windowed-sum",
         "latency",
+        "latency-1m",
     ] {
         let r = case(name);
         assert!(r["events_per_s"].as_f64().unwrap() > 0.0, "{r}");
@@ -47,6 +48,20 @@ fn every_benchmark_case_runs_and_reports() {
     let latency = case("latency");
     assert!(
         latency["latency_p99_ms"].as_f64().unwrap() >= latency["latency_p50_ms"].as_f64().unwrap()
+    );
+    // Through checkpoints (some full) and a savepoint triggered over REST.
+    let l1m = case("latency-1m");
+    assert!(l1m["latency_max_ms"].as_f64().unwrap() >= l1m["latency_p99_ms"].as_f64().unwrap());
+    assert!(l1m["full_checkpoints"][0].as_u64().unwrap() >= 1, "{l1m}");
+    let cpm = &case("checkpoint-map")["figures"];
+    assert_eq!(cpm["keys"], 10_000);
+    assert!(
+        cpm["delta_state_bytes"].as_u64().unwrap() < cpm["full_state_bytes"].as_u64().unwrap() / 10,
+        "{cpm}"
+    );
+    assert_eq!(
+        cpm["full_bytes"].as_u64().unwrap(),
+        cpm["full_state_bytes"].as_u64().unwrap() + cpm["full_timer_bytes"].as_u64().unwrap()
     );
     let cp = &case("checkpoint")["figures"];
     assert_eq!(cp["keys"], 10_000);

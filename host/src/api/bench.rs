@@ -1,5 +1,6 @@
-//! What `weir bench` measures inside one process: checkpoint and savepoint
-//! cost over the real state backend, checkpoint store and savepoint format,
+//! What `weir bench` measures inside one process: checkpoint cost (value
+//! state; map state with windows and timers) and savepoint cost over the
+//! real state backend, timer service, checkpoint store and savepoint format,
 //! and how long a component takes to start, cold and from the cache; and
 //! the peak memory of a process. The job cases (events/s, latency) run the
 //! real `weir run` in child processes: see the `weir bench` command.
@@ -8,10 +9,11 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::model::{SourcePosition, SourceState};
-use crate::model::{StateKind, StateSpec, TaskInfo};
+use crate::model::{StateKind, StateSpec, TaskInfo, TimeDomain};
 use crate::state::checkpoint::{CheckpointMeta, CheckpointStore};
 use crate::state::keyed::StateBackend;
 use crate::state::savepoint::{self, Record, Savepoint, SavepointKind, SavepointWriter};
+use crate::state::timers::TimerService;
 use crate::wasm::component::Components;
 use crate::wasm::operator::WasmOperator;
 
@@ -130,6 +132,133 @@ pub fn checkpoint(keys: u64, changed: f64, dir: &Path) -> Result<CheckpointFigur
         full_copy_ms,
         full_write_ms,
         delta_bytes,
+        delta_copy_ms,
+        delta_write_ms,
+    })
+}
+
+/// A full checkpoint of map state with windows and timers, then a delta
+/// after `changed` of the keys changed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckpointMapFigures {
+    /// Keys in the state (one window and one timer each).
+    pub keys: u64,
+    /// Keys changed before the delta.
+    pub changed: u64,
+    /// Bytes the full checkpoint wrote: state and timers.
+    pub full_bytes: u64,
+    /// Of them, the map state's.
+    pub full_state_bytes: u64,
+    /// Of them, the timers'.
+    pub full_timer_bytes: u64,
+    /// Copying state and timers at the barrier (processing paused), ms.
+    pub full_copy_ms: f64,
+    /// Writing and flushing them to sled, ms.
+    pub full_write_ms: f64,
+    /// Bytes the delta wrote: state and timers.
+    pub delta_bytes: u64,
+    /// Of them, the map state's.
+    pub delta_state_bytes: u64,
+    /// Of them, the timers'.
+    pub delta_timer_bytes: u64,
+    /// Copying what changed at the barrier, ms.
+    pub delta_copy_ms: f64,
+    /// Writing and flushing the delta, ms.
+    pub delta_write_ms: f64,
+}
+
+/// The window end `end` as `windowed-sum` stores it (a JSON number).
+fn window_key(end: i64) -> Vec<u8> {
+    end.to_string().into_bytes()
+}
+
+/// Checkpoint cost of windows, as `windowed-sum` keeps them: `keys` keys
+/// with map state window end → sum and an event-time timer at the window's
+/// end, in `dir`; then a fraction `changed` of the keys changed (half a
+/// window's sum updated; half a window fired and removed, with its timer,
+/// and the next one opened, with a new timer).
+pub fn checkpoint_map(keys: u64, changed: f64, dir: &Path) -> Result<CheckpointMapFigures, String> {
+    const OP: &str = "windows";
+    let (first, next) = (1_000i64, 2_000i64);
+    let store = CheckpointStore::open(dir).map_err(|e| e.to_string())?;
+    let mut state = StateBackend::new(0, 128, 0..128);
+    state
+        .declare(&[StateSpec {
+            name: "sums".into(),
+            kind: StateKind::Map,
+            version: 1,
+        }])
+        .expect("one state");
+    state.track_changes();
+    let mut timers = TimerService::default();
+    for i in 0..keys {
+        let key = format!("key-{i}").into_bytes();
+        let sum = (i % 100_000).to_string();
+        state
+            .map_put(0, &key, &window_key(first), Some(sum.as_bytes()))
+            .expect("owned key group");
+        timers.register(TimeDomain::EventTime, Some(key), first - 1);
+    }
+    let write = |id: u64,
+                 chain: Vec<u64>,
+                 changes: &[crate::state::keyed::StateChange],
+                 timers: &[(u32, Vec<crate::state::checkpoint::TimerRecord>)]|
+     -> Result<(u64, u64), String> {
+        let state_bytes = store
+            .write_changes(id, OP, changes)
+            .map_err(|e| e.to_string())?;
+        let timer_bytes = store
+            .write_timers(id, OP, timers)
+            .map_err(|e| e.to_string())?;
+        store
+            .complete(&meta(id, chain, state_bytes + timer_bytes))
+            .map_err(|e| e.to_string())?;
+        Ok((state_bytes, timer_bytes))
+    };
+    let t = Instant::now();
+    let all = state.take_all();
+    let all_timers = timers.snapshot(128);
+    let full_copy_ms = ms(t);
+    let t = Instant::now();
+    let (full_state_bytes, full_timer_bytes) = write(1, vec![1], &all, &all_timers)?;
+    let full_write_ms = ms(t);
+    let n = (keys as f64 * changed) as u64;
+    for j in 0..n {
+        let k = (j * 7919) % keys.max(1); // spread over the key space
+        let key = format!("key-{k}").into_bytes();
+        if j % 2 == 0 {
+            state
+                .map_put(0, &key, &window_key(first), Some(b"99999"))
+                .expect("owned key group");
+        } else {
+            state
+                .map_put(0, &key, &window_key(first), None)
+                .expect("owned key group");
+            timers.delete(TimeDomain::EventTime, Some(key.clone()), first - 1);
+            state
+                .map_put(0, &key, &window_key(next), Some(b"7"))
+                .expect("owned key group");
+            timers.register(TimeDomain::EventTime, Some(key), next - 1);
+        }
+    }
+    let t = Instant::now();
+    let delta = state.take_changes();
+    let delta_timers = timers.snapshot(128);
+    let delta_copy_ms = ms(t);
+    let t = Instant::now();
+    let (delta_state_bytes, delta_timer_bytes) = write(2, vec![1, 2], &delta, &delta_timers)?;
+    let delta_write_ms = ms(t);
+    Ok(CheckpointMapFigures {
+        keys,
+        changed: n,
+        full_bytes: full_state_bytes + full_timer_bytes,
+        full_state_bytes,
+        full_timer_bytes,
+        full_copy_ms,
+        full_write_ms,
+        delta_bytes: delta_state_bytes + delta_timer_bytes,
+        delta_state_bytes,
+        delta_timer_bytes,
         delta_copy_ms,
         delta_write_ms,
     })

@@ -2,12 +2,16 @@
 //!
 //! The job cases run real jobs, generator → operator → blackhole, each run
 //! in a child `weir run` of its own (so that peak memory is the run's own),
-//! and report events/s (the median of the runs), peak RSS, and for
-//! `latency` the end-to-end p50/p99 at a fixed input rate. `map` and
-//! `keyed-count` also run the same logic compiled into the host (the native
-//! ceiling), so the cost of the WebAssembly boundary is a measured ratio.
-//! The other cases run inside this process over the real code: checkpoint
-//! cost, savepoint write and restore, component start. `--quick` runs
+//! and report events/s (the median of the runs), peak RSS (and for
+//! `keyed-count-1m` the bytes per key over the 10,000 keys of
+//! `keyed-count`), and for `latency` and `latency-1m` the end-to-end
+//! p50/p99/max at a fixed input rate, measured to the µs (`latency-1m`
+//! over 1,000,000 keys, through full checkpoints and a savepoint triggered
+//! over REST halfway). `map` and `keyed-count` also run the same logic
+//! compiled into the host (the native ceiling), so the cost of the
+//! WebAssembly boundary is a measured ratio. The other cases run inside this
+//! process over the real code: checkpoint cost (value state; map state with
+//! windows and timers), savepoint write and restore, component start. `--quick` runs
 //! everything small and once: a smoke run, not a measurement.
 //!
 //! Operators come from `plugins/rust` (built with `weir build` when their
@@ -21,13 +25,15 @@ use clap::Args;
 use serde_json::{json, Value};
 
 /// Every case, in the order they run.
-const CASES: [&str; 10] = [
+const CASES: [&str; 12] = [
     "map",
     "keyed-count",
     "keyed-count-1m",
     "windowed-sum",
     "latency",
+    "latency-1m",
     "checkpoint",
+    "checkpoint-map",
     "savepoint",
     "start",
     "languages",
@@ -49,7 +55,9 @@ const LANGUAGES: [(&str, &str, u64); 5] = [
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Cases to run (default: all but `kafka`): map, keyed-count,
-    /// keyed-count-1m, windowed-sum, latency, checkpoint, savepoint, start,
+    /// keyed-count-1m, windowed-sum, latency, latency-1m (1,000,000 keys at
+    /// a fixed rate, through full checkpoints and a savepoint), checkpoint,
+    /// checkpoint-map (map state and timers), savepoint, start,
     /// languages (`keyed-count` in Rust, C, Go, Python and JavaScript:
     /// `.wasm` size, start, memory per subtask, events/s), kafka (Kafka →
     /// keyed-count → Kafka, exactly-once and at-least-once: events/s, and
@@ -98,6 +106,8 @@ struct JobCase {
     now: bool,
     /// Subtasks of the operator.
     parallelism: u32,
+    /// Trigger a savepoint (over REST) in the middle of the run.
+    savepoint: bool,
 }
 
 impl BenchArgs {
@@ -149,6 +159,8 @@ impl BenchArgs {
                 machine()
             );
         }
+        // Peak RSS of `keyed-count` (10,000 keys), the base of memory per key.
+        let mut count_rss: Option<f64> = None;
         for (case, native) in job_cases(&scale) {
             if !wanted(case.row) {
                 continue;
@@ -165,6 +177,27 @@ impl BenchArgs {
                 runs.push(run_once(&case, &wasm, work.path())?);
             }
             let mut row = summarize(&case, &runs);
+            if case.row == "keyed-count" {
+                count_rss = row["peak_rss_mib"].as_f64();
+            }
+            // Memory per key: against the same job over 10,000 keys (the
+            // `keyed-count` case, run now if it was not).
+            let count = job_cases(&scale)[1].0;
+            let extra_keys = case.keys.saturating_sub(count.keys);
+            if case.row == "keyed-count-1m" && extra_keys > 0 {
+                let base = match count_rss {
+                    Some(rss) => rss,
+                    None => {
+                        let mut rss = (0..scale.runs)
+                            .map(|_| run_once(&count, &wasm, work.path()).map(|r| r.rss_mib))
+                            .collect::<anyhow::Result<Vec<_>>>()?;
+                        median(&mut rss)
+                    }
+                };
+                let rss = row["peak_rss_mib"].as_f64().unwrap_or(0.0);
+                row["bytes_per_key"] = json!((rss - base) * (1 << 20) as f64 / extra_keys as f64);
+                row["base_rss_mib"] = json!(base);
+            }
             if let Some(n) = &native {
                 let mut ratios: Vec<f64> = runs
                     .iter()
@@ -184,6 +217,15 @@ impl BenchArgs {
             )
             .map_err(anyhow::Error::msg)?;
             report(json!({ "case": "checkpoint", "figures": f }));
+        }
+        if wanted("checkpoint-map") {
+            let f = weir_host::api::bench::checkpoint_map(
+                scale.state_keys,
+                0.01,
+                &work.path().join("checkpoint-map"),
+            )
+            .map_err(anyhow::Error::msg)?;
+            report(json!({ "case": "checkpoint-map", "figures": f }));
         }
         if wanted("savepoint") {
             let f =
@@ -302,6 +344,7 @@ fn job_cases(s: &Scale) -> Vec<(JobCase, Option<JobCase>)> {
         latency: false,
         now: false,
         parallelism: 1,
+        savepoint: false,
     };
     let map = JobCase {
         row: "map",
@@ -368,6 +411,31 @@ fn job_cases(s: &Scale) -> Vec<(JobCase, Option<JobCase>)> {
             },
             None,
         ),
+        (
+            // ~10 s at a fixed rate over 1,000,000 keys: several checkpoints
+            // (full ones whenever the deltas outgrow the last full one, as
+            // they soon do with 40 % of the keys changed each second) and a
+            // savepoint in the middle.
+            JobCase {
+                row: "latency-1m",
+                keys: s.keys_1m,
+                events: if s.events < 1_000_000 {
+                    40_000
+                } else {
+                    5_000_000
+                },
+                rate: Some(if s.events < 1_000_000 {
+                    10_000
+                } else {
+                    500_000
+                }),
+                latency: true,
+                now: true,
+                savepoint: true,
+                ..count
+            },
+            None,
+        ),
     ]
 }
 
@@ -423,7 +491,10 @@ type = "blackhole"
 struct RunFigures {
     rate: f64,
     rss_mib: f64,
-    latency: Option<(f64, f64)>,
+    /// p50, p99, max (ms).
+    latency: Option<(f64, f64, f64)>,
+    /// Checkpoints completed, and how many of them full (with a savepoint).
+    checkpoints: Option<(u64, u64)>,
 }
 
 /// Runs a job case once, in a child `weir run` of its own.
@@ -440,13 +511,17 @@ fn run_once(case: &JobCase, wasm: &Path, work: &Path) -> anyhow::Result<RunFigur
     if let Some(native) = case.native {
         cmd.arg("--native-operator").arg(format!("op={native}"));
     }
-    let out = cmd.output().context("running weir run")?;
-    if !out.status.success() {
-        bail!(
-            "case `{}`: the job failed: {}",
-            case.row,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+    let (status, log) = if case.savepoint {
+        run_with_savepoint(case, cmd, &dir)?
+    } else {
+        let out = cmd.output().context("running weir run")?;
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    if !status.success() {
+        bail!("case `{}`: the job failed: {}", case.row, log.trim());
     }
     let r: Value = serde_json::from_slice(&std::fs::read(dir.join("report.json"))?)?;
     let events = r["events_in"].as_u64().unwrap_or(0);
@@ -464,9 +539,104 @@ fn run_once(case: &JobCase, wasm: &Path, work: &Path) -> anyhow::Result<RunFigur
             (
                 l["p50"].as_f64().unwrap_or(0.0),
                 l["p99"].as_f64().unwrap_or(0.0),
+                l["max"].as_f64().unwrap_or(0.0),
             )
         }),
+        checkpoints: case.savepoint.then(|| {
+            let done = log.lines().filter(|l| l.contains("complete in"));
+            let (mut all, mut full) = (0, 0);
+            for line in done.filter(|l| l.contains("checkpoint")) {
+                all += 1;
+                full += u64::from(line.contains(", full)"));
+            }
+            (all, full)
+        }),
     })
+}
+
+/// Runs `cmd` (a `weir run` of `case`) with a REST address, and triggers a
+/// savepoint into `dir/savepoints` halfway through its input (and after its
+/// first checkpoint); returns its exit status and its log.
+fn run_with_savepoint(
+    case: &JobCase,
+    mut cmd: Command,
+    dir: &Path,
+) -> anyhow::Result<(std::process::ExitStatus, String)> {
+    use std::io::BufRead;
+    use std::time::{Duration, Instant};
+    let mut child = cmd
+        .args(["--rest-addr", "127.0.0.1:0"])
+        // Checkpoints are logged at `info`: counted from the log.
+        .env("WEIR_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running weir run")?;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some((_, addr)) = line
+                .split_once("REST API of job")
+                .and_then(|(_, r)| r.split_once("at http://"))
+            {
+                let _ = tx.send(Some(addr.trim().to_string()));
+            } else if line.contains("checkpoint") && line.contains("complete in") {
+                let _ = tx.send(None);
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    let triggered = (|| -> anyhow::Result<()> {
+        let wait = Duration::from_secs(120);
+        let addr = loop {
+            match rx.recv_timeout(wait) {
+                Ok(Some(addr)) => break addr,
+                Ok(None) => {}
+                Err(_) => bail!("the job printed no REST address"),
+            }
+        };
+        let started = Instant::now();
+        // After the first checkpoint, and at least halfway through the input.
+        while rx
+            .recv_timeout(wait)
+            .context("no checkpoint completed")?
+            .is_some()
+        {}
+        let half =
+            Duration::from_secs_f64(case.events as f64 / case.rate.unwrap_or(1) as f64 / 2.0);
+        if let Some(rest) = half.checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
+        }
+        let target = std::path::absolute(dir.join("savepoints"))?;
+        let _ = std::fs::remove_dir_all(&target);
+        super::client::savepoint_and_wait(
+            &addr,
+            "savepoints",
+            json!({ "target-directory": target.display().to_string() }),
+            wait,
+        )?;
+        Ok(())
+    })();
+    if let Err(e) = triggered {
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = reader.join().unwrap_or_default();
+        bail!(
+            "case `{}`: the savepoint failed: {e:#}; the job's log: {}",
+            case.row,
+            log.trim()
+        );
+    }
+    let status = child.wait()?;
+    let log = reader.join().unwrap_or_default();
+    Ok((status, log))
 }
 
 /// The medians of a case's runs.
@@ -489,9 +659,18 @@ fn summarize(case: &JobCase, runs: &[RunFigures]) -> Value {
     }
     let mut p50: Vec<f64> = runs.iter().filter_map(|r| r.latency.map(|l| l.0)).collect();
     let mut p99: Vec<f64> = runs.iter().filter_map(|r| r.latency.map(|l| l.1)).collect();
+    let mut max: Vec<f64> = runs.iter().filter_map(|r| r.latency.map(|l| l.2)).collect();
     if !p99.is_empty() {
         v["latency_p50_ms"] = json!(median(&mut p50));
         v["latency_p99_ms"] = json!(median(&mut p99));
+        v["latency_max_ms"] = json!(median(&mut max));
+        v["latency_p99_ms_max"] = json!(p99.iter().copied().fold(0.0, f64::max));
+    }
+    let cps: Vec<(u64, u64)> = runs.iter().filter_map(|r| r.checkpoints).collect();
+    if !cps.is_empty() {
+        v["checkpoints"] = json!(cps.iter().map(|c| c.0).collect::<Vec<_>>());
+        v["full_checkpoints"] = json!(cps.iter().map(|c| c.1).collect::<Vec<_>>());
+        v["savepoints"] = json!(1);
     }
     v
 }
@@ -551,8 +730,23 @@ fn describe(v: &Value) -> String {
         }
         if let Some(p99) = v["latency_p99_ms"].as_f64() {
             line.push_str(&format!(
-                ", latency p50 {} ms, p99 {p99} ms at {} events/s",
-                v["latency_p50_ms"], v["input_rate"]
+                ", latency p50 {:.3} ms, p99 {p99:.3} ms, max {:.3} ms at {} events/s",
+                v["latency_p50_ms"].as_f64().unwrap_or(0.0),
+                v["latency_max_ms"].as_f64().unwrap_or(0.0),
+                v["input_rate"]
+            ));
+        }
+        if let Some(full) = v["full_checkpoints"].as_array() {
+            line.push_str(&format!(
+                " (checkpoints per run {}, of them full {}, and a savepoint)",
+                v["checkpoints"],
+                json!(full)
+            ));
+        }
+        if let Some(b) = v["bytes_per_key"].as_f64() {
+            line.push_str(&format!(
+                ", {b:.0} bytes per key (over {:.0} MiB with 10,000 keys)",
+                v["base_rss_mib"].as_f64().unwrap_or(0.0)
             ));
         }
         if let Some(bytes) = v["wasm_bytes"].as_u64() {
@@ -574,6 +768,14 @@ fn describe(v: &Value) -> String {
             f["keys"], f["full_bytes"],
             f["full_copy_ms"].as_f64().unwrap_or(0.0), f["full_write_ms"].as_f64().unwrap_or(0.0),
             f["changed"], f["delta_bytes"],
+            100.0 * f["delta_bytes"].as_f64().unwrap_or(0.0) / f["full_bytes"].as_f64().unwrap_or(1.0),
+            f["delta_copy_ms"].as_f64().unwrap_or(0.0), f["delta_write_ms"].as_f64().unwrap_or(0.0),
+        ),
+        "checkpoint-map" => format!(
+            "{case:<20} {} keys of map state + a timer each: full {} bytes ({} state + {} timers; copy {:.0} ms, write {:.0} ms); {} changed: delta {} bytes ({} state + {} timers) = {:.2} % of full (copy {:.1} ms, write {:.1} ms)",
+            f["keys"], f["full_bytes"], f["full_state_bytes"], f["full_timer_bytes"],
+            f["full_copy_ms"].as_f64().unwrap_or(0.0), f["full_write_ms"].as_f64().unwrap_or(0.0),
+            f["changed"], f["delta_bytes"], f["delta_state_bytes"], f["delta_timer_bytes"],
             100.0 * f["delta_bytes"].as_f64().unwrap_or(0.0) / f["full_bytes"].as_f64().unwrap_or(1.0),
             f["delta_copy_ms"].as_f64().unwrap_or(0.0), f["delta_write_ms"].as_f64().unwrap_or(0.0),
         ),

@@ -1,12 +1,14 @@
 //! The `blackhole` sink: discards events, counting them (for benchmarks).
 //! With `latency = true` it also records each event's end-to-end latency,
-//! wall clock now minus its event time (pair it with a generator's
-//! `timestamps = "now"`), and reports percentiles when the job ends.
+//! wall clock now minus when its batch was made (pair it with a generator's
+//! `timestamps = "now"`: to the µs, from the generator's batch clock; else
+//! minus its event time, to the ms), and reports percentiles when the job
+//! ends.
 
 use std::sync::{Arc, Mutex};
 
+use super::latency::{now_us, BatchClock};
 use crate::model::config::{Fields, JobError, Table};
-use crate::model::now_ms;
 use crate::model::Batch;
 use crate::model::SinkWriter;
 
@@ -31,8 +33,8 @@ impl BlackholeConfig {
     }
 }
 
-/// Latencies in milliseconds: a count per millisecond up to a minute, the
-/// rest in one overflow bucket.
+/// Latencies in microseconds: a count per µs below 100 ms, per ms up to a
+/// minute, the rest in one overflow bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LatencyHistogram {
     counts: Vec<u64>,
@@ -40,7 +42,12 @@ pub struct LatencyHistogram {
     max: i64,
 }
 
-const BUCKETS: usize = 60_000;
+/// Below this (µs), a bucket per µs.
+const FINE_US: i64 = 100_000;
+/// Below this (µs), a bucket per ms.
+const COARSE_US: i64 = 60_000_000;
+/// The overflow bucket.
+const BUCKETS: usize = (FINE_US + (COARSE_US - FINE_US) / 1000) as usize;
 
 impl Default for LatencyHistogram {
     fn default() -> Self {
@@ -53,12 +60,19 @@ impl Default for LatencyHistogram {
 }
 
 impl LatencyHistogram {
-    /// Records `n` events of latency `ms` (negative counts as 0).
-    pub fn record(&mut self, ms: i64, n: u64) {
-        let ms = ms.max(0);
-        self.counts[(ms as usize).min(BUCKETS)] += n;
+    /// Records `n` events of latency `us` µs (negative counts as 0).
+    pub fn record_us(&mut self, us: i64, n: u64) {
+        let us = us.max(0);
+        let bucket = if us < FINE_US {
+            us as usize
+        } else if us < COARSE_US {
+            (FINE_US + (us - FINE_US) / 1000) as usize
+        } else {
+            BUCKETS
+        };
+        self.counts[bucket] += n;
         self.total += n;
-        self.max = self.max.max(ms);
+        self.max = self.max.max(us);
     }
 
     /// Events recorded.
@@ -66,22 +80,41 @@ impl LatencyHistogram {
         self.total
     }
 
-    /// The largest latency recorded, in ms.
-    pub fn max(&self) -> i64 {
+    /// The largest latency recorded, in µs.
+    pub fn max_us(&self) -> i64 {
         self.max
     }
 
-    /// The latency (ms) that a fraction `q` of the events did not exceed.
-    pub fn quantile(&self, q: f64) -> i64 {
+    /// The latency (µs) that a fraction `q` of the events did not exceed
+    /// (to the µs below 100 ms, to the ms above).
+    pub fn quantile_us(&self, q: f64) -> i64 {
         let want = ((self.total as f64) * q).ceil().max(1.0) as u64;
         let mut seen = 0;
-        for (ms, n) in self.counts.iter().enumerate() {
+        for (b, n) in self.counts.iter().enumerate() {
             seen += n;
             if seen >= want {
-                return if ms == BUCKETS { self.max } else { ms as i64 };
+                let b = b as i64;
+                let us = if b < FINE_US {
+                    b
+                } else if (b as usize) < BUCKETS {
+                    FINE_US + (b - FINE_US) * 1000
+                } else {
+                    self.max
+                };
+                return us.min(self.max);
             }
         }
         self.max
+    }
+
+    /// [`LatencyHistogram::quantile_us`] in milliseconds.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        self.quantile_us(q) as f64 / 1000.0
+    }
+
+    /// [`LatencyHistogram::max_us`] in milliseconds.
+    pub fn max_ms(&self) -> f64 {
+        self.max as f64 / 1000.0
     }
 }
 
@@ -93,14 +126,19 @@ pub type LatencySlot = Arc<Mutex<Option<LatencyHistogram>>>;
 pub struct BlackholeSink {
     events: u64,
     latency: Option<(LatencyHistogram, LatencySlot)>,
+    /// When the generator's batches were made, to the µs, if it notes them.
+    clock: Option<Arc<BatchClock>>,
 }
 
 impl BlackholeSink {
-    /// A sink that records latencies into `latency` when given.
-    pub fn new(latency: Option<LatencySlot>) -> Self {
+    /// A sink that records latencies into `latency` when given, measured
+    /// from the instants noted in `clock` (else from the event times, to
+    /// the ms).
+    pub fn new(latency: Option<LatencySlot>, clock: Option<Arc<BatchClock>>) -> Self {
         BlackholeSink {
             events: 0,
             latency: latency.map(|c| (LatencyHistogram::default(), c)),
+            clock,
         }
     }
 }
@@ -109,21 +147,23 @@ impl SinkWriter for BlackholeSink {
     fn write(&mut self, batch: &Batch) -> std::io::Result<()> {
         self.events += batch.len() as u64;
         if let Some((h, _)) = &mut self.latency {
-            let now = now_ms();
+            let now = now_us();
+            let clock = self.clock.as_deref();
+            let made = |ms: i64| clock.map_or(ms.saturating_mul(1000), |c| c.made_us(ms));
             let mut run: Option<(i64, u64)> = None;
             for &t in &batch.timestamps {
                 match &mut run {
                     Some((ts, n)) if *ts == t => *n += 1,
                     _ => {
                         if let Some((ts, n)) = run {
-                            h.record(now - ts, n);
+                            h.record_us(now - made(ts), n);
                         }
                         run = Some((t, 1));
                     }
                 }
             }
             if let Some((ts, n)) = run {
-                h.record(now - ts, n);
+                h.record_us(now - made(ts), n);
             }
         }
         Ok(())
@@ -141,11 +181,11 @@ impl SinkWriter for BlackholeSink {
         );
         if let Some((h, control)) = &self.latency {
             tracing::info!(
-                "latency over {} events: p50 {} ms, p99 {} ms, max {} ms",
+                "latency over {} events: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
                 h.count(),
-                h.quantile(0.5),
-                h.quantile(0.99),
-                h.max()
+                h.quantile_ms(0.5),
+                h.quantile_ms(0.99),
+                h.max_ms()
             );
             *control.lock().expect("latency lock") = Some(h.clone());
         }
@@ -164,14 +204,41 @@ mod tests {
     #[test]
     fn quantiles() {
         let mut h = LatencyHistogram::default();
-        for ms in 1..=100 {
-            h.record(ms, 1);
+        for us in 1..=100 {
+            h.record_us(us, 1);
         }
-        h.record(100_000, 1);
+        h.record_us(100_000_000, 1);
         assert_eq!(h.count(), 101);
-        assert_eq!(h.quantile(0.5), 51);
-        assert_eq!(h.quantile(0.99), 100);
-        assert_eq!(h.quantile(1.0), 100_000);
-        assert_eq!(h.max(), 100_000);
+        assert_eq!(h.quantile_us(0.5), 51);
+        assert_eq!(h.quantile_us(0.99), 100);
+        assert_eq!(h.quantile_us(1.0), 100_000_000);
+        assert_eq!(h.max_us(), 100_000_000);
+        assert_eq!(h.quantile_ms(0.5), 0.051);
+    }
+
+    #[test]
+    fn above_100_ms_to_the_ms() {
+        let mut h = LatencyHistogram::default();
+        h.record_us(99_999, 1);
+        h.record_us(250_700, 2);
+        assert_eq!(h.quantile_us(0.3), 99_999);
+        assert_eq!(h.quantile_us(1.0), 250_000);
+        assert_eq!(h.max_ms(), 250.7);
+    }
+
+    #[test]
+    fn measured_from_the_batch_clock() {
+        let clock = Arc::new(BatchClock::default());
+        let slot = LatencySlot::default();
+        let mut sink = BlackholeSink::new(Some(slot.clone()), Some(clock.clone()));
+        let ms = clock.stamp();
+        let mut batch = Batch::default();
+        batch.push(Some(b"k"), b"v", ms);
+        sink.write(&batch).unwrap();
+        sink.finish().unwrap();
+        let h = slot.lock().unwrap().clone().unwrap();
+        assert_eq!(h.count(), 1);
+        // Measured from the noted instant: no more than the time since it.
+        assert!(h.max_us() <= now_us() - clock.made_us(ms));
     }
 }

@@ -6,8 +6,10 @@
 //! bytes (so `windowed-sum` can parse it); its timestamp is `i` ms. With
 //! `rate`, events are released at that many per second.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::latency::BatchClock;
 use crate::model::config::{Fields, JobError, Table};
 use crate::model::Batch;
 use crate::model::SourceReader;
@@ -87,6 +89,8 @@ pub struct Generator {
     value_buf: String,
     /// Stamp events with the wall clock rather than their index.
     wall_clock: bool,
+    /// Where the instant (µs) each batch is made is noted, if anywhere.
+    clock: Option<Arc<BatchClock>>,
 }
 
 fn splitmix64(mut x: u64) -> u64 {
@@ -118,6 +122,7 @@ impl Generator {
             key_buf: String::new(),
             value_buf: String::new(),
             wall_clock: false,
+            clock: None,
         }
     }
 
@@ -125,6 +130,13 @@ impl Generator {
     /// rather than with its index: for measuring end-to-end latency.
     pub fn with_wall_clock(mut self, on: bool) -> Self {
         self.wall_clock = on;
+        self
+    }
+
+    /// With the wall clock on, also notes when (µs) each batch is made in
+    /// `clock`, for a sink that measures latency finer than event time.
+    pub fn with_batch_clock(mut self, clock: Option<Arc<BatchClock>>) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -195,7 +207,10 @@ impl SourceReader for Generator {
         offsets.extend(self.next..self.next + n);
         self.next += n;
         if self.wall_clock {
-            let now = crate::model::now_ms();
+            let now = match &self.clock {
+                Some(clock) => clock.stamp(),
+                None => crate::model::now_ms(),
+            };
             batch.timestamps.iter_mut().for_each(|t| *t = now);
         }
         Ok(Some(batch))

@@ -9,4 +9,5 @@ pub mod file;
 pub mod generator;
 pub mod json;
 pub mod kafka;
+pub mod latency;
 pub mod stdio;

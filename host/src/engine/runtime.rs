@@ -23,6 +23,7 @@ use crate::connectors;
 use crate::connectors::dead_letter::{self, DeadLetter};
 use crate::connectors::file::SinkMode;
 use crate::connectors::kafka::sink::{Delivery, KafkaSinkConfig};
+use crate::connectors::latency::BatchClock;
 use crate::engine::control::{JobControl, JobState, OperatorStatus};
 use crate::engine::coordinator::{
     Ack, Coordinator, CoordinatorEnd, OperatorInfo, SinkNotice, Trigger,
@@ -173,11 +174,20 @@ pub fn load_operators(
         .collect()
 }
 
+/// The clock that lets a `latency = true` blackhole sink measure from when
+/// a wall-clock generator made each batch, to the µs: for such jobs only.
+fn batch_clock(spec: &JobSpec) -> Option<Arc<BatchClock>> {
+    let generator = matches!(&spec.source.connector, SourceConnector::Generator(c) if c.wall_clock);
+    let sink = matches!(&spec.sink, SinkSpec::Blackhole(c) if c.latency);
+    (generator && sink).then(|| Arc::new(BatchClock::default()))
+}
+
 /// Opens source subtask `subtask` of the job's source.
 fn open_source(
     spec: &JobSpec,
     restore: Option<&Restore>,
     subtask: u32,
+    clock: Option<&Arc<BatchClock>>,
 ) -> Result<Box<dyn SourceReader>, RunError> {
     let position = restore.map(|r| &r.meta.source.position);
     let batch_size = spec.source.batch_size;
@@ -200,7 +210,8 @@ fn open_source(
                 c.rate,
                 batch_size,
             )
-            .with_wall_clock(c.wall_clock);
+            .with_wall_clock(c.wall_clock)
+            .with_batch_clock(clock.cloned());
             match position {
                 Some(SourcePosition::Generator { next }) => generator.seek(*next),
                 Some(other) => {
@@ -231,6 +242,7 @@ fn open_sink(
     restore: Option<&Restore>,
     latency_out: &Arc<JobControl>,
     store: Option<&CheckpointStore>,
+    clock: Option<&Arc<BatchClock>>,
 ) -> Result<Box<dyn SinkWriter>, RunError> {
     let mode = match spec.checkpoint.as_ref().filter(|c| c.interval.is_some()) {
         None => SinkMode::Direct,
@@ -266,6 +278,7 @@ fn open_sink(
         SinkSpec::Stdout(c) => Box::new(connectors::stdio::StdoutSink::new(c.format)),
         SinkSpec::Blackhole(c) => Box::new(connectors::blackhole::BlackholeSink::new(
             c.latency.then(|| latency_out.latency.clone()),
+            clock.cloned(),
         )),
         SinkSpec::Kafka(c) => {
             let exactly_once = kafka_exactly_once(spec, c)?;
@@ -1089,7 +1102,8 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
         control.set_store(s.clone());
     }
     let first_id = first_checkpoint_id(store.as_ref(), restore);
-    let sink = open_sink(spec, restore, control, store.as_ref())?;
+    let clock = batch_clock(spec);
+    let sink = open_sink(spec, restore, control, store.as_ref(), clock.as_ref())?;
     let dead_file = match &spec.dead_letter {
         Some(d) => Some((
             dead_letter::open(&d.path, restore.is_some()).map_err(RunError::Setup)?,
@@ -1099,7 +1113,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
     };
     let mut readers = Vec::with_capacity(source_parallelism);
     for i in 0..source_parallelism {
-        readers.push(open_source(spec, restore, i as u32)?);
+        readers.push(open_source(spec, restore, i as u32, clock.as_ref())?);
     }
     let watermark_delay = spec.source.watermark_delay;
     let started = Instant::now();
