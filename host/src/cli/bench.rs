@@ -764,7 +764,7 @@ fn describe(v: &Value) -> String {
     let f = &v["figures"];
     match case {
         "checkpoint" => format!(
-            "{case:<20} {} keys: full {} bytes (copy {:.0} ms, write {:.0} ms); {} changed: delta {} bytes = {:.2} % of full (copy {:.1} ms, write {:.1} ms)",
+            "{case:<20} {} keys: full {} bytes (at the barrier {:.1} ms, write {:.0} ms); {} changed: delta {} bytes = {:.2} % of full (at the barrier {:.2} ms, write {:.1} ms)",
             f["keys"], f["full_bytes"],
             f["full_copy_ms"].as_f64().unwrap_or(0.0), f["full_write_ms"].as_f64().unwrap_or(0.0),
             f["changed"], f["delta_bytes"],
@@ -772,7 +772,7 @@ fn describe(v: &Value) -> String {
             f["delta_copy_ms"].as_f64().unwrap_or(0.0), f["delta_write_ms"].as_f64().unwrap_or(0.0),
         ),
         "checkpoint-map" => format!(
-            "{case:<20} {} keys of map state + a timer each: full {} bytes ({} state + {} timers; copy {:.0} ms, write {:.0} ms); {} changed: delta {} bytes ({} state + {} timers) = {:.2} % of full (copy {:.1} ms, write {:.1} ms)",
+            "{case:<20} {} keys of map state + a timer each: full {} bytes ({} state + {} timers; at the barrier {:.1} ms, write {:.0} ms); {} changed: delta {} bytes ({} state + {} timers) = {:.2} % of full (at the barrier {:.2} ms, write {:.1} ms)",
             f["keys"], f["full_bytes"], f["full_state_bytes"], f["full_timer_bytes"],
             f["full_copy_ms"].as_f64().unwrap_or(0.0), f["full_write_ms"].as_f64().unwrap_or(0.0),
             f["changed"], f["delta_bytes"], f["delta_state_bytes"], f["delta_timer_bytes"],
@@ -780,7 +780,7 @@ fn describe(v: &Value) -> String {
             f["delta_copy_ms"].as_f64().unwrap_or(0.0), f["delta_write_ms"].as_f64().unwrap_or(0.0),
         ),
         "savepoint" => format!(
-            "{case:<20} {} keys, {} bytes: write {:.0} ms (+ copy at the barrier {:.0} ms), check {:.0} ms, restore {:.0} ms",
+            "{case:<20} {} keys, {} bytes: write {:.0} ms (+ snapshot at the barrier {:.1} ms), check {:.0} ms, restore {:.0} ms",
             f["keys"], f["bytes"],
             f["write_ms"].as_f64().unwrap_or(0.0), f["copy_ms"].as_f64().unwrap_or(0.0),
             f["check_ms"].as_f64().unwrap_or(0.0), f["restore_ms"].as_f64().unwrap_or(0.0),
