@@ -221,7 +221,7 @@ impl Subtask {
             } else {
                 ctx.state.take_changes()
             };
-            let timers = ctx.timers.snapshot(ctx.max_parallelism);
+            let timers = ctx.timers.snapshot(barrier.full);
             let keys = ctx.state.key_counts().iter().map(|(_, n)| *n as u64).sum();
             let state_bytes = ctx.state.bytes();
             let ack = Ack::Subtask {

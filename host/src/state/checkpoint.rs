@@ -7,7 +7,12 @@
 //!   `operator ID | key group | chunk`, so that a subtask restores exactly its
 //!   key groups at any parallelism (and sled stores a few large records, not
 //!   millions of small ones);
-//! - a tree `timers-<id>` with every subtask's timers, by key group;
+//! - a tree `timers-<id>` with every subtask's timers by key group: all of
+//!   them (a list of records per key group) for a full checkpoint; for a
+//!   delta, a [`TimerDelta`] per key group that changed (times cleared,
+//!   timers removed, timers added) and a marker record saying so (a tree
+//!   without it holds full lists, as an older weir wrote for every
+//!   checkpoint; restoring such a tree replaces the timers before it);
 //! - last, its [`CheckpointMeta`] in the `meta` tree, after sled has flushed
 //!   the trees: a checkpoint without its meta entry is incomplete and ignored
 //!   (and removed at the next start), so a crash while writing leaves the
@@ -27,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{SinkState, SourceState};
 use crate::state::keyed::{StateChange, StoredEntry};
+use crate::state::timers::TimerDelta;
 
 fn entry_size(entry: &StoredEntry) -> usize {
     match entry {
@@ -156,6 +162,12 @@ fn chunk_key(op: &str, key_group: u32, chunk: u32) -> Vec<u8> {
 fn parse_group(op: &str, k: &[u8]) -> Option<u32> {
     let rest = k.get(2 + op.len()..)?;
     Some(u32::from_be_bytes(rest.get(0..4)?.try_into().ok()?))
+}
+
+/// The record marking `op`'s part of a timer tree as deltas: its key is
+/// past every key group's prefix.
+fn delta_marker(op: &str) -> Vec<u8> {
+    group_prefix(op, u32::MAX)
 }
 
 /// sled's page cache, in bytes.
@@ -327,6 +339,32 @@ impl CheckpointStore {
         Ok(bytes)
     }
 
+    /// Writes one subtask's timer changes since the previous checkpoint, by
+    /// key group, for checkpoint `id` (a delta).
+    pub fn write_timer_deltas(
+        &self,
+        id: u64,
+        op: &str,
+        deltas: &[(u32, TimerDelta)],
+    ) -> Result<u64, CheckpointError> {
+        let tree = self
+            .db
+            .open_tree(timers_name(id))
+            .map_err(|e| self.err(e))?;
+        let mut batch = sled::Batch::default();
+        let marker = delta_marker(op);
+        let mut bytes = marker.len() as u64;
+        batch.insert(marker, &[]);
+        for (kg, delta) in deltas {
+            let k = group_prefix(op, *kg);
+            let v = encode(delta);
+            bytes += (k.len() + v.len()) as u64;
+            batch.insert(k, v);
+        }
+        tree.apply_batch(batch).map_err(|e| self.err(e))?;
+        Ok(bytes)
+    }
+
     /// Marks checkpoint `meta.id` complete: flushes its trees, then writes its
     /// meta entry and flushes again. Only then is it acknowledged.
     pub fn complete(&self, meta: &CheckpointMeta) -> Result<(), CheckpointError> {
@@ -407,25 +445,45 @@ impl CheckpointStore {
         Ok(())
     }
 
-    /// The timers of `op` in key groups `groups` at checkpoint `id`.
+    /// The timers of `op` in key groups `groups` at checkpoint `meta`: its
+    /// chain's timer trees in order, a full one replacing what is before it.
     pub fn load_timers(
         &self,
-        id: u64,
+        meta: &CheckpointMeta,
         op: &str,
         groups: Range<u32>,
     ) -> Result<Vec<TimerRecord>, CheckpointError> {
-        let tree = self
-            .db
-            .open_tree(timers_name(id))
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for item in tree.range(group_prefix(op, groups.start)..group_prefix(op, groups.end)) {
-            let (_, v) = item.map_err(|e| self.err(e))?;
-            let records: Vec<TimerRecord> =
-                decode(&v).map_err(|e| self.err(format!("checkpoint {id}: {e}")))?;
-            out.extend(records);
+        use std::collections::{BTreeMap, BTreeSet};
+        let mut by_group: BTreeMap<u32, BTreeSet<TimerRecord>> = BTreeMap::new();
+        for &id in &meta.chain {
+            let tree = self
+                .db
+                .open_tree(timers_name(id))
+                .map_err(|e| self.err(e))?;
+            let is_delta = id != meta.chain[0]
+                && tree
+                    .contains_key(delta_marker(op))
+                    .map_err(|e| self.err(e))?;
+            if !is_delta {
+                by_group.clear();
+            }
+            for item in tree.range(group_prefix(op, groups.start)..group_prefix(op, groups.end)) {
+                let (k, v) = item.map_err(|e| self.err(e))?;
+                let kg = parse_group(op, &k)
+                    .ok_or_else(|| self.err(format!("checkpoint {id}: malformed record key")))?;
+                let timers = by_group.entry(kg).or_default();
+                if is_delta {
+                    let delta: TimerDelta =
+                        decode(&v).map_err(|e| self.err(format!("checkpoint {id}: {e}")))?;
+                    delta.apply(timers);
+                } else {
+                    let records: Vec<TimerRecord> =
+                        decode(&v).map_err(|e| self.err(format!("checkpoint {id}: {e}")))?;
+                    timers.extend(records);
+                }
+            }
         }
-        Ok(out)
+        Ok(by_group.into_values().flatten().collect())
     }
 
     /// Whether operator `op` has any state entry in the chain of `meta`.
@@ -454,13 +512,8 @@ impl CheckpointStore {
             if id > newest && !incomplete_too {
                 continue;
             }
-            let is_delta = name.starts_with(b"delta-");
-            let needed = if is_delta {
-                needed.contains(&id)
-            } else {
-                keep_ids.contains(&id)
-            };
-            if !needed {
+            // Timer trees, like delta trees, are needed by every chain they are in.
+            if !needed.contains(&id) {
                 self.db.drop_tree(&name).map_err(|e| self.err(e))?;
             }
         }
