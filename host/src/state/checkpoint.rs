@@ -537,6 +537,7 @@ fn now_nanos() -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::keygroup::key_group;
     use crate::model::SourcePosition;
 
     fn change(kg: u32, key: &str, value: Option<&str>) -> StateChange {
@@ -642,6 +643,109 @@ mod tests {
         drop(store);
         let reopened = CheckpointStore::open(dir.path()).unwrap();
         assert_eq!(reopened.list().unwrap()[0].id, 3);
+    }
+
+    #[test]
+    fn a_chain_of_timer_deltas_restores_what_a_full_checkpoint_holds() {
+        use crate::model::TimeDomain::{EventTime as ET, ProcessingTime as PT};
+        use crate::state::timers::TimerService;
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        let mut t = TimerService::new(8);
+        let key = |i: u32| format!("k{i}").into_bytes();
+        for i in 0..100 {
+            t.register(ET, Some(&key(i)), i64::from(i % 5));
+        }
+        t.register(PT, Some(b"p"), 1000);
+        let full = t.snapshot(true);
+        assert!(full.is_full());
+        store.write_timers(1, "op", &full.records()).unwrap();
+        // Another operator's timers in the same trees stay apart.
+        store
+            .write_timers(1, "other", &[(0, vec![(0, 1, Some(b"x".to_vec()))])])
+            .unwrap();
+        store.complete(&meta(1, vec![1])).unwrap();
+        for id in 2..5u64 {
+            t.pop_due(ET, id as i64 - 1, 30);
+            for i in (0..100).step_by(7) {
+                t.delete(ET, Some(&key(i)), i64::from(i % 5));
+            }
+            for i in 0..20 {
+                t.register(ET, Some(&key(i + 100 * id as u32)), 10 + id as i64);
+            }
+            let delta = t.snapshot(false);
+            store.write_timer_deltas(id, "op", &delta.delta()).unwrap();
+            store.complete(&meta(id, (1..=id).collect())).unwrap();
+        }
+        let now = t.snapshot(true).records();
+        let expected: std::collections::BTreeSet<TimerRecord> =
+            now.iter().flat_map(|(_, r)| r.clone()).collect();
+        let m4 = store.get(4).unwrap().unwrap();
+        let chained: std::collections::BTreeSet<TimerRecord> = store
+            .load_timers(&m4, "op", 0..8)
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(chained, expected);
+        // As a full checkpoint of the same timers restores.
+        store.write_timers(5, "op", &now).unwrap();
+        store.complete(&meta(5, vec![5])).unwrap();
+        let m5 = store.get(5).unwrap().unwrap();
+        let full: std::collections::BTreeSet<TimerRecord> = store
+            .load_timers(&m5, "op", 0..8)
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(full, expected);
+        // Part of the key groups: exactly the timers of those.
+        let part: std::collections::BTreeSet<TimerRecord> = store
+            .load_timers(&m4, "op", 2..5)
+            .unwrap()
+            .into_iter()
+            .collect();
+        let want: std::collections::BTreeSet<TimerRecord> = expected
+            .iter()
+            .filter(|(_, _, k)| (2..5).contains(&key_group(k.as_deref(), 8)))
+            .cloned()
+            .collect();
+        assert!(!want.is_empty() && want.len() < expected.len());
+        assert_eq!(part, want);
+        // Retention keeps the timer trees a chain needs.
+        store.retain(1, true).unwrap();
+        store.write_timer_deltas(6, "op", &[]).unwrap();
+        store.complete(&meta(6, vec![5, 6])).unwrap();
+        store.retain(1, true).unwrap();
+        let m6 = store.get(6).unwrap().unwrap();
+        let kept: std::collections::BTreeSet<TimerRecord> = store
+            .load_timers(&m6, "op", 0..8)
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(kept, expected);
+    }
+
+    #[test]
+    fn an_older_weirs_delta_checkpoint_holds_all_timers_in_each_tree() {
+        // Before timer deltas every checkpoint's timer tree held all timers.
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        let a = (0u8, 5i64, Some(b"a".to_vec()));
+        let b = (0u8, 6i64, Some(b"b".to_vec()));
+        let kg = |r: &TimerRecord| key_group(r.2.as_deref(), 8);
+        store
+            .write_timers(
+                1,
+                "op",
+                &[(kg(&a), vec![a.clone()]), (kg(&b), vec![b.clone()])],
+            )
+            .unwrap();
+        store.complete(&meta(1, vec![1])).unwrap();
+        store
+            .write_timers(2, "op", &[(kg(&b), vec![b.clone()])])
+            .unwrap();
+        store.complete(&meta(2, vec![1, 2])).unwrap();
+        let m2 = store.get(2).unwrap().unwrap();
+        assert_eq!(store.load_timers(&m2, "op", 0..8).unwrap(), vec![b]);
     }
 
     #[test]
