@@ -472,31 +472,34 @@ impl TimerSnapshot {
                     Some(new) => old.keys().filter(|k| !new.contains(*k)).collect(),
                     None => Vec::new(),
                 };
-                let new_len = new.map_or(0, |n| n.len());
-                if new.is_none() || removed.len() > new_len {
-                    // Clear the time where it had keys, then add what is there now.
-                    let mut groups: Vec<u32> = old
-                        .keys()
-                        .map(|k| key_group(k, self.max_parallelism))
-                        .collect();
-                    groups.sort_unstable();
-                    groups.dedup();
-                    for kg in groups {
-                        by_group.entry(kg).or_default().cleared.push((d as u8, ts));
+                match new {
+                    // Changed in part: the keys removed and the keys added.
+                    Some(new) if removed.len() <= new.len() => {
+                        for key in removed {
+                            let (kg, r) = self.record(d, ts, key);
+                            by_group.entry(kg).or_default().removed.push(r);
+                        }
+                        for key in new.keys().filter(|k| !old.contains(*k)) {
+                            let (kg, r) = self.record(d, ts, key);
+                            by_group.entry(kg).or_default().added.push(r);
+                        }
                     }
-                    for key in new.into_iter().flat_map(|n| n.keys()) {
-                        let (kg, r) = self.record(d, ts, key);
-                        by_group.entry(kg).or_default().added.push(r);
-                    }
-                } else {
-                    let new = new.expect("checked");
-                    for key in removed {
-                        let (kg, r) = self.record(d, ts, key);
-                        by_group.entry(kg).or_default().removed.push(r);
-                    }
-                    for key in new.keys().filter(|k| !old.contains(*k)) {
-                        let (kg, r) = self.record(d, ts, key);
-                        by_group.entry(kg).or_default().added.push(r);
+                    // Gone (fired) or mostly changed: clear the time in
+                    // each key group it had keys in, then add what is there now.
+                    _ => {
+                        let mut groups: Vec<u32> = old
+                            .keys()
+                            .map(|k| key_group(k, self.max_parallelism))
+                            .collect();
+                        groups.sort_unstable();
+                        groups.dedup();
+                        for kg in groups {
+                            by_group.entry(kg).or_default().cleared.push((d as u8, ts));
+                        }
+                        for key in new.into_iter().flat_map(|n| n.keys()) {
+                            let (kg, r) = self.record(d, ts, key);
+                            by_group.entry(kg).or_default().added.push(r);
+                        }
                     }
                 }
             }
