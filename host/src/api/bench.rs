@@ -192,26 +192,30 @@ pub fn checkpoint_map(keys: u64, changed: f64, dir: &Path) -> Result<CheckpointM
         }])
         .expect("one state");
     state.track_changes();
-    let mut timers = TimerService::default();
+    let mut timers = TimerService::new(128);
     for i in 0..keys {
         let key = format!("key-{i}").into_bytes();
         let sum = (i % 100_000).to_string();
         state
             .map_put(0, &key, &window_key(first), Some(sum.as_bytes()))
             .expect("owned key group");
-        timers.register(TimeDomain::EventTime, Some(key), first - 1);
+        timers.register(TimeDomain::EventTime, Some(&key), first - 1);
     }
     let write = |id: u64,
                  chain: Vec<u64>,
                  snapshot: &crate::state::keyed::StateSnapshot,
-                 timers: &[(u32, Vec<crate::state::checkpoint::TimerRecord>)]|
+                 timers: &crate::state::timers::TimerSnapshot|
      -> Result<(u64, u64), String> {
         let state_bytes = store
             .write_snapshot(id, OP, snapshot)
             .map_err(|e| e.to_string())?;
-        let timer_bytes = store
-            .write_timers(id, OP, timers)
-            .map_err(|e| e.to_string())?;
+        // As the coordinator writes them: all for a full checkpoint, else what changed.
+        let timer_bytes = if timers.is_full() {
+            store.write_timers(id, OP, &timers.records())
+        } else {
+            store.write_timer_deltas(id, OP, &timers.delta())
+        }
+        .map_err(|e| e.to_string())?;
         store
             .complete(&meta(id, chain, state_bytes + timer_bytes))
             .map_err(|e| e.to_string())?;
@@ -219,7 +223,7 @@ pub fn checkpoint_map(keys: u64, changed: f64, dir: &Path) -> Result<CheckpointM
     };
     let t = Instant::now();
     let all = state.snapshot(true);
-    let all_timers = timers.snapshot(128);
+    let all_timers = timers.snapshot(true);
     let full_copy_ms = ms(t);
     let t = Instant::now();
     let (full_state_bytes, full_timer_bytes) = write(1, vec![1], &all, &all_timers)?;
@@ -236,16 +240,16 @@ pub fn checkpoint_map(keys: u64, changed: f64, dir: &Path) -> Result<CheckpointM
             state
                 .map_put(0, &key, &window_key(first), None)
                 .expect("owned key group");
-            timers.delete(TimeDomain::EventTime, Some(key.clone()), first - 1);
+            timers.delete(TimeDomain::EventTime, Some(&key), first - 1);
             state
                 .map_put(0, &key, &window_key(next), Some(b"7"))
                 .expect("owned key group");
-            timers.register(TimeDomain::EventTime, Some(key), next - 1);
+            timers.register(TimeDomain::EventTime, Some(&key), next - 1);
         }
     }
     let t = Instant::now();
     let delta = state.snapshot(false);
-    let delta_timers = timers.snapshot(128);
+    let delta_timers = timers.snapshot(false);
     let delta_copy_ms = ms(t);
     let t = Instant::now();
     let (delta_state_bytes, delta_timer_bytes) = write(2, vec![1, 2], &delta, &delta_timers)?;

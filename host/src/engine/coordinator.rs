@@ -67,13 +67,12 @@ use crate::engine::control::{CheckpointSummary, JobControl, SavepointRequest};
 use crate::engine::stream::Barrier;
 use crate::model::now_ms;
 use crate::model::{SinkState, SourcePosition, SourceState};
-use crate::state::checkpoint::{
-    CheckpointMeta, CheckpointStore, OperatorMeta, TimerRecord, FORMAT_VERSION,
-};
+use crate::state::checkpoint::{CheckpointMeta, CheckpointStore, OperatorMeta, FORMAT_VERSION};
 use crate::state::keyed::StateSnapshot;
 use crate::state::savepoint::{
     self, DataFile, SavedOperator, SavedState, SavepointKind, SavepointWriter,
 };
+use crate::state::timers::TimerSnapshot;
 
 /// What a stage tells the coordinator.
 pub enum Ack {
@@ -100,8 +99,9 @@ pub enum Ack {
         /// Changed (or, for a full checkpoint, all) state, shared
         /// copy-on-write with the subtask: its records are made here.
         state: StateSnapshot,
-        /// Timers by key group.
-        timers: Vec<(u32, Vec<TimerRecord>)>,
+        /// Its timers (all, or for a delta what changed), copy-on-write:
+        /// turned into records here.
+        timers: TimerSnapshot,
         /// Its watermark.
         watermark: i64,
         /// Keys it holds.
@@ -445,10 +445,15 @@ impl Coordinator {
                 } => {
                     if let Some(p) = pending.as_mut().filter(|p| p.id == id) {
                         let op = &self.operators[operator].id;
+                        // All timers, for a full checkpoint and a savepoint.
+                        let records = timers.is_full().then(|| timers.records());
                         if let Some(store) = &self.store {
-                            let written = store
-                                .write_snapshot(id, op, &state)
-                                .and_then(|a| Ok(a + store.write_timers(id, op, &timers)?));
+                            let written = store.write_snapshot(id, op, &state).and_then(|a| {
+                                Ok(a + match &records {
+                                    Some(r) => store.write_timers(id, op, r)?,
+                                    None => store.write_timer_deltas(id, op, &timers.delta())?,
+                                })
+                            });
                             match written {
                                 Ok(bytes) => {
                                     p.bytes += bytes;
@@ -472,14 +477,14 @@ impl Coordinator {
                         if let Some(sp) = p.savepoint.as_mut() {
                             let name = format!("op{operator}-sub{subtask}.state");
                             let changes = state.changes();
-                            match sp.writer.write_data(&name, key_groups, &changes, &timers) {
+                            let records = records.unwrap_or_else(|| timers.records());
+                            match sp.writer.write_data(&name, key_groups, &changes, &records) {
                                 Ok((file, state_keys)) => {
                                     sp.files[operator].push(file);
                                     for (state, n) in state_keys {
                                         *sp.keys[operator].entry(state).or_default() += n;
                                     }
-                                    sp.timers[operator] +=
-                                        timers.iter().map(|(_, t)| t.len() as u64).sum::<u64>();
+                                    sp.timers[operator] += timers.len();
                                 }
                                 Err(e) => {
                                     // Only the savepoint fails; its checkpoint goes on.

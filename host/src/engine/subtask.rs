@@ -218,7 +218,7 @@ impl Subtask {
             let ctx = self.op.ctx();
             // Copy-on-write: O(shards) here; the coordinator makes the records.
             let state = ctx.state.snapshot(barrier.full);
-            let timers = ctx.timers.snapshot(ctx.max_parallelism);
+            let timers = ctx.timers.snapshot(barrier.full);
             let keys = ctx.state.keys();
             let state_bytes = ctx.state.bytes();
             let ack = Ack::Subtask {
@@ -282,15 +282,15 @@ impl Subtask {
 
     fn fire_timers(&mut self, domain: TimeDomain, time: i64) -> Result<(), StageError> {
         loop {
-            let due = self.op.ctx().timers.pop_due(domain, time, TIMERS_PER_CALL);
-            if due.is_empty() {
+            let mut keys = Blobs::with_capacity(0);
+            let mut timestamps = Vec::new();
+            let timers = &mut self.op.ctx().timers;
+            if timers.pop_due_with(domain, time, TIMERS_PER_CALL, |ts, key| {
+                keys.push(key);
+                timestamps.push(ts);
+            }) == 0
+            {
                 return Ok(());
-            }
-            let mut keys = Blobs::with_capacity(due.len());
-            let mut timestamps = Vec::with_capacity(due.len());
-            for (ts, key) in &due {
-                keys.push(key.as_deref());
-                timestamps.push(*ts);
             }
             let mut fired = Timers {
                 domain,

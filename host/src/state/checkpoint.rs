@@ -7,7 +7,12 @@
 //!   `operator ID | key group | chunk`, so that a subtask restores exactly its
 //!   key groups at any parallelism (and sled stores a few large records, not
 //!   millions of small ones);
-//! - a tree `timers-<id>` with every subtask's timers, by key group;
+//! - a tree `timers-<id>` with every subtask's timers by key group: all of
+//!   them (a list of records per key group) for a full checkpoint; for a
+//!   delta, a [`TimerDelta`] per key group that changed (times cleared,
+//!   timers removed, timers added) and a marker record saying so (a tree
+//!   without it holds full lists, as an older weir wrote for every
+//!   checkpoint; restoring such a tree replaces the timers before it);
 //! - last, its [`CheckpointMeta`] in the `meta` tree, after sled has flushed
 //!   the trees: a checkpoint without its meta entry is incomplete and ignored
 //!   (and removed at the next start), so a crash while writing leaves the
@@ -27,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{SinkState, SourceState};
 use crate::state::keyed::{EntryRef, StateChange, StateSnapshot, StoredEntry};
+use crate::state::timers::TimerDelta;
 
 fn entry_size(entry: &StoredEntry) -> usize {
     match entry {
@@ -160,6 +166,12 @@ fn chunk_key(op: &str, key_group: u32, chunk: u32) -> Vec<u8> {
 fn parse_group(op: &str, k: &[u8]) -> Option<u32> {
     let rest = k.get(2 + op.len()..)?;
     Some(u32::from_be_bytes(rest.get(0..4)?.try_into().ok()?))
+}
+
+/// The record marking `op`'s part of a timer tree as deltas: its key is
+/// past every key group's prefix.
+fn delta_marker(op: &str) -> Vec<u8> {
+    group_prefix(op, u32::MAX)
 }
 
 /// sled's page cache, in bytes.
@@ -375,6 +387,32 @@ impl CheckpointStore {
         Ok(bytes)
     }
 
+    /// Writes one subtask's timer changes since the previous checkpoint, by
+    /// key group, for checkpoint `id` (a delta).
+    pub fn write_timer_deltas(
+        &self,
+        id: u64,
+        op: &str,
+        deltas: &[(u32, TimerDelta)],
+    ) -> Result<u64, CheckpointError> {
+        let tree = self
+            .db
+            .open_tree(timers_name(id))
+            .map_err(|e| self.err(e))?;
+        let mut batch = sled::Batch::default();
+        let marker = delta_marker(op);
+        let mut bytes = marker.len() as u64;
+        batch.insert(marker, &[]);
+        for (kg, delta) in deltas {
+            let k = group_prefix(op, *kg);
+            let v = encode(delta);
+            bytes += (k.len() + v.len()) as u64;
+            batch.insert(k, v);
+        }
+        tree.apply_batch(batch).map_err(|e| self.err(e))?;
+        Ok(bytes)
+    }
+
     /// Marks checkpoint `meta.id` complete: flushes its trees, then writes its
     /// meta entry and flushes again. Only then is it acknowledged.
     pub fn complete(&self, meta: &CheckpointMeta) -> Result<(), CheckpointError> {
@@ -455,25 +493,45 @@ impl CheckpointStore {
         Ok(())
     }
 
-    /// The timers of `op` in key groups `groups` at checkpoint `id`.
+    /// The timers of `op` in key groups `groups` at checkpoint `meta`: its
+    /// chain's timer trees in order, a full one replacing what is before it.
     pub fn load_timers(
         &self,
-        id: u64,
+        meta: &CheckpointMeta,
         op: &str,
         groups: Range<u32>,
     ) -> Result<Vec<TimerRecord>, CheckpointError> {
-        let tree = self
-            .db
-            .open_tree(timers_name(id))
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for item in tree.range(group_prefix(op, groups.start)..group_prefix(op, groups.end)) {
-            let (_, v) = item.map_err(|e| self.err(e))?;
-            let records: Vec<TimerRecord> =
-                decode(&v).map_err(|e| self.err(format!("checkpoint {id}: {e}")))?;
-            out.extend(records);
+        use std::collections::{BTreeMap, BTreeSet};
+        let mut by_group: BTreeMap<u32, BTreeSet<TimerRecord>> = BTreeMap::new();
+        for &id in &meta.chain {
+            let tree = self
+                .db
+                .open_tree(timers_name(id))
+                .map_err(|e| self.err(e))?;
+            let is_delta = id != meta.chain[0]
+                && tree
+                    .contains_key(delta_marker(op))
+                    .map_err(|e| self.err(e))?;
+            if !is_delta {
+                by_group.clear();
+            }
+            for item in tree.range(group_prefix(op, groups.start)..group_prefix(op, groups.end)) {
+                let (k, v) = item.map_err(|e| self.err(e))?;
+                let kg = parse_group(op, &k)
+                    .ok_or_else(|| self.err(format!("checkpoint {id}: malformed record key")))?;
+                let timers = by_group.entry(kg).or_default();
+                if is_delta {
+                    let delta: TimerDelta =
+                        decode(&v).map_err(|e| self.err(format!("checkpoint {id}: {e}")))?;
+                    delta.apply(timers);
+                } else {
+                    let records: Vec<TimerRecord> =
+                        decode(&v).map_err(|e| self.err(format!("checkpoint {id}: {e}")))?;
+                    timers.extend(records);
+                }
+            }
         }
-        Ok(out)
+        Ok(by_group.into_values().flatten().collect())
     }
 
     /// Whether operator `op` has any state entry in the chain of `meta`.
@@ -502,13 +560,8 @@ impl CheckpointStore {
             if id > newest && !incomplete_too {
                 continue;
             }
-            let is_delta = name.starts_with(b"delta-");
-            let needed = if is_delta {
-                needed.contains(&id)
-            } else {
-                keep_ids.contains(&id)
-            };
-            if !needed {
+            // Timer trees, like delta trees, are needed by every chain they are in.
+            if !needed.contains(&id) {
                 self.db.drop_tree(&name).map_err(|e| self.err(e))?;
             }
         }
@@ -532,6 +585,7 @@ fn now_nanos() -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::keygroup::key_group;
     use crate::model::SourcePosition;
 
     fn change(kg: u32, key: &str, value: Option<&str>) -> StateChange {
@@ -637,6 +691,109 @@ mod tests {
         drop(store);
         let reopened = CheckpointStore::open(dir.path()).unwrap();
         assert_eq!(reopened.list().unwrap()[0].id, 3);
+    }
+
+    #[test]
+    fn a_chain_of_timer_deltas_restores_what_a_full_checkpoint_holds() {
+        use crate::model::TimeDomain::{EventTime as ET, ProcessingTime as PT};
+        use crate::state::timers::TimerService;
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        let mut t = TimerService::new(8);
+        let key = |i: u32| format!("k{i}").into_bytes();
+        for i in 0..100 {
+            t.register(ET, Some(&key(i)), i64::from(i % 5));
+        }
+        t.register(PT, Some(b"p"), 1000);
+        let full = t.snapshot(true);
+        assert!(full.is_full());
+        store.write_timers(1, "op", &full.records()).unwrap();
+        // Another operator's timers in the same trees stay apart.
+        store
+            .write_timers(1, "other", &[(0, vec![(0, 1, Some(b"x".to_vec()))])])
+            .unwrap();
+        store.complete(&meta(1, vec![1])).unwrap();
+        for id in 2..5u64 {
+            t.pop_due(ET, id as i64 - 1, 30);
+            for i in (0..100).step_by(7) {
+                t.delete(ET, Some(&key(i)), i64::from(i % 5));
+            }
+            for i in 0..20 {
+                t.register(ET, Some(&key(i + 100 * id as u32)), 10 + id as i64);
+            }
+            let delta = t.snapshot(false);
+            store.write_timer_deltas(id, "op", &delta.delta()).unwrap();
+            store.complete(&meta(id, (1..=id).collect())).unwrap();
+        }
+        let now = t.snapshot(true).records();
+        let expected: std::collections::BTreeSet<TimerRecord> =
+            now.iter().flat_map(|(_, r)| r.clone()).collect();
+        let m4 = store.get(4).unwrap().unwrap();
+        let chained: std::collections::BTreeSet<TimerRecord> = store
+            .load_timers(&m4, "op", 0..8)
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(chained, expected);
+        // As a full checkpoint of the same timers restores.
+        store.write_timers(5, "op", &now).unwrap();
+        store.complete(&meta(5, vec![5])).unwrap();
+        let m5 = store.get(5).unwrap().unwrap();
+        let full: std::collections::BTreeSet<TimerRecord> = store
+            .load_timers(&m5, "op", 0..8)
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(full, expected);
+        // Part of the key groups: exactly the timers of those.
+        let part: std::collections::BTreeSet<TimerRecord> = store
+            .load_timers(&m4, "op", 2..5)
+            .unwrap()
+            .into_iter()
+            .collect();
+        let want: std::collections::BTreeSet<TimerRecord> = expected
+            .iter()
+            .filter(|(_, _, k)| (2..5).contains(&key_group(k.as_deref(), 8)))
+            .cloned()
+            .collect();
+        assert!(!want.is_empty() && want.len() < expected.len());
+        assert_eq!(part, want);
+        // Retention keeps the timer trees a chain needs.
+        store.retain(1, true).unwrap();
+        store.write_timer_deltas(6, "op", &[]).unwrap();
+        store.complete(&meta(6, vec![5, 6])).unwrap();
+        store.retain(1, true).unwrap();
+        let m6 = store.get(6).unwrap().unwrap();
+        let kept: std::collections::BTreeSet<TimerRecord> = store
+            .load_timers(&m6, "op", 0..8)
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(kept, expected);
+    }
+
+    #[test]
+    fn an_older_weirs_delta_checkpoint_holds_all_timers_in_each_tree() {
+        // Before timer deltas every checkpoint's timer tree held all timers.
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        let a = (0u8, 5i64, Some(b"a".to_vec()));
+        let b = (0u8, 6i64, Some(b"b".to_vec()));
+        let kg = |r: &TimerRecord| key_group(r.2.as_deref(), 8);
+        store
+            .write_timers(
+                1,
+                "op",
+                &[(kg(&a), vec![a.clone()]), (kg(&b), vec![b.clone()])],
+            )
+            .unwrap();
+        store.complete(&meta(1, vec![1])).unwrap();
+        store
+            .write_timers(2, "op", &[(kg(&b), vec![b.clone()])])
+            .unwrap();
+        store.complete(&meta(2, vec![1, 2])).unwrap();
+        let m2 = store.get(2).unwrap().unwrap();
+        assert_eq!(store.load_timers(&m2, "op", 0..8).unwrap(), vec![b]);
     }
 
     #[test]

@@ -223,7 +223,7 @@ impl Restore {
                     .load_state(&self.meta, op, groups.clone(), f)
                     .map_err(|e| e.to_string())?;
                 store
-                    .load_timers(self.meta.id, op, groups)
+                    .load_timers(&self.meta, op, groups)
                     .map_err(|e| e.to_string())
             }
             RestoreSource::Savepoint(sp) => {

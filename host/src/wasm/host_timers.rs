@@ -30,36 +30,38 @@ fn trap(e: impl std::fmt::Display) -> wasmtime::Error {
 }
 
 impl HostCtx {
-    fn timer_args(
-        &self,
+    /// Checks a call's keys and timestamps and hands each timer to `f`
+    /// (keys borrowed from the call: no copy per timer).
+    fn for_each_timer(
+        &mut self,
         what: &str,
         keys: &Blobs,
         timestamps: &[i64],
-    ) -> wasmtime::Result<Vec<Option<Vec<u8>>>> {
+        mut f: impl FnMut(&mut crate::wasm::operator::SubtaskCtx, &[u8], i64) -> Result<(), String>,
+    ) -> wasmtime::Result<()> {
         let keys = keys.split().map_err(trap)?;
         if keys.len() != timestamps.len() {
             return Err(trap(format!(
                 "timers.{what}: keys and timestamps differ in number"
             )));
         }
-        let sub = &self.sub;
-        keys.into_iter()
-            .map(|key| {
-                let Some(k) = key else {
-                    return Err(trap(format!(
-                        "timers.{what}: a timer has no key; timers are kept per key (in its key group, which checkpoints, savepoints and rescaling move), so use the event's key and reject events with no key as bad input"
-                    )));
-                };
-                let kg = keygroup::key_group(Some(k), sub.max_parallelism);
-                if !sub.key_groups.contains(&kg) {
-                    return Err(trap(format!(
-                        "a timer was set for a key of key group {kg}, which subtask {} does not own; keyed timers need `input = \"key\"` or parallelism 1",
-                        sub.subtask
-                    )));
-                }
-                Ok(Some(k.to_vec()))
-            })
-            .collect()
+        let sub = &mut self.sub;
+        for (key, &ts) in keys.into_iter().zip(timestamps) {
+            let Some(k) = key else {
+                return Err(trap(format!(
+                    "timers.{what}: a timer has no key; timers are kept per key (in its key group, which checkpoints, savepoints and rescaling move), so use the event's key and reject events with no key as bad input"
+                )));
+            };
+            let kg = keygroup::key_group(Some(k), sub.max_parallelism);
+            if !sub.key_groups.contains(&kg) {
+                return Err(trap(format!(
+                    "a timer was set for a key of key group {kg}, which subtask {} does not own; keyed timers need `input = \"key\"` or parallelism 1",
+                    sub.subtask
+                )));
+            }
+            f(sub, k, ts).map_err(trap)?;
+        }
+        Ok(())
     }
 }
 
@@ -70,12 +72,16 @@ impl timers::Host for HostCtx {
         keys: WitBlobs,
         timestamps: Vec<i64>,
     ) -> wasmtime::Result<()> {
-        let keys = self.timer_args("register-many", &Blobs::from(keys), &timestamps)?;
-        for (key, ts) in keys.into_iter().zip(timestamps) {
-            self.sub.timers.register(domain.into(), key, ts);
-            self.sub.check_pending_timers().map_err(trap)?;
-        }
-        Ok(())
+        let domain = domain.into();
+        self.for_each_timer(
+            "register-many",
+            &Blobs::from(keys),
+            &timestamps,
+            |sub, key, ts| {
+                sub.timers.register(domain, Some(key), ts);
+                sub.check_pending_timers()
+            },
+        )
     }
 
     fn delete_many(
@@ -84,11 +90,16 @@ impl timers::Host for HostCtx {
         keys: WitBlobs,
         timestamps: Vec<i64>,
     ) -> wasmtime::Result<()> {
-        let keys = self.timer_args("delete-many", &Blobs::from(keys), &timestamps)?;
-        for (key, ts) in keys.into_iter().zip(timestamps) {
-            self.sub.timers.delete(domain.into(), key, ts);
-        }
-        Ok(())
+        let domain = domain.into();
+        self.for_each_timer(
+            "delete-many",
+            &Blobs::from(keys),
+            &timestamps,
+            |sub, key, ts| {
+                sub.timers.delete(domain, Some(key), ts);
+                Ok(())
+            },
+        )
     }
 
     fn current_watermark(&mut self) -> wasmtime::Result<i64> {

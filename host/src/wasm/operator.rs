@@ -73,7 +73,7 @@ impl SubtaskCtx {
             max_parallelism,
             key_groups: key_groups.clone(),
             state: StateBackend::new(subtask, max_parallelism, key_groups),
-            timers: TimerService::default(),
+            timers: TimerService::new(max_parallelism),
             watermark: i64::MIN,
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             max_state_memory: u64::MAX,
