@@ -238,7 +238,7 @@ impl Shard {
         if let Some(i) = self.index.touch(hash) {
             if deep {
                 if let Some(s) = self.slots.get(i as usize) {
-                    std::hint::black_box(self.arena.get(s.off as usize));
+                    std::hint::black_box(self.arena.get(s.off as usize).copied());
                 }
             }
         }
