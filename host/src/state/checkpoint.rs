@@ -371,20 +371,7 @@ impl CheckpointStore {
         op: &str,
         timers: &[(u32, Vec<TimerRecord>)],
     ) -> Result<u64, CheckpointError> {
-        let tree = self
-            .db
-            .open_tree(timers_name(id))
-            .map_err(|e| self.err(e))?;
-        let mut batch = sled::Batch::default();
-        let mut bytes = 0u64;
-        for (kg, records) in timers {
-            let k = group_prefix(op, *kg);
-            let v = encode(records);
-            bytes += (k.len() + v.len()) as u64;
-            batch.insert(k, v);
-        }
-        tree.apply_batch(batch).map_err(|e| self.err(e))?;
-        Ok(bytes)
+        self.write_timer_groups(id, op, timers, false)
     }
 
     /// Writes one subtask's timer changes since the previous checkpoint, by
@@ -395,17 +382,32 @@ impl CheckpointStore {
         op: &str,
         deltas: &[(u32, TimerDelta)],
     ) -> Result<u64, CheckpointError> {
+        self.write_timer_groups(id, op, deltas, true)
+    }
+
+    /// Writes one record per key group into the timers tree of checkpoint
+    /// `id`, after the marker of a delta when `delta`.
+    fn write_timer_groups<T: Serialize>(
+        &self,
+        id: u64,
+        op: &str,
+        groups: &[(u32, T)],
+        delta: bool,
+    ) -> Result<u64, CheckpointError> {
         let tree = self
             .db
             .open_tree(timers_name(id))
             .map_err(|e| self.err(e))?;
         let mut batch = sled::Batch::default();
-        let marker = delta_marker(op);
-        let mut bytes = marker.len() as u64;
-        batch.insert(marker, &[]);
-        for (kg, delta) in deltas {
+        let mut bytes = 0u64;
+        if delta {
+            let marker = delta_marker(op);
+            bytes += marker.len() as u64;
+            batch.insert(marker, &[]);
+        }
+        for (kg, records) in groups {
             let k = group_prefix(op, *kg);
-            let v = encode(delta);
+            let v = encode(records);
             bytes += (k.len() + v.len()) as u64;
             batch.insert(k, v);
         }

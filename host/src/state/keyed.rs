@@ -320,6 +320,48 @@ impl StateBackend {
         Ok(())
     }
 
+    /// Replaces the value of slot `i` of cell `c` of state `s`, recording the change.
+    fn overwrite(&mut self, s: usize, c: usize, i: u32, v: &[u8]) -> Result<(), StateError> {
+        let (tracking, epoch) = (self.tracking, self.epoch);
+        let cell = &mut self.states[s].cells[c];
+        let shard = cell.write();
+        let old = shard.slots[i as usize].vlen as i64;
+        if shard.set_value(i, v).is_err() {
+            return Err(self.full_error(s, c));
+        }
+        let _ = Self::touch(tracking, epoch, cell, i, None);
+        self.bytes += v.len() as i64 - old;
+        Ok(())
+    }
+
+    /// Adds an entry (key `parts`, value `v`) to cell `c` of state `s`,
+    /// recording it (`list`: as a whole new list); its slot. Counters are
+    /// the caller's.
+    fn add(
+        &mut self,
+        s: usize,
+        c: usize,
+        hash: u32,
+        parts: [&[u8]; 2],
+        v: &[u8],
+        list: bool,
+    ) -> Result<u32, StateError> {
+        let (tracking, epoch) = (self.tracking, self.epoch);
+        let cell = &mut self.states[s].cells[c];
+        let shard = cell.write();
+        let tag = if tracking { epoch } else { 0 };
+        let Ok(i) = shard.insert(hash, parts, v, tag) else {
+            return Err(self.full_error(s, c));
+        };
+        if tracking {
+            if list {
+                shard.set_base(i, true);
+            }
+            cell.dirty.push(i);
+        }
+        Ok(i)
+    }
+
     // ---- value state ----
 
     /// Finds where each of `keys` (with `map_keys`, for a map state) of
@@ -386,30 +428,15 @@ impl StateBackend {
         value: Option<&[u8]>,
     ) -> Result<(), StateError> {
         let s = state as usize;
-        let (tracking, epoch) = (self.tracking, self.epoch);
+        let tracking = self.tracking;
         let declared = &mut self.states[s];
         let cell = &mut declared.cells[p.cell];
         let found = cell.data.find_key(p.hash, key);
         match (found, value) {
-            (Some(i), Some(v)) => {
-                let shard = cell.write();
-                let old = shard.slots[i as usize].vlen as i64;
-                if shard.set_value(i, v).is_err() {
-                    return Err(self.full_error(s, p.cell));
-                }
-                let _ = Self::touch(tracking, epoch, cell, i, None);
-                self.bytes += v.len() as i64 - old;
-            }
+            (Some(i), Some(v)) => self.overwrite(s, p.cell, i, v)?,
             (None, Some(v)) => {
-                let shard = cell.write();
-                let tag = if tracking { epoch } else { 0 };
-                let Ok(i) = shard.insert(p.hash, [key, &[]], v, tag) else {
-                    return Err(self.full_error(s, p.cell));
-                };
-                if tracking {
-                    cell.dirty.push(i);
-                }
-                declared.keys += 1;
+                self.add(s, p.cell, p.hash, [key, &[]], v, false)?;
+                self.states[s].keys += 1;
                 self.bytes += (key.len() + v.len()) as i64;
                 self.entries += 1;
             }
@@ -493,29 +520,17 @@ impl StateBackend {
         let s = state as usize;
         let h = p.entry;
         let found = self.map_slot(s, p, key, map_key, h);
-        let (tracking, epoch) = (self.tracking, self.epoch);
+        let tracking = self.tracking;
         let declared = &mut self.states[s];
         let cell = &mut declared.cells[p.cell];
         match (found, value) {
-            (Some(i), Some(v)) => {
-                let shard = cell.write();
-                let old = shard.slots[i as usize].vlen as i64;
-                if shard.set_value(i, v).is_err() {
-                    return Err(self.full_error(s, p.cell));
-                }
-                let _ = Self::touch(tracking, epoch, cell, i, None);
-                self.bytes += v.len() as i64 - old;
-            }
+            (Some(i), Some(v)) => self.overwrite(s, p.cell, i, v)?,
             (None, Some(v)) => {
-                let shard = cell.write();
-                let tag = if tracking { epoch } else { 0 };
-                let Ok(i) = shard.insert(h, [key, map_key], v, tag) else {
-                    return Err(self.full_error(s, p.cell));
-                };
-                let new_key = shard.link(i, key.len() as u32, p.hash);
-                if tracking {
-                    cell.dirty.push(i);
-                }
+                let i = self.add(s, p.cell, h, [key, map_key], v, false)?;
+                let declared = &mut self.states[s];
+                let new_key = declared.cells[p.cell]
+                    .write()
+                    .link(i, key.len() as u32, p.hash);
                 self.bytes += (map_key.len() + v.len()) as i64;
                 self.entries += 1;
                 if new_key {
@@ -625,19 +640,11 @@ impl StateBackend {
                 self.entries += 1;
             }
             None => {
-                let shard = cell.write();
                 let mut first = Vec::with_capacity(4 + value.len());
                 first.extend_from_slice(&len);
                 first.extend_from_slice(value);
-                let tag = if tracking { epoch } else { 0 };
-                let Ok(i) = shard.insert(p.hash, [key, &[]], &first, tag) else {
-                    return Err(self.full_error(s, p.cell));
-                };
-                if tracking {
-                    shard.set_base(i, true);
-                    cell.dirty.push(i);
-                }
-                declared.keys += 1;
+                self.add(s, p.cell, p.hash, [key, &[]], &first, true)?;
+                self.states[s].keys += 1;
                 self.bytes += (key.len() + value.len()) as i64;
                 self.entries += 2;
             }
@@ -680,24 +687,16 @@ impl StateBackend {
             encoded.extend_from_slice(&(v.len() as u32).to_le_bytes());
             encoded.extend_from_slice(v);
         }
-        let shard = cell.write();
         match found {
             Some(i) => {
-                if shard.set_value(i, &encoded).is_err() {
+                if cell.write().set_value(i, &encoded).is_err() {
                     return Err(self.full_error(s, p.cell));
                 }
                 let _ = Self::touch(tracking, epoch, cell, i, Some(true));
             }
             None => {
-                let tag = if tracking { epoch } else { 0 };
-                let Ok(i) = shard.insert(p.hash, [key, &[]], &encoded, tag) else {
-                    return Err(self.full_error(s, p.cell));
-                };
-                if tracking {
-                    shard.set_base(i, true);
-                    cell.dirty.push(i);
-                }
-                declared.keys += 1;
+                self.add(s, p.cell, p.hash, [key, &[]], &encoded, true)?;
+                self.states[s].keys += 1;
             }
         }
         self.bytes += list_bytes(&values) + key.len() as i64;
