@@ -367,13 +367,16 @@ impl StateBackend {
     /// Finds where each of `keys` (with `map_keys`, for a map state) of
     /// state `state` lives, and loads the lines their lookups will touch,
     /// the index first, then the entries, so that the cache misses of a
-    /// batch overlap instead of each lookup waiting for its own. A key of
-    /// another subtask is refused.
+    /// batch overlap instead of each lookup waiting for its own (with
+    /// `prefetch`: a write of keys just read finds them in the cache, and
+    /// loading them again costs more than it saves). A key of another
+    /// subtask is refused.
     pub fn locate(
         &self,
         state: u32,
         keys: &[&[u8]],
         map_keys: Option<&[&[u8]]>,
+        prefetch: bool,
         places: &mut Vec<Place>,
     ) -> Result<(), StateError> {
         let s = state as usize;
@@ -384,6 +387,9 @@ impl StateBackend {
                 p.entry = Self::entry_hash(p, mk);
             }
             places.push(p);
+        }
+        if !prefetch {
+            return Ok(());
         }
         let cells = &self.states[s].cells;
         let lookup = |p: &Place| if map_keys.is_some() { p.entry } else { p.hash };

@@ -84,7 +84,7 @@ impl state::HostValueState for HostCtx {
         let state = handle.rep();
         let keys = present(split(&keys)?, "value-state.get-many")?;
         let mut places = std::mem::take(&mut self.places);
-        let located = self.sub.state.locate(state, &keys, None, &mut places);
+        let located = self.sub.state.locate(state, &keys, None, true, &mut places);
         let mut out = Blobs::with_capacity(keys.len());
         if located.is_ok() {
             for (key, p) in keys.iter().zip(&places) {
@@ -113,7 +113,7 @@ impl state::HostValueState for HostCtx {
         let result = (|| {
             self.sub
                 .state
-                .locate(state, &keys, None, &mut places)
+                .locate(state, &keys, None, false, &mut places)
                 .map_err(trap)?;
             for ((key, value), p) in keys.iter().zip(values).zip(&places) {
                 self.sub.check_value_size(value)?;
@@ -165,7 +165,7 @@ impl state::HostMapState for HostCtx {
         let located = self
             .sub
             .state
-            .locate(state, &keys, Some(&map_keys), &mut places);
+            .locate(state, &keys, Some(&map_keys), true, &mut places);
         let mut out = Blobs::with_capacity(keys.len());
         if located.is_ok() {
             for ((key, mk), p) in keys.iter().zip(&map_keys).zip(&places) {
@@ -200,7 +200,7 @@ impl state::HostMapState for HostCtx {
         let result = (|| {
             self.sub
                 .state
-                .locate(state, &keys, Some(&map_keys), &mut places)
+                .locate(state, &keys, Some(&map_keys), false, &mut places)
                 .map_err(trap)?;
             for (((key, mk), value), p) in keys.iter().zip(&map_keys).zip(values).zip(&places) {
                 self.sub.check_value_size(value)?;
