@@ -47,8 +47,16 @@ fn entry_size(entry: &StoredEntry) -> usize {
     }
 }
 
-/// Version of everything this module stores.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of everything this module stores. Version 2 added changes to
+/// map entries and list appends ([`StoredEntry::MapUpdate`],
+/// [`StoredEntry::ListAppend`]) and timer trees that hold deltas; a
+/// version-1 store holds none of them and is read as it is, while a weir
+/// that reads only version 1 refuses a version-2 store in one line rather
+/// than misreading it.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest version this weir reads.
+const OLDEST_FORMAT: u32 = 1;
 
 /// Why checkpoint storage failed. The message is one line naming the directory.
 #[derive(Debug, thiserror::Error)]
@@ -445,9 +453,9 @@ impl CheckpointStore {
             let (k, v) = item.map_err(|e| self.err(e))?;
             let meta: CheckpointMeta =
                 decode(&v).map_err(|e| self.err(format!("checkpoint record {k:?}: {e}")))?;
-            if meta.format != FORMAT_VERSION {
+            if !(OLDEST_FORMAT..=FORMAT_VERSION).contains(&meta.format) {
                 return Err(self.err(format!(
-                    "checkpoint {} has format version {}, this weir reads {FORMAT_VERSION}",
+                    "checkpoint {} has format version {}, this weir reads {OLDEST_FORMAT} to {FORMAT_VERSION}",
                     meta.id, meta.format
                 )));
             }
@@ -796,6 +804,35 @@ mod tests {
         store.complete(&meta(2, vec![1, 2])).unwrap();
         let m2 = store.get(2).unwrap().unwrap();
         assert_eq!(store.load_timers(&m2, "op", 0..8).unwrap(), vec![b]);
+    }
+
+    #[test]
+    fn version_1_stores_are_read_and_unknown_versions_refused_in_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        store
+            .complete(&CheckpointMeta {
+                format: 1,
+                ..meta(1, vec![1])
+            })
+            .unwrap();
+        assert_eq!(
+            store.list().unwrap().len(),
+            1,
+            "a version-1 checkpoint is read"
+        );
+        store
+            .complete(&CheckpointMeta {
+                format: 9,
+                ..meta(2, vec![2])
+            })
+            .unwrap();
+        let e = store.list().unwrap_err().to_string();
+        assert!(
+            e.contains("checkpoint 2 has format version 9, this weir reads 1 to 2"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'));
     }
 
     #[test]
