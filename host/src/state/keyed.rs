@@ -526,9 +526,6 @@ impl StateBackend {
         let s = state as usize;
         let h = p.entry;
         let found = self.map_slot(s, p, key, map_key, h);
-        let tracking = self.tracking;
-        let declared = &mut self.states[s];
-        let cell = &mut declared.cells[p.cell];
         match (found, value) {
             (Some(i), Some(v)) => self.overwrite(s, p.cell, i, v)?,
             (None, Some(v)) => {
@@ -545,24 +542,19 @@ impl StateBackend {
                     self.entries += 1;
                 }
             }
-            (Some(i), None) => {
-                let (removed, last) = Self::map_remove(tracking, cell, i, key.len());
-                self.bytes -= removed;
-                self.entries -= 1;
-                if last {
-                    declared.keys -= 1;
-                    self.bytes -= key.len() as i64;
-                    self.entries -= 1;
-                }
-            }
+            (Some(i), None) => self.map_remove(s, p.cell, i, key.len()),
             (None, None) => {}
         }
         Ok(())
     }
 
-    /// Removes map entry `i` of `cell`; the bytes of its user key and value,
-    /// and whether it was its event key's last.
-    fn map_remove(tracking: bool, cell: &mut Cell, i: u32, klen: usize) -> (i64, bool) {
+    /// Removes map entry `i` of cell `c` of state `s` (its event key has
+    /// `klen` bytes), recording it, and counts what went: the entry, and
+    /// the event key with its last entry.
+    fn map_remove(&mut self, s: usize, c: usize, i: u32, klen: usize) {
+        let tracking = self.tracking;
+        let declared = &mut self.states[s];
+        let cell = &mut declared.cells[c];
         if tracking {
             record_removed(&mut cell.removed, klen, cell.data.key(i));
         }
@@ -571,7 +563,13 @@ impl StateBackend {
             + shard.slots[i as usize].vlen as i64;
         let last = shard.unlink(i);
         shard.remove(i);
-        (removed, last)
+        self.bytes -= removed;
+        self.entries -= 1;
+        if last {
+            declared.keys -= 1;
+            self.bytes -= klen as i64;
+            self.entries -= 1;
+        }
     }
 
     /// Map state: every entry of the map of `key`, sorted by user key.
@@ -594,22 +592,13 @@ impl StateBackend {
     pub fn map_clear(&mut self, state: u32, key: &[u8]) -> Result<(), StateError> {
         let s = state as usize;
         let p = self.place(s, key)?;
-        let tracking = self.tracking;
-        let declared = &mut self.states[s];
-        let cell = &mut declared.cells[p.cell];
-        let Some((head, _)) = cell.data.head(p.hash, key) else {
+        let shard = &self.states[s].cells[p.cell].data;
+        let Some((head, _)) = shard.head(p.hash, key) else {
             return Ok(());
         };
-        let slots: Vec<u32> = cell.data.chain(head).collect();
+        let slots: Vec<u32> = shard.chain(head).collect();
         for i in slots {
-            let (removed, last) = Self::map_remove(tracking, cell, i, key.len());
-            self.bytes -= removed;
-            self.entries -= 1;
-            if last {
-                declared.keys -= 1;
-                self.bytes -= key.len() as i64;
-                self.entries -= 1;
-            }
+            self.map_remove(s, p.cell, i, key.len());
         }
         Ok(())
     }
