@@ -394,21 +394,9 @@ impl<T: Serialize + DeserializeOwned> Flush for RefCell<ValueCache<T>> {
             if !slot.dirty {
                 continue;
             }
-            match &slot.value {
-                Some(v) => {
-                    // Encode straight into the flat buffer: no allocation per value.
-                    let start = values.data.len();
-                    if let Err(e) = serde_json::to_writer(&mut values.data, v) {
-                        values.data.truncate(start);
-                        result = Err(Error::fatal(format!(
-                            "cannot encode a value of state `{}`: {e}",
-                            cache.name
-                        )));
-                        continue;
-                    }
-                    values.lens.push((values.data.len() - start) as i32);
-                }
-                None => values.lens.push(-1),
+            if let Err(e) = push_value(&cache.name, slot.value.as_ref(), &mut values) {
+                result = Err(e);
+                continue;
             }
             push_blob(&mut keys, Some(cache.keys.key(i as u32)));
         }
@@ -525,6 +513,24 @@ fn encode_into<T: Serialize>(state: &str, value: &T, buf: &mut Vec<u8>) -> Resul
         buf.truncate(start);
         Error::fatal(format!("cannot encode a value of state `{state}`: {e}"))
     })
+}
+
+/// Appends a slot's value to the flat values of a write, encoded straight
+/// into the buffer (no allocation per value), or -1 for a removal.
+fn push_value<T: Serialize>(
+    state: &str,
+    value: Option<&T>,
+    values: &mut types::Blobs,
+) -> Result<(), Error> {
+    match value {
+        Some(v) => {
+            let start = values.data.len();
+            encode_into(state, v, &mut values.data)?;
+            values.lens.push((values.data.len() - start) as i32);
+        }
+        None => values.lens.push(-1),
+    }
+    Ok(())
 }
 
 struct MapCache<V> {
@@ -653,17 +659,9 @@ impl<V: Serialize + DeserializeOwned> Flush for RefCell<MapCache<V>> {
             if !slot.dirty {
                 continue;
             }
-            match &slot.value {
-                Some(v) => {
-                    // Encode straight into the flat buffer: no allocation per value.
-                    let start = values.data.len();
-                    if let Err(e) = encode_into(&cache.name, v, &mut values.data) {
-                        result = Err(e);
-                        continue;
-                    }
-                    values.lens.push((values.data.len() - start) as i32);
-                }
-                None => values.lens.push(-1),
+            if let Err(e) = push_value(&cache.name, slot.value.as_ref(), values) {
+                result = Err(e);
+                continue;
             }
             let (key, mk) = cache.pairs.pair(i as u32);
             push_blob(keys, Some(key));
