@@ -34,19 +34,6 @@ use crate::model::{SinkState, SourceState};
 use crate::state::keyed::{EntryRef, StateChange, StateSnapshot, StoredEntry};
 use crate::state::timers::TimerDelta;
 
-fn entry_size(entry: &StoredEntry) -> usize {
-    match entry {
-        StoredEntry::Value(v) => v.len(),
-        StoredEntry::Map(m) => m.iter().map(|(k, v)| k.len() + v.len() + 8).sum(),
-        StoredEntry::List(l) | StoredEntry::ListAppend(l) => l.iter().map(|v| v.len() + 4).sum(),
-        StoredEntry::MapUpdate(m) => m
-            .iter()
-            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + 9)
-            .sum(),
-        StoredEntry::Deleted => 0,
-    }
-}
-
 /// Version of everything this module stores. Version 2 added changes to
 /// map entries and list appends ([`StoredEntry::MapUpdate`],
 /// [`StoredEntry::ListAppend`]) and timer trees that hold deltas; a
@@ -290,52 +277,34 @@ impl CheckpointStore {
         op: &str,
         changes: &[StateChange],
     ) -> Result<u64, CheckpointError> {
-        let tree = self.db.open_tree(delta_name(id)).map_err(|e| self.err(e))?;
-        let mut by_group: std::collections::BTreeMap<u32, Vec<&StateChange>> = Default::default();
-        for change in changes {
-            by_group.entry(change.key_group).or_default().push(change);
-        }
-        let mut batch = sled::Batch::default();
-        let mut bytes = 0u64;
-        for (kg, group) in by_group {
-            // Borrowed, not cloned: it encodes exactly as a `PackedEntry`.
-            let mut chunk: Vec<(&str, &[u8], &StoredEntry)> = Vec::new();
-            let mut size = 0usize;
-            let mut n = 0u32;
-            let mut flush = |chunk: &mut Vec<(&str, &[u8], &StoredEntry)>,
-                             n: &mut u32,
-                             batch: &mut sled::Batch| {
-                let k = chunk_key(op, kg, *n);
-                let v = encode(&*chunk);
-                bytes += (k.len() + v.len()) as u64;
-                batch.insert(k, v);
-                chunk.clear();
-                *n += 1;
-            };
-            for change in group {
-                size += change.key.len() + change.state.len() + entry_size(&change.entry) + 8;
-                chunk.push((&change.state, &change.key, &change.entry));
-                if size >= CHUNK_BYTES {
-                    flush(&mut chunk, &mut n, &mut batch);
-                    size = 0;
-                }
+        // By key group, in order within each, as a snapshot visits them.
+        let mut sorted: Vec<&StateChange> = changes.iter().collect();
+        sorted.sort_by_key(|c| c.key_group);
+        self.write_records(id, op, |f| {
+            for c in sorted {
+                f(c.key_group, &c.state, &c.key, c.entry.as_ref());
             }
-            if !chunk.is_empty() {
-                flush(&mut chunk, &mut n, &mut batch);
-            }
-        }
-        tree.apply_batch(batch).map_err(|e| self.err(e))?;
-        Ok(bytes)
+        })
     }
 
     /// Writes a subtask's state snapshot for checkpoint `id`, records
-    /// borrowed from its shards (encoded as [`Self::write_changes`] encodes
-    /// the same changes); returns the bytes written.
+    /// borrowed from its shards; returns the bytes written.
     pub fn write_snapshot(
         &self,
         id: u64,
         op: &str,
         snapshot: &StateSnapshot,
+    ) -> Result<u64, CheckpointError> {
+        self.write_records(id, op, |f| snapshot.visit(f))
+    }
+
+    /// Packs the records `visit` gives (in order of key group) into chunks
+    /// of about [`CHUNK_BYTES`] per key group, written in one batch.
+    fn write_records<'a>(
+        &self,
+        id: u64,
+        op: &str,
+        visit: impl FnOnce(&mut dyn FnMut(u32, &'a str, &'a [u8], EntryRef<'a>)),
     ) -> Result<u64, CheckpointError> {
         let tree = self.db.open_tree(delta_name(id)).map_err(|e| self.err(e))?;
         let mut batch = sled::Batch::default();
@@ -350,7 +319,7 @@ impl CheckpointStore {
             chunk.clear();
             *n += 1;
         };
-        snapshot.visit(&mut |kg, state, key, entry| {
+        visit(&mut |kg, state, key, entry| {
             if let Some(g) = group.filter(|&g| g != kg) {
                 if !chunk.is_empty() {
                     flush(&mut chunk, g, &mut n);

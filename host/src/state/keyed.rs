@@ -1041,6 +1041,25 @@ pub enum EntryRef<'a> {
     ListAppend(Vec<&'a [u8]>),
 }
 
+impl StoredEntry {
+    /// The entry, borrowed (it encodes as the entry does).
+    pub fn as_ref(&self) -> EntryRef<'_> {
+        fn all(l: &[Vec<u8>]) -> Vec<&[u8]> {
+            l.iter().map(Vec::as_slice).collect()
+        }
+        match self {
+            StoredEntry::Value(v) => EntryRef::Value(v),
+            StoredEntry::Map(m) => EntryRef::Map(m.iter().map(|(k, v)| (&k[..], &v[..])).collect()),
+            StoredEntry::List(l) => EntryRef::List(all(l)),
+            StoredEntry::Deleted => EntryRef::Deleted,
+            StoredEntry::MapUpdate(m) => {
+                EntryRef::MapUpdate(m.iter().map(|(k, v)| (&k[..], v.as_deref())).collect())
+            }
+            StoredEntry::ListAppend(l) => EntryRef::ListAppend(all(l)),
+        }
+    }
+}
+
 impl EntryRef<'_> {
     /// The owned entry.
     pub fn to_owned(&self) -> StoredEntry {
@@ -1200,13 +1219,7 @@ mod tests {
 
     #[test]
     fn value_map_list_roundtrip() {
-        let mut b = StateBackend::new(0, 16, 0..16);
-        b.declare(&[
-            spec("v", StateKind::Value),
-            spec("m", StateKind::Map),
-            spec("l", StateKind::List),
-        ])
-        .unwrap();
+        let mut b = backend();
         let v = b.find("v", StateKind::Value).unwrap();
         let m = b.find("m", StateKind::Map).unwrap();
         let l = b.find("l", StateKind::List).unwrap();
