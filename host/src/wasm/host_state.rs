@@ -56,6 +56,14 @@ fn present<'a>(keys: Entries<'a>, what: &str) -> wasmtime::Result<Vec<&'a [u8]>>
         .collect()
 }
 
+/// The user keys of a map state call, every one present.
+fn present_map_keys<'a>(map_keys: Entries<'a>, what: &str) -> wasmtime::Result<Vec<&'a [u8]>> {
+    map_keys
+        .into_iter()
+        .map(|mk| mk.ok_or_else(|| trap(format!("{what}: a map key is absent"))))
+        .collect()
+}
+
 fn no_key(what: &str) -> wasmtime::Error {
     trap(format!(
         "{what}: a key is absent; state is kept per key (in its key group, which checkpoints, savepoints and rescaling move), so use the event's key and reject events with no key as bad input"
@@ -157,10 +165,7 @@ impl state::HostMapState for HostCtx {
             "map-state.get-many: keys and map keys differ in number",
         )?;
         let keys = present(keys, "map-state.get-many")?;
-        let map_keys = map_keys
-            .into_iter()
-            .map(|mk| mk.ok_or_else(|| trap("map-state.get-many: a map key is absent")))
-            .collect::<wasmtime::Result<Vec<_>>>()?;
+        let map_keys = present_map_keys(map_keys, "map-state.get-many")?;
         let mut places = std::mem::take(&mut self.places);
         let located = self
             .sub
@@ -192,10 +197,7 @@ impl state::HostMapState for HostCtx {
             return Err(trap(UNEVEN));
         }
         let keys = present(keys, "map-state.put-many")?;
-        let map_keys = map_keys
-            .into_iter()
-            .map(|mk| mk.ok_or_else(|| trap("map-state.put-many: a map key is absent")))
-            .collect::<wasmtime::Result<Vec<_>>>()?;
+        let map_keys = present_map_keys(map_keys, "map-state.put-many")?;
         let mut places = std::mem::take(&mut self.places);
         let result = (|| {
             self.sub
