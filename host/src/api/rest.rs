@@ -12,6 +12,9 @@
 //! | GET | `/jobs/{id}/savepoints` | every savepoint request |
 //! | GET | `/jobs/{id}/savepoints/{request-id}` | `IN_PROGRESS`, `COMPLETED` (with `location`) or `FAILED` (with `failure`) |
 //! | POST | `/jobs/{id}/stop` | `{"target-directory": …, "drain": bool}`: stop-with-savepoint → `{"request-id": …}` |
+//! | POST | `/jobs/{id}/operators/{operator}/swap` | `{"wasm": PATH, "probation": "30s" or "N events", "max-dead-letter-share": 0.01}`: a live swap → `{"request-id": …}`, or 4xx with why it is refused |
+//! | GET | `/jobs/{id}/swaps` | every swap |
+//! | GET | `/jobs/{id}/swaps/{request-id}` | `IN_PROGRESS`, `PROBATION`, `COMPLETED` or `ROLLED_BACK` (with `reason`) |
 //!
 //! The two POSTs answer 429 when [`crate::engine::control::MAX_REQUESTS_IN_PROGRESS`]
 //! savepoint requests are already in progress: the queue is bounded.
@@ -81,6 +84,66 @@ struct StopBody {
     target_directory: Option<String>,
     #[serde(default)]
     drain: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct SwapBody {
+    wasm: String,
+    probation: Option<String>,
+    max_dead_letter_share: Option<f64>,
+}
+
+async fn swap(
+    State(c): Shared,
+    Path((id, operator)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Response {
+    if let Err(r) = check_job(&c, &id) {
+        return r.into_response();
+    }
+    let b: SwapBody = match body(&bytes) {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    let probation = match b.probation.as_deref().map(str::parse) {
+        None => crate::engine::swap::Probation::Time(crate::engine::swap::DEFAULT_PROBATION),
+        Some(Ok(p)) => p,
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let request = crate::engine::control::SwapRequest {
+        operator,
+        wasm: b.wasm.into(),
+        probation,
+        max_dead_letter_share: b
+            .max_dead_letter_share
+            .unwrap_or(crate::engine::swap::DEFAULT_MAX_DEAD_LETTER_SHARE),
+    };
+    // Loading and compiling the component blocks: off the async workers.
+    match tokio::task::spawn_blocking(move || c.request_swap(request)).await {
+        Ok(result) => accepted(result),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn swaps(State(c): Shared, Path(id): Path<String>) -> Response {
+    if let Err(r) = check_job(&c, &id) {
+        return r.into_response();
+    }
+    Json(json!({ "swaps": c.swaps() })).into_response()
+}
+
+async fn swap_status(State(c): Shared, Path((id, request)): Path<(String, String)>) -> Response {
+    if let Err(r) = check_job(&c, &id) {
+        return r.into_response();
+    }
+    match c.swap(&request) {
+        Some(s) => Json(s).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no swap request `{request}` for job `{id}`"),
+        ),
+    }
 }
 
 async fn jobs(State(c): Shared) -> Response {
@@ -163,7 +226,7 @@ async fn savepoint(State(c): Shared, Path((id, request)): Path<(String, String)>
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such endpoint (see openapi.yaml: /jobs, /jobs/{id}, /jobs/{id}/checkpoints, /jobs/{id}/savepoints, /jobs/{id}/stop)",
+        "no such endpoint (see openapi.yaml: /jobs, /jobs/{id}, /jobs/{id}/checkpoints, /jobs/{id}/savepoints, /jobs/{id}/stop, /jobs/{id}/operators/{operator}/swap, /jobs/{id}/swaps)",
     )
 }
 
@@ -186,6 +249,9 @@ pub fn router(control: Arc<JobControl>) -> Router {
         )
         .route("/jobs/{id}/savepoints/{request}", get(savepoint))
         .route("/jobs/{id}/stop", post(stop))
+        .route("/jobs/{id}/operators/{operator}/swap", post(swap))
+        .route("/jobs/{id}/swaps", get(swaps))
+        .route("/jobs/{id}/swaps/{request}", get(swap_status))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(control)
@@ -235,6 +301,9 @@ mod tests {
         ("/jobs/{id}/savepoints", &["get", "post"]),
         ("/jobs/{id}/savepoints/{request}", &["get"]),
         ("/jobs/{id}/stop", &["post"]),
+        ("/jobs/{id}/operators/{operator}/swap", &["post"]),
+        ("/jobs/{id}/swaps", &["get"]),
+        ("/jobs/{id}/swaps/{request}", &["get"]),
     ];
 
     const OPENAPI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.yaml");
@@ -342,7 +411,10 @@ mod tests {
             .block_on(super::serve("127.0.0.1:0", control))
             .expect("serve");
         for (path, methods) in ROUTES {
-            let concrete = path.replace("{id}", "j").replace("{request}", "r");
+            let concrete = path
+                .replace("{id}", "j")
+                .replace("{request}", "r")
+                .replace("{operator}", "o");
             for method in ["get", "post", "put", "delete", "patch"] {
                 let (status, answer) = send(addr, &method.to_uppercase(), &concrete);
                 if methods.contains(&method) {

@@ -69,7 +69,7 @@ pub fn request(
 }
 
 /// The error message of a JSON error body, or the body itself.
-fn message(status: u16, body: &Value) -> String {
+pub fn message(status: u16, body: &Value) -> String {
     match body.get("error").and_then(Value::as_str) {
         Some(m) => m.to_string(),
         None => format!("HTTP {status}: {body}"),

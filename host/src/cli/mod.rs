@@ -25,7 +25,9 @@ mod operator;
 mod run;
 mod savepoint;
 mod state;
+mod status;
 mod stop;
+mod swap;
 
 use clap::{Parser, Subcommand};
 
@@ -59,6 +61,10 @@ enum Command {
     State(state::StateCommand),
     /// Stop a running job with a savepoint (through its REST API).
     Stop(stop::StopArgs),
+    /// Swap the logic behind an operator ID in a running job, at a barrier, on probation.
+    Swap(swap::SwapArgs),
+    /// Show a running job's state, operators, logic and swaps (through its REST API).
+    Status(status::StatusArgs),
     /// Run the benchmarks: real jobs against the native ceiling, checkpoints, savepoints, start.
     Bench(bench::BenchArgs),
 }
@@ -75,6 +81,8 @@ impl Cli {
             Command::Savepoint(cmd) => cmd.execute(),
             Command::State(cmd) => cmd.execute(),
             Command::Stop(args) => args.execute(),
+            Command::Swap(args) => args.execute(),
+            Command::Status(args) => args.execute(),
             Command::Bench(args) => args.execute(),
         }
     }

@@ -16,13 +16,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
 
+use crate::engine::swap::{Probation, SwapOrder};
 use crate::model::now_ms;
 use crate::state::checkpoint::CheckpointStore;
+use crate::wasm::component::Components;
+use crate::wasm::operator::OperatorImpl;
 
 /// Savepoint requests that may be in progress at once; more are refused (429).
 pub const MAX_REQUESTS_IN_PROGRESS: usize = 8;
@@ -111,6 +114,85 @@ pub struct OperatorStatus {
     pub parallelism: u32,
 }
 
+/// Where a live swap is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SwapState {
+    /// Accepted, waiting for its barrier (or at it).
+    InProgress,
+    /// The new logic runs; its output is held until the probation passes.
+    Probation,
+    /// The new logic passed its probation and runs on.
+    Completed,
+    /// The old logic is back: `reason` says why.
+    RolledBack,
+}
+
+/// A logic, as a swap names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LogicId {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Hex SHA-256 of its `.wasm`.
+    pub wasm_sha256: String,
+}
+
+/// A live swap, as `GET /jobs/{id}/swaps/{request-id}` shows it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SwapStatus {
+    /// The request ID.
+    pub request_id: String,
+    /// The operator ID.
+    pub operator: String,
+    /// Where it is.
+    pub status: SwapState,
+    /// Why it rolled back.
+    pub reason: Option<String>,
+    /// The logic before.
+    pub from: LogicId,
+    /// The logic after.
+    pub to: LogicId,
+    /// Its probation (`30s`, `1000 events`).
+    pub probation: String,
+    /// The checkpoint barrier it swapped at.
+    pub barrier: Option<u64>,
+    /// The checkpoint that ended its probation.
+    pub completed_at_checkpoint: Option<u64>,
+    /// When it was asked for (ms since the Unix epoch).
+    pub requested_at_ms: i64,
+    /// When it completed or rolled back.
+    pub ended_at_ms: Option<i64>,
+}
+
+/// What a swap request is checked against: set by the runtime once the job runs.
+pub struct SwapContext {
+    /// The engine that loads and compiles the new `.wasm`.
+    pub components: Arc<Components>,
+    /// Each operator's logic now.
+    pub logic: Vec<OperatorImpl>,
+    /// The job takes periodic checkpoints into this store.
+    pub store: Option<CheckpointStore>,
+    /// How long a Kafka sink's transaction may stay open (exactly-once only).
+    pub transaction_timeout: Option<std::time::Duration>,
+}
+
+/// A swap asked for: the operator, its new `.wasm`, the probation, the dead-letter share.
+#[derive(Debug, Clone)]
+pub struct SwapRequest {
+    /// The operator ID.
+    pub operator: String,
+    /// The new `.wasm` (absolute, or relative to the job file's directory).
+    pub wasm: PathBuf,
+    /// How long it is on probation.
+    pub probation: Probation,
+    /// Largest share of events (0 to 1) it may dead-letter on probation.
+    pub max_dead_letter_share: f64,
+}
+
 /// The last failed checkpoint, as the REST API reports it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -165,8 +247,8 @@ pub struct Metrics {
 pub struct JobControl {
     /// The job's name (its ID in the REST API).
     pub job: String,
-    /// The operators.
-    pub operators: Vec<OperatorStatus>,
+    /// The operators, with the logic each runs now.
+    operators: Mutex<Vec<OperatorStatus>>,
     /// Live counters.
     pub metrics: Metrics,
     /// Latencies a `latency = true` blackhole sink recorded, when it ends.
@@ -182,6 +264,13 @@ pub struct JobControl {
     stopping: AtomicBool,
     stop_reported: AtomicBool,
     next_request: AtomicU64,
+    /// What a live swap request is checked against, once the job runs.
+    swap_ctx: Mutex<Option<SwapContext>>,
+    /// Every swap asked for, oldest first.
+    swaps: Mutex<Vec<SwapStatus>>,
+    swap_orders: (Sender<Arc<SwapOrder>>, Receiver<Arc<SwapOrder>>),
+    /// The order of the swap under way, for its logic once it completes.
+    swap_order: Mutex<Option<Arc<SwapOrder>>>,
 }
 
 /// Why a request was refused: an HTTP status and a one-line message.
@@ -216,7 +305,7 @@ impl JobControl {
         let now = now_ms();
         JobControl {
             job: job.to_string(),
-            operators,
+            operators: Mutex::new(operators),
             metrics: Metrics::default(),
             latency: Default::default(),
             started_at_ms: now,
@@ -239,6 +328,10 @@ impl JobControl {
             stopping: AtomicBool::new(false),
             stop_reported: AtomicBool::new(false),
             next_request: AtomicU64::new(1),
+            swap_ctx: Mutex::new(None),
+            swaps: Mutex::new(Vec::new()),
+            swap_orders: crossbeam_channel::unbounded(),
+            swap_order: Mutex::new(None),
         }
     }
 
@@ -282,6 +375,15 @@ impl JobControl {
             return Err(refused(
                 409,
                 format!("the job is {state:?}: no savepoint can be taken").to_lowercase(),
+            ));
+        }
+        if let Some(s) = self.swap_under_way() {
+            return Err(refused(
+                409,
+                format!(
+                    "swap {} of operator `{}` is under way: savepoints and stops wait until it completes or rolls back (GET /jobs/{}/swaps/{})",
+                    s.request_id, s.operator, self.job, s.request_id
+                ),
             ));
         }
         if stop.is_some() {
@@ -428,6 +530,358 @@ impl JobControl {
         }
     }
 
+    /// The operators and the logic each runs, with its swaps, as JSON.
+    pub fn operators_json(&self) -> serde_json::Value {
+        let ops = self.operators.lock().expect("operators lock").clone();
+        let swaps = self.swaps.lock().expect("swaps lock").clone();
+        serde_json::Value::Array(
+            ops.iter()
+                .map(|o| {
+                    let mut v = serde_json::to_value(o).unwrap_or_default();
+                    v["swaps"] = serde_json::to_value(
+                        swaps
+                            .iter()
+                            .filter(|s| s.operator == o.id)
+                            .collect::<Vec<_>>(),
+                    )
+                    .unwrap_or_default();
+                    v
+                })
+                .collect(),
+        )
+    }
+
+    /// Asks for a live swap ([`crate::engine::swap`]): loads, compiles and
+    /// checks the new logic now (a refusal says why, and nothing changes),
+    /// then hands it to the coordinator for the next barrier. Returns the
+    /// request ID. Compiles: call it off the async workers.
+    pub fn request_swap(&self, request: SwapRequest) -> Result<String, Refused> {
+        let state = self.state();
+        if state != JobState::Running {
+            return Err(refused(
+                409,
+                format!("the job is {state:?}: no swap can start now").to_lowercase(),
+            ));
+        }
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(refused(409, "the job is stopping"));
+        }
+        if !(0.0..=1.0).contains(&request.max_dead_letter_share) {
+            return Err(refused(
+                400,
+                format!(
+                    "the largest share of dead letters must be from 0 to 1, not {}",
+                    request.max_dead_letter_share
+                ),
+            ));
+        }
+        if matches!(request.probation, Probation::Events(0)) {
+            return Err(refused(400, "a probation of 0 events: give at least 1"));
+        }
+        let ctx = self.swap_ctx.lock().expect("swap lock");
+        let Some(ctx) = ctx.as_ref() else {
+            return Err(refused(409, "the job is not running yet"));
+        };
+        let ops = self.operators.lock().expect("operators lock").clone();
+        let Some(index) = ops.iter().position(|o| o.id == request.operator) else {
+            let ids: Vec<&str> = ops.iter().map(|o| o.id.as_str()).collect();
+            return Err(refused(
+                404,
+                format!(
+                    "the job has no operator `{}` (its operators: {})",
+                    request.operator,
+                    ids.join(", ")
+                ),
+            ));
+        };
+        let Some(store) = &ctx.store else {
+            return Err(refused(
+                409,
+                "a live swap needs periodic checkpoints ([checkpoint] interval): it happens at a checkpoint barrier, and rolls back to it",
+            ));
+        };
+        if let (Probation::Time(d), Some(timeout)) = (request.probation, ctx.transaction_timeout) {
+            if d * 2 >= timeout {
+                return Err(refused(
+                    400,
+                    format!(
+                        "a probation of {} holds the Kafka sink's transaction open that long; it must be under half its transaction_timeout ({})",
+                        request.probation,
+                        humantime::format_duration(timeout)
+                    ),
+                ));
+            }
+        }
+        if let Some(s) = self.swap_under_way() {
+            return Err(refused(
+                409,
+                format!(
+                    "swap {} of operator `{}` is {:?}: one swap at a time",
+                    s.request_id, s.operator, s.status
+                )
+                .replace("InProgress", "IN_PROGRESS")
+                .replace("Probation", "on PROBATION"),
+            ));
+        }
+        let path = if request.wasm.is_absolute() {
+            request.wasm.clone()
+        } else {
+            self.base_dir.join(&request.wasm)
+        };
+        let loaded = ctx
+            .components
+            .load(&path)
+            .map_err(|e| refused(400, e.to_string()))?;
+        let current = &ctx.logic[index];
+        if matches!(current, OperatorImpl::Native(..)) {
+            return Err(refused(
+                409,
+                format!(
+                    "operator `{}` runs native logic (a benchmark): it cannot be swapped",
+                    request.operator
+                ),
+            ));
+        }
+        let saved = vec![(
+            request.operator.clone(),
+            current
+                .spec()
+                .states
+                .iter()
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        crate::state::keyed::kind_name(s.kind).to_string(),
+                        s.version,
+                    )
+                })
+                .collect(),
+        )];
+        let new = vec![(request.operator.clone(), loaded.spec.states.clone())];
+        let what = format!(
+            "swap of operator `{}` to `{}`",
+            request.operator,
+            path.display()
+        );
+        let plan = crate::state::restore::plan(&what, &saved, &new, false)
+            .map_err(|e| {
+                refused(
+                    400,
+                    e.replace(
+                        "pass --allow-non-restored-state to drop it",
+                        "a live swap cannot drop state: take a savepoint and restore it with --allow-non-restored-state",
+                    ),
+                )
+            })?
+            .operators
+            .remove(0);
+        let bytes = std::fs::read(&path)
+            .map_err(|e| refused(400, format!("cannot read `{}`: {e}", path.display())))?;
+        store
+            .keep_wasm(&loaded.sha256, &bytes)
+            .map_err(|e| refused(500, e.to_string()))?;
+        let n = self.next_request.fetch_add(1, Ordering::SeqCst);
+        let id = format!(
+            "{:016x}",
+            xxhash_rust::xxh3::xxh3_64(format!("{}-swap-{n}-{}", self.job, now_ms()).as_bytes())
+        );
+        let from = LogicId {
+            name: ops[index].name.clone(),
+            version: ops[index].version.clone(),
+            wasm_sha256: ops[index].wasm_sha256.clone(),
+        };
+        let to = LogicId {
+            name: loaded.spec.name.clone(),
+            version: loaded.spec.version.clone(),
+            wasm_sha256: loaded.sha256.clone(),
+        };
+        tracing::info!(
+            "swap {id}: operator `{}` goes from {} {} to {} {} ({}) at the next checkpoint barrier, on probation for {}",
+            request.operator,
+            from.name,
+            from.version,
+            to.name,
+            to.version,
+            path.display(),
+            request.probation
+        );
+        self.swaps.lock().expect("swaps lock").push(SwapStatus {
+            request_id: id.clone(),
+            operator: request.operator.clone(),
+            status: SwapState::InProgress,
+            reason: None,
+            from,
+            to,
+            probation: request.probation.to_string(),
+            barrier: None,
+            completed_at_checkpoint: None,
+            requested_at_ms: now_ms(),
+            ended_at_ms: None,
+        });
+        let order = SwapOrder {
+            request_id: id.clone(),
+            operator: index,
+            operator_id: request.operator,
+            logic: OperatorImpl::Wasm(loaded),
+            plan,
+            probation: request.probation,
+            max_dead_letter_share: request.max_dead_letter_share,
+        };
+        let order = Arc::new(order);
+        *self.swap_order.lock().expect("swap lock") = Some(order.clone());
+        self.swap_orders
+            .0
+            .send(order)
+            .expect("the receiver lives in self");
+        Ok(id)
+    }
+
+    /// Each operator's logic now (after the swaps that completed), if the job ran.
+    pub fn current_logic(&self) -> Option<Vec<OperatorImpl>> {
+        self.swap_ctx
+            .lock()
+            .expect("swap lock")
+            .as_ref()
+            .map(|c| c.logic.clone())
+    }
+
+    /// Sets what swap requests are checked against (each run sets it anew).
+    pub fn set_swap_context(&self, ctx: SwapContext) {
+        *self.swap_ctx.lock().expect("swap lock") = Some(ctx);
+    }
+
+    /// Takes back the swaps of an earlier process (from the checkpoint restored).
+    pub fn restore_swap_history(&self, history: &[serde_json::Value]) {
+        let mut swaps = self.swaps.lock().expect("swaps lock");
+        if swaps.is_empty() {
+            swaps.extend(
+                history
+                    .iter()
+                    .filter_map(|v| serde_json::from_value::<SwapStatus>(v.clone()).ok()),
+            );
+        }
+    }
+
+    /// The swaps so far, as checkpoints record them.
+    pub fn swap_history(&self) -> Vec<serde_json::Value> {
+        self.swaps
+            .lock()
+            .expect("swaps lock")
+            .iter()
+            .filter_map(|s| serde_json::to_value(s).ok())
+            .collect()
+    }
+
+    /// Accepted swaps, for the coordinator.
+    pub fn swap_orders(&self) -> Receiver<Arc<SwapOrder>> {
+        self.swap_orders.1.clone()
+    }
+
+    /// A swap's status.
+    pub fn swap(&self, id: &str) -> Option<SwapStatus> {
+        self.swaps
+            .lock()
+            .expect("swaps lock")
+            .iter()
+            .find(|s| s.request_id == id)
+            .cloned()
+    }
+
+    /// Every swap, oldest first.
+    pub fn swaps(&self) -> Vec<SwapStatus> {
+        self.swaps.lock().expect("swaps lock").clone()
+    }
+
+    /// The swap in progress or on probation, if any.
+    pub fn swap_under_way(&self) -> Option<SwapStatus> {
+        self.swaps
+            .lock()
+            .expect("swaps lock")
+            .iter()
+            .find(|s| matches!(s.status, SwapState::InProgress | SwapState::Probation))
+            .cloned()
+    }
+
+    fn update_swap(&self, id: &str, f: impl FnOnce(&mut SwapStatus)) {
+        if let Some(s) = self
+            .swaps
+            .lock()
+            .expect("swaps lock")
+            .iter_mut()
+            .find(|s| s.request_id == id)
+        {
+            f(s);
+        }
+    }
+
+    /// A swap's barrier was triggered.
+    pub fn swap_barrier(&self, id: &str, barrier: u64) {
+        self.update_swap(id, |s| s.barrier = Some(barrier));
+    }
+
+    /// A swap's barrier went through: the new logic runs, on probation.
+    pub fn swap_on_probation(&self, id: &str, barrier: u64) {
+        self.update_swap(id, |s| {
+            s.barrier = Some(barrier);
+            s.status = SwapState::Probation;
+        });
+    }
+
+    /// A swap passed its probation at checkpoint `checkpoint`.
+    pub fn swap_completed(&self, id: &str, checkpoint: u64) {
+        let mut done = None;
+        self.update_swap(id, |s| {
+            s.status = SwapState::Completed;
+            s.completed_at_checkpoint = Some(checkpoint);
+            s.ended_at_ms = Some(now_ms());
+            done = Some((s.operator.clone(), s.to.clone()));
+        });
+        if let Some((op, to)) = done {
+            self.set_logic(&op, &to);
+            let order = self.swap_order.lock().expect("swap lock").take();
+            if let (Some(order), Some(ctx)) =
+                (order, self.swap_ctx.lock().expect("swap lock").as_mut())
+            {
+                ctx.logic[order.operator] = order.logic.clone();
+            }
+            tracing::info!("swap {id} of operator `{op}` COMPLETED at checkpoint {checkpoint}");
+        }
+    }
+
+    /// Sets the logic an operator runs, as reported.
+    pub fn set_logic(&self, operator: &str, logic: &LogicId) {
+        if let Some(o) = self
+            .operators
+            .lock()
+            .expect("operators lock")
+            .iter_mut()
+            .find(|o| o.id == operator)
+        {
+            o.name = logic.name.clone();
+            o.version = logic.version.clone();
+            o.wasm_sha256 = logic.wasm_sha256.clone();
+        }
+    }
+
+    /// The swap under way rolled back (or never reached its barrier): why.
+    /// Returns it, if there was one.
+    pub fn swap_rolled_back(&self, why: &str) -> Option<SwapStatus> {
+        let id = self.swap_under_way()?.request_id;
+        self.update_swap(&id, |s| {
+            s.status = SwapState::RolledBack;
+            s.reason = Some(why.to_string());
+            s.ended_at_ms = Some(now_ms());
+        });
+        // Orders the coordinator never took.
+        while self.swap_orders.1.try_recv().is_ok() {}
+        *self.swap_order.lock().expect("swap lock") = None;
+        let s = self.swap(&id);
+        if let Some(s) = &s {
+            tracing::warn!("swap {id} of operator `{}` ROLLED_BACK: {why}", s.operator);
+        }
+        s
+    }
+
     /// Whether a stop was requested and its result has been read (or there
     /// was no REST API to read it from).
     pub fn stop_reported(&self) -> bool {
@@ -502,7 +956,7 @@ impl JobControl {
             "started-at-ms": self.started_at_ms,
             "attempt": s.attempt,
             "last-failure": s.failure,
-            "operators": self.operators,
+            "operators": self.operators_json(),
             "events-in": self.metrics.events_in.load(Ordering::Relaxed),
             "events-out": self.metrics.events_out.load(Ordering::Relaxed),
             "throughput": {

@@ -55,6 +55,7 @@
 //! wait that long between writing a checkpoint's data and marking it
 //! complete, so that a kill lands in the middle of checkpoint writes.
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, VecDeque};
 use std::ops::Range;
 use std::path::PathBuf;
@@ -65,9 +66,12 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::engine::control::{CheckpointSummary, JobControl, SavepointRequest};
 use crate::engine::stream::Barrier;
+use crate::engine::swap::{Probation, SwapBoard, SwapOrder};
 use crate::model::now_ms;
 use crate::model::{SinkState, SourcePosition, SourceState};
-use crate::state::checkpoint::{CheckpointMeta, CheckpointStore, OperatorMeta, FORMAT_VERSION};
+use crate::state::checkpoint::{
+    CheckpointLogic, CheckpointMeta, CheckpointStore, OperatorLogic, OperatorMeta, FORMAT_VERSION,
+};
 use crate::state::keyed::StateSnapshot;
 use crate::state::savepoint::{
     self, DataFile, SavedOperator, SavedState, SavepointKind, SavepointWriter,
@@ -108,6 +112,8 @@ pub enum Ack {
         keys: u64,
         /// Bytes of keys and values it holds.
         state_bytes: u64,
+        /// Events the logic swapped in live has processed here, while on probation.
+        swapped_events: u64,
     },
     /// The sink pre-committed everything before barrier `id`.
     Sink {
@@ -155,6 +161,32 @@ pub struct OperatorInfo {
     pub version: String,
     /// Hex SHA-256 of the `.wasm`.
     pub wasm_sha256: String,
+    /// Hex SHA-256 of the `.wasm` the job file names (see [`OperatorLogic`]).
+    pub job_wasm_sha256: String,
+}
+
+impl OperatorInfo {
+    /// What a checkpoint records of it.
+    fn logic(&self) -> OperatorLogic {
+        OperatorLogic {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            version: self.version.clone(),
+            sha256: self.wasm_sha256.clone(),
+            job_sha256: self.job_wasm_sha256.clone(),
+        }
+    }
+}
+
+/// The coordinator's side of a live swap ([`crate::engine::swap`]).
+#[derive(Default)]
+pub struct SwapTrack {
+    /// An accepted swap waiting for its barrier.
+    waiting: Option<Arc<SwapOrder>>,
+    /// The swap on probation: its order, its barrier, and when that was triggered.
+    probation: Option<(Arc<SwapOrder>, u64, i64)>,
+    /// The next checkpoint is full (after a swap, whose states may have migrated).
+    force_full: bool,
 }
 
 /// The coordinator of one run of a job.
@@ -165,8 +197,8 @@ pub struct Coordinator {
     pub job: String,
     /// The job's key groups.
     pub max_parallelism: u32,
-    /// The operators, in job order.
-    pub operators: Vec<OperatorInfo>,
+    /// The operators, in job order, as their logic is now (a live swap changes it).
+    pub operators: RefCell<Vec<OperatorInfo>>,
     /// Time between checkpoints; `None`: only the final one.
     pub interval: Option<Duration>,
     /// Completed checkpoints to keep.
@@ -192,6 +224,10 @@ pub struct Coordinator {
     pub timeout: Duration,
     /// Consecutive checkpoint failures tolerated before the run fails.
     pub tolerable_failures: u32,
+    /// Where the subtasks learn of a live swap's barrier.
+    pub swaps: Arc<SwapBoard>,
+    /// The live swap under way.
+    pub swap: RefCell<SwapTrack>,
 }
 
 /// A savepoint riding on a pending barrier.
@@ -227,6 +263,10 @@ struct Pending {
     acked: BTreeSet<(usize, u32)>,
     /// This stop's savepoint failed while being written: why.
     stop_failed: Option<String>,
+    /// The live swap whose barrier this is.
+    swap: Option<Arc<SwapOrder>>,
+    /// Events the logic swapped in has processed, as of this barrier.
+    swapped_events: u64,
 }
 
 impl Pending {
@@ -267,7 +307,11 @@ pub enum CoordinatorEnd {
 
 impl Coordinator {
     fn subtasks(&self) -> usize {
-        self.operators.iter().map(|o| o.parallelism as usize).sum()
+        self.operators
+            .borrow()
+            .iter()
+            .map(|o| o.parallelism as usize)
+            .sum()
     }
 
     /// Full when starting a chain, else when the chain's deltas add up to
@@ -337,6 +381,7 @@ impl Coordinator {
         // Checkpoint failures in a row.
         let mut failures = 0u32;
         let requests = self.control.requests();
+        let swap_orders = self.control.swap_orders();
         loop {
             if let Some(expiry) = pending.as_ref().and_then(|p| self.expiry(p)) {
                 if Instant::now() >= expiry {
@@ -347,6 +392,18 @@ impl Coordinator {
                 }
             }
             if pending.is_none() && !stopping {
+                let swapping = {
+                    let t = self.swap.borrow();
+                    t.waiting.is_some() || t.probation.is_some()
+                };
+                if swapping {
+                    for r in waiting.drain(..) {
+                        self.control.savepoint_failed(
+                            &r.id,
+                            "a live swap is under way: savepoints are taken once it completes or rolls back",
+                        );
+                    }
+                }
                 // A requested savepoint goes first; the final checkpoint carries one if asked.
                 let savepoint = waiting
                     .pop_front()
@@ -370,6 +427,14 @@ impl Coordinator {
                         Err(Untriggered::Busy(sp)) => self.source_busy(sp),
                     }
                     next_id += 1;
+                } else if self.swap.borrow().waiting.is_some() {
+                    // A swap rides on the next checkpoint barrier, now.
+                    match self.trigger(next_id, false, None, &chain, &chain_bytes, false) {
+                        Ok(p) => *pending = Some(p),
+                        Err(Untriggered::Gone) => return Ok(CoordinatorEnd::Stopped),
+                        Err(Untriggered::Busy(_)) => {}
+                    }
+                    next_id += 1;
                 }
             }
             let deadline = match pending.as_ref() {
@@ -385,6 +450,12 @@ impl Coordinator {
                     Err(_) => return Ok(CoordinatorEnd::Stopped),
                 },
                 recv(self.cancel) -> _ => return Ok(CoordinatorEnd::Stopped),
+                recv(swap_orders) -> order => {
+                    if let Ok(order) = order {
+                        self.swap.borrow_mut().waiting = Some(order);
+                    }
+                    continue;
+                }
                 recv(requests) -> request => {
                     if let Ok(request) = request {
                         if stopping {
@@ -442,9 +513,11 @@ impl Coordinator {
                     watermark,
                     keys,
                     state_bytes,
+                    swapped_events,
                 } => {
                     if let Some(p) = pending.as_mut().filter(|p| p.id == id) {
-                        let op = &self.operators[operator].id;
+                        p.swapped_events += swapped_events;
+                        let op = &self.operators.borrow()[operator].id.clone();
                         // All timers, for a full checkpoint and a savepoint.
                         let records = timers.is_full().then(|| timers.records());
                         if let Some(store) = &self.store {
@@ -548,6 +621,7 @@ impl Coordinator {
             watermark: p.watermark,
             operators: self
                 .operators
+                .borrow()
                 .iter()
                 .enumerate()
                 .map(|(i, o)| OperatorMeta {
@@ -563,8 +637,33 @@ impl Coordinator {
         if let Some(pause) = test_pause() {
             std::thread::sleep(pause);
         }
+        // A checkpoint after a swap barrier is on probation until the window has passed.
+        let (probation_of, ends_probation) = match &self.swap.borrow().probation {
+            Some((order, barrier, since_ms)) if p.id > *barrier => {
+                let passed = match order.probation {
+                    Probation::Time(d) => p.triggered_at_ms - since_ms >= d.as_millis() as i64,
+                    Probation::Events(n) => p.swapped_events >= n,
+                };
+                if passed || p.last {
+                    (None, true)
+                } else {
+                    (Some(*barrier), false)
+                }
+            }
+            _ => (None, false),
+        };
+        let logic = CheckpointLogic {
+            operators: self
+                .operators
+                .borrow()
+                .iter()
+                .map(OperatorInfo::logic)
+                .collect(),
+            probation_of,
+            swaps: self.control.swap_history(),
+        };
         if let Some(store) = &self.store {
-            if let Err(e) = store.complete(&meta) {
+            if let Err(e) = store.complete_with(&meta, &logic) {
                 let reason = format!("{} could not be stored: {e}", p.what());
                 self.abort(p, &reason, chain, chain_bytes, failures)?;
                 return Ok(None);
@@ -620,6 +719,32 @@ impl Coordinator {
                 }
             }
         }
+        if let Some(order) = p.swap.take() {
+            self.swapped(&order, p.id, p.triggered_at_ms);
+            self.control.swap_on_probation(&order.request_id, p.id);
+        }
+        if ends_probation {
+            if let Some((order, barrier, _)) = self.swap.borrow_mut().probation.take() {
+                tracing::info!(
+                    checkpoint_id = p.id,
+                    "the swap of operator `{}` at barrier {barrier} passed its probation ({}): checkpoint {} publishes its output",
+                    order.operator_id,
+                    order.probation,
+                    p.id
+                );
+                self.swaps.clear();
+                self.control.swap_completed(&order.request_id, p.id);
+            }
+        }
+        if probation_of.is_some() {
+            // On probation: the sink keeps what it staged since the swap
+            // barrier, and the swap barrier's checkpoint is kept.
+            let _ = self.commits.send(SinkNotice::Aborted(p.id));
+            for source in &self.source_completions {
+                let _ = source.send(p.id);
+            }
+            return Ok(None);
+        }
         // The sink publishes what the checkpoint covers; it may be gone if the job failed.
         let _ = self.commits.send(SinkNotice::Complete(p.id));
         for source in &self.source_completions {
@@ -649,6 +774,34 @@ impl Coordinator {
         Ok(None)
     }
 
+    /// The subtasks of `order`'s operator swapped at barrier `id`
+    /// (triggered at `at_ms`): later checkpoints record the new logic, the
+    /// next is full, and the swap is on probation.
+    fn swapped(&self, order: &Arc<SwapOrder>, id: u64, at_ms: i64) {
+        {
+            let mut ops = self.operators.borrow_mut();
+            let info = &mut ops[order.operator];
+            let spec = order.logic.spec();
+            info.name = spec.name.clone();
+            info.version = spec.version.clone();
+            info.wasm_sha256 = order.logic.sha256().to_string();
+            info.states = spec
+                .states
+                .iter()
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        crate::state::keyed::kind_name(s.kind).to_string(),
+                        s.version,
+                    )
+                })
+                .collect();
+        }
+        let mut track = self.swap.borrow_mut();
+        track.probation = Some((order.clone(), id, at_ms));
+        track.force_full = true;
+    }
+
     fn finish_savepoint(
         &self,
         sp: PendingSavepoint,
@@ -671,7 +824,7 @@ impl Coordinator {
             meta.sink.clone(),
             meta.watermark,
         );
-        for (i, o) in self.operators.iter().enumerate() {
+        for (i, o) in self.operators.borrow().iter().enumerate() {
             let mut files = sp.files[i].clone();
             files.sort_by_key(|f| f.key_groups);
             manifest.operators.push(SavedOperator {
@@ -701,7 +854,7 @@ impl Coordinator {
     /// Starts writing a requested savepoint; on failure (say, a directory
     /// that cannot be created) the request fails and the job goes on.
     fn prepare_savepoint(&self, request: SavepointRequest, id: u64) -> Option<PendingSavepoint> {
-        let n_ops = self.operators.len();
+        let n_ops = self.operators.borrow().len();
         match SavepointWriter::create(&request.target, &self.job, id, now_ms()) {
             Ok(writer) => Some(PendingSavepoint {
                 request,
@@ -727,8 +880,15 @@ impl Coordinator {
         chain_bytes: &[u64],
         input_ended: bool,
     ) -> Result<Pending, Untriggered> {
-        let n_ops = self.operators.len();
-        let full = savepoint.is_some() || self.next_is_full(chain, chain_bytes);
+        let n_ops = self.operators.borrow().len();
+        let swap = if last {
+            None
+        } else {
+            self.swap.borrow().waiting.clone()
+        };
+        let full = savepoint.is_some()
+            || self.next_is_full(chain, chain_bytes)
+            || std::mem::take(&mut self.swap.borrow_mut().force_full);
         let drain = savepoint
             .as_ref()
             .is_some_and(|s| s.request.stop == Some(true));
@@ -766,6 +926,12 @@ impl Coordinator {
             if self.triggers.iter().any(|t| t.is_full()) {
                 return Err(Untriggered::Busy(savepoint.map(Box::new)));
             }
+            if let Some(order) = &swap {
+                // Armed before the barrier exists: every subtask sees it there.
+                self.swaps.arm(id, order.clone());
+                self.swap.borrow_mut().waiting = None;
+                self.control.swap_barrier(&order.request_id, id);
+            }
             for triggers in &self.triggers {
                 triggers.send(trigger).map_err(|_| Untriggered::Gone)?;
             }
@@ -788,6 +954,8 @@ impl Coordinator {
             finished: last && input_ended,
             acked: BTreeSet::new(),
             stop_failed: None,
+            swap,
+            swapped_events: 0,
         })
     }
 
@@ -809,7 +977,7 @@ impl Coordinator {
                 });
             }
         }
-        for (i, o) in self.operators.iter().enumerate() {
+        for (i, o) in self.operators.borrow().iter().enumerate() {
             for sub in 0..o.parallelism {
                 if !p.acked.contains(&(i, sub)) {
                     missing.push(format!("operator `{}` subtask {sub}", o.id));
@@ -860,6 +1028,12 @@ impl Coordinator {
         // What the sink pre-committed (or will, when the barrier reaches
         // it) goes with the next checkpoint.
         let _ = self.commits.send(SinkNotice::Aborted(p.id));
+        if let Some(order) = &p.swap {
+            // The subtasks swap at the barrier all the same; a rollback
+            // goes back to the checkpoint before it.
+            self.swapped(order, p.id, p.triggered_at_ms);
+            self.control.swap_on_probation(&order.request_id, p.id);
+        }
         let carried_savepoint = p.savepoint.is_some();
         if let Some(sp) = p.savepoint {
             self.control.savepoint_failed(&sp.request.id, reason);

@@ -14,3 +14,4 @@ pub mod runtime;
 pub mod stages;
 pub mod stream;
 pub mod subtask;
+pub mod swap;

@@ -470,6 +470,61 @@ fn open_savepoint(dir: &Path) -> Result<Savepoint, RunError> {
     Ok(sp)
 }
 
+/// The logic to run from checkpoint `meta`, and the swaps it records: for
+/// each operator, the `.wasm` the checkpoint says it ran when that came
+/// from a live swap and the job file still names the `.wasm` it named then
+/// (its kept copy, [`CheckpointStore::wasm_path`]); else the job file's.
+fn logic_at(
+    components: &Components,
+    store: &CheckpointStore,
+    meta: &CheckpointMeta,
+    job_loaded: &[OperatorImpl],
+    spec: &JobSpec,
+) -> Result<(Vec<OperatorImpl>, Vec<serde_json::Value>), RunError> {
+    let mut out = job_loaded.to_vec();
+    let Some(logic) = store
+        .logic(meta.id)
+        .map_err(|e| RunError::Setup(e.to_string()))?
+    else {
+        return Ok((out, Vec::new()));
+    };
+    for (i, op) in spec.operators.iter().enumerate() {
+        let Some(l) = logic.operators.iter().find(|l| l.id == op.id) else {
+            continue;
+        };
+        if l.sha256 == l.job_sha256 || l.sha256 == job_loaded[i].sha256() {
+            continue;
+        }
+        if l.job_sha256 != job_loaded[i].sha256() {
+            tracing::info!(
+                "operator `{}`: checkpoint {} ran {} {} swapped in live, but the job file now names another .wasm: it runs the job file's",
+                op.id,
+                meta.id,
+                l.name,
+                l.version
+            );
+            continue;
+        }
+        let path = store.wasm_path(&l.sha256);
+        let swapped = components.load(&path).map_err(|e| {
+            RunError::Setup(format!(
+                "operator `{}`: checkpoint {} ran {} {} (swapped in live), whose kept copy cannot be loaded: {e}",
+                op.id, meta.id, l.name, l.version
+            ))
+        })?;
+        tracing::info!(
+            "operator `{}` runs {} {} ({}), swapped in live before checkpoint {}",
+            op.id,
+            l.name,
+            l.version,
+            path.display(),
+            meta.id
+        );
+        out[i] = OperatorImpl::Wasm(swapped);
+    }
+    Ok((out, logic.swaps))
+}
+
 /// Checks that `meta` fits the job and plans how its state maps onto the job's operators.
 fn plan_restore(
     spec: &JobSpec,
@@ -575,9 +630,13 @@ fn check_source_position(
 /// savepoint and restarting after failures as the job file and `options`
 /// say. With a REST address, the REST API is served while it runs.
 pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobReport, RunError> {
-    let components =
-        Components::new().map_err(|e| RunError::Setup(format!("cannot start wasmtime: {e}")))?;
-    let loaded = load_operators(&components, spec, job_file, &options.native)?;
+    let components = Arc::new(
+        Components::new().map_err(|e| RunError::Setup(format!("cannot start wasmtime: {e}")))?,
+    );
+    // What the job file names; `loaded` is what runs (a live swap, or a
+    // checkpoint taken after one, changes it).
+    let job_loaded = load_operators(&components, spec, job_file, &options.native)?;
+    let mut loaded = job_loaded.clone();
     if let SourceConnector::File(c) = &spec.source.connector {
         let path = &c.path;
         if !path.is_file() {
@@ -603,7 +662,7 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
     let savepoint_restore = match &savepoint {
         Some(sp) => Some(plan_restore(
             spec,
-            &loaded,
+            &job_loaded,
             savepoint_meta(sp),
             RestoreSource::Savepoint(sp.clone()),
             options.allow_non_restored_state,
@@ -635,32 +694,46 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
         store: Default::default(),
         min_id: savepoint_restore.as_ref().map_or(0, |r| r.meta.id + 1),
     };
-    let checkpoint_restore =
-        |options: &RunOptions, min_id: u64| -> Result<Option<Restore>, RunError> {
-            let Some(store) = store.get()? else {
-                return Ok(None);
-            };
-            let committed = match kafka_eos {
-                Some(c) => Some(committed_checkpoint(c, &store)?),
-                None => None,
-            };
-            match choose_checkpoint(&store, options, min_id, committed)? {
-                Some(meta) => Ok(Some(plan_restore(
+    // A checkpoint restore also says which logic runs (see `logic_at`).
+    let checkpoint_restore = |options: &RunOptions,
+                              min_id: u64,
+                              loaded: &mut Vec<OperatorImpl>,
+                              history: &mut Vec<serde_json::Value>|
+     -> Result<Option<Restore>, RunError> {
+        let Some(store) = store.get()? else {
+            return Ok(None);
+        };
+        let committed = match kafka_eos {
+            Some(c) => Some(committed_checkpoint(c, &store)?),
+            None => None,
+        };
+        match choose_checkpoint(&store, options, min_id, committed)? {
+            Some(meta) => {
+                let (logic, swaps) = logic_at(&components, &store, &meta, &job_loaded, spec)?;
+                *loaded = logic;
+                *history = swaps;
+                Ok(Some(plan_restore(
                     spec,
-                    &loaded,
+                    loaded,
                     meta,
                     RestoreSource::Checkpoint(store.clone()),
                     options.allow_non_restored_state,
-                )?)),
-                None => Ok(None),
+                )?))
             }
-        };
+            None => {
+                *loaded = job_loaded.clone();
+                Ok(None)
+            }
+        }
+    };
+    let mut history = Vec::new();
     // Restoring a savepoint, the state directory is opened only once every
     // subtask has restored and migrated its state: a failed restore leaves it untouched.
     let initial = match savepoint_restore {
         Some(r) => Some(r),
-        None => checkpoint_restore(options, 0)?,
+        None => checkpoint_restore(options, 0, &mut loaded, &mut history)?,
     };
+    let initial_loaded = loaded.clone();
     if let Some(r) = &initial {
         check_source_position(spec, job_file, r)?;
     }
@@ -766,10 +839,17 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
     // it committed): a failure to choose, or any setup error of a restart
     // (the broker is still away), fails that attempt, not the job.
     let mut choose_again = false;
-    let choose = |restore: &mut Option<Restore>| -> Result<String, RunError> {
+    control.restore_swap_history(&history);
+    let choose = |restore: &mut Option<Restore>,
+                  loaded: &mut Vec<OperatorImpl>|
+     -> Result<String, RunError> {
         let first_id = store.first_id()?;
-        *restore =
-            checkpoint_restore(&RunOptions::default(), first_id)?.or_else(|| initial.clone());
+        let mut history = Vec::new();
+        *restore = checkpoint_restore(&RunOptions::default(), first_id, loaded, &mut history)?;
+        if restore.is_none() {
+            *restore = initial.clone();
+            *loaded = initial_loaded.clone();
+        }
         Ok(restore
             .as_ref()
             .map_or("the beginning".to_string(), |r| match r.savepoint_dir() {
@@ -782,7 +862,7 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
         control.set_state(JobState::Running);
         let outcome = 'attempt: {
             if choose_again {
-                match choose(&mut restore) {
+                match choose(&mut restore, &mut loaded) {
                     Ok(from) => tracing::info!("job `{}` restarts from {from}", spec.name),
                     Err(e) => break 'attempt Err(e),
                 }
@@ -791,6 +871,8 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
             let wiring = Wiring {
                 spec,
                 loaded: &loaded,
+                job_loaded: &job_loaded,
+                components: &components,
                 store: &store,
                 restore: restore.as_ref(),
                 attempt,
@@ -804,10 +886,35 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
             Err(RunError::Setup(message)) if attempt > 0 => Err(RunError::Failed(message)),
             other => other,
         };
+        // Swaps that passed their probation run on, whatever happens next.
+        if let Some(now) = control.current_logic() {
+            loaded = now;
+        }
+        if let Err(RunError::Failed(message)) = &outcome {
+            let at_barrier = control.swap_under_way().and_then(|s| s.barrier);
+            if let Some(barrier) = at_barrier {
+                // The new logic ran, on probation: back to the swap barrier
+                // with the old logic, without using a restart attempt.
+                control.swap_rolled_back(message);
+                if let Some(s) = store.get()? {
+                    s.drop_probation()
+                        .map_err(|e| RunError::Failed(e.to_string()))?;
+                }
+                let from = chosen(choose(&mut restore, &mut loaded), &mut choose_again);
+                tracing::warn!(
+                    "job `{}`: the swap at barrier {barrier} rolled back ({message}); the job goes on from {from} with the old logic",
+                    spec.name
+                );
+                continue;
+            }
+            control.swap_rolled_back(&format!(
+                "the job failed before the swap's barrier: {message}"
+            ));
+        }
         match outcome {
             Ok(report) if report.resume.is_some() => {
                 // Not a failure: no restart attempt is used, and there is no delay.
-                let from = chosen(choose(&mut restore), &mut choose_again);
+                let from = chosen(choose(&mut restore, &mut loaded), &mut choose_again);
                 tracing::warn!(
                     "job `{}`: stop-with-savepoint failed ({}); the job resumes from {from}",
                     spec.name,
@@ -827,7 +934,7 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
                 }
                 attempt += 1;
                 control.restarting(attempt, &message);
-                let from = chosen(choose(&mut restore), &mut choose_again);
+                let from = chosen(choose(&mut restore, &mut loaded), &mut choose_again);
                 tracing::warn!(
                     "job `{}` failed: {message}; restart {attempt} of {max_restarts} in {:?} from {from}",
                     spec.name,
@@ -858,6 +965,7 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
         Err(e) => control.failed(&e.to_string()),
     }
     control.fail_outstanding("the job ended before the savepoint could be taken");
+    control.swap_rolled_back("the job ended before the swap completed");
     plane.shutdown_background();
     result
 }
@@ -879,6 +987,9 @@ fn chosen(choice: Result<String, RunError>, choose_again: &mut bool) -> String {
 struct Wiring<'a> {
     spec: &'a JobSpec,
     loaded: &'a [OperatorImpl],
+    /// What the job file names (checkpoints record both).
+    job_loaded: &'a [OperatorImpl],
+    components: &'a Arc<Components>,
     store: &'a LazyStore,
     restore: Option<&'a Restore>,
     attempt: u32,
@@ -912,6 +1023,16 @@ impl LazyStore {
         let mut slot = self.store.lock().expect("store lock");
         if slot.is_none() {
             let store = CheckpointStore::open(dir).map_err(|e| RunError::Setup(e.to_string()))?;
+            // A probation that never ended (the process died): its checkpoints are not restored.
+            let dropped = store
+                .drop_probation()
+                .map_err(|e| RunError::Setup(e.to_string()))?;
+            if dropped > 0 {
+                tracing::warn!(
+                    "{dropped} checkpoint(s) of `{}` were taken while a live swap was on probation: the job goes back to the swap barrier with the old logic",
+                    dir.display()
+                );
+            }
             store
                 .retain(*retain, true)
                 .map_err(|e| RunError::Setup(e.to_string()))?;
@@ -934,6 +1055,8 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
     let Wiring {
         spec,
         loaded,
+        job_loaded,
+        components,
         store,
         restore,
         attempt,
@@ -972,6 +1095,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
         .unzip();
     let (commit_tx, commit_rx) = crossbeam_channel::unbounded::<SinkNotice>();
     let (cancel_tx, cancel_rx) = crossbeam_channel::bounded::<()>(1);
+    let swaps = Arc::new(crate::engine::swap::SwapBoard::default());
 
     // Start every subtask and wait until each has restored and opened, before any output is touched.
     let opening = Instant::now();
@@ -1016,6 +1140,8 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
             let acks = Some((ack_tx.clone(), stage));
             let track = checkpoint.is_some();
             let source = spec.source.clone();
+            let swaps = swaps.clone();
+            let task_info = task.clone();
             std::thread::Builder::new()
                 .name(format!("weir-{}-{i}", op.id))
                 .spawn(move || {
@@ -1056,6 +1182,10 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
                         checkpointing: acks,
                         stopped: false,
                         source: source.clone(),
+                        task: task_info,
+                        setup,
+                        swaps,
+                        probation: None,
                     };
                     let _ = done.send(Done::Subtask(subtask.run()));
                 })
@@ -1101,6 +1231,15 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
     if let Some(s) = &store {
         control.set_store(s.clone());
     }
+    control.set_swap_context(crate::engine::control::SwapContext {
+        components: components.clone(),
+        logic: loaded.to_vec(),
+        store: store.clone().filter(|_| checkpoint.is_some()),
+        transaction_timeout: match &spec.sink {
+            SinkSpec::Kafka(c) if kafka_exactly_once(spec, c)? => Some(c.transaction_timeout),
+            _ => None,
+        },
+    });
     let first_id = first_checkpoint_id(store.as_ref(), restore);
     let clock = batch_clock(spec);
     let sink = open_sink(spec, restore, control, store.as_ref(), clock.as_ref())?;
@@ -1152,24 +1291,27 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
         store: store.clone(),
         job: spec.name.clone(),
         max_parallelism: max_p,
-        operators: spec
-            .operators
-            .iter()
-            .zip(loaded)
-            .map(|(o, l)| OperatorInfo {
-                id: o.id.clone(),
-                parallelism: o.parallelism,
-                states: l
-                    .spec()
-                    .states
-                    .iter()
-                    .map(|s| (s.name.clone(), kind_name(s.kind).to_string(), s.version))
-                    .collect(),
-                name: l.spec().name.clone(),
-                version: l.spec().version.clone(),
-                wasm_sha256: l.sha256().to_string(),
-            })
-            .collect(),
+        operators: std::cell::RefCell::new(
+            spec.operators
+                .iter()
+                .zip(loaded)
+                .zip(job_loaded)
+                .map(|((o, l), j)| OperatorInfo {
+                    id: o.id.clone(),
+                    parallelism: o.parallelism,
+                    states: l
+                        .spec()
+                        .states
+                        .iter()
+                        .map(|s| (s.name.clone(), kind_name(s.kind).to_string(), s.version))
+                        .collect(),
+                    name: l.spec().name.clone(),
+                    version: l.spec().version.clone(),
+                    wasm_sha256: l.sha256().to_string(),
+                    job_wasm_sha256: j.sha256().to_string(),
+                })
+                .collect(),
+        ),
         interval: checkpoint.and_then(|c| c.interval),
         retain,
         parent_chain,
@@ -1188,6 +1330,8 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
                 c.timeout
             }),
         tolerable_failures: checkpoint.map_or(0, |c| c.tolerable_failures),
+        swaps: swaps.clone(),
+        swap: Default::default(),
     };
     let done = done_tx.clone();
     spawn("weir-coordinator", move || {

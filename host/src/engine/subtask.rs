@@ -27,6 +27,7 @@
 //! failure, so nothing this re-run does to state is kept; a guest granted
 //! files or the network sees those calls again, as it does after any restart.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -37,10 +38,11 @@ use crate::engine::job::SourceSpec;
 use crate::engine::partition::Router;
 use crate::engine::stream::Barrier;
 use crate::engine::stream::{Inputs, Message, Offsets, Received, StageError};
+use crate::engine::swap::{ProbationCount, SwapBoard, SwapOrder};
 use crate::model::batch::EventRef;
 use crate::model::now_ms;
-use crate::model::{Batch, Blobs, GuestError, TimeDomain, Timers};
-use crate::wasm::operator::{Call, OperatorInstance};
+use crate::model::{Batch, Blobs, GuestError, TaskInfo, TimeDomain, Timers};
+use crate::wasm::operator::{Call, OperatorInstance, Setup};
 
 /// Most timers handed to one `on-timer` call.
 const TIMERS_PER_CALL: usize = 4096;
@@ -65,6 +67,15 @@ pub struct Subtask {
     pub stopped: bool,
     /// The job's source, to name the offsets of events that fail.
     pub source: SourceSpec,
+    /// Who it is, and its config, grants and budgets: what new logic
+    /// swapped in live starts with.
+    pub task: TaskInfo,
+    /// See [`Subtask::task`].
+    pub setup: Setup,
+    /// The live swap under way, if any ([`crate::engine::swap`]).
+    pub swaps: Arc<SwapBoard>,
+    /// Logic swapped in here, while on probation: what it has done.
+    pub probation: Option<ProbationCount>,
 }
 
 impl Subtask {
@@ -127,6 +138,13 @@ impl Subtask {
     fn process(&mut self, batch: Batch, offsets: Option<Offsets>) -> Result<(), StageError> {
         let mut batch = batch;
         let n = batch.len();
+        if let Some(p) = self.probation.as_mut() {
+            if self.swaps.on_probation() {
+                p.events += n as u64;
+            } else {
+                self.probation = None;
+            }
+        }
         // Events `start..` are still to be processed; `at` is where event
         // `start` begins in `batch.data`; `chunk` is how many the next call gets.
         let (mut start, mut at, mut chunk) = (0, 0, n);
@@ -231,6 +249,7 @@ impl Subtask {
                 watermark: ctx.watermark,
                 keys,
                 state_bytes,
+                swapped_events: self.probation.map_or(0, |p| p.events),
             };
             acks.send(ack).map_err(|_| StageError::Cancelled)?;
         }
@@ -238,7 +257,52 @@ impl Subtask {
         if barrier.stop {
             self.stopped = true;
         }
+        let order = self
+            .checkpointing
+            .as_ref()
+            .and_then(|(_, operator)| self.swaps.order_at(barrier.id, *operator));
+        if let Some(order) = order {
+            self.swap(&order, barrier.id)?;
+        }
         Ok(())
+    }
+
+    /// Swaps the new logic of `order` in at barrier `id`: the state and
+    /// timers as of the barrier (already handed to the checkpoint) move to
+    /// an instance of it, which migrates and opens; a failure fails the
+    /// subtask, and the run loop rolls the swap back.
+    fn swap(&mut self, order: &SwapOrder, id: u64) -> Result<(), StageError> {
+        let sub = self.op.take_ctx();
+        let spec = order.logic.spec();
+        let what = format!(
+            "{} {} ({})",
+            spec.name,
+            spec.version,
+            &order.logic.sha256()[..12.min(order.logic.sha256().len())]
+        );
+        match order
+            .logic
+            .swap_in(self.task.clone(), sub, &self.setup, &order.plan)
+        {
+            Ok(op) => {
+                self.op = op;
+                self.probation = Some(ProbationCount {
+                    events: 0,
+                    dead_letters: 0,
+                    max_share: order.max_dead_letter_share,
+                });
+                tracing::info!(
+                    checkpoint_id = id,
+                    "operator `{}` subtask {} runs {what} from barrier {id}",
+                    self.operator_id,
+                    self.subtask
+                );
+                Ok(())
+            }
+            Err(e) => Err(self.fail(format!(
+                "the swapped-in logic {what} failed at barrier {id}: {e}"
+            ))),
+        }
     }
 
     /// Sends a call's output downstream (the operator instance has checked it).
@@ -248,6 +312,11 @@ impl Subtask {
     }
 
     fn dead_letter(&mut self, error: String, event: &EventRef<'_>) -> Result<(), StageError> {
+        if let Some(p) = self.probation.as_mut() {
+            if let Err(e) = p.dead_letter() {
+                return Err(self.fail(e));
+            }
+        }
         match &self.dead_letters {
             Some(tx) => {
                 let letter = DeadLetter::new(&self.operator_id, self.subtask, error, event);

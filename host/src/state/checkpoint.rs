@@ -13,6 +13,11 @@
 //!   timers removed, timers added) and a marker record saying so (a tree
 //!   without it holds full lists, as an older weir wrote for every
 //!   checkpoint; restoring such a tree replaces the timers before it);
+//! - its [`CheckpointLogic`] in the `logic` tree (JSON): which `.wasm` each
+//!   operator ran at its barrier, whether it was taken while a live swap was
+//!   on probation, and the job's swaps so far (see [`crate::engine::swap`]);
+//!   a store written before live swaps has none, and reads as the job
+//!   file's logic;
 //! - last, its [`CheckpointMeta`] in the `meta` tree, after sled has flushed
 //!   the trees: a checkpoint without its meta entry is incomplete and ignored
 //!   (and removed at the next start), so a crash while writing leaves the
@@ -119,6 +124,7 @@ pub type TimerRecord = (u8, i64, Option<Vec<u8>>);
 pub struct CheckpointStore {
     db: sled::Db,
     meta: sled::Tree,
+    logic: sled::Tree,
     dir: PathBuf,
 }
 
@@ -175,6 +181,36 @@ const CACHE_BYTES: u64 = 32 << 20;
 /// Records of a key group are cut at about this many bytes.
 const CHUNK_BYTES: usize = 1 << 20;
 
+/// The logic an operator ran when a checkpoint was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorLogic {
+    /// The operator ID.
+    pub id: String,
+    /// The logic's name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Hex SHA-256 of the `.wasm` it ran.
+    pub sha256: String,
+    /// Hex SHA-256 of the `.wasm` the job file named then: when it differs
+    /// from `sha256`, the logic came from a live swap, and a copy of it is
+    /// kept in the state directory ([`CheckpointStore::wasm_path`]).
+    pub job_sha256: String,
+}
+
+/// What a checkpoint records of the logic behind it (the `logic` tree).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointLogic {
+    /// Each operator's logic at the barrier.
+    pub operators: Vec<OperatorLogic>,
+    /// Taken while the live swap at barrier `N` was on probation: not to be
+    /// restored (a restart goes back to that barrier with the old logic).
+    pub probation_of: Option<u64>,
+    /// The job's swaps so far, oldest first (JSON objects, as `GET /jobs/{id}` shows them).
+    #[serde(default)]
+    pub swaps: Vec<serde_json::Value>,
+}
+
 /// One stored entry: state name, key, entry.
 type PackedEntry = (String, Vec<u8>, StoredEntry);
 
@@ -218,9 +254,11 @@ impl CheckpointStore {
             .open()
             .map_err(|e| fail(format!("cannot open the database: {e}")))?;
         let meta = db.open_tree("meta").map_err(|e| fail(e.to_string()))?;
+        let logic = db.open_tree("logic").map_err(|e| fail(e.to_string()))?;
         Ok(CheckpointStore {
             db,
             meta,
+            logic,
             dir: dir.to_path_buf(),
         })
     }
@@ -395,6 +433,19 @@ impl CheckpointStore {
     /// Marks checkpoint `meta.id` complete: flushes its trees, then writes its
     /// meta entry and flushes again. Only then is it acknowledged.
     pub fn complete(&self, meta: &CheckpointMeta) -> Result<(), CheckpointError> {
+        self.complete_with(meta, &CheckpointLogic::default())
+    }
+
+    /// [`CheckpointStore::complete`], with what it records of the logic.
+    pub fn complete_with(
+        &self,
+        meta: &CheckpointMeta,
+        logic: &CheckpointLogic,
+    ) -> Result<(), CheckpointError> {
+        let logic = serde_json::to_vec(logic).map_err(|e| self.err(e))?;
+        self.logic
+            .insert(meta_key(meta.id), logic)
+            .map_err(|e| self.err(e))?;
         self.db.flush().map_err(|e| self.err(e))?;
         self.meta
             .insert(meta_key(meta.id), encode(meta))
@@ -413,6 +464,72 @@ impl CheckpointStore {
                 .map_err(|e| self.err(e))?;
         }
         Ok(())
+    }
+
+    /// The logic record of checkpoint `id` (`None`: written by a weir
+    /// before live swaps, or no such checkpoint).
+    pub fn logic(&self, id: u64) -> Result<Option<CheckpointLogic>, CheckpointError> {
+        match self.logic.get(meta_key(id)).map_err(|e| self.err(e))? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| self.err(format!("the logic record of checkpoint {id}: {e}"))),
+        }
+    }
+
+    /// Forgets the checkpoints taken while a live swap was on probation
+    /// after the newest checkpoint that was not (a probation that never
+    /// ended: the process died or the swap rolled back); their trees go at
+    /// the next retention. Returns how many.
+    pub fn drop_probation(&self) -> Result<usize, CheckpointError> {
+        let mut dropped = 0;
+        for meta in self.list()?.into_iter().rev() {
+            match self.logic(meta.id)? {
+                Some(l) if l.probation_of.is_some() => {
+                    self.meta
+                        .remove(meta_key(meta.id))
+                        .map_err(|e| self.err(e))?;
+                    self.logic
+                        .remove(meta_key(meta.id))
+                        .map_err(|e| self.err(e))?;
+                    dropped += 1;
+                }
+                _ => break,
+            }
+        }
+        if dropped > 0 {
+            self.db.flush().map_err(|e| self.err(e))?;
+        }
+        Ok(dropped)
+    }
+
+    /// Where the copy of the `.wasm` with SHA-256 `sha256` is kept.
+    pub fn wasm_path(&self, sha256: &str) -> PathBuf {
+        self.dir.join("wasm").join(format!("{sha256}.wasm"))
+    }
+
+    /// Keeps a durable copy of a `.wasm` swapped in live, so that a restart
+    /// runs it whatever the job file names ([`CheckpointLogic`]).
+    pub fn keep_wasm(&self, sha256: &str, bytes: &[u8]) -> Result<PathBuf, CheckpointError> {
+        let path = self.wasm_path(sha256);
+        if path.is_file() {
+            return Ok(path);
+        }
+        let dir = self.dir.join("wasm");
+        let fail = |e: std::io::Error| self.err(format!("cannot keep a copy of the .wasm: {e}"));
+        std::fs::create_dir_all(&dir).map_err(fail)?;
+        let tmp = dir.join(format!(".{sha256}.tmp"));
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+            f.write_all(bytes).map_err(fail)?;
+            f.sync_all().map_err(fail)?;
+        }
+        std::fs::rename(&tmp, &path).map_err(fail)?;
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(fail)?;
+        Ok(path)
     }
 
     /// Every completed checkpoint, oldest first.
@@ -530,6 +647,9 @@ impl CheckpointStore {
         for meta in &completed {
             if !keep_ids.contains(&meta.id) {
                 self.meta
+                    .remove(meta_key(meta.id))
+                    .map_err(|e| self.err(e))?;
+                self.logic
                     .remove(meta_key(meta.id))
                     .map_err(|e| self.err(e))?;
             }

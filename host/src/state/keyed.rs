@@ -245,6 +245,37 @@ impl StateBackend {
         Ok(())
     }
 
+    /// Declares the states of new logic swapped in live: a state declared
+    /// before keeps its entries and takes the new spec (its version; the
+    /// caller migrates the values), a new one starts empty. Every state
+    /// declared before must still be (the swap's plan checked it).
+    pub fn redeclare(&mut self, specs: &[StateSpec]) -> Result<(), String> {
+        for s in &self.states {
+            if !specs.iter().any(|n| n.name == s.spec.name) {
+                return Err(format!(
+                    "state `{}` is not declared by the new logic",
+                    s.spec.name
+                ));
+            }
+        }
+        let mut fresh = Vec::new();
+        for spec in specs {
+            match self.states.iter_mut().find(|s| s.spec.name == spec.name) {
+                Some(s) if s.spec.kind != spec.kind => {
+                    return Err(format!(
+                        "state `{}` changes its kind from {} to {}",
+                        spec.name,
+                        kind_name(s.spec.kind),
+                        kind_name(spec.kind)
+                    ))
+                }
+                Some(s) => s.spec = spec.clone(),
+                None => fresh.push(spec.clone()),
+            }
+        }
+        self.declare(&fresh)
+    }
+
     /// The declared states' specs.
     pub fn specs(&self) -> impl Iterator<Item = &StateSpec> {
         self.states.iter().map(|s| &s.spec)

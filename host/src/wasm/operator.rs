@@ -365,6 +365,13 @@ pub trait OperatorInstance: Send {
     fn on_timer(&mut self, fired: &mut Timers) -> Result<Result<Batch, GuestError>, String>;
     /// The host-owned context: state, timers, watermark.
     fn ctx(&mut self) -> &mut SubtaskCtx;
+    /// Takes the host-owned context out, for the instance that replaces
+    /// this one (a live swap); this one is spent.
+    fn take_ctx(&mut self) -> SubtaskCtx {
+        let ctx = self.ctx();
+        let empty = SubtaskCtx::new(&ctx.operator_id, ctx.subtask, ctx.max_parallelism, 0..0);
+        std::mem::replace(ctx, empty)
+    }
     /// After `call` failed (a trap, a budget overrun, malformed output or a
     /// fatal error): the index of the first of its events (or timers) that
     /// fails on its own, when the operator is called with one at a time from
@@ -481,8 +488,25 @@ impl WasmOperator {
         restore: Option<(&Restore, usize)>,
         track_changes: bool,
     ) -> Result<Self, StartError> {
-        let (sub, plan) =
+        let (mut sub, plan) =
             restored_ctx(&loaded.spec, &task, key_groups, restore).map_err(StartError::host)?;
+        if track_changes {
+            sub.state.track_changes();
+        }
+        Self::start_over(loaded, task, sub, setup, plan)
+    }
+
+    /// Instantiates `loaded` over a subtask context that already holds its
+    /// state and timers (restored, or handed over by the instance it
+    /// replaces in a live swap), migrates the states `plan` says, checks
+    /// the budgets and calls `open`.
+    pub fn start_over(
+        loaded: &LoadedOperator,
+        task: TaskInfo,
+        sub: SubtaskCtx,
+        setup: &Setup,
+        plan: Option<&OperatorPlan>,
+    ) -> Result<Self, StartError> {
         let ctx =
             HostCtx::new(sub, &setup.capabilities, &setup.limits).map_err(StartError::host)?;
         let mut store = new_store(loaded.pre.engine(), ctx);
@@ -499,9 +523,6 @@ impl WasmOperator {
             .sub
             .check_restored()
             .map_err(StartError::host)?;
-        if track_changes {
-            store.data_mut().sub.state.track_changes();
-        }
         open(&mut store, &world, &task, setup).map_err(StartError::guest)?;
         Ok(WasmOperator {
             store,
@@ -661,6 +682,47 @@ impl OperatorImpl {
                 }
                 if track_changes {
                     sub.state.track_changes();
+                }
+                Ok(Box::new(crate::wasm::native::NativeOperator::new(
+                    *logic, sub,
+                )))
+            }
+        }
+    }
+}
+
+impl OperatorImpl {
+    /// Starts this logic in place of a subtask's instance in a live swap
+    /// ([`crate::engine::swap`]): over `sub`, the state and timers the old
+    /// instance held at the swap barrier, with the new logic's states
+    /// declared and migrated as `plan` says.
+    pub fn swap_in(
+        &self,
+        task: TaskInfo,
+        mut sub: SubtaskCtx,
+        setup: &Setup,
+        plan: &OperatorPlan,
+    ) -> Result<Box<dyn OperatorInstance>, StartError> {
+        sub.state
+            .redeclare(&self.spec().states)
+            .map_err(StartError::host)?;
+        match self {
+            OperatorImpl::Wasm(l) => Ok(Box::new(WasmOperator::start_over(
+                l,
+                task,
+                sub,
+                setup,
+                Some(plan),
+            )?)),
+            OperatorImpl::Native(logic, _) => {
+                if plan
+                    .states
+                    .values()
+                    .any(|s| matches!(s, StatePlan::Migrate { .. }))
+                {
+                    return Err(StartError::host(
+                        "native operators do not migrate state".to_string(),
+                    ));
                 }
                 Ok(Box::new(crate::wasm::native::NativeOperator::new(
                     *logic, sub,
