@@ -40,6 +40,8 @@ pub fn operator(name: &str) -> PathBuf {
             ("dedupe", "plugins/rust/dedupe"),
             ("probe", "tests/plugins/probe"),
             ("gate", "tests/plugins/gate"),
+            ("swap-trap", "tests/plugins/swap-trap"),
+            ("count-map", "tests/plugins/count-map"),
             ("hostile-spin", "tests/plugins/hostile/spin"),
             ("hostile-hog", "tests/plugins/hostile/hog"),
             ("hostile-trap", "tests/plugins/hostile/trap"),
