@@ -137,7 +137,10 @@ fn a_live_swap_hands_every_count_to_the_new_logic() {
     assert_eq!(op["version"], "2.0.0", "{job}");
     assert_eq!(op["swaps"][0]["status"], "COMPLETED", "{job}");
     assert_eq!(op["swaps"][0]["from"]["version"], "1.0.0", "{job}");
-    assert_eq!(op["swaps"][0]["to"]["wasm-sha256"], op["wasm-sha256"], "{job}");
+    assert_eq!(
+        op["swaps"][0]["to"]["wasm-sha256"], op["wasm-sha256"],
+        "{job}"
+    );
     let status = sb.weir(&["status", "--addr", &addr]).ok();
     assert!(
         status.stdout.contains("keyed-count 2.0.0") && status.stdout.contains("COMPLETED"),
@@ -175,7 +178,10 @@ fn a_swap_that_traps_on_probation_rolls_back_to_the_old_logic() {
     let op = &job["operators"][0];
     assert_eq!(op["version"], "1.0.0", "{job}");
     assert_eq!(op["swaps"][0]["status"], "ROLLED_BACK", "{job}");
-    assert_eq!(job["attempt"], 0, "a rollback used a restart attempt: {job}");
+    assert_eq!(
+        job["attempt"], 0,
+        "a rollback used a restart attempt: {job}"
+    );
     assert!(child.wait().unwrap().success(), "{}", sb.read("log"));
     // The output equals a run that never swapped: the trap's output was held, then dropped.
     let text = sb.read("out.jsonl");
@@ -208,10 +214,7 @@ fn swaps_are_refused_before_the_barrier() {
             vec!["--wasm", map.to_str().unwrap()],
             vec!["state `count` was value state", "map state"],
         ),
-        (
-            vec!["--wasm", "missing.wasm"],
-            vec!["missing.wasm"],
-        ),
+        (vec!["--wasm", "missing.wasm"], vec!["missing.wasm"]),
         (
             vec!["--wasm", v2.to_str().unwrap(), "--probation", "soon"],
             vec!["--probation", "soon"],
@@ -274,13 +277,12 @@ fn a_crash_after_a_completed_swap_restarts_with_the_new_logic() {
     child.kill().unwrap();
     child.wait().unwrap();
     let before = sb.read("out.jsonl");
-    assert!(before.contains("last_seen"), "no 2.0.0 output before the kill");
-    let again = sb.weir(&["run", "job.toml"]).ok();
     assert!(
-        again.stderr.contains("swapped in live"),
-        "{}",
-        again.stderr
+        before.contains("last_seen"),
+        "no 2.0.0 output before the kill"
     );
+    let again = sb.weir(&["run", "job.toml"]).ok();
+    assert!(again.stderr.contains("swapped in live"), "{}", again.stderr);
     let text = sb.read("out.jsonl");
     assert!(text.starts_with(&before[..before.len().min(1000)]));
     // Everything after the restart is 2.0.0's.
@@ -306,6 +308,76 @@ fn a_crash_during_probation_restarts_from_the_swap_barrier_with_the_old_logic() 
         again.stderr
     );
     let text = sb.read("out.jsonl");
-    assert!(!text.contains("last_seen"), "2.0.0's held output was published");
+    assert!(
+        !text.contains("last_seen"),
+        "2.0.0's held output was published"
+    );
     assert_eq!(assert_every_count_once(&text), 0);
+}
+
+#[test]
+fn a_swap_whose_migrate_fails_on_a_key_is_refused_naming_it() {
+    let sb = Sandbox::new();
+    let mut text = job(20_000, EVENTS);
+    text.push_str("\n[savepoint]\ndir = \"savepoints\"\n");
+    sb.write("job.toml", &text);
+    // A savepoint of keyed-count 1.0.0 with one value 3.0.0 cannot migrate.
+    let mut child = sb.spawn_logged(&["run", "job.toml"], "log");
+    let addr = rest_addr(&sb, "log");
+    sb.wait_for("log", "complete in", 2);
+    let sp = sb
+        .weir(&["stop", "--savepoint", "sp", "--addr", &addr])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    assert!(child.wait().unwrap().success());
+    let exported = sb
+        .weir(&[
+            "state",
+            "export",
+            &sp,
+            "--operator",
+            "count",
+            "--state",
+            "count",
+        ])
+        .ok()
+        .stdout;
+    sb.write(
+        "count.jsonl",
+        format!("{exported}{{\"key\":\"poison\",\"value\":\"oops\"}}\n"),
+    );
+    sb.weir(&[
+        "state",
+        "import",
+        &sp,
+        "--operator",
+        "count",
+        "--state",
+        "count",
+        "--input",
+        "count.jsonl",
+        "--output",
+        "poisoned",
+    ])
+    .ok();
+    let mut child = sb.spawn_logged(&["run", "job.toml", "--from-savepoint", "poisoned"], "log2");
+    let addr = rest_addr(&sb, "log2");
+    sb.wait_for("log2", "complete in", 1);
+    let v3 = operator("keyed-count-v3");
+    sb.weir(&[
+        "swap",
+        "--operator",
+        "count",
+        "--wasm",
+        v3.to_str().unwrap(),
+        "--addr",
+        &addr,
+    ])
+    .fails_with(&["migrate of state `count`", "key `poison`", "refused"]);
+    let (_, swaps) = http(&addr, "GET", "/jobs/swapped/swaps", "");
+    assert_eq!(swaps["swaps"], serde_json::json!([]), "{swaps}");
+    assert!(child.wait().unwrap().success(), "{}", sb.read("log2"));
+    assert!(!sb.read("out.jsonl").contains("last_seen"));
 }

@@ -178,6 +178,10 @@ pub struct SwapContext {
     pub store: Option<CheckpointStore>,
     /// How long a Kafka sink's transaction may stay open (exactly-once only).
     pub transaction_timeout: Option<std::time::Duration>,
+    /// Each operator's config, grants and budgets.
+    pub setups: Vec<crate::wasm::operator::Setup>,
+    /// The job's key groups.
+    pub max_parallelism: u32,
 }
 
 /// A swap asked for: the operator, its new `.wasm`, the probation, the dead-letter share.
@@ -191,6 +195,69 @@ pub struct SwapRequest {
     pub probation: Probation,
     /// Largest share of events (0 to 1) it may dead-letter on probation.
     pub max_dead_letter_share: f64,
+}
+
+/// When `plan` migrates state: runs the new logic's `migrate` over the
+/// operator's state in its newest checkpoint (all key groups, in one
+/// throw-away instance, without the state budgets), so that a value it
+/// refuses is named before the swap's barrier. Keys written since that
+/// checkpoint are migrated, and may still fail, at the barrier.
+fn dry_migrate(
+    ctx: &SwapContext,
+    store: &CheckpointStore,
+    index: usize,
+    operator: &str,
+    logic: &OperatorImpl,
+    plan: &crate::state::restore::OperatorPlan,
+) -> Result<(), String> {
+    use crate::state::restore::{OperatorPlan, Restore, RestorePlan, RestoreSource, StatePlan};
+    if !plan
+        .states
+        .values()
+        .any(|s| matches!(s, StatePlan::Migrate { .. }))
+    {
+        return Ok(());
+    }
+    let newest = store
+        .list()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .rev()
+        .find(|m| m.operators.iter().any(|o| o.id == operator));
+    let Some(meta) = newest else {
+        return Ok(());
+    };
+    let id = meta.id;
+    let mut operators = vec![OperatorPlan::default(); ctx.logic.len()];
+    operators[index] = plan.clone();
+    let restore = Restore {
+        meta,
+        source: RestoreSource::Checkpoint(store.clone()),
+        plan: Arc::new(RestorePlan {
+            operators,
+            dropped_operators: Vec::new(),
+        }),
+    };
+    let task = crate::model::TaskInfo {
+        operator_id: operator.to_string(),
+        subtask: 0,
+        parallelism: 1,
+        max_parallelism: ctx.max_parallelism,
+        attempt: 0,
+    };
+    let mut setup = ctx.setups[index].clone();
+    setup.limits.state_memory = u64::MAX;
+    setup.limits.pending_timers = u64::MAX;
+    logic
+        .start(
+            task,
+            0..ctx.max_parallelism,
+            &setup,
+            Some((&restore, index)),
+            false,
+        )
+        .map(drop)
+        .map_err(|e| format!("checked against checkpoint {id}: {e}"))
 }
 
 /// The last failed checkpoint, as the REST API reports it.
@@ -675,6 +742,12 @@ impl JobControl {
             })?
             .operators
             .remove(0);
+        let loaded = OperatorImpl::Wasm(loaded);
+        dry_migrate(ctx, store, index, &request.operator, &loaded, &plan)
+            .map_err(|e| refused(400, format!("{what}: {e}")))?;
+        let OperatorImpl::Wasm(loaded) = loaded else {
+            unreachable!("loaded as a component just above")
+        };
         let bytes = std::fs::read(&path)
             .map_err(|e| refused(400, format!("cannot read `{}`: {e}", path.display())))?;
         store

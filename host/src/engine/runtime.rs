@@ -1239,6 +1239,8 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
             SinkSpec::Kafka(c) if kafka_exactly_once(spec, c)? => Some(c.transaction_timeout),
             _ => None,
         },
+        setups: spec.operators.iter().map(|o| o.setup()).collect(),
+        max_parallelism: max_p,
     });
     let first_id = first_checkpoint_id(store.as_ref(), restore);
     let clock = batch_clock(spec);
