@@ -847,3 +847,81 @@ fn kafka_services_script_runs_private_clusters_and_the_console_tools_agree() {
     // The shared broker was not touched.
     assert!(topics(&b).iter().any(|t| t.starts_with("weir-in-")));
 }
+
+/// A live swap into an exactly-once Kafka sink: a swap to logic that traps
+/// on probation rolls back (its output, held in the open transaction, is
+/// aborted), then a swap to `keyed-count` 2.0.0 completes; a
+/// `read_committed` consumer sees every key's counts once, in order, 1.0.0's
+/// before 2.0.0's.
+#[test]
+fn kafka_live_swaps_roll_back_and_complete_exactly_once() {
+    let b = kafka();
+    let records = input(20000, 61);
+    let (input, back) = input_topic(&b, 2, 1, &records);
+    let output = unique("weir-swap-out");
+    let sb = Sandbox::new();
+    sb.write(
+        "job.toml",
+        kafka_to_kafka(
+            &b,
+            &input,
+            &output,
+            2,
+            2,
+            "[rest]\naddr = \"127.0.0.1:0\"\n",
+        ),
+    );
+    let mut child = sb.spawn_logged(&["run", "job.toml"], "log");
+    let addr = rest_addr(&sb, "log");
+    let trap = operator("swap-trap");
+    sb.weir(&[
+        "swap",
+        "--operator",
+        "count",
+        "--wasm",
+        trap.to_str().unwrap(),
+        "--probation",
+        "1000000 events",
+        "--addr",
+        &addr,
+    ])
+    .fails_with(&["ROLLED_BACK", "swap-trap: event 1000"]);
+    let v2 = operator("keyed-count-v2");
+    let done = sb
+        .weir(&[
+            "swap",
+            "--operator",
+            "count",
+            "--wasm",
+            v2.to_str().unwrap(),
+            "--probation",
+            "1500 events",
+            "--addr",
+            &addr,
+        ])
+        .ok();
+    assert!(done.stdout.starts_with("COMPLETED"), "{}", done.stdout);
+    assert!(child.wait().unwrap().success(), "{}", sb.read("log"));
+    let got = read_committed(&b, &output);
+    let expected = expected_counts(&back);
+    // Counts as 1.0.0 wrote them (2.0.0 adds ` last_seen=T`).
+    let mut first_v2: BTreeMap<Option<String>, usize> = BTreeMap::new();
+    let mut plain: BTreeMap<Option<String>, Vec<(String, i64)>> = BTreeMap::new();
+    for r in &got {
+        let seq = plain.entry(r.key.clone()).or_default();
+        let v2 = r.value.contains(" last_seen=");
+        if v2 {
+            first_v2.entry(r.key.clone()).or_insert(seq.len());
+        } else {
+            assert!(
+                !first_v2.contains_key(&r.key),
+                "key {:?}: 1.0.0 output after 2.0.0's",
+                r.key
+            );
+        }
+        let n = r.value.split(' ').next().unwrap().to_string();
+        seq.push((n, r.timestamp));
+    }
+    assert_same_sequences("after two live swaps", &plain, &expected);
+    assert!(!first_v2.is_empty(), "2.0.0 wrote nothing");
+}
