@@ -26,6 +26,7 @@ mod run;
 mod savepoint;
 mod state;
 mod stop;
+mod upgrade;
 
 use clap::{Parser, Subcommand};
 
@@ -59,6 +60,9 @@ enum Command {
     State(state::StateCommand),
     /// Stop a running job with a savepoint (through its REST API).
     Stop(stop::StopArgs),
+    /// Plan upgrades: what a restore of a savepoint into a job would do.
+    #[command(subcommand)]
+    Upgrade(upgrade::UpgradeCommand),
     /// Run the benchmarks: real jobs against the native ceiling, checkpoints, savepoints, start.
     Bench(bench::BenchArgs),
 }
@@ -76,6 +80,7 @@ impl Cli {
             Command::State(cmd) => cmd.execute(),
             Command::Stop(args) => args.execute(),
             Command::Bench(args) => args.execute(),
+            Command::Upgrade(cmd) => cmd.execute(),
         }
     }
 }
