@@ -63,10 +63,12 @@ impl PlanArgs {
         }
         match plan.errors.first() {
             None => Ok(()),
+            Some(first) if plan.errors.len() == 1 => {
+                Err(anyhow::anyhow!("the restore would be refused: {first}"))
+            }
             Some(first) => Err(anyhow::anyhow!(
-                "the restore would be refused ({} problem{}; the first: {first})",
-                plan.errors.len(),
-                if plan.errors.len() == 1 { "" } else { "s" }
+                "the restore would be refused for {} reasons (the plan lists them), first: {first}",
+                plan.errors.len()
             )),
         }
     }

@@ -215,18 +215,18 @@ impl UpgradePlan {
             let _ = match (op.verdict, &op.old, &op.new) {
                 ("new", _, Some(new)) => writeln!(
                     t,
-                    "  operator `{id}` is new: it starts with empty state ({})",
+                    "  operator `{id}` is new: it starts with empty state; its logic: {}",
                     logic(new)
                 ),
                 ("drop", old, _) if self.allow_non_restored_state => writeln!(
                     t,
                     "  operator `{id}`: its saved state is dropped (the job has no such operator; --allow-non-restored-state){}",
-                    old.as_ref().map_or(String::new(), |o| format!(" ({})", logic(o)))
+                    old.as_ref().map_or(String::new(), |o| format!("; it was {}", logic(o)))
                 ),
                 ("drop", old, _) => writeln!(
                     t,
                     "  operator `{id}`: its saved state would be dropped (the job has no such operator): needs --allow-non-restored-state{}",
-                    old.as_ref().map_or(String::new(), |o| format!(" ({})", logic(o)))
+                    old.as_ref().map_or(String::new(), |o| format!("; it was {}", logic(o)))
                 ),
                 (_, Some(old), Some(new)) if old == new => {
                     writeln!(t, "  operator `{id}`: {}, unchanged", logic(new))
