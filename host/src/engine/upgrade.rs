@@ -240,9 +240,6 @@ impl UpgradePlan {
                 (_, None, Some(new)) => writeln!(t, "  operator `{id}`: {}", logic(new)),
                 _ => writeln!(t, "  operator `{id}`"),
             };
-            if op.verdict == "drop" {
-                continue;
-            }
             for s in &op.states {
                 let name = &s.name;
                 let kind = s
@@ -263,6 +260,11 @@ impl UpgradePlan {
                         s.declared.as_ref().map_or(0, |d| d.version)
                     ),
                     "new" => writeln!(t, "    state `{name}` is new: it starts empty"),
+                    "drop" if op.verdict == "drop" => writeln!(
+                        t,
+                        "    state `{name}` {} with its operator",
+                        if s.needs_flag { "would be dropped" } else { "is dropped" }
+                    ),
                     "drop" if s.needs_flag => writeln!(
                         t,
                         "    state `{name}` would be dropped (no longer declared): needs --allow-non-restored-state"
@@ -467,4 +469,96 @@ pub fn plan_savepoint(
         error,
     });
     Ok(shown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(
+        name: &str,
+        verdict: &'static str,
+        saved: Option<u32>,
+        declared: Option<u32>,
+    ) -> StateVerdict {
+        StateVerdict {
+            name: name.into(),
+            verdict,
+            saved: saved.map(|v| shape("value", v)),
+            declared: declared.map(|v| shape("value", v)),
+            needs_flag: false,
+            reason: None,
+        }
+    }
+
+    fn logic_of(version: &str, sha: char) -> Logic {
+        Logic {
+            name: "keyed-count".into(),
+            version: version.into(),
+            wasm_sha256: std::iter::repeat_n(sha, 64).collect(),
+        }
+    }
+
+    #[test]
+    fn the_text_form_has_a_line_per_operator_and_state() {
+        let mut refused = state("c", "refuse", Some(1), Some(1));
+        refused.reason = Some("its kind changed from map to value".into());
+        let mut dropped = state("d", "drop", Some(1), None);
+        dropped.needs_flag = true;
+        let plan = UpgradePlan {
+            restore: "savepoint `sp`".into(),
+            job: "counts".into(),
+            restorable: false,
+            allow_non_restored_state: false,
+            max_parallelism: MaxParallelism {
+                saved: 64,
+                job: 256,
+            },
+            rekey: Some(Rekey { from: 64, to: 256 }),
+            source: None,
+            operators: vec![
+                OperatorVerdict {
+                    id: "count".into(),
+                    verdict: "restore",
+                    old: Some(logic_of("1.0.0", 'a')),
+                    new: Some(logic_of("3.0.0", 'b')),
+                    states: vec![
+                        state("a", "restore", Some(1), Some(1)),
+                        state("b", "migrate", Some(1), Some(2)),
+                        refused,
+                        dropped,
+                        state("e", "new", None, Some(1)),
+                    ],
+                },
+                OperatorVerdict {
+                    id: "gone".into(),
+                    verdict: "drop",
+                    old: Some(logic_of("1.0.0", 'a')),
+                    new: None,
+                    states: vec![],
+                },
+            ],
+            errors: vec!["one".into(), "two".into()],
+        };
+        let text = plan.text();
+        for line in [
+            "upgrade plan: savepoint `sp` into job `counts`",
+            "  re-key from 64 to 256 key groups",
+            "  operator `count`: keyed-count 1.0.0 (wasm aaaaaaaaaaaa) -> keyed-count 3.0.0 (wasm bbbbbbbbbbbb)",
+            "    state `a` is restored as is (value state, version 1)",
+            "    state `b` is migrated from version 1 to 2",
+            "    state `c` is refused: its kind changed from map to value",
+            "    state `d` would be dropped (no longer declared): needs --allow-non-restored-state",
+            "    state `e` is new: it starts empty",
+            "  operator `gone`: its saved state would be dropped (the job has no such operator): needs --allow-non-restored-state",
+            "  the restore is refused (2 problems):",
+            "    - two",
+        ] {
+            assert!(text.contains(line), "{line:?} not in:\n{text}");
+        }
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["rekey"], serde_json::json!({"from": 64, "to": 256}));
+        assert_eq!(json["operators"][0]["states"][1]["verdict"], "migrate");
+        assert_eq!(json["operators"][0]["states"][3]["needs_flag"], true);
+    }
 }
