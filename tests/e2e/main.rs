@@ -23,3 +23,4 @@ mod savepoint_tools;
 mod savepoints;
 mod scaffold;
 mod swap;
+mod upgrade;

@@ -28,6 +28,7 @@ mod state;
 mod status;
 mod stop;
 mod swap;
+mod upgrade;
 
 use clap::{Parser, Subcommand};
 
@@ -65,6 +66,9 @@ enum Command {
     Swap(swap::SwapArgs),
     /// Show a running job's state, operators, logic and swaps (through its REST API).
     Status(status::StatusArgs),
+    /// Plan upgrades: what a restore of a savepoint into a job would do.
+    #[command(subcommand)]
+    Upgrade(upgrade::UpgradeCommand),
     /// Run the benchmarks: real jobs against the native ceiling, checkpoints, savepoints, start.
     Bench(bench::BenchArgs),
 }
@@ -84,6 +88,7 @@ impl Cli {
             Command::Swap(args) => args.execute(),
             Command::Status(args) => args.execute(),
             Command::Bench(args) => args.execute(),
+            Command::Upgrade(cmd) => cmd.execute(),
         }
     }
 }

@@ -235,7 +235,7 @@ fn dry_migrate(
         source: RestoreSource::Checkpoint(store.clone()),
         plan: Arc::new(RestorePlan {
             operators,
-            dropped_operators: Vec::new(),
+            ..RestorePlan::default()
         }),
     };
     let task = crate::model::TaskInfo {

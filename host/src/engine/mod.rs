@@ -3,7 +3,8 @@
 //! ([`subtask`]), the source and sink stages that drive connectors
 //! ([`stages`]), the checkpoint coordinator ([`coordinator`]), the control
 //! plane's handle on a running job ([`control`]) and the runtime that wires
-//! it all up and restarts it ([`runtime`]). Uses [`crate::wasm`],
+//! it all up and restarts it ([`runtime`]), and the upgrade plan of a
+//! restore ([`upgrade`]). Uses [`crate::wasm`],
 //! [`crate::connectors`], [`crate::state`] and [`crate::model`].
 
 pub mod control;
@@ -15,3 +16,4 @@ pub mod stages;
 pub mod stream;
 pub mod subtask;
 pub mod swap;
+pub mod upgrade;

@@ -423,7 +423,7 @@ fn choose_checkpoint(
 }
 
 /// A savepoint's manifest, as the checkpoint metadata the runtime restores from.
-fn savepoint_meta(sp: &Savepoint) -> CheckpointMeta {
+pub(crate) fn savepoint_meta(sp: &Savepoint) -> CheckpointMeta {
     let m = &sp.meta;
     CheckpointMeta {
         format: crate::state::checkpoint::FORMAT_VERSION,
@@ -458,7 +458,7 @@ fn savepoint_meta(sp: &Savepoint) -> CheckpointMeta {
 }
 
 /// Opens and checks a savepoint (manifest and every data file's checksum).
-fn open_savepoint(dir: &Path) -> Result<Savepoint, RunError> {
+pub(crate) fn open_savepoint(dir: &Path) -> Result<Savepoint, RunError> {
     let started = Instant::now();
     let sp = Savepoint::open(dir).map_err(|e| RunError::Setup(e.to_string()))?;
     let (files, bytes) = sp.verify().map_err(|e| RunError::Setup(e.to_string()))?;
@@ -525,28 +525,25 @@ fn logic_at(
     Ok((out, logic.swaps))
 }
 
-/// Checks that `meta` fits the job and plans how its state maps onto the job's operators.
-fn plan_restore(
-    spec: &JobSpec,
-    loaded: &[OperatorImpl],
-    meta: CheckpointMeta,
-    source: RestoreSource,
-    allow_non_restored: bool,
-) -> Result<Restore, RunError> {
-    let what = match &source {
+/// What a restore from `source` is called in messages.
+pub(crate) fn restore_what(meta: &CheckpointMeta, source: &RestoreSource) -> String {
+    match source {
         RestoreSource::Savepoint(sp) => format!("savepoint `{}`", sp.dir.display()),
         RestoreSource::Checkpoint(_) => format!("checkpoint {}", meta.id),
-    };
-    let fix = match &source {
-        RestoreSource::Savepoint(_) => "",
-        RestoreSource::Checkpoint(_) => " (use --fresh to start over)",
-    };
-    if meta.max_parallelism != spec.max_parallelism {
-        return Err(RunError::Setup(format!(
-            "{what} was taken with max_parallelism {}, the job has {}: key groups cannot change{fix}",
-            meta.max_parallelism, spec.max_parallelism
-        )));
     }
+}
+
+/// Plans how `meta` maps onto the job's operators, every verdict and every
+/// refusal included ([`restore::plan_all`]): a savepoint taken with another
+/// `max_parallelism` is re-keyed, a checkpoint is refused.
+pub(crate) fn restore_plan(
+    spec: &JobSpec,
+    loaded: &[OperatorImpl],
+    meta: &CheckpointMeta,
+    source: &RestoreSource,
+    allow_non_restored: bool,
+) -> RestorePlan {
+    let what = restore_what(meta, source);
     let saved: Vec<restore::SavedOperatorStates> = meta
         .operators
         .iter()
@@ -558,15 +555,55 @@ fn plan_restore(
         .zip(loaded)
         .map(|(o, l)| (o.id.clone(), l.spec().states.clone()))
         .collect();
-    let plan: RestorePlan = restore::plan(&what, &saved, &job, allow_non_restored)
-        .map_err(|e| RunError::Setup(format!("{e}{fix}")))?;
-    let ids: Vec<String> = spec.operators.iter().map(|o| o.id.clone()).collect();
-    for line in plan.report(&ids) {
-        if line.contains("dropped") {
-            tracing::warn!("restoring {what}: {line}");
-        } else {
-            tracing::info!("restoring {what}: {line}");
+    let mut plan = restore::plan_all(&what, &saved, &job, allow_non_restored);
+    if meta.max_parallelism != spec.max_parallelism {
+        match source {
+            RestoreSource::Savepoint(_) => {
+                plan.rekey = Some((meta.max_parallelism, spec.max_parallelism));
+            }
+            RestoreSource::Checkpoint(_) => plan.errors.insert(
+                0,
+                format!(
+                    "{what} was taken with max_parallelism {}, the job has {}: key groups cannot change",
+                    meta.max_parallelism, spec.max_parallelism
+                ),
+            ),
         }
+    }
+    plan
+}
+
+/// Checks that `meta` fits the job and plans how its state maps onto the
+/// job's operators; prints the plan (see [`crate::engine::upgrade`]) and
+/// fails with its first refusal.
+fn plan_restore(
+    spec: &JobSpec,
+    loaded: &[OperatorImpl],
+    meta: CheckpointMeta,
+    source: RestoreSource,
+    allow_non_restored: bool,
+) -> Result<Restore, RunError> {
+    let fix = match &source {
+        RestoreSource::Savepoint(_) => "",
+        RestoreSource::Checkpoint(_) => " (use --fresh to start over)",
+    };
+    let plan = restore_plan(spec, loaded, &meta, &source, allow_non_restored);
+    let shown = crate::engine::upgrade::describe(spec, loaded, &meta, &source, &plan);
+    if plan.restorable() {
+        tracing::info!("{}", shown.text().trim_end());
+    } else {
+        tracing::warn!("{}", shown.text().trim_end());
+    }
+    if let Some(e) = plan.errors.first() {
+        return Err(RunError::Setup(format!("{e}{fix}")));
+    }
+    if !plan.dropped_operators.is_empty()
+        || plan.operators.iter().any(|o| !o.dropped_states.is_empty())
+    {
+        tracing::warn!(
+            "restoring {}: saved state is dropped (--allow-non-restored-state), see the plan above",
+            shown.restore
+        );
     }
     Ok(Restore {
         meta,
@@ -582,39 +619,45 @@ fn check_source_position(
     job_file: &Path,
     restore: &Restore,
 ) -> Result<(), RunError> {
-    let what = restore
-        .savepoint_dir()
-        .map_or(format!("checkpoint {}", restore.meta.id), |d| {
-            format!("savepoint `{}`", d.display())
-        });
-    let position = &restore.meta.source.position;
+    let what = restore_what(&restore.meta, &restore.source);
+    source_fits(spec, job_file, &what, &restore.meta.source.position).map_err(RunError::Setup)
+}
+
+/// Whether the job's source (of `job_file`) can resume from `position`,
+/// held by `what`: the same kind of source, and a file not shorter.
+pub(crate) fn source_fits(
+    spec: &JobSpec,
+    job_file: &Path,
+    what: &str,
+    position: &SourcePosition,
+) -> Result<(), String> {
     let mismatch = |source: &str| {
-        RunError::Setup(format!(
+        format!(
             "{what} holds a {} position and the job ({}) reads {source}: a source resumes only from a position of its own kind",
             position.kind(),
             job_file.display()
-        ))
+        )
     };
     match (&spec.source.connector, position) {
         (SourceConnector::File(c), SourcePosition::File { offset, .. }) => {
             let path = &c.path;
             let len = std::fs::metadata(path).map_or(0, |m| m.len());
             if *offset > len {
-                return Err(RunError::Setup(format!(
+                return Err(format!(
                     "source file `{}` is shorter ({len} bytes) than the position in {what} ({offset} bytes): was it replaced?",
                     path.display()
-                )));
+                ));
             }
             Ok(())
         }
         (SourceConnector::Generator(_), SourcePosition::Generator { .. }) => Ok(()),
         (SourceConnector::Kafka(c), SourcePosition::Kafka { topic, .. }) => {
             if *topic != c.topic {
-                return Err(RunError::Setup(format!(
+                return Err(format!(
                     "{what} holds offsets of Kafka topic `{topic}` and the job ({}) reads topic `{}`: a source resumes only from its own topic's offsets",
                     job_file.display(),
                     c.topic
-                )));
+                ));
             }
             Ok(())
         }

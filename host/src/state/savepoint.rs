@@ -68,7 +68,11 @@
 //! before it reads would stall the others) for no fewer bytes read. A
 //! partial read cannot check the file's SHA-256; the runtime verifies every
 //! file before any subtask restores, so a restore reads each file twice in
-//! all (verify, then load), whatever the parallelism.
+//! all (verify, then load), whatever the parallelism. A restore into
+//! another `max_parallelism` cannot skip by key group (the saved key groups
+//! say nothing of the new ones): each subtask reads every file of its
+//! operator whole and keeps the keys it owns once re-hashed (see
+//! [`crate::state::restore`]).
 //!
 //! A savepoint is written into a hidden `.<name>.inprogress` directory and
 //! renamed into place once its `_metadata` is durable, so a crash never
