@@ -788,7 +788,19 @@ mod tests {
             "incomplete tree dropped"
         );
         drop(store);
-        let reopened = CheckpointStore::open(dir.path()).unwrap();
+        // sled's flusher thread lets go of the database's file lock a moment
+        // after the last handle is dropped (under load, not at once).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let reopened = loop {
+            match CheckpointStore::open(dir.path()) {
+                Ok(s) => break s,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("reopening: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         assert_eq!(reopened.list().unwrap()[0].id, 3);
     }
 
