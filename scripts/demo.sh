@@ -96,3 +96,31 @@ assert total == 300000
 PY
 cd ../..
 
+echo
+weir=target/debug/weir
+echo "== live swap: keyed-count 1.0.0 -> 2.0.0 inside the running job, at a checkpoint barrier, on probation"
+rm -rf examples/live-swap/state examples/live-swap/counts.jsonl examples/live-swap/.counts.jsonl.pending examples/live-swap/run.log
+$weir run examples/live-swap/job.toml 2> examples/live-swap/run.log &
+pid=$!
+addr=""
+until addr=$(grep -o 'http://[0-9.:]*' examples/live-swap/run.log | head -n 1) && [ -n "$addr" ]; do sleep 0.1; done
+# Let 1.0.0 publish some counts first.
+until [ -s examples/live-swap/counts.jsonl ]; do sleep 0.1; done
+$weir swap --operator count --wasm plugins/rust/keyed-count-v2/keyed_count_v2.wasm --probation 2s --addr "${addr#http://}"
+$weir status --addr "${addr#http://}"
+wait "$pid"
+python3 - examples/live-swap/counts.jsonl <<'PY'
+import json, sys
+nxt, v2 = {}, 0
+for line in open(sys.argv[1]):
+    e = json.loads(line)
+    n = int(e["value"].split()[0])
+    want = nxt.get(e["key"], 1)
+    assert n == want, f"key {e['key']}: count {n} where {want} was due"
+    nxt[e["key"]] = n + 1
+    v2 += "last_seen=" in e["value"]
+total = sum(v - 1 for v in nxt.values())
+print(f"the job never stopped: {total} events counted (expected 300000), {v2} lines by 2.0.0, every count once")
+assert total == 300000 and v2 > 0
+PY
+
