@@ -198,3 +198,56 @@ impl ProbationCount {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probation_reads_a_duration_or_a_number_of_events() {
+        assert_eq!(
+            "30s".parse::<Probation>(),
+            Ok(Probation::Time(Duration::from_secs(30)))
+        );
+        assert_eq!(
+            "1m30s".parse::<Probation>(),
+            Ok(Probation::Time(Duration::from_secs(90)))
+        );
+        assert_eq!(
+            "5000 events".parse::<Probation>(),
+            Ok(Probation::Events(5000))
+        );
+        assert_eq!("1 event".parse::<Probation>(), Ok(Probation::Events(1)));
+        assert_eq!("7-events".parse::<Probation>(), Ok(Probation::Events(7)));
+        let e = "many events".parse::<Probation>().unwrap_err();
+        assert!(e.contains("`many`"), "{e}");
+        let e = "soon".parse::<Probation>().unwrap_err();
+        assert!(e.contains("events"), "{e}");
+        assert_eq!(Probation::Events(3).to_string(), "3 events");
+        assert_eq!(Probation::Time(Duration::from_secs(2)).to_string(), "2s");
+    }
+
+    #[test]
+    fn dead_letters_are_judged_against_the_share_after_enough_events() {
+        let mut p = ProbationCount {
+            events: 10,
+            dead_letters: 0,
+            max_share: 0.1,
+        };
+        // Too few events to judge: every one may be rejected.
+        for _ in 0..10 {
+            assert!(p.dead_letter().is_ok());
+        }
+        p.events = 100;
+        p.dead_letters = 9;
+        assert!(p.dead_letter().is_ok(), "10 of 100 is the share, not more");
+        let e = p.dead_letter().unwrap_err();
+        assert!(e.contains("11 of 100 events") && e.contains("10%"), "{e}");
+        let none = ProbationCount {
+            events: 1000,
+            dead_letters: 1,
+            max_share: 0.0,
+        };
+        assert!(none.check().is_err());
+    }
+}

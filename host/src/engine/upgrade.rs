@@ -56,8 +56,8 @@
 //! }
 //! ```
 //!
-//! `old` is null for a new operator and for a checkpoint (whose metadata
-//! does not record the logic), `new` for a dropped one; `source` is null in
+//! `old` is null for a new operator (and for a checkpoint written before
+//! checkpoints recorded their logic), `new` for a dropped one; `source` is null in
 //! the plan a restore prints (the run checks the source right after, with
 //! the same words). The text form shortens each SHA-256 to 12 hex digits.
 
@@ -327,7 +327,18 @@ pub fn describe(
             version: o.version.clone(),
             wasm_sha256: o.wasm_sha256.clone(),
         }),
-        RestoreSource::Checkpoint(_) => None,
+        // What the checkpoint records of the logic (a store written before
+        // live swaps records nothing).
+        RestoreSource::Checkpoint(store) => store
+            .logic(meta.id)
+            .ok()
+            .flatten()
+            .and_then(|l| l.operators.into_iter().find(|o| o.id == id))
+            .map(|o| Logic {
+                name: o.name,
+                version: o.version,
+                wasm_sha256: o.sha256,
+            }),
     };
     let saved_states = |id: &str| {
         meta.operators
