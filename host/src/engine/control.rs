@@ -338,6 +338,8 @@ pub struct JobControl {
     swap_orders: (Sender<Arc<SwapOrder>>, Receiver<Arc<SwapOrder>>),
     /// The order of the swap under way, for its logic once it completes.
     swap_order: Mutex<Option<Arc<SwapOrder>>>,
+    /// A swap that ended, whose outcome no one has read yet.
+    swap_unread: Mutex<Option<String>>,
 }
 
 /// Why a request was refused: an HTTP status and a one-line message.
@@ -399,6 +401,7 @@ impl JobControl {
             swaps: Mutex::new(Vec::new()),
             swap_orders: crossbeam_channel::unbounded(),
             swap_order: Mutex::new(None),
+            swap_unread: Mutex::new(None),
         }
     }
 
@@ -850,14 +853,29 @@ impl JobControl {
         self.swap_orders.1.clone()
     }
 
-    /// A swap's status.
+    /// A swap's status. Reading the outcome of a swap that ended lets the
+    /// process exit (see [`JobControl::swap_outcome_unread`]).
     pub fn swap(&self, id: &str) -> Option<SwapStatus> {
-        self.swaps
+        let s = self
+            .swaps
             .lock()
             .expect("swaps lock")
             .iter()
             .find(|s| s.request_id == id)
-            .cloned()
+            .cloned()?;
+        if matches!(s.status, SwapState::Completed | SwapState::RolledBack) {
+            let mut unread = self.swap_unread.lock().expect("swap lock");
+            if unread.as_deref() == Some(id) {
+                *unread = None;
+            }
+        }
+        Some(s)
+    }
+
+    /// Whether a swap ended and no one has read its outcome: a job that
+    /// ends right after waits a little for `weir swap` to read it.
+    pub fn swap_outcome_unread(&self) -> bool {
+        self.swap_unread.lock().expect("swap lock").is_some()
     }
 
     /// Every swap, oldest first.
@@ -903,6 +921,7 @@ impl JobControl {
     /// A swap passed its probation at checkpoint `checkpoint`.
     pub fn swap_completed(&self, id: &str, checkpoint: u64) {
         let mut done = None;
+        *self.swap_unread.lock().expect("swap lock") = Some(id.to_string());
         self.update_swap(id, |s| {
             s.status = SwapState::Completed;
             s.completed_at_checkpoint = Some(checkpoint);
@@ -940,6 +959,7 @@ impl JobControl {
     /// Returns it, if there was one.
     pub fn swap_rolled_back(&self, why: &str) -> Option<SwapStatus> {
         let id = self.swap_under_way()?.request_id;
+        *self.swap_unread.lock().expect("swap lock") = Some(id.clone());
         self.update_swap(&id, |s| {
             s.status = SwapState::RolledBack;
             s.reason = Some(why.to_string());

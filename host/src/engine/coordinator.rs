@@ -725,11 +725,15 @@ impl Coordinator {
         }
         if ends_probation {
             if let Some((order, barrier, _)) = self.swap.borrow_mut().probation.take() {
+                let why = if p.last {
+                    format!("the input ended during its probation ({})", order.probation)
+                } else {
+                    format!("it passed its probation ({})", order.probation)
+                };
                 tracing::info!(
                     checkpoint_id = p.id,
-                    "the swap of operator `{}` at barrier {barrier} passed its probation ({}): checkpoint {} publishes its output",
+                    "the swap of operator `{}` at barrier {barrier} completed, {why}: checkpoint {} publishes its output",
                     order.operator_id,
-                    order.probation,
                     p.id
                 );
                 self.swaps.clear();

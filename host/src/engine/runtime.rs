@@ -1009,6 +1009,13 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
     }
     control.fail_outstanding("the job ended before the savepoint could be taken");
     control.swap_rolled_back("the job ended before the swap completed");
+    if serving {
+        // Let a `weir swap` that waits read how its swap ended.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while control.swap_outcome_unread() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     plane.shutdown_background();
     result
 }
