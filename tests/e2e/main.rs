@@ -22,3 +22,4 @@ mod limits;
 mod savepoint_tools;
 mod savepoints;
 mod scaffold;
+mod shadow;

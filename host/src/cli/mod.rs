@@ -24,6 +24,7 @@ mod new;
 mod operator;
 mod run;
 mod savepoint;
+mod shadow;
 mod state;
 mod stop;
 
@@ -59,6 +60,9 @@ enum Command {
     State(state::StateCommand),
     /// Stop a running job with a savepoint (through its REST API).
     Stop(stop::StopArgs),
+    /// Run a candidate `.wasm` beside an operator and diff their outputs: offline
+    /// from a savepoint and recorded input, or live in a running job (start, status, stop).
+    Shadow(shadow::ShadowArgs),
     /// Run the benchmarks: real jobs against the native ceiling, checkpoints, savepoints, start.
     Bench(bench::BenchArgs),
 }
@@ -75,6 +79,7 @@ impl Cli {
             Command::Savepoint(cmd) => cmd.execute(),
             Command::State(cmd) => cmd.execute(),
             Command::Stop(args) => args.execute(),
+            Command::Shadow(args) => args.execute(),
             Command::Bench(args) => args.execute(),
         }
     }

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
@@ -171,6 +171,8 @@ pub struct JobControl {
     pub metrics: Metrics,
     /// Latencies a `latency = true` blackhole sink recorded, when it ends.
     pub latency: crate::connectors::blackhole::LatencySlot,
+    /// Shadow runs of candidate logic ([`crate::engine::shadow`]).
+    pub shadow: Arc<crate::engine::shadow::ShadowControl>,
     started_at_ms: i64,
     base_dir: PathBuf,
     default_target: Option<PathBuf>,
@@ -219,6 +221,7 @@ impl JobControl {
             operators,
             metrics: Metrics::default(),
             latency: Default::default(),
+            shadow: Default::default(),
             started_at_ms: now,
             base_dir: base_dir.to_path_buf(),
             default_target,
@@ -346,6 +349,27 @@ impl JobControl {
             .send(request)
             .expect("the receiver lives in self");
         Ok(id)
+    }
+
+    /// Starts a shadow run (see [`crate::engine::shadow::ShadowControl::start`]);
+    /// refused once the job has ended.
+    pub fn start_shadow(
+        &self,
+        request: &crate::engine::shadow::ShadowRequest,
+    ) -> Result<serde_json::Value, Refused> {
+        let state = self.state();
+        if matches!(
+            state,
+            JobState::Finished | JobState::Stopped | JobState::Failed
+        ) {
+            return Err(refused(
+                409,
+                format!("the job is {state:?}: no shadow run can start").to_lowercase(),
+            ));
+        }
+        self.shadow
+            .start(request)
+            .map_err(|(status, message)| refused(status, message))
     }
 
     /// Sets the job's checkpoint database, once it is open.

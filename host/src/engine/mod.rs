@@ -3,7 +3,8 @@
 //! ([`subtask`]), the source and sink stages that drive connectors
 //! ([`stages`]), the checkpoint coordinator ([`coordinator`]), the control
 //! plane's handle on a running job ([`control`]) and the runtime that wires
-//! it all up and restarts it ([`runtime`]). Uses [`crate::wasm`],
+//! it all up and restarts it ([`runtime`]); shadow runs of candidate logic
+//! ([`shadow`]). Uses [`crate::wasm`],
 //! [`crate::connectors`], [`crate::state`] and [`crate::model`].
 
 pub mod control;
@@ -11,6 +12,7 @@ pub mod coordinator;
 pub mod job;
 pub mod partition;
 pub mod runtime;
+pub mod shadow;
 pub mod stages;
 pub mod stream;
 pub mod subtask;

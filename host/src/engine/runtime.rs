@@ -423,7 +423,7 @@ fn choose_checkpoint(
 }
 
 /// A savepoint's manifest, as the checkpoint metadata the runtime restores from.
-fn savepoint_meta(sp: &Savepoint) -> CheckpointMeta {
+pub(crate) fn savepoint_meta(sp: &Savepoint) -> CheckpointMeta {
     let m = &sp.meta;
     CheckpointMeta {
         format: crate::state::checkpoint::FORMAT_VERSION,
@@ -716,6 +716,7 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
         spec.savepoint.as_ref().map(|s| s.dir.clone()),
         replayable,
     ));
+    control.shadow.configure(spec, &loaded);
     let plane = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("weir-control")
@@ -1016,6 +1017,11 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
             let acks = Some((ack_tx.clone(), stage));
             let track = checkpoint.is_some();
             let source = spec.source.clone();
+            let shadow = Some(crate::engine::shadow::ShadowTap::new(
+                control.shadow.clone(),
+                &op.id,
+                i as u32,
+            ));
             std::thread::Builder::new()
                 .name(format!("weir-{}-{i}", op.id))
                 .spawn(move || {
@@ -1056,6 +1062,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
                         checkpointing: acks,
                         stopped: false,
                         source: source.clone(),
+                        shadow,
                     };
                     let _ = done.send(Done::Subtask(subtask.run()));
                 })

@@ -35,6 +35,7 @@ use crate::connectors::dead_letter::{DeadLetter, DeadLetterTx};
 use crate::engine::coordinator::Ack;
 use crate::engine::job::SourceSpec;
 use crate::engine::partition::Router;
+use crate::engine::shadow::ShadowTap;
 use crate::engine::stream::Barrier;
 use crate::engine::stream::{Inputs, Message, Offsets, Received, StageError};
 use crate::model::batch::EventRef;
@@ -65,6 +66,8 @@ pub struct Subtask {
     pub stopped: bool,
     /// The job's source, to name the offsets of events that fail.
     pub source: SourceSpec,
+    /// The link to shadow runs of this operator ([`crate::engine::shadow`]).
+    pub shadow: Option<ShadowTap>,
 }
 
 impl Subtask {
@@ -125,6 +128,9 @@ impl Subtask {
     /// event; then in calls that grow from what the last one got through
     /// (see the module doc).
     fn process(&mut self, batch: Batch, offsets: Option<Offsets>) -> Result<(), StageError> {
+        if let Some(s) = &mut self.shadow {
+            s.begin_input(&batch, offsets.as_deref());
+        }
         let mut batch = batch;
         let n = batch.len();
         // Events `start..` are still to be processed; `at` is where event
@@ -167,6 +173,9 @@ impl Subtask {
             let offsets = offsets.as_deref().and_then(|o| o.get(start..end));
             let at = self.locate_failure(&*call, offsets);
             return Err(self.fail(format!("{failure}; {at}")));
+        }
+        if let Some(s) = &mut self.shadow {
+            s.end();
         }
         Ok(())
     }
@@ -233,6 +242,9 @@ impl Subtask {
                 state_bytes,
             };
             acks.send(ack).map_err(|_| StageError::Cancelled)?;
+            if let Some(s) = &mut self.shadow {
+                s.at_barrier(self.op.ctx(), barrier.id, barrier.last);
+            }
         }
         self.router.send_barrier(barrier)?;
         if barrier.stop {
@@ -243,6 +255,9 @@ impl Subtask {
 
     /// Sends a call's output downstream (the operator instance has checked it).
     fn forward(&mut self, out: Batch) -> Result<(), StageError> {
+        if let Some(s) = &mut self.shadow {
+            s.collect(&out);
+        }
         self.router.send_batch(out, None)?;
         Ok(())
     }
@@ -281,6 +296,9 @@ impl Subtask {
     }
 
     fn fire_timers(&mut self, domain: TimeDomain, time: i64) -> Result<(), StageError> {
+        if let Some(s) = &mut self.shadow {
+            s.begin_fire(domain, time);
+        }
         loop {
             let mut keys = Blobs::with_capacity(0);
             let mut timestamps = Vec::new();
@@ -290,6 +308,9 @@ impl Subtask {
                 timestamps.push(ts);
             }) == 0
             {
+                if let Some(s) = &mut self.shadow {
+                    s.end();
+                }
                 return Ok(());
             }
             let mut fired = Timers {

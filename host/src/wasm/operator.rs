@@ -483,6 +483,20 @@ impl WasmOperator {
     ) -> Result<Self, StartError> {
         let (sub, plan) =
             restored_ctx(&loaded.spec, &task, key_groups, restore).map_err(StartError::host)?;
+        Self::start_with(loaded, task, sub, plan, setup, track_changes)
+    }
+
+    /// [`WasmOperator::start`] over a context already holding the
+    /// subtask's declared states, state, timers and watermark (a shadow
+    /// run's copy of a live subtask's): migrates as `plan` says and opens.
+    pub fn start_with(
+        loaded: &LoadedOperator,
+        task: TaskInfo,
+        sub: SubtaskCtx,
+        plan: Option<&OperatorPlan>,
+        setup: &Setup,
+        track_changes: bool,
+    ) -> Result<Self, StartError> {
         let ctx =
             HostCtx::new(sub, &setup.capabilities, &setup.limits).map_err(StartError::host)?;
         let mut store = new_store(loaded.pre.engine(), ctx);
