@@ -286,3 +286,171 @@ fn refused_candidates_answer_at_once_and_the_job_goes_on() {
     sb.weir(&["stop", "--addr", &addr]).ok();
     assert!(child.wait().unwrap().success(), "{}", sb.read("log"));
 }
+
+/// File source → `gate` → `map` (the shadowed operator, ID `up`) → file
+/// sink, checkpoints, REST; `limits` for `up`. The input holds at
+/// `gate:one` until the shadow has been asked for, then has 1500 events,
+/// `special`, 500 more, and holds again at `gate:two`, then 10 more.
+/// Returns how many events reach the sink (all but the gates').
+fn gated(sb: &Sandbox, special: &str, limits: &str) -> usize {
+    let mut text = String::from("{\"key\":\"k\",\"value\":\"gate:one\"}\n");
+    for i in 0..2000 {
+        if i == 1500 {
+            text += &format!("{{\"key\":\"k\",\"value\":\"{special}\"}}\n");
+        }
+        text += &format!("{{\"key\":\"k{}\",\"value\":\"v{i}\"}}\n", i % 10);
+    }
+    text += "{\"key\":\"k\",\"value\":\"gate:two\"}\n";
+    for i in 0..10 {
+        text += &format!("{{\"key\":\"k\",\"value\":\"t{i}\"}}\n");
+    }
+    sb.write("in.jsonl", text);
+    std::fs::create_dir_all(sb.path("gates")).unwrap();
+    sb.write(
+        "job.toml",
+        format!(
+            r#"name = "gated"
+
+[source]
+type = "file"
+path = "in.jsonl"
+batch_size = 8
+
+[[operators]]
+id = "gate"
+wasm = {gate}
+
+[operators.capabilities]
+dirs = {{ "/gates" = "gates" }}
+
+[operators.limits]
+cpu_per_call = "10m"
+
+[[operators]]
+id = "up"
+wasm = {map}
+
+[operators.limits]
+{limits}
+
+[sink]
+type = "file"
+path = "out.jsonl"
+
+[checkpoint]
+interval = "100ms"
+dir = "state"
+
+[rest]
+addr = "127.0.0.1:0"
+"#,
+            gate = crate::harness::toml_path(&operator("gate")),
+            map = crate::harness::toml_path(&operator("map")),
+        ),
+    );
+    2011
+}
+
+/// Runs the gated job with a shadow of `candidate` (queue `queue`) until
+/// its status has `state`; opens the gates and checks the job's output is
+/// whole. Returns that status.
+fn gated_shadow(sb: &Sandbox, candidate: &str, queue: &str, state: &str) -> serde_json::Value {
+    // The coordinator's log says when it triggers a barrier.
+    let log = std::fs::File::create(sb.path("log")).unwrap();
+    let mut child = std::process::Command::new(crate::harness::weir_bin())
+        .args(["run", "job.toml"])
+        .current_dir(sb.path(""))
+        .env("WEIR_CACHE_DIR", sb.path(".cache"))
+        .env("WEIR_LOG", "info,weir_host::engine::coordinator=debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let addr = rest_addr(sb, "log");
+    sb.wait_for("log", "gate one holds", 1);
+    let wasm = operator(candidate);
+    sb.weir(&[
+        "shadow",
+        "start",
+        "--addr",
+        &addr,
+        "--operator",
+        "up",
+        "--wasm",
+        wasm.to_str().unwrap(),
+        "--queue",
+        queue,
+    ])
+    .ok();
+    // A barrier triggered once `gate:one` holds is behind it and far ahead
+    // of the special event: the shadow joins there. (One checkpoint is
+    // pending at a time: one still pending then is stuck behind the gate.)
+    let held_at = sb.read("log").find("gate one holds").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let text = sb.read("log");
+        let pending =
+            text.matches("triggering barrier").count() > text.matches(" complete in ").count();
+        if pending || text[held_at..].contains("triggering barrier") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no barrier was triggered:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sb.write("gates/one", "");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        let run = sb
+            .weir(&["shadow", "status", "--json", "--addr", &addr])
+            .ok();
+        let s: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        if s["state"] == state {
+            break s;
+        }
+        assert!(
+            s["state"] == "STARTING" || s["state"] == "RUNNING",
+            "unexpected: {s}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "never {state}: {s}\n{}",
+            sb.read("log")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The job never noticed: it runs to the end with all its output.
+    sb.write("gates/two", "");
+    assert!(child.wait().unwrap().success(), "{}", sb.read("log"));
+    status
+}
+
+#[test]
+fn a_failing_candidate_fails_the_shadow_and_never_the_job() {
+    let sb = Sandbox::new();
+    let events = gated(&sb, "boom", "");
+    let s = gated_shadow(&sb, "hostile-trap", "1024", "FAILED");
+    let reason = s["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("explode") && reason.contains("the job goes on"),
+        "{reason}"
+    );
+    assert_eq!(sb.read("out.jsonl").lines().count(), events);
+}
+
+#[test]
+fn a_shadow_that_falls_behind_stops_and_the_job_goes_on() {
+    let sb = Sandbox::new();
+    // The candidate spins on `spin` for a minute: its queue of 1 fills.
+    let events = gated(&sb, "spin", "cpu_per_call = \"60s\"");
+    let s = gated_shadow(&sb, "hostile-spin", "1", "FELL_BEHIND");
+    let reason = s["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("fell behind") && reason.contains("queue of 1 batches was full"),
+        "{reason}"
+    );
+    assert_eq!(sb.read("out.jsonl").lines().count(), events);
+}

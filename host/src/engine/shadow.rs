@@ -1386,7 +1386,12 @@ mod tests {
             offsets: Some(&[0, 1]),
         };
         assert_eq!(
-            c.compare(trigger, &[out.clone()], &[out.clone()]).unwrap(),
+            c.compare(
+                trigger,
+                std::slice::from_ref(&out),
+                std::slice::from_ref(&out)
+            )
+            .unwrap(),
             0
         );
         assert_eq!(c.counts.inputs, 2);
