@@ -110,6 +110,19 @@ fn offline_shadow_of_identical_logic_has_no_difference() {
         "{}",
         run.stdout
     );
+    // A candidate whose states do not fit the savepoint's is refused in one line.
+    sb.weir(&[
+        "shadow",
+        "--from-savepoint",
+        dir.to_str().unwrap(),
+        "--input",
+        "recorded.jsonl",
+        "--operator",
+        "count",
+        "--wasm",
+        operator("probe").to_str().unwrap(),
+    ])
+    .fails_with(&["the candidate", "state `count`", "does not declare"]);
 }
 
 #[test]
