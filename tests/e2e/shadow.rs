@@ -213,7 +213,7 @@ fn live(sb: &Sandbox, candidate: &str, n: u64) -> (serde_json::Value, serde_json
 fn live_shadow_of_identical_logic_has_no_difference() {
     let sb = Sandbox::new();
     let (s, stopped) = live(&sb, "keyed-count", 500);
-    assert_eq!(s["state"], "RUNNING");
+    assert_eq!(stopped["subtasks"].as_array().unwrap().len(), 2);
     for s in [&s, &stopped] {
         let c = &s["counts"];
         assert!(c["compared"].as_u64().unwrap() >= 500, "{s}");
