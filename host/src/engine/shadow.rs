@@ -1501,6 +1501,47 @@ mod tests {
         assert_eq!(c.counts.only_live, 1);
     }
 
+    fn native(name: &str) -> Side {
+        let logic = crate::wasm::native::NativeLogic::from_name(name).unwrap();
+        let mut ctx = SubtaskCtx::new("op", 0, 8, 0..8);
+        ctx.state.declare(&logic.spec().states).unwrap();
+        Side::new(Box::new(crate::wasm::native::NativeOperator::new(
+            logic, ctx,
+        )))
+    }
+
+    #[test]
+    fn sides_skip_rejected_events_and_go_on_after_them() {
+        let mut count = native("keyed-count");
+        let input = batch(&[(Some("a"), "x", 1), (None, "bad", 2), (Some("a"), "y", 3)]);
+        let out = count.process(&input).unwrap();
+        assert_eq!(count.rejected, 1);
+        let values: Vec<Vec<u8>> = out
+            .iter()
+            .flat_map(|b| b.iter().map(|e| e.value.to_vec()).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(values, vec![b"1".to_vec(), b"2".to_vec()]);
+        // A second side on the same input: same output, no difference.
+        let mut again = native("keyed-count");
+        let mut cmp = Comparator::new(0, None, None);
+        let theirs = again.process(&input).unwrap();
+        let trigger = Trigger::Input {
+            batch: &input,
+            offsets: None,
+        };
+        assert_eq!(cmp.compare(trigger, &out, &theirs).unwrap(), 0);
+        // Other logic: every output differs.
+        let mut map = native("map");
+        let mapped = map.process(&input).unwrap();
+        assert_eq!(cmp.compare(trigger, &out, &mapped).unwrap(), 3);
+        assert_eq!(cmp.counts.different, 2);
+        assert_eq!(cmp.counts.only_candidate, 1);
+        assert_eq!(
+            cmp.first[0].at,
+            "event 1 of a batch of 3 from the operator upstream"
+        );
+    }
+
     #[test]
     fn keeps_only_the_first_differences() {
         let mut c = Comparator::new(0, None, None);
