@@ -467,3 +467,31 @@ fn a_shadow_that_falls_behind_stops_and_the_job_goes_on() {
     );
     assert_eq!(sb.read("out.jsonl").lines().count(), events);
 }
+
+#[test]
+fn a_job_without_periodic_checkpoints_refuses_a_shadow_run() {
+    let sb = Sandbox::new();
+    sb.write("job.toml", job(&operator("keyed-count"), 1, Some(2000), ""));
+    let mut child = sb.spawn_logged(&["run", "job.toml"], "log");
+    let addr = rest_addr(&sb, "log");
+    let wasm = operator("keyed-count");
+    sb.weir(&[
+        "shadow",
+        "start",
+        "--addr",
+        &addr,
+        "--operator",
+        "count",
+        "--wasm",
+        wasm.to_str().unwrap(),
+    ])
+    .fails_with(&[
+        "refused",
+        "no periodic checkpoints",
+        "[checkpoint] interval",
+    ]);
+    sb.weir(&["shadow", "stop", "--addr", &addr])
+        .fails_with(&["has no shadow run"]);
+    sb.weir(&["stop", "--addr", &addr]).ok();
+    assert!(child.wait().unwrap().success(), "{}", sb.read("log"));
+}
