@@ -22,5 +22,6 @@ mod limits;
 mod savepoint_tools;
 mod savepoints;
 mod scaffold;
+mod shadow;
 mod swap;
 mod upgrade;

@@ -15,6 +15,9 @@
 //! | POST | `/jobs/{id}/operators/{operator}/swap` | `{"wasm": PATH, "probation": "30s" or "N events", "max-dead-letter-share": 0.01}`: a live swap → `{"request-id": …}`, or 4xx with why it is refused |
 //! | GET | `/jobs/{id}/swaps` | every swap |
 //! | GET | `/jobs/{id}/swaps/{request-id}` | `IN_PROGRESS`, `PROBATION`, `COMPLETED` or `ROLLED_BACK` (with `reason`) |
+//! | POST | `/jobs/{id}/operators/{operator}/shadow` | `{"wasm": …, "queue": n, "diff-file": …}`: start a shadow run → its status |
+//! | GET | `/jobs/{id}/shadow` | the shadow run's status: state, counts, first differences |
+//! | DELETE | `/jobs/{id}/shadow` | stop the shadow run → its final status |
 //!
 //! The two POSTs answer 429 when [`crate::engine::control::MAX_REQUESTS_IN_PROGRESS`]
 //! savepoint requests are already in progress: the queue is bounded.
@@ -223,6 +226,72 @@ async fn savepoint(State(c): Shared, Path((id, request)): Path<(String, String)>
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShadowBody {
+    wasm: String,
+    queue: Option<usize>,
+    #[serde(rename = "diff-file")]
+    diff_file: Option<String>,
+}
+
+async fn start_shadow(
+    State(c): Shared,
+    Path((id, operator)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Response {
+    if let Err(r) = check_job(&c, &id) {
+        return r.into_response();
+    }
+    let b: ShadowBody = match body(&bytes) {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    let request = crate::engine::shadow::ShadowRequest {
+        operator,
+        wasm: b.wasm.into(),
+        queue: b.queue,
+        diff_file: b.diff_file.map(Into::into),
+    };
+    // Loading and compiling the candidate blocks: off the async workers.
+    let c2 = c.clone();
+    match tokio::task::spawn_blocking(move || c2.start_shadow(&request)).await {
+        Ok(Ok(v)) => (StatusCode::ACCEPTED, Json(v)).into_response(),
+        Ok(Err(r)) => error(
+            StatusCode::from_u16(r.status).unwrap_or(StatusCode::CONFLICT),
+            r.message,
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+fn no_shadow(id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("job `{id}` has no shadow run (start one with `weir shadow start`)"),
+    )
+}
+
+async fn shadow_status(State(c): Shared, Path(id): Path<String>) -> Response {
+    if let Err(r) = check_job(&c, &id) {
+        return r.into_response();
+    }
+    match c.shadow.status() {
+        Some(v) => Json(v).into_response(),
+        None => no_shadow(&id),
+    }
+}
+
+async fn stop_shadow(State(c): Shared, Path(id): Path<String>) -> Response {
+    if let Err(r) = check_job(&c, &id) {
+        return r.into_response();
+    }
+    match c.shadow.stop() {
+        Some(v) => Json(v).into_response(),
+        None => no_shadow(&id),
+    }
+}
+
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
@@ -252,6 +321,8 @@ pub fn router(control: Arc<JobControl>) -> Router {
         .route("/jobs/{id}/operators/{operator}/swap", post(swap))
         .route("/jobs/{id}/swaps", get(swaps))
         .route("/jobs/{id}/swaps/{request}", get(swap_status))
+        .route("/jobs/{id}/operators/{operator}/shadow", post(start_shadow))
+        .route("/jobs/{id}/shadow", get(shadow_status).delete(stop_shadow))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(control)
@@ -304,6 +375,8 @@ mod tests {
         ("/jobs/{id}/operators/{operator}/swap", &["post"]),
         ("/jobs/{id}/swaps", &["get"]),
         ("/jobs/{id}/swaps/{request}", &["get"]),
+        ("/jobs/{id}/operators/{operator}/shadow", &["post"]),
+        ("/jobs/{id}/shadow", &["get", "delete"]),
     ];
 
     const OPENAPI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.yaml");
@@ -414,7 +487,7 @@ mod tests {
             let concrete = path
                 .replace("{id}", "j")
                 .replace("{request}", "r")
-                .replace("{operator}", "o");
+                .replace("{operator}", "op");
             for method in ["get", "post", "put", "delete", "patch"] {
                 let (status, answer) = send(addr, &method.to_uppercase(), &concrete);
                 if methods.contains(&method) {

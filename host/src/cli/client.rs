@@ -45,6 +45,10 @@ pub fn request(
             .header("Accept", "application/json")
             .content_type("application/json")
             .send(body.map(Value::to_string).unwrap_or_default()),
+        ("DELETE", _) => agent
+            .delete(&url)
+            .header("Accept", "application/json")
+            .call(),
         _ => bail!("unsupported method {method}"),
     };
     let mut response = result.map_err(|e| match e {

@@ -24,6 +24,7 @@ mod new;
 mod operator;
 mod run;
 mod savepoint;
+mod shadow;
 mod state;
 mod status;
 mod stop;
@@ -69,6 +70,9 @@ enum Command {
     /// Plan upgrades: what a restore of a savepoint into a job would do.
     #[command(subcommand)]
     Upgrade(upgrade::UpgradeCommand),
+    /// Run a candidate `.wasm` beside an operator and diff their outputs: offline
+    /// from a savepoint and recorded input, or live in a running job (start, status, stop).
+    Shadow(shadow::ShadowArgs),
     /// Run the benchmarks: real jobs against the native ceiling, checkpoints, savepoints, start.
     Bench(bench::BenchArgs),
 }
@@ -87,6 +91,7 @@ impl Cli {
             Command::Stop(args) => args.execute(),
             Command::Swap(args) => args.execute(),
             Command::Status(args) => args.execute(),
+            Command::Shadow(args) => args.execute(),
             Command::Bench(args) => args.execute(),
             Command::Upgrade(cmd) => cmd.execute(),
         }

@@ -320,6 +320,8 @@ pub struct JobControl {
     pub metrics: Metrics,
     /// Latencies a `latency = true` blackhole sink recorded, when it ends.
     pub latency: crate::connectors::blackhole::LatencySlot,
+    /// Shadow runs of candidate logic ([`crate::engine::shadow`]).
+    pub shadow: Arc<crate::engine::shadow::ShadowControl>,
     started_at_ms: i64,
     base_dir: PathBuf,
     default_target: Option<PathBuf>,
@@ -377,6 +379,7 @@ impl JobControl {
             operators: Mutex::new(operators),
             metrics: Metrics::default(),
             latency: Default::default(),
+            shadow: Default::default(),
             started_at_ms: now,
             base_dir: base_dir.to_path_buf(),
             default_target,
@@ -518,6 +521,27 @@ impl JobControl {
             .send(request)
             .expect("the receiver lives in self");
         Ok(id)
+    }
+
+    /// Starts a shadow run (see [`crate::engine::shadow::ShadowControl::start`]);
+    /// refused once the job has ended.
+    pub fn start_shadow(
+        &self,
+        request: &crate::engine::shadow::ShadowRequest,
+    ) -> Result<serde_json::Value, Refused> {
+        let state = self.state();
+        if matches!(
+            state,
+            JobState::Finished | JobState::Stopped | JobState::Failed
+        ) {
+            return Err(refused(
+                409,
+                format!("the job is {state:?}: no shadow run can start").to_lowercase(),
+            ));
+        }
+        self.shadow
+            .start(request)
+            .map_err(|(status, message)| refused(status, message))
     }
 
     /// Sets the job's checkpoint database, once it is open.

@@ -5,6 +5,8 @@
 //! plane's handle on a running job ([`control`]) and the runtime that wires
 //! it all up and restarts it ([`runtime`]), and the upgrade plan of a
 //! restore ([`upgrade`]). Uses [`crate::wasm`],
+//! it all up and restarts it ([`runtime`]); shadow runs of candidate logic
+//! ([`shadow`]). Uses [`crate::wasm`],
 //! [`crate::connectors`], [`crate::state`] and [`crate::model`].
 
 pub mod control;
@@ -12,6 +14,7 @@ pub mod coordinator;
 pub mod job;
 pub mod partition;
 pub mod runtime;
+pub mod shadow;
 pub mod stages;
 pub mod stream;
 pub mod subtask;

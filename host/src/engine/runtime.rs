@@ -832,6 +832,7 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
         spec.savepoint.as_ref().map(|s| s.dir.clone()),
         replayable,
     ));
+    control.shadow.configure(spec, &loaded);
     let plane = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("weir-control")
@@ -1192,6 +1193,11 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
             let source = spec.source.clone();
             let swaps = swaps.clone();
             let task_info = task.clone();
+            let shadow = Some(crate::engine::shadow::ShadowTap::new(
+                control.shadow.clone(),
+                &op.id,
+                i as u32,
+            ));
             std::thread::Builder::new()
                 .name(format!("weir-{}-{i}", op.id))
                 .spawn(move || {
@@ -1236,6 +1242,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
                         setup,
                         swaps,
                         probation: None,
+                        shadow,
                     };
                     let _ = done.send(Done::Subtask(subtask.run()));
                 })

@@ -36,6 +36,7 @@ use crate::connectors::dead_letter::{DeadLetter, DeadLetterTx};
 use crate::engine::coordinator::Ack;
 use crate::engine::job::SourceSpec;
 use crate::engine::partition::Router;
+use crate::engine::shadow::ShadowTap;
 use crate::engine::stream::Barrier;
 use crate::engine::stream::{Inputs, Message, Offsets, Received, StageError};
 use crate::engine::swap::{ProbationCount, SwapBoard, SwapOrder};
@@ -76,6 +77,8 @@ pub struct Subtask {
     pub swaps: Arc<SwapBoard>,
     /// Logic swapped in here, while on probation: what it has done.
     pub probation: Option<ProbationCount>,
+    /// The link to shadow runs of this operator ([`crate::engine::shadow`]).
+    pub shadow: Option<ShadowTap>,
 }
 
 impl Subtask {
@@ -136,6 +139,9 @@ impl Subtask {
     /// event; then in calls that grow from what the last one got through
     /// (see the module doc).
     fn process(&mut self, batch: Batch, offsets: Option<Offsets>) -> Result<(), StageError> {
+        if let Some(s) = &mut self.shadow {
+            s.begin_input(&batch, offsets.as_deref());
+        }
         let mut batch = batch;
         let n = batch.len();
         if let Some(p) = self.probation.as_mut() {
@@ -185,6 +191,9 @@ impl Subtask {
             let offsets = offsets.as_deref().and_then(|o| o.get(start..end));
             let at = self.locate_failure(&*call, offsets);
             return Err(self.fail(format!("{failure}; {at}")));
+        }
+        if let Some(s) = &mut self.shadow {
+            s.end();
         }
         Ok(())
     }
@@ -252,6 +261,9 @@ impl Subtask {
                 swapped_events: self.probation.map_or(0, |p| p.events),
             };
             acks.send(ack).map_err(|_| StageError::Cancelled)?;
+            if let Some(s) = &mut self.shadow {
+                s.at_barrier(self.op.ctx(), barrier.id, barrier.last);
+            }
         }
         self.router.send_barrier(barrier)?;
         if barrier.stop {
@@ -307,6 +319,9 @@ impl Subtask {
 
     /// Sends a call's output downstream (the operator instance has checked it).
     fn forward(&mut self, out: Batch) -> Result<(), StageError> {
+        if let Some(s) = &mut self.shadow {
+            s.collect(&out);
+        }
         self.router.send_batch(out, None)?;
         Ok(())
     }
@@ -350,6 +365,9 @@ impl Subtask {
     }
 
     fn fire_timers(&mut self, domain: TimeDomain, time: i64) -> Result<(), StageError> {
+        if let Some(s) = &mut self.shadow {
+            s.begin_fire(domain, time);
+        }
         loop {
             let mut keys = Blobs::with_capacity(0);
             let mut timestamps = Vec::new();
@@ -359,6 +377,9 @@ impl Subtask {
                 timestamps.push(ts);
             }) == 0
             {
+                if let Some(s) = &mut self.shadow {
+                    s.end();
+                }
                 return Ok(());
             }
             let mut fired = Timers {

@@ -533,6 +533,23 @@ impl WasmOperator {
         })
     }
 
+    /// [`WasmOperator::start`] over a context already holding the
+    /// subtask's declared states, state, timers and watermark (a shadow
+    /// run's copy of a live subtask's): migrates as `plan` says and opens.
+    pub fn start_with(
+        loaded: &LoadedOperator,
+        task: TaskInfo,
+        mut sub: SubtaskCtx,
+        plan: Option<&OperatorPlan>,
+        setup: &Setup,
+        track_changes: bool,
+    ) -> Result<Self, StartError> {
+        if track_changes {
+            sub.state.track_changes();
+        }
+        Self::start_over(loaded, task, sub, setup, plan)
+    }
+
     /// Replaces the instance with a fresh one of the same component, opened
     /// again, over the same host context (state, timers, watermark). The old
     /// store, and the memory it holds, is dropped first.
