@@ -81,19 +81,8 @@ echo "last v2 line:  $(tail -n 1 counts.jsonl)"
 # v3 no longer keeps last_seen: dropping saved state must be asked for.
 $weir run v3.toml --from-savepoint "$sp2" --allow-non-restored-state 2>&1 | grep -E "restor|finished" || true
 echo "last v3 line:  $(tail -n 1 counts.jsonl)"
-python3 - counts.jsonl <<'PY'
-import json, sys
-nxt = {}
-for line in open(sys.argv[1]):
-    e = json.loads(line)
-    n = int(e["value"].split()[0])
-    want = nxt.get(e["key"], 1)
-    assert n == want, f"key {e['key']}: count {n} where {want} was due"
-    nxt[e["key"]] = n + 1
-total = sum(v - 1 for v in nxt.values())
-print(f"every key's counts went on across both swaps: {len(nxt)} keys, {total} events counted (expected 300000)")
-assert total == 300000
-PY
+echo -n "every key's counts went on across both swaps: "
+python3 ../../scripts/check_counts.py counts.jsonl 300000
 cd ../..
 
 echo
@@ -109,18 +98,6 @@ until [ -s examples/live-swap/counts.jsonl ]; do sleep 0.1; done
 $weir swap --operator count --wasm plugins/rust/keyed-count-v2/keyed_count_v2.wasm --probation 2s --addr "${addr#http://}"
 $weir status --addr "${addr#http://}"
 wait "$pid"
-python3 - examples/live-swap/counts.jsonl <<'PY'
-import json, sys
-nxt, v2 = {}, 0
-for line in open(sys.argv[1]):
-    e = json.loads(line)
-    n = int(e["value"].split()[0])
-    want = nxt.get(e["key"], 1)
-    assert n == want, f"key {e['key']}: count {n} where {want} was due"
-    nxt[e["key"]] = n + 1
-    v2 += "last_seen=" in e["value"]
-total = sum(v - 1 for v in nxt.values())
-print(f"the job never stopped: {total} events counted (expected 300000), {v2} lines by 2.0.0, every count once")
-assert total == 300000 and v2 > 0
-PY
+echo -n "the job never stopped: "
+python3 scripts/check_counts.py examples/live-swap/counts.jsonl 300000 --v2
 

@@ -140,13 +140,7 @@ async fn swap_status(State(c): Shared, Path((id, request)): Path<(String, String
     if let Err(r) = check_job(&c, &id) {
         return r.into_response();
     }
-    match c.swap(&request) {
-        Some(s) => Json(s).into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            format!("no swap request `{request}` for job `{id}`"),
-        ),
-    }
+    found("swap", &request, &id, c.swap(&request))
 }
 
 async fn jobs(State(c): Shared) -> Response {
@@ -171,6 +165,17 @@ async fn checkpoints(State(c): Shared, Path(id): Path<String>) -> Response {
         Ok(Ok(v)) => Json(v).into_response(),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// A request's status, or 404 naming the `kind` of request it is not.
+fn found<T: serde::Serialize>(kind: &str, request: &str, job: &str, status: Option<T>) -> Response {
+    match status {
+        Some(s) => Json(s).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no {kind} request `{request}` for job `{job}`"),
+        ),
     }
 }
 
@@ -217,13 +222,7 @@ async fn savepoint(State(c): Shared, Path((id, request)): Path<(String, String)>
     if let Err(r) = check_job(&c, &id) {
         return r.into_response();
     }
-    match c.savepoint(&request) {
-        Some(s) => Json(s).into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            format!("no savepoint request `{request}` for job `{id}`"),
-        ),
-    }
+    found("savepoint", &request, &id, c.savepoint(&request))
 }
 
 #[derive(Deserialize)]

@@ -486,12 +486,7 @@ impl CheckpointStore {
         for meta in self.list()?.into_iter().rev() {
             match self.logic(meta.id)? {
                 Some(l) if l.probation_of.is_some() => {
-                    self.meta
-                        .remove(meta_key(meta.id))
-                        .map_err(|e| self.err(e))?;
-                    self.logic
-                        .remove(meta_key(meta.id))
-                        .map_err(|e| self.err(e))?;
+                    self.forget(meta.id)?;
                     dropped += 1;
                 }
                 _ => break,
@@ -501,6 +496,14 @@ impl CheckpointStore {
             self.db.flush().map_err(|e| self.err(e))?;
         }
         Ok(dropped)
+    }
+
+    /// Removes checkpoint `id`'s meta and logic records: it is no longer
+    /// complete; its trees go when no kept chain needs them.
+    fn forget(&self, id: u64) -> Result<(), CheckpointError> {
+        self.meta.remove(meta_key(id)).map_err(|e| self.err(e))?;
+        self.logic.remove(meta_key(id)).map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// Where the copy of the `.wasm` with SHA-256 `sha256` is kept.
@@ -646,12 +649,7 @@ impl CheckpointStore {
         let needed: Vec<u64> = keep.iter().flat_map(|m| m.chain.iter().copied()).collect();
         for meta in &completed {
             if !keep_ids.contains(&meta.id) {
-                self.meta
-                    .remove(meta_key(meta.id))
-                    .map_err(|e| self.err(e))?;
-                self.logic
-                    .remove(meta_key(meta.id))
-                    .map_err(|e| self.err(e))?;
+                self.forget(meta.id)?;
             }
         }
         for name in self.db.tree_names() {
