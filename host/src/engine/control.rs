@@ -169,6 +169,7 @@ pub struct SwapStatus {
 }
 
 /// What a swap request is checked against: set by the runtime once the job runs.
+#[derive(Clone)]
 pub struct SwapContext {
     /// The engine that loads and compiles the new `.wasm`.
     pub components: Arc<Components>,
@@ -342,6 +343,8 @@ pub struct JobControl {
     swap_order: Mutex<Option<Arc<SwapOrder>>>,
     /// A swap that ended, whose outcome no one has read yet.
     swap_unread: Mutex<Option<String>>,
+    /// Held through a swap request: one is checked and queued at a time.
+    swap_requesting: Mutex<()>,
 }
 
 /// Why a request was refused: an HTTP status and a one-line message.
@@ -405,6 +408,7 @@ impl JobControl {
             swap_orders: crossbeam_channel::unbounded(),
             swap_order: Mutex::new(None),
             swap_unread: Mutex::new(None),
+            swap_requesting: Mutex::new(()),
         }
     }
 
@@ -672,7 +676,10 @@ impl JobControl {
         if matches!(request.probation, Probation::Events(0)) {
             return Err(refused(400, "a probation of 0 events: give at least 1"));
         }
-        let ctx = self.swap_ctx.lock().expect("swap lock");
+        let _one_at_a_time = self.swap_requesting.lock().expect("swap request lock");
+        // A copy: loading, compiling and the dry-run migration take a
+        // while, and the lock must not hold up a restart or a completion.
+        let ctx = self.swap_ctx.lock().expect("swap lock").clone();
         let Some(ctx) = ctx.as_ref() else {
             return Err(refused(409, "the job is not running yet"));
         };
