@@ -42,6 +42,7 @@ pub fn operator(name: &str) -> PathBuf {
             ("gate", "tests/plugins/gate"),
             ("swap-trap", "tests/plugins/swap-trap"),
             ("count-map", "tests/plugins/count-map"),
+            ("swap-reject", "tests/plugins/swap-reject"),
             ("hostile-spin", "tests/plugins/hostile/spin"),
             ("hostile-hog", "tests/plugins/hostile/hog"),
             ("hostile-trap", "tests/plugins/hostile/trap"),

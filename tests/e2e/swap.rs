@@ -190,6 +190,42 @@ fn a_swap_that_traps_on_probation_rolls_back_to_the_old_logic() {
 }
 
 #[test]
+fn a_swap_that_dead_letters_more_than_its_share_rolls_back() {
+    let sb = Sandbox::new();
+    let mut text = job(15_000, EVENTS);
+    text.push_str("\n[dead_letter]\npath = \"dead.jsonl\"\n");
+    sb.write("job.toml", &text);
+    let mut child = sb.spawn_logged(&["run", "job.toml"], "log");
+    let addr = rest_addr(&sb, "log");
+    let reject = operator("swap-reject");
+    sb.weir(&[
+        "swap",
+        "--operator",
+        "count",
+        "--wasm",
+        reject.to_str().unwrap(),
+        "--probation",
+        "1000000 events",
+        "--max-dead-letter-share",
+        "0.05",
+        "--addr",
+        &addr,
+    ])
+    .fails_with(&[
+        "ROLLED_BACK",
+        "dead-letter output on probation",
+        "share of 5%",
+    ]);
+    assert!(child.wait().unwrap().success(), "{}", sb.read("log"));
+    assert_eq!(assert_every_count_once(&sb.read("out.jsonl")), 0);
+    // The dead-letter file is at-least-once: what the new logic rejected
+    // on probation stays in it, and says why it rolled back.
+    assert!(sb
+        .read("dead.jsonl")
+        .contains("swap-reject rejects every event"));
+}
+
+#[test]
 fn swaps_are_refused_before_the_barrier() {
     let sb = Sandbox::new();
     sb.write("job.toml", job(20_000, EVENTS));
