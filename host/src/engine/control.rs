@@ -743,29 +743,19 @@ impl JobControl {
                 ),
             ));
         }
-        let saved = vec![(
-            request.operator.clone(),
-            current
-                .spec()
-                .states
-                .iter()
-                .map(|s| {
-                    (
-                        s.name.clone(),
-                        crate::state::keyed::kind_name(s.kind).to_string(),
-                        s.version,
-                    )
-                })
-                .collect(),
-        )];
-        let new = vec![(request.operator.clone(), loaded.spec.states.clone())];
+        let saved = crate::state::restore::recorded(&current.spec().states);
         let what = format!(
             "swap of operator `{}` to `{}`",
             request.operator,
             path.display()
         );
-        let plan = crate::state::restore::plan(&what, &saved, &new, false)
-            .map_err(|e| {
+        let plan = crate::engine::shadow::plan_states(
+            &what,
+            &request.operator,
+            Some(saved),
+            &loaded.spec.states,
+        )
+        .map_err(|e| {
                 refused(
                     400,
                     e.replace(
@@ -784,6 +774,16 @@ impl JobControl {
         };
         let bytes = std::fs::read(&path)
             .map_err(|e| refused(400, format!("cannot read `{}`: {e}", path.display())))?;
+        // The copy kept under its SHA-256 must be what was checked.
+        if crate::state::savepoint::sha256_hex(&bytes) != loaded.sha256 {
+            return Err(refused(
+                409,
+                format!(
+                    "`{}` changed while it was being checked: ask again",
+                    path.display()
+                ),
+            ));
+        }
         store
             .keep_wasm(&loaded.sha256, &bytes)
             .map_err(|e| refused(500, e.to_string()))?;
@@ -966,6 +966,7 @@ impl JobControl {
                 (order, self.swap_ctx.lock().expect("swap lock").as_mut())
             {
                 ctx.logic[order.operator] = order.logic.clone();
+                self.shadow.set_logic(&order.operator_id, &order.logic);
             }
             tracing::info!("swap {id} of operator `{op}` COMPLETED at checkpoint {checkpoint}");
         }

@@ -789,17 +789,7 @@ impl Coordinator {
             info.name = spec.name.clone();
             info.version = spec.version.clone();
             info.wasm_sha256 = order.logic.sha256().to_string();
-            info.states = spec
-                .states
-                .iter()
-                .map(|s| {
-                    (
-                        s.name.clone(),
-                        crate::state::keyed::kind_name(s.kind).to_string(),
-                        s.version,
-                    )
-                })
-                .collect();
+            info.states = crate::state::restore::recorded(&spec.states);
         }
         let mut track = self.swap.borrow_mut();
         track.probation = Some((order.clone(), id, at_ms));

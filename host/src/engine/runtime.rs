@@ -40,7 +40,6 @@ use crate::model::SourcePosition;
 use crate::model::TaskInfo;
 use crate::model::{SinkWriter, SourceReader};
 use crate::state::checkpoint::{CheckpointMeta, CheckpointStore, OperatorMeta};
-use crate::state::keyed::kind_name;
 use crate::state::restore::{self, Restore, RestorePlan, RestoreSource};
 use crate::state::savepoint::Savepoint;
 use crate::wasm::component::Components;
@@ -832,7 +831,7 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
         spec.savepoint.as_ref().map(|s| s.dir.clone()),
         replayable,
     ));
-    control.shadow.configure(spec, &loaded);
+    control.shadow.configure(spec, &loaded, components.clone());
     let plane = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("weir-control")
@@ -1358,12 +1357,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
                 .map(|((o, l), j)| OperatorInfo {
                     id: o.id.clone(),
                     parallelism: o.parallelism,
-                    states: l
-                        .spec()
-                        .states
-                        .iter()
-                        .map(|s| (s.name.clone(), kind_name(s.kind).to_string(), s.version))
-                        .collect(),
+                    states: restore::recorded(&l.spec().states),
                     name: l.spec().name.clone(),
                     version: l.spec().version.clone(),
                     wasm_sha256: l.sha256().to_string(),

@@ -56,7 +56,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
@@ -67,7 +67,7 @@ use crate::connectors::json::Format;
 use crate::engine::job::{JobSpec, SourceConnector, SourceSpec};
 use crate::engine::stages::watermark_after;
 use crate::model::{now_ms, Batch, Blobs, GuestError, StateSpec, TaskInfo, TimeDomain, Timers};
-use crate::state::keyed::{kind_name, StateChange, StateSnapshot};
+use crate::state::keyed::{StateChange, StateSnapshot};
 use crate::state::restore::{self, OperatorPlan, Restore, RestorePlan, RestoreSource};
 use crate::state::savepoint::Savepoint;
 use crate::state::timers::TimerSnapshot;
@@ -1094,7 +1094,8 @@ pub type ShadowRefusal = (u16, String);
 pub struct ShadowControl {
     job: Mutex<Option<JobInfo>>,
     run: Mutex<Option<Arc<ShadowRun>>>,
-    components: OnceLock<Result<Components, String>>,
+    /// The job's engine: a candidate compiles and runs where the live logic does.
+    components: Mutex<Option<Arc<Components>>>,
 }
 
 /// What a shadow run is asked for.
@@ -1111,8 +1112,10 @@ pub struct ShadowRequest {
 }
 
 impl ShadowControl {
-    /// Learns the job's operators, budgets and checkpointing (once, before it runs).
-    pub fn configure(&self, spec: &JobSpec, loaded: &[OperatorImpl]) {
+    /// Learns the job's engine, operators, budgets and checkpointing (once,
+    /// before it runs).
+    pub fn configure(&self, spec: &JobSpec, loaded: &[OperatorImpl], components: Arc<Components>) {
+        *self.components.lock().expect("shadow lock") = Some(components);
         let operators = spec
             .operators
             .iter()
@@ -1138,6 +1141,20 @@ impl ShadowControl {
             source: spec.source.clone(),
             operators,
         });
+    }
+
+    /// Operator `id` runs `logic` now (a live swap completed): a later
+    /// shadow run is checked against, and compared with, that.
+    pub fn set_logic(&self, id: &str, logic: &OperatorImpl) {
+        if let Some(job) = self.job.lock().expect("shadow job lock").as_mut() {
+            if let Some(op) = job.operators.iter_mut().find(|o| o.id == id) {
+                op.states = logic.spec().states.clone();
+                op.live = match logic {
+                    OperatorImpl::Wasm(w) => Some(Logic::of(w)),
+                    OperatorImpl::Native(..) => None,
+                };
+            }
+        }
     }
 
     /// Starts a shadow run: loads, compiles and checks the candidate (its
@@ -1195,17 +1212,14 @@ impl ShadowControl {
         };
         let components = self
             .components
-            .get_or_init(|| Components::new().map_err(|e| format!("cannot start wasmtime: {e}")))
-            .as_ref()
-            .map_err(|e| (500, e.clone()))?;
+            .lock()
+            .expect("shadow lock")
+            .clone()
+            .ok_or((409, "the job has not started yet".to_string()))?;
         let candidate = components
             .load(&wasm)
             .map_err(|e| (400, format!("candidate refused: {e}")))?;
-        let saved = op
-            .states
-            .iter()
-            .map(|s| (s.name.clone(), kind_name(s.kind).to_string(), s.version))
-            .collect();
+        let saved = restore::recorded(&op.states);
         let what = format!("the running operator `{}`", op.id);
         let plan = plan_states(&what, &op.id, Some(saved), &candidate.spec.states)
             .map_err(|e| (400, format!("candidate `{}` refused: {e}", wasm.display())))?;

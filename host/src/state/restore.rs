@@ -129,6 +129,14 @@ impl RestorePlan {
 /// An operator ID with its saved states: name, kind, version.
 pub type SavedOperatorStates = (String, Vec<(String, String, u32)>);
 
+/// Declared states as a snapshot records them: name, kind, version.
+pub fn recorded(specs: &[StateSpec]) -> Vec<(String, String, u32)> {
+    specs
+        .iter()
+        .map(|s| (s.name.clone(), kind_name(s.kind).to_string(), s.version))
+        .collect()
+}
+
 /// Plans a restore of `saved` (operator ID and states, from `what`, e.g.
 /// ``savepoint `DIR` ``) into the job's operators `job` (ID and declared
 /// states), and fails with the first refusal ([`plan_all`] has them all).
