@@ -204,21 +204,36 @@ impl KeyIndex {
         found
     }
 
-    /// The number of `key`, added if new (then `true`).
+    /// The number of `key`, added if new (then `true`): hashed once, probed once.
     pub(crate) fn insert(&mut self, key: &[u8]) -> (u32, bool) {
-        if let Some(i) = self.find(key) {
-            return (i, false);
+        if let Some(i) = self.last {
+            if same_bytes(self.key(i), key) {
+                return (i, false);
+            }
         }
-        let i = self.spans.len() as u32;
-        self.spans.push((self.arena.len() as u32, key.len() as u32));
-        self.arena.extend_from_slice(key);
         let (arena, spans) = (&self.arena, &self.spans);
-        self.table.insert_unique(hash_key(key), i, |&j| {
-            let (start, len) = spans[j as usize];
-            hash_key(&arena[start as usize..(start + len) as usize])
-        });
+        let at = |i: u32| {
+            let (start, len) = spans[i as usize];
+            &arena[start as usize..(start + len) as usize]
+        };
+        let next = spans.len() as u32;
+        let (i, new) = match self.table.entry(
+            hash_key(key),
+            |&i| same_bytes(at(i), key),
+            |&i| hash_key(at(i)),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(e) => (*e.get(), false),
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(next);
+                (next, true)
+            }
+        };
+        if new {
+            self.spans.push((self.arena.len() as u32, key.len() as u32));
+            self.arena.extend_from_slice(key);
+        }
         self.last = Some(i);
-        (i, true)
+        (i, new)
     }
 
     /// Number of keys.
@@ -460,26 +475,41 @@ impl PairIndex {
         found
     }
 
-    /// The number of (`key`, `map_key`), added if new (then `true`).
+    /// The number of (`key`, `map_key`), added if new (then `true`): hashed
+    /// once, probed once.
     fn insert(&mut self, key: &[u8], map_key: &[u8]) -> (u32, bool) {
-        if let Some(i) = self.find(key, map_key) {
-            return (i, false);
+        if let Some(i) = self.last {
+            if same_pair(self.pair(i), (key, map_key)) {
+                return (i, false);
+            }
         }
-        let i = self.spans.len() as u32;
-        self.spans.push((
-            self.arena.len() as u32,
-            key.len() as u32,
-            map_key.len() as u32,
-        ));
-        self.arena.extend_from_slice(key);
-        self.arena.extend_from_slice(map_key);
         let (arena, spans) = (&self.arena, &self.spans);
-        self.table.insert_unique(hash_pair(key, map_key), i, |&j| {
-            let (k, mk) = pair_at(arena, spans, j);
-            hash_pair(k, mk)
-        });
+        let next = spans.len() as u32;
+        let (i, new) = match self.table.entry(
+            hash_pair(key, map_key),
+            |&i| same_pair(pair_at(arena, spans, i), (key, map_key)),
+            |&i| {
+                let (k, mk) = pair_at(arena, spans, i);
+                hash_pair(k, mk)
+            },
+        ) {
+            hashbrown::hash_table::Entry::Occupied(e) => (*e.get(), false),
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(next);
+                (next, true)
+            }
+        };
+        if new {
+            self.spans.push((
+                self.arena.len() as u32,
+                key.len() as u32,
+                map_key.len() as u32,
+            ));
+            self.arena.extend_from_slice(key);
+            self.arena.extend_from_slice(map_key);
+        }
         self.last = Some(i);
-        (i, true)
+        (i, new)
     }
 
     /// Number of pairs.

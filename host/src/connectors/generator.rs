@@ -85,8 +85,10 @@ pub struct Generator {
     next: u64,
     /// When pacing started, and at which event.
     started: Option<(Instant, u64)>,
-    key_buf: String,
-    value_buf: String,
+    /// `key-`, then the key's number (rewritten per event).
+    key_buf: Vec<u8>,
+    /// `value_size` zeros, whose last three bytes are rewritten per event.
+    value_buf: Vec<u8>,
     /// Stamp events with the wall clock rather than their index.
     wall_clock: bool,
     /// Where the instant (µs) each batch is made is noted, if anywhere.
@@ -119,8 +121,8 @@ impl Generator {
             batch_size,
             next: 0,
             started: None,
-            key_buf: String::new(),
-            value_buf: String::new(),
+            key_buf: b"key-".to_vec(),
+            value_buf: vec![b'0'; value_size],
             wall_clock: false,
             clock: None,
         }
@@ -145,39 +147,27 @@ impl Generator {
         self.next = next;
     }
 
-    /// Appends event `i` to `batch`.
+    /// Appends event `i` to `batch`: key `key-N` with `N = h % keys`, value
+    /// `(h >> 32) % 1000` in decimal, zero-padded (or cut to its last
+    /// digits) to `value_size` bytes, where `h` mixes the seed and `i`.
+    /// Written in place into reused buffers: the generator feeds the
+    /// benchmarks, and its cost is not the job's.
     pub fn push_event(&mut self, i: u64, batch: &mut Batch) {
-        use std::fmt::Write;
         let h = splitmix64(self.seed ^ splitmix64(i));
-        self.key_buf.clear();
-        let _ = write!(self.key_buf, "key-{}", h % self.keys);
-        // The value: `(h >> 32) % 1000` in decimal, zero-padded (or cut) to `value_size` bytes.
-        self.value_buf.clear();
-        let mut n = (h >> 32) % 1000;
-        let digits = if n >= 100 {
-            3
-        } else if n >= 10 {
-            2
-        } else {
-            1
-        };
+        self.key_buf.truncate(4);
+        self.key_buf
+            .extend_from_slice(itoa::Buffer::new().format(h % self.keys).as_bytes());
+        let n = (h >> 32) % 1000;
+        let digits = [
+            b'0' + (n / 100) as u8,
+            b'0' + (n / 10 % 10) as u8,
+            b'0' + (n % 10) as u8,
+        ];
         let size = self.value_size;
-        let value = padded_number(&mut self.value_buf, size, digits, &mut n);
-        batch.push(Some(self.key_buf.as_bytes()), value, i as i64);
+        let last = size.min(3);
+        self.value_buf[size - last..].copy_from_slice(&digits[3 - last..]);
+        batch.push(Some(&self.key_buf), &self.value_buf, i as i64);
     }
-}
-
-/// Writes `n` (of `digits` digits) right-aligned in `size` bytes of zeros.
-fn padded_number<'a>(buf: &'a mut String, size: usize, digits: usize, n: &mut u64) -> &'a [u8] {
-    let mut bytes = std::mem::take(buf).into_bytes();
-    bytes.clear();
-    bytes.resize(size, b'0');
-    for at in (size.saturating_sub(digits)..size).rev() {
-        bytes[at] = b'0' + (*n % 10) as u8;
-        *n /= 10;
-    }
-    *buf = String::from_utf8(bytes).expect("ASCII digits");
-    buf.as_bytes()
 }
 
 impl SourceReader for Generator {
@@ -243,6 +233,21 @@ mod tests {
         }
         let keys: std::collections::BTreeSet<_> = all.iter().map(|(k, _, _)| k.clone()).collect();
         assert!(keys.len() <= 3);
+        // The events are those of the plain formula.
+        for size in [0usize, 1, 2, 3, 4, 100] {
+            let mut g = Generator::new(500, 77, size, 9, None, 64);
+            let mut at = 0u64;
+            while let Some(batch) = g.next_batch(&mut Vec::new()).unwrap() {
+                for e in batch.iter() {
+                    let h = splitmix64(9 ^ splitmix64(at));
+                    let want = format!("{:0>size$}", (h >> 32) % 1000);
+                    let want = &want.as_bytes()[want.len() - size..];
+                    assert_eq!(e.key.unwrap(), format!("key-{}", h % 77).as_bytes());
+                    assert_eq!(e.value, want, "size {size}, event {at}");
+                    at += 1;
+                }
+            }
+        }
         let mut z = Generator::new(1, 1, 0, 1, None, 4);
         assert_eq!(
             z.next_batch(&mut Vec::new())

@@ -183,6 +183,17 @@ pub struct Place {
     hash: u32,
     /// A map entry's hash (key and user key); 0 for other kinds.
     entry: u32,
+    /// The entry's slot when a read found it ([`NONE`] otherwise): a write
+    /// that follows the read finds it there without hashing or probing,
+    /// once it has checked that the slot still holds the very key.
+    slot: u32,
+}
+
+impl Place {
+    /// Whether a read found the entry (the place can serve as a write's hint).
+    pub fn found(&self) -> bool {
+        self.slot != NONE
+    }
 }
 
 /// All declared states of one subtask.
@@ -315,6 +326,7 @@ impl StateBackend {
             cell: (kg - self.key_groups.start) as usize * self.subs + sub,
             hash: (h >> 32) as u32,
             entry: 0,
+            slot: NONE,
         })
     }
 
@@ -433,16 +445,45 @@ impl StateBackend {
         Ok(())
     }
 
-    /// Value state: the value of `key`.
-    pub fn value_get(&self, state: u32, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
-        let p = self.place(state as usize, key)?;
-        Ok(self.value_get_at(state, p, key))
+    /// Where `key` (with `map_key`, in a map state) of state `state` lives,
+    /// given `hint`, a place an earlier read found (of this entry, or of
+    /// another): the hint itself when its slot still holds exactly this
+    /// entry (no hashing, no probing), else the place found anew. A key of
+    /// another subtask is refused.
+    pub fn relocate(
+        &self,
+        state: u32,
+        hint: Place,
+        key: &[u8],
+        map_key: Option<&[u8]>,
+    ) -> Result<Place, StateError> {
+        let s = state as usize;
+        if hint.slot != NONE {
+            let cell = self.states[s].cells.get(hint.cell);
+            if cell.is_some_and(|c| c.data.holds(hint.slot, key, map_key)) {
+                return Ok(hint);
+            }
+        }
+        let mut p = self.place(s, key)?;
+        if let Some(mk) = map_key {
+            p.entry = Self::entry_hash(p, mk);
+        }
+        Ok(p)
     }
 
-    /// Value state: the value of `key`, found at `p` ([`StateBackend::locate`]).
-    pub fn value_get_at(&self, state: u32, p: Place, key: &[u8]) -> Option<&[u8]> {
+    /// Value state: the value of `key`.
+    pub fn value_get(&self, state: u32, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
+        let mut p = self.place(state as usize, key)?;
+        Ok(self.value_get_at(state, &mut p, key))
+    }
+
+    /// Value state: the value of `key`, found at `p` ([`StateBackend::locate`]);
+    /// `p` notes the entry's slot, for a write that follows.
+    pub fn value_get_at(&self, state: u32, p: &mut Place, key: &[u8]) -> Option<&[u8]> {
         let shard = &self.states[state as usize].cells[p.cell].data;
-        shard.find_key(p.hash, key).map(|i| shard.value(i))
+        let found = shard.find_key(p.hash, key);
+        p.slot = found.unwrap_or(NONE);
+        found.map(|i| shard.value(i))
     }
 
     /// Value state: sets (`Some`) or deletes (`None`) the value of `key`.
@@ -456,7 +497,8 @@ impl StateBackend {
         self.value_put_at(state, p, key, value)
     }
 
-    /// Value state: [`StateBackend::value_put`] of a key found at `p`.
+    /// Value state: [`StateBackend::value_put`] of a key found at `p`
+    /// (from [`StateBackend::locate`] or [`StateBackend::relocate`]).
     pub fn value_put_at(
         &mut self,
         state: u32,
@@ -468,7 +510,12 @@ impl StateBackend {
         let tracking = self.tracking;
         let declared = &mut self.states[s];
         let cell = &mut declared.cells[p.cell];
-        let found = cell.data.find_key(p.hash, key);
+        let found = if p.slot != NONE {
+            debug_assert!(cell.data.holds(p.slot, key, None));
+            Some(p.slot)
+        } else {
+            cell.data.find_key(p.hash, key)
+        };
         match (found, value) {
             (Some(i), Some(v)) => self.overwrite(s, p.cell, i, v)?,
             (None, Some(v)) => {
@@ -521,15 +568,23 @@ impl StateBackend {
     ) -> Result<Option<&[u8]>, StateError> {
         let mut p = self.place(state as usize, key)?;
         p.entry = Self::entry_hash(p, map_key);
-        Ok(self.map_get_at(state, p, key, map_key))
+        Ok(self.map_get_at(state, &mut p, key, map_key))
     }
 
-    /// Map state: [`StateBackend::map_get`] of an entry found at `p`.
-    pub fn map_get_at(&self, state: u32, p: Place, key: &[u8], map_key: &[u8]) -> Option<&[u8]> {
+    /// Map state: [`StateBackend::map_get`] of an entry found at `p`; `p`
+    /// notes the entry's slot, for a write that follows.
+    pub fn map_get_at(
+        &self,
+        state: u32,
+        p: &mut Place,
+        key: &[u8],
+        map_key: &[u8],
+    ) -> Option<&[u8]> {
         let s = state as usize;
         let shard = &self.states[s].cells[p.cell].data;
-        self.map_slot(s, p, key, map_key, p.entry)
-            .map(|i| shard.value(i))
+        let found = self.map_slot(s, *p, key, map_key, p.entry);
+        p.slot = found.unwrap_or(NONE);
+        found.map(|i| shard.value(i))
     }
 
     /// Map state: sets or removes `map_key` in the map of `key`.
@@ -545,7 +600,8 @@ impl StateBackend {
         self.map_put_at(state, p, key, map_key, value)
     }
 
-    /// Map state: [`StateBackend::map_put`] of an entry found at `p`.
+    /// Map state: [`StateBackend::map_put`] of an entry found at `p`
+    /// (from [`StateBackend::locate`] or [`StateBackend::relocate`]).
     pub fn map_put_at(
         &mut self,
         state: u32,
@@ -556,7 +612,14 @@ impl StateBackend {
     ) -> Result<(), StateError> {
         let s = state as usize;
         let h = p.entry;
-        let found = self.map_slot(s, p, key, map_key, h);
+        let found = if p.slot != NONE {
+            debug_assert!(self.states[s].cells[p.cell]
+                .data
+                .holds(p.slot, key, Some(map_key)));
+            Some(p.slot)
+        } else {
+            self.map_slot(s, p, key, map_key, h)
+        };
         match (found, value) {
             (Some(i), Some(v)) => self.overwrite(s, p.cell, i, v)?,
             (None, Some(v)) => {

@@ -244,6 +244,27 @@ impl Shard {
         }
     }
 
+    /// Whether slot `i` holds exactly `key` (value state), or the map entry
+    /// (`key`, `map_key`).
+    pub fn holds(&self, i: u32, key: &[u8], map_key: Option<&[u8]>) -> bool {
+        match self.slots.get(i as usize) {
+            Some(s) if s.klen != NONE => {}
+            _ => return false,
+        }
+        let k = self.key(i);
+        match map_key {
+            None => k == key,
+            Some(mk) => {
+                self.links
+                    .get(i as usize)
+                    .is_some_and(|l| l.klen as usize == key.len())
+                    && k.len() == key.len() + mk.len()
+                    && &k[..key.len()] == key
+                    && &k[key.len()..] == mk
+            }
+        }
+    }
+
     /// The slot holding exactly `key` (value and list state).
     pub fn find_key(&self, hash: u32, key: &[u8]) -> Option<u32> {
         self.find(hash, |s, i| s.key(i) == key)

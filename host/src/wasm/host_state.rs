@@ -70,6 +70,14 @@ fn no_key(what: &str) -> wasmtime::Error {
     ))
 }
 
+impl HostCtx {
+    /// Whether the places of the last `get-many` serve as hints for a
+    /// `put-many` of `n` keys of `state` ([`HostCtx::hinted`]); they serve once.
+    fn take_hints(&mut self, state: u32, n: usize) -> bool {
+        self.hinted.take() == Some(state) && self.places.len() == n
+    }
+}
+
 impl state::Host for HostCtx {}
 
 impl state::HostValueState for HostCtx {
@@ -95,11 +103,12 @@ impl state::HostValueState for HostCtx {
         let located = self.sub.state.locate(state, &keys, None, true, &mut places);
         let mut out = Blobs::with_capacity(keys.len());
         if located.is_ok() {
-            for (key, p) in keys.iter().zip(&places) {
-                out.push(self.sub.state.value_get_at(state, *p, key));
+            for (key, p) in keys.iter().zip(places.iter_mut()) {
+                out.push(self.sub.state.value_get_at(state, p, key));
             }
         }
         self.places = places;
+        self.hinted = located.is_ok().then_some(state);
         located.map_err(trap)?;
         Ok(out.into())
     }
@@ -117,18 +126,26 @@ impl state::HostValueState for HostCtx {
             "value-state.put-many: keys and values differ in number",
         )?;
         let keys = present(keys, "value-state.put-many")?;
+        let hinted = self.take_hints(state, keys.len());
         let mut places = std::mem::take(&mut self.places);
         let result = (|| {
-            self.sub
-                .state
-                .locate(state, &keys, None, false, &mut places)
-                .map_err(trap)?;
+            if !hinted {
+                self.sub
+                    .state
+                    .locate(state, &keys, None, false, &mut places)
+                    .map_err(trap)?;
+            }
             for ((key, value), p) in keys.iter().zip(values).zip(&places) {
                 self.sub.check_value_size(value)?;
+                let p = match hinted {
+                    true => self.sub.state.relocate(state, *p, key, None),
+                    false => Ok(*p),
+                }
+                .map_err(trap)?;
                 let before = self.sub.state.memory();
                 self.sub
                     .state
-                    .value_put_at(state, *p, key, value)
+                    .value_put_at(state, p, key, value)
                     .map_err(trap)?;
                 self.sub.check_state_memory(before).map_err(trap)?;
             }
@@ -173,11 +190,12 @@ impl state::HostMapState for HostCtx {
             .locate(state, &keys, Some(&map_keys), true, &mut places);
         let mut out = Blobs::with_capacity(keys.len());
         if located.is_ok() {
-            for ((key, mk), p) in keys.iter().zip(&map_keys).zip(&places) {
-                out.push(self.sub.state.map_get_at(state, *p, key, mk));
+            for ((key, mk), p) in keys.iter().zip(&map_keys).zip(places.iter_mut()) {
+                out.push(self.sub.state.map_get_at(state, p, key, mk));
             }
         }
         self.places = places;
+        self.hinted = located.is_ok().then_some(state);
         located.map_err(trap)?;
         Ok(out.into())
     }
@@ -198,18 +216,26 @@ impl state::HostMapState for HostCtx {
         }
         let keys = present(keys, "map-state.put-many")?;
         let map_keys = present_map_keys(map_keys, "map-state.put-many")?;
+        let hinted = self.take_hints(state, keys.len());
         let mut places = std::mem::take(&mut self.places);
         let result = (|| {
-            self.sub
-                .state
-                .locate(state, &keys, Some(&map_keys), false, &mut places)
-                .map_err(trap)?;
+            if !hinted {
+                self.sub
+                    .state
+                    .locate(state, &keys, Some(&map_keys), false, &mut places)
+                    .map_err(trap)?;
+            }
             for (((key, mk), value), p) in keys.iter().zip(&map_keys).zip(values).zip(&places) {
                 self.sub.check_value_size(value)?;
+                let p = match hinted {
+                    true => self.sub.state.relocate(state, *p, key, Some(mk)),
+                    false => Ok(*p),
+                }
+                .map_err(trap)?;
                 let before = self.sub.state.memory();
                 self.sub
                     .state
-                    .map_put_at(state, *p, key, mk, value)
+                    .map_put_at(state, p, key, mk, value)
                     .map_err(trap)?;
                 self.sub.check_state_memory(before).map_err(trap)?;
             }

@@ -241,6 +241,11 @@ pub struct HostCtx {
     pub sub: SubtaskCtx,
     /// Where the keys of the current state call live (reused from call to call).
     pub(crate) places: Vec<crate::state::keyed::Place>,
+    /// The state whose `get-many` filled `places` last, if no call has
+    /// reused them since: a `put-many` of that state with as many keys
+    /// takes them as hints (an SDK writes back the keys it just read, in
+    /// the same order), so that a read-modify-write finds each entry once.
+    pub(crate) hinted: Option<u32>,
 }
 
 impl HostCtx {
@@ -292,6 +297,7 @@ impl HostCtx {
             stderr,
             sub,
             places: Vec::new(),
+            hinted: None,
         })
     }
 
