@@ -159,6 +159,9 @@ pub struct Context {
     config: Config,
     declared: Vec<StateSpec>,
     caches: Vec<Rc<dyn Flush>>,
+    /// The value and map states opened, by name: opening one again shares
+    /// its cache, which holds values from call to call.
+    opened: Vec<(String, Rc<dyn std::any::Any>)>,
     timer_ops: TimerOps,
     watermark: Option<i64>,
 }
@@ -170,6 +173,7 @@ impl Context {
             config,
             declared,
             caches: Vec::new(),
+            opened: Vec::new(),
             timer_ops: TimerOps::default(),
             watermark: None,
         }
@@ -183,6 +187,14 @@ impl Context {
     /// The operator's config from the job file.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The cache of state `name` if a handle on it is open already.
+    fn opened(&self, name: &str) -> Option<Rc<dyn std::any::Any>> {
+        self.opened
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, cache)| cache.clone())
     }
 
     fn check_declared(&self, name: &str, kind: StateKind) -> Result<(), String> {
@@ -204,8 +216,14 @@ impl Context {
         T: serde::Serialize + serde::de::DeserializeOwned + Clone + 'static,
     {
         self.check_declared(name, StateKind::Value)?;
+        if let Some(cache) = self.opened(name) {
+            return ValueState::from_shared(cache).ok_or_else(|| {
+                format!("value state `{name}` is already open with another value type")
+            });
+        }
         let state = ValueState::open(name)?;
         self.caches.push(state.flusher());
+        self.opened.push((name.to_string(), state.shared()));
         Ok(state)
     }
 
@@ -216,8 +234,14 @@ impl Context {
         V: serde::Serialize + serde::de::DeserializeOwned + Clone + 'static,
     {
         self.check_declared(name, StateKind::Map)?;
+        if let Some(cache) = self.opened(name) {
+            return MapState::from_shared(cache).ok_or_else(|| {
+                format!("map state `{name}` is already open with another value type")
+            });
+        }
         let state = MapState::open(name)?;
         self.caches.push(state.flusher());
+        self.opened.push((name.to_string(), state.shared()));
         Ok(state)
     }
 

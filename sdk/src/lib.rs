@@ -40,13 +40,18 @@
 //! # State, and what crosses the component boundary
 //!
 //! State lives in the host, not in the guest's memory: it is checkpointed and
-//! survives restarts and logic swaps. The handles here cache it for the length
-//! of one batch: the first read of a [`ValueState`] in a batch fetches the
-//! values of every key of the batch in one call, writes are buffered, and all
-//! buffered writes and timer registrations go to the host in one call per
-//! state when the batch ends. A keyed counter therefore crosses the boundary a
-//! constant number of times per batch. [`MapState`] reads that the SDK cannot
-//! guess can be batched with [`MapState::prefetch`] from [`Operator::prefetch`].
+//! survives restarts and logic swaps. The handles here cache it: the first
+//! read of a [`ValueState`] in a batch fetches the values of every key of the
+//! batch that the handle does not know yet in one call, writes are buffered,
+//! and all buffered writes and timer registrations go to the host in one call
+//! per state when the batch ends. A keyed counter therefore crosses the
+//! boundary a constant number of times per batch. Values read or written stay
+//! known from batch to batch (up to 65,536 keys or entries per state, then the
+//! handle forgets them and starts again): the host's copy changes only through
+//! this instance's writes, since a restore, a restart or a swap starts a new
+//! instance. Opening the same state twice gives handles on one cache.
+//! [`MapState`] reads that the SDK cannot guess can be batched with
+//! [`MapState::prefetch`] from [`Operator::prefetch`].
 //!
 //! # How typed state is stored
 //!

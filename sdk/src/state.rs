@@ -1,8 +1,11 @@
-//! Typed handles on declared state, cached for the length of one batch.
+//! Typed handles on declared state, with a cache that lasts from call to call.
 //!
 //! Values are stored as JSON (see the crate docs). Reads that miss the cache
 //! go to the host; writes are buffered and sent in one call per state when the
-//! operator call ends.
+//! operator call ends. What the cache knows stays right between calls because
+//! only this instance writes its state (the host starts a new instance for a
+//! restore, a restart or a swap); it is bounded ([`STATE_CACHE_ENTRIES`]) and
+//! emptied when a write could not be encoded or a map is cleared.
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -250,12 +253,22 @@ impl KeyIndex {
     }
 }
 
+/// How many keys (or, for a [`MapState`], (key, user key) pairs) a handle
+/// keeps known from call to call before it forgets them all (about 60 bytes
+/// of guest memory each, plus the value).
+const STATE_CACHE_ENTRIES: usize = 1 << 16;
+
 struct ValueCache<T> {
     name: String,
     handle: host::ValueState,
-    /// The keys of this batch; `slots[i]` is key `i`'s value.
+    /// The keys known (read or written) since the cache was last emptied;
+    /// `slots[i]` is key `i`'s value. The host's copy changes only through
+    /// this instance's writes (a restore, a restart or a swap starts a new
+    /// instance), so a known value stays right from call to call.
     keys: KeyIndex,
     slots: Vec<Slot<T>>,
+    /// The slots written in this call.
+    dirty: Vec<u32>,
     prefetched: bool,
     /// Reused buffers of a fetch.
     request: types::Blobs,
@@ -327,8 +340,12 @@ impl<T: Serialize + DeserializeOwned> ValueCache<T> {
 
 /// A declared value state: one value of type `T` per key.
 ///
-/// Reads and writes are cached for the length of one operator call; the first
-/// read in a batch fetches the values of all the batch's keys in one call.
+/// The first read in a batch fetches the values of all the batch's keys
+/// that the handle does not know yet in one call; writes are buffered and
+/// sent in one call when the operator call ends. Values read or written stay
+/// known from call to call (up to 65,536 keys, then the handle forgets them
+/// all and starts again): only this instance changes its state, so a key
+/// read again is not fetched again.
 pub struct ValueState<T> {
     inner: Rc<RefCell<ValueCache<T>>>,
 }
@@ -342,6 +359,7 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ValueState<T> {
                 handle,
                 keys: KeyIndex::default(),
                 slots: Vec::new(),
+                dirty: Vec::new(),
                 prefetched: false,
                 request: empty_blobs(),
                 fetched: Vec::new(),
@@ -352,6 +370,17 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ValueState<T> {
 
     pub(crate) fn flusher(&self) -> Rc<dyn Flush> {
         self.inner.clone()
+    }
+
+    /// The handle's cache, to share with a later open of the same state.
+    pub(crate) fn shared(&self) -> Rc<dyn std::any::Any> {
+        self.inner.clone()
+    }
+
+    /// A handle on the cache of an earlier open, if it holds values of type `T`.
+    pub(crate) fn from_shared(cache: Rc<dyn std::any::Any>) -> Option<Self> {
+        let inner = cache.downcast::<RefCell<ValueCache<T>>>().ok()?;
+        Some(ValueState { inner })
     }
 
     /// The value stored for `key`, if any.
@@ -382,7 +411,8 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ValueState<T> {
     }
 
     fn write(&self, key: &[u8], value: Option<T>) {
-        let mut cache = self.inner.borrow_mut();
+        let mut guard = self.inner.borrow_mut();
+        let cache = &mut *guard;
         // Most writes follow a read of the same key: found without hashing.
         let (i, new) = match cache.find(key) {
             Some(i) => (i, false),
@@ -390,10 +420,14 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ValueState<T> {
         };
         if new {
             cache.slots.push(Slot { value, dirty: true });
+            cache.dirty.push(i);
         } else {
             let slot = &mut cache.slots[i as usize];
             slot.value = value;
-            slot.dirty = true;
+            if !slot.dirty {
+                slot.dirty = true;
+                cache.dirty.push(i);
+            }
         }
     }
 }
@@ -405,22 +439,26 @@ impl<T: Serialize + DeserializeOwned> Flush for RefCell<ValueCache<T>> {
         let mut keys = empty_blobs();
         let mut values = empty_blobs();
         let mut result = Ok(());
-        for (i, slot) in cache.slots.iter().enumerate() {
-            if !slot.dirty {
-                continue;
-            }
+        for &i in &cache.dirty {
+            let slot = &mut cache.slots[i as usize];
+            slot.dirty = false;
             if let Err(e) = push_value(&cache.name, slot.value.as_ref(), &mut values) {
                 result = Err(e);
                 continue;
             }
-            push_blob(&mut keys, Some(cache.keys.key(i as u32)));
+            push_blob(&mut keys, Some(cache.keys.key(i)));
         }
         if !keys.lens.is_empty() {
             cache.handle.put_many(&keys, &values);
         }
         debug_assert_eq!(cache.keys.len(), cache.slots.len());
-        cache.keys.clear();
-        cache.slots.clear();
+        cache.dirty.clear();
+        // A value that did not encode was not written: forget every value,
+        // so that none the host does not hold is read back.
+        if result.is_err() || cache.keys.len() > STATE_CACHE_ENTRIES {
+            cache.keys.clear();
+            cache.slots.clear();
+        }
         cache.positions.clear();
         cache.prefetched = false;
         result
@@ -566,9 +604,12 @@ fn push_value<T: Serialize>(
 struct MapCache<V> {
     name: String,
     handle: host::MapState,
-    /// The pairs of this batch; `slots[i]` is pair `i`'s value.
+    /// The pairs known (read or written) since the cache was last emptied
+    /// (see [`ValueCache::keys`]); `slots[i]` is pair `i`'s value.
     pairs: PairIndex,
     slots: Vec<Slot<V>>,
+    /// The slots written in this call.
+    dirty: Vec<u32>,
     /// Reused buffers: an encoded user key, the pairs of a prefetch, a fetch.
     map_key: Vec<u8>,
     pending_keys: types::Blobs,
@@ -659,11 +700,22 @@ impl<V: Serialize + DeserializeOwned> MapCache<V> {
         let (i, new) = self.pairs.insert(key, &self.map_key);
         if new {
             self.slots.push(Slot { value, dirty: true });
+            self.dirty.push(i);
         } else {
             let slot = &mut self.slots[i as usize];
             slot.value = value;
-            slot.dirty = true;
+            if !slot.dirty {
+                slot.dirty = true;
+                self.dirty.push(i);
+            }
         }
+    }
+
+    /// Forgets every pair (none may be dirty).
+    fn forget(&mut self) {
+        debug_assert!(self.dirty.is_empty());
+        self.pairs.clear();
+        self.slots.clear();
     }
 }
 
@@ -685,15 +737,14 @@ impl<V: Serialize + DeserializeOwned> Flush for RefCell<MapCache<V>> {
         clear_blobs(map_keys);
         clear_blobs(values);
         let mut result = Ok(());
-        for (i, slot) in cache.slots.iter().enumerate() {
-            if !slot.dirty {
-                continue;
-            }
+        for &i in &cache.dirty {
+            let slot = &mut cache.slots[i as usize];
+            slot.dirty = false;
             if let Err(e) = push_value(&cache.name, slot.value.as_ref(), values) {
                 result = Err(e);
                 continue;
             }
-            let (key, mk) = cache.pairs.pair(i as u32);
+            let (key, mk) = cache.pairs.pair(i);
             push_blob(keys, Some(key));
             push_blob(map_keys, Some(mk));
         }
@@ -701,17 +752,22 @@ impl<V: Serialize + DeserializeOwned> Flush for RefCell<MapCache<V>> {
             cache.handle.put_many(keys, map_keys, values);
         }
         debug_assert_eq!(cache.pairs.len(), cache.slots.len());
-        cache.pairs.clear();
-        cache.slots.clear();
+        cache.dirty.clear();
+        // A value that did not encode was not written: forget every value,
+        // so that none the host does not hold is read back.
+        if result.is_err() || cache.pairs.len() > STATE_CACHE_ENTRIES {
+            cache.forget();
+        }
         result
     }
 }
 
 /// A declared map state: per key, a map from user keys `K` to values `V`.
 ///
-/// Reads are cached for the length of one operator call; batch them with
-/// [`MapState::prefetch`] from [`crate::Operator::prefetch`] so that a batch
-/// crosses to the host once, not once per event.
+/// Batch reads with [`MapState::prefetch`] from [`crate::Operator::prefetch`]
+/// so that a batch crosses to the host once, not once per event. Entries
+/// read or written stay known from call to call, as in [`ValueState`]
+/// (up to 65,536 of them); [`MapState::clear`] forgets them all.
 pub struct MapState<K, V> {
     inner: Rc<RefCell<MapCache<V>>>,
     _key: PhantomData<fn(K)>,
@@ -730,6 +786,7 @@ where
                 handle,
                 pairs: PairIndex::default(),
                 slots: Vec::new(),
+                dirty: Vec::new(),
                 map_key: Vec::new(),
                 pending_keys: empty_blobs(),
                 pending_map_keys: empty_blobs(),
@@ -744,6 +801,20 @@ where
 
     pub(crate) fn flusher(&self) -> Rc<dyn Flush> {
         self.inner.clone()
+    }
+
+    /// The handle's cache, to share with a later open of the same state.
+    pub(crate) fn shared(&self) -> Rc<dyn std::any::Any> {
+        self.inner.clone()
+    }
+
+    /// A handle on the cache of an earlier open, if it holds values of type `V`.
+    pub(crate) fn from_shared(cache: Rc<dyn std::any::Any>) -> Option<Self> {
+        let inner = cache.downcast::<RefCell<MapCache<V>>>().ok()?;
+        Some(MapState {
+            inner,
+            _key: PhantomData,
+        })
     }
 
     /// Fetches the values of many (key, user key) pairs in one call, so that
@@ -817,7 +888,10 @@ where
     /// Removes the whole map of `key`.
     pub fn clear(&self, key: &[u8]) -> Result<(), Error> {
         Flush::flush(&*self.inner)?;
-        self.inner.borrow().handle.clear(key);
+        let mut cache = self.inner.borrow_mut();
+        cache.handle.clear(key);
+        // The cache may know entries of `key`: forget them all.
+        cache.forget();
         Ok(())
     }
 }

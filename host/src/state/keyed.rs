@@ -1501,6 +1501,56 @@ mod tests {
         assert_eq!(b.keys() as usize, keys, "{what}: keys");
     }
 
+    /// A write takes the place a read found as a hint only while the slot
+    /// still holds the very entry: after the entry moved, or for another
+    /// key, it finds the place anew.
+    #[test]
+    fn writes_take_a_read_place_as_a_hint_only_while_it_holds() {
+        let mut b = backend();
+        let (v, m) = (
+            b.find("v", StateKind::Value).unwrap(),
+            b.find("m", StateKind::Map).unwrap(),
+        );
+        b.value_put(v, b"a", Some(b"1")).unwrap();
+        b.map_put(m, b"a", b"x", Some(b"10")).unwrap();
+        let keys: [&[u8]; 2] = [b"a", b"b"];
+        let mut places = Vec::new();
+        b.locate(v, &keys, None, true, &mut places).unwrap();
+        assert_eq!(b.value_get_at(v, &mut places[0], b"a"), Some(&b"1"[..]));
+        assert_eq!(b.value_get_at(v, &mut places[1], b"b"), None);
+        assert!(places[0].found() && !places[1].found());
+        // The same key: the hint serves.
+        let p = b.relocate(v, places[0], b"a", None).unwrap();
+        b.value_put_at(v, p, b"a", Some(b"2")).unwrap();
+        assert_eq!(b.value_get(v, b"a").unwrap(), Some(&b"2"[..]));
+        // Another key given a's hint: found anew, a untouched.
+        let p = b.relocate(v, places[0], b"b", None).unwrap();
+        b.value_put_at(v, p, b"b", Some(b"7")).unwrap();
+        assert_eq!(b.value_get(v, b"a").unwrap(), Some(&b"2"[..]));
+        assert_eq!(b.value_get(v, b"b").unwrap(), Some(&b"7"[..]));
+        // a removed, its slot reused by c: a's old hint no longer holds a.
+        b.value_put(v, b"a", None).unwrap();
+        b.value_put(v, b"c", Some(b"3")).unwrap();
+        let p = b.relocate(v, places[0], b"a", None).unwrap();
+        b.value_put_at(v, p, b"a", Some(b"4")).unwrap();
+        assert_eq!(b.value_get(v, b"c").unwrap(), Some(&b"3"[..]));
+        assert_eq!(b.value_get(v, b"a").unwrap(), Some(&b"4"[..]));
+        // Map entries: the hint holds only for the same key and user key.
+        let mks: [&[u8]; 1] = [b"x"];
+        b.locate(m, &keys[..1], Some(&mks), true, &mut places)
+            .unwrap();
+        assert_eq!(
+            b.map_get_at(m, &mut places[0], b"a", b"x"),
+            Some(&b"10"[..])
+        );
+        let p = b.relocate(m, places[0], b"a", Some(b"y")).unwrap();
+        b.map_put_at(m, p, b"a", b"y", Some(b"20")).unwrap();
+        let p = b.relocate(m, places[0], b"a", Some(b"x")).unwrap();
+        b.map_put_at(m, p, b"a", b"x", None).unwrap();
+        let entries = b.map_entries(m, b"a").unwrap();
+        assert_eq!(entries, vec![(&b"y"[..], &b"20"[..])]);
+    }
+
     fn backend() -> StateBackend {
         let mut b = StateBackend::new(0, 16, 0..16);
         b.declare(&[
