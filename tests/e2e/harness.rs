@@ -43,6 +43,7 @@ pub fn operator(name: &str) -> PathBuf {
             ("swap-trap", "tests/plugins/swap-trap"),
             ("count-map", "tests/plugins/count-map"),
             ("swap-reject", "tests/plugins/swap-reject"),
+            ("twin-handles", "tests/plugins/twin-handles"),
             ("hostile-spin", "tests/plugins/hostile/spin"),
             ("hostile-hog", "tests/plugins/hostile/hog"),
             ("hostile-trap", "tests/plugins/hostile/trap"),

@@ -332,6 +332,53 @@ path = "out.jsonl"
     );
 }
 
+/// The SDK's state cache lasts from call to call: two handles on one
+/// state see each other's writes, in the same call and in later ones (one
+/// event per call here), and a state cannot be opened with two value types.
+#[test]
+fn two_handles_on_one_state_share_what_they_cache() {
+    let sb = Sandbox::new();
+    let keys = ["a", "b", "a", "c", "a", "b", "a"];
+    let input = keys
+        .iter()
+        .enumerate()
+        .map(|(t, k)| format!(r#"{{"key": "{k}", "value": "x", "timestamp": {t}}}"#))
+        .collect::<Vec<_>>()
+        .join("\n");
+    sb.write("in.jsonl", input);
+    sb.run_job(&format!(
+        r#"
+name = "twins"
+[source]
+type = "file"
+path = "in.jsonl"
+batch_size = 1
+[[operators]]
+id = "twins"
+wasm = {twins}
+input = "key"
+[sink]
+type = "file"
+path = "out.jsonl"
+"#,
+        twins = toml_path(&operator("twin-handles"))
+    ))
+    .ok();
+    let mut seen: BTreeMap<&str, u32> = BTreeMap::new();
+    let want: Vec<Ev> = keys
+        .iter()
+        .enumerate()
+        .map(|(t, k)| {
+            let n = seen.entry(k).or_default();
+            *n += 1;
+            ev(k, &format!("{n},{n},{n},refused"), t as i64)
+        })
+        .collect();
+    let mut want = want;
+    want.sort();
+    assert_eq!(events(&sb.read("out.jsonl")), want);
+}
+
 #[test]
 fn generator_to_blackhole_is_deterministic() {
     let sb = Sandbox::new();
