@@ -46,10 +46,10 @@
 //! and all buffered writes and timer registrations go to the host in one call
 //! per state when the batch ends. A keyed counter therefore crosses the
 //! boundary a constant number of times per batch. Values read or written stay
-//! known from batch to batch (up to 65,536 keys or entries per state, then the
-//! handle forgets them and starts again): the host's copy changes only through
-//! this instance's writes, since a restore, a restart or a swap starts a new
-//! instance. Opening the same state twice gives handles on one cache.
+//! known from batch to batch (up to 65,536 keys or entries per state; the
+//! handle forgets them past that, and after a batch whose keys were mostly
+//! new): the host's copy changes only through this instance's writes, since a
+//! restore, a restart or a swap starts a new instance. Opening the same state twice gives handles on one cache.
 //! [`MapState`] reads that the SDK cannot guess can be batched with
 //! [`MapState::prefetch`] from [`Operator::prefetch`].
 //!

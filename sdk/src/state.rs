@@ -5,7 +5,9 @@
 //! operator call ends. What the cache knows stays right between calls because
 //! only this instance writes its state (the host starts a new instance for a
 //! restore, a restart or a swap); it is bounded ([`STATE_CACHE_ENTRIES`]) and
-//! emptied when a write could not be encoded or a map is cleared.
+//! emptied when a write could not be encoded, when a map is cleared, and
+//! after a call in which most keys read were new (over many more keys than
+//! it holds, it then keeps to one batch's).
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -269,6 +271,9 @@ struct ValueCache<T> {
     slots: Vec<Slot<T>>,
     /// The slots written in this call.
     dirty: Vec<u32>,
+    /// Keys looked up in this call, and how many of them were not known.
+    looked_up: usize,
+    missed: usize,
     prefetched: bool,
     /// Reused buffers of a fetch.
     request: types::Blobs,
@@ -315,6 +320,8 @@ impl<T: Serialize + DeserializeOwned> ValueCache<T> {
             if batch {
                 self.positions.push(i);
             }
+            self.looked_up += 1;
+            self.missed += usize::from(new);
             if new {
                 self.slots.push(Slot {
                     value: None,
@@ -343,9 +350,9 @@ impl<T: Serialize + DeserializeOwned> ValueCache<T> {
 /// The first read in a batch fetches the values of all the batch's keys
 /// that the handle does not know yet in one call; writes are buffered and
 /// sent in one call when the operator call ends. Values read or written stay
-/// known from call to call (up to 65,536 keys, then the handle forgets them
-/// all and starts again): only this instance changes its state, so a key
-/// read again is not fetched again.
+/// known from call to call (up to 65,536 keys; the handle forgets them all
+/// past that, and after a call whose keys were mostly new): only this
+/// instance changes its state, so a key read again is not fetched again.
 pub struct ValueState<T> {
     inner: Rc<RefCell<ValueCache<T>>>,
 }
@@ -360,6 +367,8 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ValueState<T> {
                 keys: KeyIndex::default(),
                 slots: Vec::new(),
                 dirty: Vec::new(),
+                looked_up: 0,
+                missed: 0,
                 prefetched: false,
                 request: empty_blobs(),
                 fetched: Vec::new(),
@@ -454,11 +463,20 @@ impl<T: Serialize + DeserializeOwned> Flush for RefCell<ValueCache<T>> {
         debug_assert_eq!(cache.keys.len(), cache.slots.len());
         cache.dirty.clear();
         // A value that did not encode was not written: forget every value,
-        // so that none the host does not hold is read back.
-        if result.is_err() || cache.keys.len() > STATE_CACHE_ENTRIES {
+        // so that none the host does not hold is read back. Forget them too
+        // when most keys of the call were new (the keys are too many to
+        // come back while known): a cache that small keeps to one batch's
+        // keys, and the host finds the slots of a write after a read of
+        // the very same keys without looking them up again.
+        if result.is_err()
+            || cache.keys.len() > STATE_CACHE_ENTRIES
+            || cache.missed * 2 > cache.looked_up
+        {
             cache.keys.clear();
             cache.slots.clear();
         }
+        cache.looked_up = 0;
+        cache.missed = 0;
         cache.positions.clear();
         cache.prefetched = false;
         result
@@ -610,6 +628,9 @@ struct MapCache<V> {
     slots: Vec<Slot<V>>,
     /// The slots written in this call.
     dirty: Vec<u32>,
+    /// Pairs looked up in this call, and how many of them were not known.
+    looked_up: usize,
+    missed: usize,
     /// Reused buffers: an encoded user key, the pairs of a prefetch, a fetch.
     map_key: Vec<u8>,
     pending_keys: types::Blobs,
@@ -646,6 +667,8 @@ impl<V: Serialize + DeserializeOwned> MapCache<V> {
             at += len as usize;
             mk_at += mk_len as usize;
             let (i, new) = self.pairs.insert(key, mk);
+            self.looked_up += 1;
+            self.missed += usize::from(new);
             if new {
                 self.slots.push(Slot {
                     value: None,
@@ -755,9 +778,15 @@ impl<V: Serialize + DeserializeOwned> Flush for RefCell<MapCache<V>> {
         cache.dirty.clear();
         // A value that did not encode was not written: forget every value,
         // so that none the host does not hold is read back.
-        if result.is_err() || cache.pairs.len() > STATE_CACHE_ENTRIES {
+        // As for a value state (see its flush).
+        if result.is_err()
+            || cache.pairs.len() > STATE_CACHE_ENTRIES
+            || cache.missed * 2 > cache.looked_up
+        {
             cache.forget();
         }
+        cache.looked_up = 0;
+        cache.missed = 0;
         result
     }
 }
@@ -787,6 +816,8 @@ where
                 pairs: PairIndex::default(),
                 slots: Vec::new(),
                 dirty: Vec::new(),
+                looked_up: 0,
+                missed: 0,
                 map_key: Vec::new(),
                 pending_keys: empty_blobs(),
                 pending_map_keys: empty_blobs(),
