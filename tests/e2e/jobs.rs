@@ -9,6 +9,15 @@ the dog barks and the fox runs\n\
 \n\
   A  quick   dog\tand a lazy fox\n";
 
+/// JSON lines of (key, value, timestamp) events, for a file source.
+fn jsonl(events: &[(&str, &str, i64)]) -> String {
+    events
+        .iter()
+        .map(|(k, v, t)| format!(r#"{{"key": "{k}", "value": "{v}", "timestamp": {t}}}"#))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Running counts per word, computed here without weir.
 fn expected_word_counts(text: &str, lowercase: bool) -> Vec<Ev> {
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
@@ -208,12 +217,8 @@ fn events_at_the_newest_timestamp_are_on_time_with_no_delay() {
         ("a", "32", 2999),
         ("b", "64", 2999),
         ("b", "128", 3000),
-    ]
-    .iter()
-    .map(|(k, v, t)| format!(r#"{{"key": "{k}", "value": "{v}", "timestamp": {t}}}"#))
-    .collect::<Vec<_>>()
-    .join("\n");
-    sb.write("in.jsonl", input);
+    ];
+    sb.write("in.jsonl", jsonl(&input));
     for parallelism in [1, 2] {
         sb.run_job(&windowed_job(parallelism, "0s")).ok();
         assert_eq!(
@@ -297,12 +302,8 @@ fn dedupe_emits_each_value_once_per_key() {
         ("b", "x", 5),
         ("a", "y", 6),
         ("a", "z", 7),
-    ]
-    .iter()
-    .map(|(k, v, t)| format!(r#"{{"key": "{k}", "value": "{v}", "timestamp": {t}}}"#))
-    .collect::<Vec<_>>()
-    .join("\n");
-    sb.write("in.jsonl", input);
+    ];
+    sb.write("in.jsonl", jsonl(&input));
     sb.run_job(&format!(
         r#"
 name = "dedupe"
@@ -339,13 +340,8 @@ path = "out.jsonl"
 fn two_handles_on_one_state_share_what_they_cache() {
     let sb = Sandbox::new();
     let keys = ["a", "b", "a", "c", "a", "b", "a"];
-    let input = keys
-        .iter()
-        .enumerate()
-        .map(|(t, k)| format!(r#"{{"key": "{k}", "value": "x", "timestamp": {t}}}"#))
-        .collect::<Vec<_>>()
-        .join("\n");
-    sb.write("in.jsonl", input);
+    let input: Vec<(&str, &str, i64)> = (0..).zip(keys).map(|(t, k)| (k, "x", t)).collect();
+    sb.write("in.jsonl", jsonl(&input));
     sb.run_job(&format!(
         r#"
 name = "twins"
