@@ -330,6 +330,20 @@ impl StateBackend {
         })
     }
 
+    /// [`StateBackend::place`] of `key`, with the entry hash of `map_key` in a map state.
+    fn place_of(
+        &self,
+        state: usize,
+        key: &[u8],
+        map_key: Option<&[u8]>,
+    ) -> Result<Place, StateError> {
+        let mut p = self.place(state, key)?;
+        if let Some(mk) = map_key {
+            p.entry = Self::entry_hash(p, mk);
+        }
+        Ok(p)
+    }
+
     fn full_error(&self, state: usize, cell: usize) -> StateError {
         StateError::Full {
             state: self.states[state].spec.name.clone(),
@@ -425,11 +439,7 @@ impl StateBackend {
         let s = state as usize;
         places.clear();
         for (i, key) in keys.iter().enumerate() {
-            let mut p = self.place(s, key)?;
-            if let Some(mk) = map_keys.and_then(|m| m.get(i)) {
-                p.entry = Self::entry_hash(p, mk);
-            }
-            places.push(p);
+            places.push(self.place_of(s, key, map_keys.map(|m| m[i]))?);
         }
         if !prefetch {
             return Ok(());
@@ -464,11 +474,29 @@ impl StateBackend {
                 return Ok(hint);
             }
         }
-        let mut p = self.place(s, key)?;
-        if let Some(mk) = map_key {
-            p.entry = Self::entry_hash(p, mk);
+        self.place_of(s, key, map_key)
+    }
+
+    /// The places of a write of `keys` (with `map_keys`, in a map state):
+    /// with `hinted`, `places` holds what a read of as many keys just found,
+    /// and each is kept or found anew ([`StateBackend::relocate`]);
+    /// otherwise they are found ([`StateBackend::locate`], without loading
+    /// ahead: a write's keys were mostly just read).
+    pub fn locate_for_write(
+        &self,
+        state: u32,
+        keys: &[&[u8]],
+        map_keys: Option<&[&[u8]]>,
+        hinted: bool,
+        places: &mut Vec<Place>,
+    ) -> Result<(), StateError> {
+        if !hinted {
+            return self.locate(state, keys, map_keys, false, places);
         }
-        Ok(p)
+        for (i, (key, p)) in keys.iter().zip(places.iter_mut()).enumerate() {
+            *p = self.relocate(state, *p, key, map_keys.map(|m| m[i]))?;
+        }
+        Ok(())
     }
 
     /// Value state: the value of `key`.
@@ -498,7 +526,7 @@ impl StateBackend {
     }
 
     /// Value state: [`StateBackend::value_put`] of a key found at `p`
-    /// (from [`StateBackend::locate`] or [`StateBackend::relocate`]).
+    /// (from [`StateBackend::locate`] or [`StateBackend::locate_for_write`]).
     pub fn value_put_at(
         &mut self,
         state: u32,
@@ -545,14 +573,7 @@ impl StateBackend {
     /// The map entry (event key, user key) in the shard of `p`.
     fn map_slot(&self, s: usize, p: Place, key: &[u8], map_key: &[u8], h: u32) -> Option<u32> {
         let shard = &self.states[s].cells[p.cell].data;
-        shard.find(h, |shard, i| {
-            shard.links[i as usize].klen as usize == key.len() && {
-                let k = shard.key(i);
-                k.len() == key.len() + map_key.len()
-                    && &k[..key.len()] == key
-                    && &k[key.len()..] == map_key
-            }
-        })
+        shard.find(h, |shard, i| shard.is_entry(i, key, map_key))
     }
 
     fn entry_hash(p: Place, map_key: &[u8]) -> u32 {
@@ -566,8 +587,7 @@ impl StateBackend {
         key: &[u8],
         map_key: &[u8],
     ) -> Result<Option<&[u8]>, StateError> {
-        let mut p = self.place(state as usize, key)?;
-        p.entry = Self::entry_hash(p, map_key);
+        let mut p = self.place_of(state as usize, key, Some(map_key))?;
         Ok(self.map_get_at(state, &mut p, key, map_key))
     }
 
@@ -595,13 +615,12 @@ impl StateBackend {
         map_key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), StateError> {
-        let mut p = self.place(state as usize, key)?;
-        p.entry = Self::entry_hash(p, map_key);
+        let p = self.place_of(state as usize, key, Some(map_key))?;
         self.map_put_at(state, p, key, map_key, value)
     }
 
     /// Map state: [`StateBackend::map_put`] of an entry found at `p`
-    /// (from [`StateBackend::locate`] or [`StateBackend::relocate`]).
+    /// (from [`StateBackend::locate`] or [`StateBackend::locate_for_write`]).
     pub fn map_put_at(
         &mut self,
         state: u32,

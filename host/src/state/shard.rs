@@ -251,17 +251,19 @@ impl Shard {
             Some(s) if s.klen != NONE => {}
             _ => return false,
         }
-        let k = self.key(i);
         match map_key {
-            None => k == key,
-            Some(mk) => {
-                self.links
-                    .get(i as usize)
-                    .is_some_and(|l| l.klen as usize == key.len())
-                    && k.len() == key.len() + mk.len()
-                    && &k[..key.len()] == key
-                    && &k[key.len()..] == mk
-            }
+            None => self.key(i) == key,
+            Some(mk) => i < self.links.len() as u32 && self.is_entry(i, key, mk),
+        }
+    }
+
+    /// Whether live map entry `i` is (`key`, `map_key`).
+    pub fn is_entry(&self, i: u32, key: &[u8], map_key: &[u8]) -> bool {
+        self.links[i as usize].klen as usize == key.len() && {
+            let k = self.key(i);
+            k.len() == key.len() + map_key.len()
+                && &k[..key.len()] == key
+                && &k[key.len()..] == map_key
         }
     }
 

@@ -129,23 +129,16 @@ impl state::HostValueState for HostCtx {
         let hinted = self.take_hints(state, keys.len());
         let mut places = std::mem::take(&mut self.places);
         let result = (|| {
-            if !hinted {
-                self.sub
-                    .state
-                    .locate(state, &keys, None, false, &mut places)
-                    .map_err(trap)?;
-            }
+            self.sub
+                .state
+                .locate_for_write(state, &keys, None, hinted, &mut places)
+                .map_err(trap)?;
             for ((key, value), p) in keys.iter().zip(values).zip(&places) {
                 self.sub.check_value_size(value)?;
-                let p = match hinted {
-                    true => self.sub.state.relocate(state, *p, key, None),
-                    false => Ok(*p),
-                }
-                .map_err(trap)?;
                 let before = self.sub.state.memory();
                 self.sub
                     .state
-                    .value_put_at(state, p, key, value)
+                    .value_put_at(state, *p, key, value)
                     .map_err(trap)?;
                 self.sub.check_state_memory(before).map_err(trap)?;
             }
@@ -219,23 +212,16 @@ impl state::HostMapState for HostCtx {
         let hinted = self.take_hints(state, keys.len());
         let mut places = std::mem::take(&mut self.places);
         let result = (|| {
-            if !hinted {
-                self.sub
-                    .state
-                    .locate(state, &keys, Some(&map_keys), false, &mut places)
-                    .map_err(trap)?;
-            }
+            self.sub
+                .state
+                .locate_for_write(state, &keys, Some(&map_keys), hinted, &mut places)
+                .map_err(trap)?;
             for (((key, mk), value), p) in keys.iter().zip(&map_keys).zip(values).zip(&places) {
                 self.sub.check_value_size(value)?;
-                let p = match hinted {
-                    true => self.sub.state.relocate(state, *p, key, Some(mk)),
-                    false => Ok(*p),
-                }
-                .map_err(trap)?;
                 let before = self.sub.state.memory();
                 self.sub
                     .state
-                    .map_put_at(state, p, key, mk, value)
+                    .map_put_at(state, *p, key, mk, value)
                     .map_err(trap)?;
                 self.sub.check_state_memory(before).map_err(trap)?;
             }
