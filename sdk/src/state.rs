@@ -136,6 +136,124 @@ struct Slot<T> {
     dirty: bool,
 }
 
+/// The values of the entries (keys, or (key, user key) pairs) a cache
+/// knows, by number, with those the current call wrote and how many of its
+/// lookups were of new entries: what value and map caches keep alike.
+struct Slots<V> {
+    slots: Vec<Slot<V>>,
+    /// The slots written in this call.
+    dirty: Vec<u32>,
+    /// Entries looked up in this call, and how many of them were not known.
+    looked_up: usize,
+    missed: usize,
+}
+
+impl<V> Slots<V> {
+    fn new() -> Self {
+        Slots {
+            slots: Vec::new(),
+            dirty: Vec::new(),
+            looked_up: 0,
+            missed: 0,
+        }
+    }
+
+    /// Counts a lookup; a `new` entry gets an empty slot (filled by a fetch).
+    fn looked_up(&mut self, new: bool) {
+        self.looked_up += 1;
+        self.missed += usize::from(new);
+        if new {
+            self.slots.push(Slot {
+                value: None,
+                dirty: false,
+            });
+        }
+    }
+
+    /// Entry `i`'s value.
+    fn value(&self, i: u32) -> &Option<V> {
+        &self.slots[i as usize].value
+    }
+
+    /// Sets entry `i`'s value as fetched from the host.
+    fn fill(&mut self, i: u32, value: V) {
+        self.slots[i as usize].value = Some(value);
+    }
+
+    /// Writes entry `i` (`new`: just added to the index).
+    fn write(&mut self, i: u32, new: bool, value: Option<V>) {
+        if new {
+            self.slots.push(Slot { value, dirty: true });
+            self.dirty.push(i);
+        } else {
+            let slot = &mut self.slots[i as usize];
+            slot.value = value;
+            if !slot.dirty {
+                slot.dirty = true;
+                self.dirty.push(i);
+            }
+        }
+    }
+
+    /// Hands each entry written in this call to `f`, which sends it; they
+    /// are clean afterwards.
+    fn flush_each(&mut self, mut f: impl FnMut(u32, Option<&V>)) {
+        for &i in &self.dirty {
+            let slot = &mut self.slots[i as usize];
+            slot.dirty = false;
+            f(i, slot.value.as_ref());
+        }
+        self.dirty.clear();
+    }
+
+    /// Ends a call (after [`Slots::flush_each`]): whether the cache forgets
+    /// every entry, which it does when a value failed to encode (it was not
+    /// written, and must not be read back), past [`STATE_CACHE_ENTRIES`],
+    /// and when most entries the call looked up were new (they are too many
+    /// to come back while known: a cache that small keeps to one batch's,
+    /// and the host finds the slots of a write after a read of the very same
+    /// keys without looking them up again). The caller empties its index.
+    fn end_call(&mut self, failed: bool) -> bool {
+        let forget =
+            failed || self.slots.len() > STATE_CACHE_ENTRIES || self.missed * 2 > self.looked_up;
+        self.looked_up = 0;
+        self.missed = 0;
+        if forget {
+            self.forget();
+        }
+        forget
+    }
+
+    /// Forgets every entry (none may be dirty).
+    fn forget(&mut self) {
+        debug_assert!(self.dirty.is_empty());
+        self.slots.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+/// Entry `eq` picks in `table`, or `next` added under `hash` (`rehash`
+/// hashes the entries when the table grows): hashed once, probed once. The
+/// entry, and whether it is new.
+fn find_or_add(
+    table: &mut hashbrown::HashTable<u32>,
+    hash: u64,
+    eq: impl FnMut(&u32) -> bool,
+    rehash: impl Fn(&u32) -> u64,
+    next: u32,
+) -> (u32, bool) {
+    match table.entry(hash, eq, rehash) {
+        hashbrown::hash_table::Entry::Occupied(e) => (*e.get(), false),
+        hashbrown::hash_table::Entry::Vacant(e) => {
+            e.insert(next);
+            (next, true)
+        }
+    }
+}
+
 /// The distinct keys one batch touches, in one flat arena, indexed by a
 /// hash table of positions: finding or adding a key allocates nothing once
 /// the buffers have grown, and the key just used is found without hashing.
@@ -221,18 +339,13 @@ impl KeyIndex {
             let (start, len) = spans[i as usize];
             &arena[start as usize..(start + len) as usize]
         };
-        let next = spans.len() as u32;
-        let (i, new) = match self.table.entry(
+        let (i, new) = find_or_add(
+            &mut self.table,
             hash_key(key),
             |&i| same_bytes(at(i), key),
             |&i| hash_key(at(i)),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(e) => (*e.get(), false),
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert(next);
-                (next, true)
-            }
-        };
+            spans.len() as u32,
+        );
         if new {
             self.spans.push((self.arena.len() as u32, key.len() as u32));
             self.arena.extend_from_slice(key);
@@ -268,12 +381,7 @@ struct ValueCache<T> {
     /// this instance's writes (a restore, a restart or a swap starts a new
     /// instance), so a known value stays right from call to call.
     keys: KeyIndex,
-    slots: Vec<Slot<T>>,
-    /// The slots written in this call.
-    dirty: Vec<u32>,
-    /// Keys looked up in this call, and how many of them were not known.
-    looked_up: usize,
-    missed: usize,
+    slots: Slots<T>,
     prefetched: bool,
     /// Reused buffers of a fetch.
     request: types::Blobs,
@@ -320,13 +428,8 @@ impl<T: Serialize + DeserializeOwned> ValueCache<T> {
             if batch {
                 self.positions.push(i);
             }
-            self.looked_up += 1;
-            self.missed += usize::from(new);
+            self.slots.looked_up(new);
             if new {
-                self.slots.push(Slot {
-                    value: None,
-                    dirty: false,
-                });
                 push_blob(&mut self.request, Some(key));
                 self.fetched.push(i);
             }
@@ -338,7 +441,7 @@ impl<T: Serialize + DeserializeOwned> ValueCache<T> {
         let parts = split_blobs(&values)?;
         for (&i, value) in self.fetched.iter().zip(parts) {
             if let Some(bytes) = value {
-                self.slots[i as usize].value = Some(decode(&self.name, bytes)?);
+                self.slots.fill(i, decode(&self.name, bytes)?);
             }
         }
         Ok(())
@@ -365,10 +468,7 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ValueState<T> {
                 name: name.to_string(),
                 handle,
                 keys: KeyIndex::default(),
-                slots: Vec::new(),
-                dirty: Vec::new(),
-                looked_up: 0,
-                missed: 0,
+                slots: Slots::new(),
                 prefetched: false,
                 request: empty_blobs(),
                 fetched: Vec::new(),
@@ -406,7 +506,7 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ValueState<T> {
                 cache.keys.find(key).expect("just fetched")
             }
         };
-        Ok(cache.slots[i as usize].value.clone())
+        Ok(cache.slots.value(i).clone())
     }
 
     /// Stores `value` for `key`.
@@ -420,24 +520,13 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ValueState<T> {
     }
 
     fn write(&self, key: &[u8], value: Option<T>) {
-        let mut guard = self.inner.borrow_mut();
-        let cache = &mut *guard;
+        let mut cache = self.inner.borrow_mut();
         // Most writes follow a read of the same key: found without hashing.
         let (i, new) = match cache.find(key) {
             Some(i) => (i, false),
             None => cache.keys.insert(key),
         };
-        if new {
-            cache.slots.push(Slot { value, dirty: true });
-            cache.dirty.push(i);
-        } else {
-            let slot = &mut cache.slots[i as usize];
-            slot.value = value;
-            if !slot.dirty {
-                slot.dirty = true;
-                cache.dirty.push(i);
-            }
-        }
+        cache.slots.write(i, new, value);
     }
 }
 
@@ -448,35 +537,21 @@ impl<T: Serialize + DeserializeOwned> Flush for RefCell<ValueCache<T>> {
         let mut keys = empty_blobs();
         let mut values = empty_blobs();
         let mut result = Ok(());
-        for &i in &cache.dirty {
-            let slot = &mut cache.slots[i as usize];
-            slot.dirty = false;
-            if let Err(e) = push_value(&cache.name, slot.value.as_ref(), &mut values) {
+        let (name, index) = (&cache.name, &cache.keys);
+        cache.slots.flush_each(|i, value| {
+            if let Err(e) = push_value(name, value, &mut values) {
                 result = Err(e);
-                continue;
+                return;
             }
-            push_blob(&mut keys, Some(cache.keys.key(i)));
-        }
+            push_blob(&mut keys, Some(index.key(i)));
+        });
         if !keys.lens.is_empty() {
             cache.handle.put_many(&keys, &values);
         }
         debug_assert_eq!(cache.keys.len(), cache.slots.len());
-        cache.dirty.clear();
-        // A value that did not encode was not written: forget every value,
-        // so that none the host does not hold is read back. Forget them too
-        // when most keys of the call were new (the keys are too many to
-        // come back while known): a cache that small keeps to one batch's
-        // keys, and the host finds the slots of a write after a read of
-        // the very same keys without looking them up again.
-        if result.is_err()
-            || cache.keys.len() > STATE_CACHE_ENTRIES
-            || cache.missed * 2 > cache.looked_up
-        {
+        if cache.slots.end_call(result.is_err()) {
             cache.keys.clear();
-            cache.slots.clear();
         }
-        cache.looked_up = 0;
-        cache.missed = 0;
         cache.positions.clear();
         cache.prefetched = false;
         result
@@ -540,21 +615,16 @@ impl PairIndex {
             }
         }
         let (arena, spans) = (&self.arena, &self.spans);
-        let next = spans.len() as u32;
-        let (i, new) = match self.table.entry(
+        let (i, new) = find_or_add(
+            &mut self.table,
             hash_pair(key, map_key),
             |&i| same_pair(pair_at(arena, spans, i), (key, map_key)),
             |&i| {
                 let (k, mk) = pair_at(arena, spans, i);
                 hash_pair(k, mk)
             },
-        ) {
-            hashbrown::hash_table::Entry::Occupied(e) => (*e.get(), false),
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert(next);
-                (next, true)
-            }
-        };
+            spans.len() as u32,
+        );
         if new {
             self.spans.push((
                 self.arena.len() as u32,
@@ -625,12 +695,7 @@ struct MapCache<V> {
     /// The pairs known (read or written) since the cache was last emptied
     /// (see [`ValueCache::keys`]); `slots[i]` is pair `i`'s value.
     pairs: PairIndex,
-    slots: Vec<Slot<V>>,
-    /// The slots written in this call.
-    dirty: Vec<u32>,
-    /// Pairs looked up in this call, and how many of them were not known.
-    looked_up: usize,
-    missed: usize,
+    slots: Slots<V>,
     /// Reused buffers: an encoded user key, the pairs of a prefetch, a fetch.
     map_key: Vec<u8>,
     pending_keys: types::Blobs,
@@ -667,13 +732,8 @@ impl<V: Serialize + DeserializeOwned> MapCache<V> {
             at += len as usize;
             mk_at += mk_len as usize;
             let (i, new) = self.pairs.insert(key, mk);
-            self.looked_up += 1;
-            self.missed += usize::from(new);
+            self.slots.looked_up(new);
             if new {
-                self.slots.push(Slot {
-                    value: None,
-                    dirty: false,
-                });
                 push_blob(&mut self.request_keys, Some(key));
                 push_blob(&mut self.request_map_keys, Some(mk));
                 self.fetched.push(i);
@@ -696,7 +756,7 @@ impl<V: Serialize + DeserializeOwned> MapCache<V> {
                 .get(at..end)
                 .ok_or_else(|| Error::fatal("malformed blobs from the host"))?;
             at = end;
-            self.slots[i as usize].value = Some(decode(&self.name, bytes)?);
+            self.slots.fill(i, decode(&self.name, bytes)?);
         }
         Ok(())
     }
@@ -721,24 +781,13 @@ impl<V: Serialize + DeserializeOwned> MapCache<V> {
     /// Writes `value` at (`key`, the encoded user key in `self.map_key`).
     fn write(&mut self, key: &[u8], value: Option<V>) {
         let (i, new) = self.pairs.insert(key, &self.map_key);
-        if new {
-            self.slots.push(Slot { value, dirty: true });
-            self.dirty.push(i);
-        } else {
-            let slot = &mut self.slots[i as usize];
-            slot.value = value;
-            if !slot.dirty {
-                slot.dirty = true;
-                self.dirty.push(i);
-            }
-        }
+        self.slots.write(i, new, value);
     }
 
     /// Forgets every pair (none may be dirty).
     fn forget(&mut self) {
-        debug_assert!(self.dirty.is_empty());
+        self.slots.forget();
         self.pairs.clear();
-        self.slots.clear();
     }
 }
 
@@ -760,33 +809,23 @@ impl<V: Serialize + DeserializeOwned> Flush for RefCell<MapCache<V>> {
         clear_blobs(map_keys);
         clear_blobs(values);
         let mut result = Ok(());
-        for &i in &cache.dirty {
-            let slot = &mut cache.slots[i as usize];
-            slot.dirty = false;
-            if let Err(e) = push_value(&cache.name, slot.value.as_ref(), values) {
+        let (name, index) = (&cache.name, &cache.pairs);
+        cache.slots.flush_each(|i, value| {
+            if let Err(e) = push_value(name, value, values) {
                 result = Err(e);
-                continue;
+                return;
             }
-            let (key, mk) = cache.pairs.pair(i);
+            let (key, mk) = index.pair(i);
             push_blob(keys, Some(key));
             push_blob(map_keys, Some(mk));
-        }
+        });
         if !keys.lens.is_empty() {
             cache.handle.put_many(keys, map_keys, values);
         }
         debug_assert_eq!(cache.pairs.len(), cache.slots.len());
-        cache.dirty.clear();
-        // A value that did not encode was not written: forget every value,
-        // so that none the host does not hold is read back.
-        // As for a value state (see its flush).
-        if result.is_err()
-            || cache.pairs.len() > STATE_CACHE_ENTRIES
-            || cache.missed * 2 > cache.looked_up
-        {
-            cache.forget();
+        if cache.slots.end_call(result.is_err()) {
+            cache.pairs.clear();
         }
-        cache.looked_up = 0;
-        cache.missed = 0;
         result
     }
 }
@@ -814,10 +853,7 @@ where
                 name: name.to_string(),
                 handle,
                 pairs: PairIndex::default(),
-                slots: Vec::new(),
-                dirty: Vec::new(),
-                looked_up: 0,
-                missed: 0,
+                slots: Slots::new(),
                 map_key: Vec::new(),
                 pending_keys: empty_blobs(),
                 pending_map_keys: empty_blobs(),
@@ -878,7 +914,7 @@ where
         let mut cache = self.inner.borrow_mut();
         cache.encode_map_key(map_key)?;
         let i = cache.find_or_fetch(key)?;
-        Ok(cache.slots[i as usize].value.clone())
+        Ok(cache.slots.value(i).clone())
     }
 
     /// Whether the map of `key` has `map_key`.
