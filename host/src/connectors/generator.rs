@@ -85,7 +85,7 @@ pub struct Generator {
     next: u64,
     /// When pacing started, and at which event.
     started: Option<(Instant, u64)>,
-    /// `key-`, then the key's number (rewritten per event).
+    /// [`KEY_PREFIX`], then the key's number (rewritten per event).
     key_buf: Vec<u8>,
     /// `value_size` zeros, whose last three bytes are rewritten per event.
     value_buf: Vec<u8>,
@@ -94,6 +94,9 @@ pub struct Generator {
     /// Where the instant (µs) each batch is made is noted, if anywhere.
     clock: Option<Arc<BatchClock>>,
 }
+
+/// What every generated key starts with.
+const KEY_PREFIX: &[u8] = b"key-";
 
 fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -121,7 +124,7 @@ impl Generator {
             batch_size,
             next: 0,
             started: None,
-            key_buf: b"key-".to_vec(),
+            key_buf: KEY_PREFIX.to_vec(),
             value_buf: vec![b'0'; value_size],
             wall_clock: false,
             clock: None,
@@ -154,7 +157,7 @@ impl Generator {
     /// benchmarks, and its cost is not the job's.
     pub fn push_event(&mut self, i: u64, batch: &mut Batch) {
         let h = splitmix64(self.seed ^ splitmix64(i));
-        self.key_buf.truncate(4);
+        self.key_buf.truncate(KEY_PREFIX.len());
         self.key_buf
             .extend_from_slice(itoa::Buffer::new().format(h % self.keys).as_bytes());
         let n = (h >> 32) % 1000;
