@@ -58,11 +58,12 @@ static weir_status sum_process(const weir_event *event, weir_output *out) {
     char end_key[WEIR_INT_BUF];
     weir_bytes map_key = weir_itoa(end_key, end);
     int64_t sum = 0;
-    weir_map_get_i64(sums, event->key, map_key, &sum);
+    bool open = weir_map_get_i64(sums, event->key, map_key, &sum);
     if (__builtin_add_overflow(sum, value, &sum))
         return weir_bad_input("the window's sum overflows 64 bits");
     weir_map_put_i64(sums, event->key, map_key, sum);
-    weir_register_timer(WEIR_EVENT_TIME, event->key, wrap_sub(end, 1));
+    /* The window's timer is set once, by the event that opens the window. */
+    if (!open) weir_register_timer(WEIR_EVENT_TIME, event->key, wrap_sub(end, 1));
     return WEIR_OK;
 }
 

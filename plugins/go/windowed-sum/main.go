@@ -62,7 +62,7 @@ func (w *windowedSum) Process(ctx *weir.Context, e weir.Event, out *weir.Output)
 	if end-1 <= watermark {
 		return weir.BadInputf("late event: its window [%d, %d) closed at watermark %d", end-w.size, end, watermark)
 	}
-	sum, _, err := w.sums.Get(key, end)
+	sum, open, err := w.sums.Get(key, end)
 	if err != nil {
 		return err
 	}
@@ -70,7 +70,10 @@ func (w *windowedSum) Process(ctx *weir.Context, e weir.Event, out *weir.Output)
 		return weir.BadInput("the window's sum overflows 64 bits")
 	}
 	w.sums.Put(key, end, sum+value)
-	ctx.RegisterTimer(weir.EventTime, key, end-1)
+	// The window's timer is set once, by the event that opens the window.
+	if !open {
+		ctx.RegisterTimer(weir.EventTime, key, end-1)
+	}
 	return nil
 }
 

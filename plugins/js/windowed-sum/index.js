@@ -45,10 +45,12 @@ export const guest = operator({
     if (i64(end - 1n) <= watermark) {
       throw new BadInput(`late event: its window [${i64(end - this.size)}, ${end}) closed at watermark ${watermark}`);
     }
-    const sum = BigInt(this.sums.get(key, end) ?? 0) + value;
+    const open = this.sums.get(key, end);
+    const sum = BigInt(open ?? 0) + value;
     if (i64(sum) !== sum) throw new BadInput("the window's sum overflows 64 bits");
     this.sums.put(key, end, sum);
-    ctx.registerTimer(TimeDomain.EventTime, key, i64(end - 1n));
+    // The window's timer is set once, by the event that opens the window.
+    if (open === undefined) ctx.registerTimer(TimeDomain.EventTime, key, i64(end - 1n));
   },
 
   prefetchTimers(timers) {

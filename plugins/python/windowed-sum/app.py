@@ -44,11 +44,14 @@ class WindowedSum:
         if last <= watermark:
             start = wrap_i64(end - self.size)
             raise BadInput(f"late event: its window [{start}, {end}) closed at watermark {watermark}")
-        total = self.sums.get(key, end, 0) + value
+        open_sum = self.sums.get(key, end)
+        total = (open_sum or 0) + value
         if not I64_MIN <= total <= I64_MAX:
             raise BadInput("the window's sum overflows 64 bits")
         self.sums.put(key, end, total)
-        ctx.register_timer(key, last)
+        # The window's timer is set once, by the event that opens the window.
+        if open_sum is None:
+            ctx.register_timer(key, last)
 
     def prefetch_timers(self, ctx: Context, timers: List[Timer]) -> None:
         self.sums.prefetch((t.key, wrap_i64(t.timestamp + 1)) for t in timers if t.key is not None)

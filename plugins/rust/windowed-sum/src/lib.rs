@@ -5,7 +5,8 @@
 //! `timestamp` = window end - 1. An event whose window has already fired (it
 //! is behind the watermark) is late and goes to the dead-letter output, as is
 //! a value that is not an integer or an event without a key.
-//! State: map state `sums` (window end -> running sum) per key.
+//! State: map state `sums` (window end -> running sum) per key, and an
+//! event-time timer per open window of a key, set when the window opens.
 
 use weir_sdk::{Context, Error, Event, MapState, Operator, Output, StateSpec, TimeDomain, Timer};
 
@@ -72,12 +73,20 @@ impl Operator for WindowedSum {
                 end - self.size
             )));
         }
-        let sum = self.sums.get(key, &end)?.unwrap_or(0);
-        let sum = sum
+        let open = self.sums.get(key, &end)?;
+        let sum = open
+            .unwrap_or(0)
             .checked_add(value)
             .ok_or_else(|| Error::bad_input("the window's sum overflows 64 bits"))?;
         self.sums.put(key, &end, sum)?;
-        ctx.register_timer(TimeDomain::EventTime, Some(key), end - 1);
+        // The window's timer is registered once, by the event that opens it
+        // (the key's first in the window): it stays registered while the
+        // sum does, as both are checkpointed and restored together, and it
+        // removes the sum when it fires. Registering it again for every
+        // event would only be deduplicated by the host.
+        if open.is_none() {
+            ctx.register_timer(TimeDomain::EventTime, Some(key), end - 1);
+        }
         Ok(())
     }
 
