@@ -146,6 +146,8 @@ struct Slots<V> {
     /// Entries looked up in this call, and how many of them were not known.
     looked_up: usize,
     missed: usize,
+    /// Entries known when the call started.
+    known: usize,
 }
 
 impl<V> Slots<V> {
@@ -155,6 +157,7 @@ impl<V> Slots<V> {
             dirty: Vec::new(),
             looked_up: 0,
             missed: 0,
+            known: 0,
         }
     }
 
@@ -195,13 +198,18 @@ impl<V> Slots<V> {
         }
     }
 
-    /// Hands each entry written in this call to `f`, which sends it; they
-    /// are clean afterwards.
-    fn flush_each(&mut self, mut f: impl FnMut(u32, Option<&V>)) {
-        for &i in &self.dirty {
-            let slot = &mut self.slots[i as usize];
-            slot.dirty = false;
-            f(i, slot.value.as_ref());
+    /// Hands each entry written in this call to `f`, which sends it: those
+    /// of `first` in its order (the entries of the host's last read, whose
+    /// places it then knows), then the others; they are clean afterwards.
+    fn flush_each(&mut self, first: &[u32], mut f: impl FnMut(u32, Option<&V>)) {
+        for &i in first.iter().chain(&self.dirty) {
+            let Some(slot) = self.slots.get_mut(i as usize) else {
+                continue;
+            };
+            if slot.dirty {
+                slot.dirty = false;
+                f(i, slot.value.as_ref());
+            }
         }
         self.dirty.clear();
     }
@@ -209,18 +217,29 @@ impl<V> Slots<V> {
     /// Ends a call (after [`Slots::flush_each`]): whether the cache forgets
     /// every entry, which it does when a value failed to encode (it was not
     /// written, and must not be read back), past [`STATE_CACHE_ENTRIES`],
-    /// and when most entries the call looked up were new (they are too many
-    /// to come back while known: a cache that small keeps to one batch's,
-    /// and the host finds the slots of a write after a read of the very same
-    /// keys without looking them up again). The caller empties its index.
+    /// and when the entries are too many to come back while known.
+    ///
+    /// The last is judged by the share of the call's lookups that hit: over
+    /// `n` entries in all, a cache that held `k` of them at the start of the
+    /// call hits about `k / n` of the time. Under `k / STATE_CACHE_ENTRIES`
+    /// says that `n` is past what the cache can hold (where it would keep
+    /// growing to its bound, forget and start again, and hit on a fraction
+    /// of the lookups only): it then keeps to a batch's entries or two (and the host
+    /// finds the slots of a write after a read of the same keys without
+    /// looking them up again), instead of growing a large index of entries
+    /// that rarely come back. Over fewer entries the share grows call by
+    /// call as the cache warms up. The caller empties its index.
     fn end_call(&mut self, failed: bool) -> bool {
-        let forget =
-            failed || self.slots.len() > STATE_CACHE_ENTRIES || self.missed * 2 > self.looked_up;
+        let hits = self.looked_up - self.missed;
+        let forget = failed
+            || self.slots.len() > STATE_CACHE_ENTRIES
+            || hits * STATE_CACHE_ENTRIES < self.known * self.looked_up;
         self.looked_up = 0;
         self.missed = 0;
         if forget {
             self.forget();
         }
+        self.known = self.slots.len();
         forget
     }
 
@@ -383,7 +402,8 @@ struct ValueCache<T> {
     keys: KeyIndex,
     slots: Slots<T>,
     prefetched: bool,
-    /// Reused buffers of a fetch.
+    /// Reused buffers of a fetch; `fetched` holds, until the call ends, the
+    /// key numbers of its last read from the host, in order.
     request: types::Blobs,
     fetched: Vec<u32>,
     /// Key number of each event of the call (after the batch's prefetch).
@@ -538,7 +558,7 @@ impl<T: Serialize + DeserializeOwned> Flush for RefCell<ValueCache<T>> {
         let mut values = empty_blobs();
         let mut result = Ok(());
         let (name, index) = (&cache.name, &cache.keys);
-        cache.slots.flush_each(|i, value| {
+        cache.slots.flush_each(&cache.fetched, |i, value| {
             if let Err(e) = push_value(name, value, &mut values) {
                 result = Err(e);
                 return;
@@ -549,6 +569,7 @@ impl<T: Serialize + DeserializeOwned> Flush for RefCell<ValueCache<T>> {
             cache.handle.put_many(&keys, &values);
         }
         debug_assert_eq!(cache.keys.len(), cache.slots.len());
+        cache.fetched.clear();
         if cache.slots.end_call(result.is_err()) {
             cache.keys.clear();
         }
@@ -810,7 +831,7 @@ impl<V: Serialize + DeserializeOwned> Flush for RefCell<MapCache<V>> {
         clear_blobs(values);
         let mut result = Ok(());
         let (name, index) = (&cache.name, &cache.pairs);
-        cache.slots.flush_each(|i, value| {
+        cache.slots.flush_each(&cache.fetched, |i, value| {
             if let Err(e) = push_value(name, value, values) {
                 result = Err(e);
                 return;
@@ -823,6 +844,7 @@ impl<V: Serialize + DeserializeOwned> Flush for RefCell<MapCache<V>> {
             cache.handle.put_many(keys, map_keys, values);
         }
         debug_assert_eq!(cache.pairs.len(), cache.slots.len());
+        cache.fetched.clear();
         if cache.slots.end_call(result.is_err()) {
             cache.pairs.clear();
         }

@@ -478,10 +478,11 @@ impl StateBackend {
     }
 
     /// The places of a write of `keys` (with `map_keys`, in a map state):
-    /// with `hinted`, `places` holds what a read of as many keys just found,
-    /// and each is kept or found anew ([`StateBackend::relocate`]);
-    /// otherwise they are found ([`StateBackend::locate`], without loading
-    /// ahead: a write's keys were mostly just read).
+    /// with `hinted`, `places` holds what a read of at most as many keys
+    /// just found, the hints for the first keys of the write, each kept or
+    /// found anew ([`StateBackend::relocate`]), and the keys past them are
+    /// found; otherwise they are all found ([`StateBackend::locate`],
+    /// without loading ahead: a write's keys were mostly just read).
     pub fn locate_for_write(
         &self,
         state: u32,
@@ -493,8 +494,12 @@ impl StateBackend {
         if !hinted {
             return self.locate(state, keys, map_keys, false, places);
         }
+        let hints = places.len().min(keys.len());
         for (i, (key, p)) in keys.iter().zip(places.iter_mut()).enumerate() {
             *p = self.relocate(state, *p, key, map_keys.map(|m| m[i]))?;
+        }
+        for (i, key) in keys.iter().enumerate().skip(hints) {
+            places.push(self.place_of(state as usize, key, map_keys.map(|m| m[i]))?);
         }
         Ok(())
     }
@@ -1518,6 +1523,40 @@ mod tests {
         );
         let keys: usize = model.iter().map(|m| m.len()).sum();
         assert_eq!(b.keys() as usize, keys, "{what}: keys");
+    }
+
+    /// A write of more keys than a read found places for takes the hints
+    /// for its first keys and finds the places of the others; each write
+    /// lands at its own key.
+    #[test]
+    fn a_write_past_its_hints_finds_the_rest() {
+        let mut b = backend();
+        let v = b.find("v", StateKind::Value).unwrap();
+        b.value_put(v, b"a", Some(b"1")).unwrap();
+        b.value_put(v, b"c", Some(b"3")).unwrap();
+        let mut places = Vec::new();
+        b.locate(v, &[&b"a"[..]], None, true, &mut places).unwrap();
+        let keys: [&[u8]; 3] = [b"a", b"b", b"c"];
+        b.locate_for_write(v, &keys, None, true, &mut places)
+            .unwrap();
+        assert_eq!(places.len(), 3);
+        for (key, (p, value)) in keys.iter().zip(places.iter().zip(["10", "20", "30"])) {
+            b.value_put_at(v, *p, key, Some(value.as_bytes())).unwrap();
+        }
+        for (key, value) in keys.iter().zip(["10", "20", "30"]) {
+            assert_eq!(b.value_get(v, key).unwrap(), Some(value.as_bytes()));
+        }
+        // Hints out of step with the keys (the write's first key is another
+        // than the read's): found anew, nothing lands at the wrong key.
+        b.locate(v, &[&b"c"[..]], None, true, &mut places).unwrap();
+        b.locate_for_write(v, &keys, None, true, &mut places)
+            .unwrap();
+        for (key, (p, value)) in keys.iter().zip(places.iter().zip(["11", "21", "31"])) {
+            b.value_put_at(v, *p, key, Some(value.as_bytes())).unwrap();
+        }
+        for (key, value) in keys.iter().zip(["11", "21", "31"]) {
+            assert_eq!(b.value_get(v, key).unwrap(), Some(value.as_bytes()));
+        }
     }
 
     /// A write takes the place a read found as a hint only while the slot

@@ -71,10 +71,12 @@ fn no_key(what: &str) -> wasmtime::Error {
 }
 
 impl HostCtx {
-    /// Whether the places of the last `get-many` serve as hints for a
-    /// `put-many` of `n` keys of `state` ([`HostCtx::hinted`]); they serve once.
+    /// Whether the places of the last `get-many` serve as hints for the
+    /// first keys of a `put-many` of `n` keys of `state` ([`HostCtx::hinted`]):
+    /// a cache that lasts from call to call reads only the keys it does not
+    /// know, and writes those first, then the others. They serve once.
     fn take_hints(&mut self, state: u32, n: usize) -> bool {
-        self.hinted.take() == Some(state) && self.places.len() == n
+        self.hinted.take() == Some(state) && self.places.len() <= n
     }
 }
 

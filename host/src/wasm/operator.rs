@@ -242,9 +242,10 @@ pub struct HostCtx {
     /// Where the keys of the current state call live (reused from call to call).
     pub(crate) places: Vec<crate::state::keyed::Place>,
     /// The state whose `get-many` filled `places` last, if no call has
-    /// reused them since: a `put-many` of that state with as many keys
-    /// takes them as hints (an SDK writes back the keys it just read, in
-    /// the same order), so that a read-modify-write finds each entry once.
+    /// reused them since: a `put-many` of that state with at least as many
+    /// keys takes them as hints for its first keys (an SDK writes back the
+    /// keys it just read first, in the same order), so that a
+    /// read-modify-write finds each entry once.
     pub(crate) hinted: Option<u32>,
 }
 
