@@ -134,13 +134,27 @@ struct Cell {
 }
 
 impl Cell {
+    /// The shard to write, copied first if a snapshot may hold it.
     fn write(&mut self) -> &mut Shard {
-        if self.shared {
-            self.shared = false;
-            Arc::make_mut(&mut self.data)
+        self.parts().0
+    }
+
+    /// The shard to write ([`Cell::write`]) and the slots changed in this
+    /// epoch, for a write that records its change: one check of the
+    /// shard's owners (an atomic operation) rather than one per step.
+    fn parts(&mut self) -> (&mut Shard, &mut Vec<u32>) {
+        let Cell {
+            data,
+            shared,
+            dirty,
+            ..
+        } = self;
+        let shard = if std::mem::take(shared) {
+            Arc::make_mut(data)
         } else {
-            Arc::get_mut(&mut self.data).expect("a shard not shared has one owner")
-        }
+            Arc::get_mut(data).expect("a shard not shared has one owner")
+        };
+        (shard, dirty)
     }
 }
 
@@ -356,14 +370,13 @@ impl StateBackend {
     fn touch(
         tracking: bool,
         epoch: u32,
-        cell: &mut Cell,
+        (shard, dirty): (&mut Shard, &mut Vec<u32>),
         i: u32,
         list: Option<bool>,
     ) -> Result<(), ()> {
         if !tracking {
             return Ok(());
         }
-        let shard = cell.write();
         let slot = &mut shard.slots[i as usize];
         let first = slot.epoch != epoch;
         slot.epoch = epoch;
@@ -372,7 +385,7 @@ impl StateBackend {
             _ => {}
         }
         if first {
-            cell.dirty.push(i);
+            dirty.push(i);
         }
         Ok(())
     }
@@ -380,13 +393,12 @@ impl StateBackend {
     /// Replaces the value of slot `i` of cell `c` of state `s`, recording the change.
     fn overwrite(&mut self, s: usize, c: usize, i: u32, v: &[u8]) -> Result<(), StateError> {
         let (tracking, epoch) = (self.tracking, self.epoch);
-        let cell = &mut self.states[s].cells[c];
-        let shard = cell.write();
+        let (shard, dirty) = self.states[s].cells[c].parts();
         let old = shard.slots[i as usize].vlen as i64;
         if shard.set_value(i, v).is_err() {
             return Err(self.full_error(s, c));
         }
-        let _ = Self::touch(tracking, epoch, cell, i, None);
+        let _ = Self::touch(tracking, epoch, (shard, dirty), i, None);
         self.bytes += v.len() as i64 - old;
         Ok(())
     }
@@ -745,8 +757,9 @@ impl StateBackend {
         match cell.data.find_key(p.hash, key) {
             Some(i) => {
                 // Recorded before the append: the delta is what follows.
-                let _ = Self::touch(tracking, epoch, cell, i, Some(false));
-                if cell.write().append_value(i, &[&len, value]).is_err() {
+                let (shard, dirty) = cell.parts();
+                let _ = Self::touch(tracking, epoch, (&mut *shard, dirty), i, Some(false));
+                if shard.append_value(i, &[&len, value]).is_err() {
                     return Err(self.full_error(s, p.cell));
                 }
                 self.bytes += value.len() as i64;
@@ -802,10 +815,11 @@ impl StateBackend {
         }
         match found {
             Some(i) => {
-                if cell.write().set_value(i, &encoded).is_err() {
+                let (shard, dirty) = cell.parts();
+                if shard.set_value(i, &encoded).is_err() {
                     return Err(self.full_error(s, p.cell));
                 }
-                let _ = Self::touch(tracking, epoch, cell, i, Some(true));
+                let _ = Self::touch(tracking, epoch, (shard, dirty), i, Some(true));
             }
             None => {
                 self.add(s, p.cell, p.hash, [key, &[]], &encoded, true)?;
