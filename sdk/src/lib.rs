@@ -47,8 +47,8 @@
 //! per state when the batch ends. A keyed counter therefore crosses the
 //! boundary a constant number of times per batch. Values read or written stay
 //! known from batch to batch (up to 65,536 keys or entries per state; the
-//! handle forgets them past that, and after a batch whose keys were mostly
-//! new): the host's copy changes only through this instance's writes, since a
+//! handle forgets them past that, and when its share of hits shows that the
+//! keys are too many for it to hold): the host's copy changes only through this instance's writes, since a
 //! restore, a restart or a swap starts a new instance. Opening the same state twice gives handles on one cache.
 //! [`MapState`] reads that the SDK cannot guess can be batched with
 //! [`MapState::prefetch`] from [`Operator::prefetch`].

@@ -6,8 +6,8 @@
 //! only this instance writes its state (the host starts a new instance for a
 //! restore, a restart or a swap); it is bounded ([`STATE_CACHE_ENTRIES`]) and
 //! emptied when a write could not be encoded, when a map is cleared, and
-//! after a call in which most keys read were new (over many more keys than
-//! it holds, it then keeps to one batch's).
+//! when a call's share of hits shows that the keys are too many for it to
+//! hold (it then keeps to a batch or two; see `Slots::end_call`).
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -474,7 +474,7 @@ impl<T: Serialize + DeserializeOwned> ValueCache<T> {
 /// that the handle does not know yet in one call; writes are buffered and
 /// sent in one call when the operator call ends. Values read or written stay
 /// known from call to call (up to 65,536 keys; the handle forgets them all
-/// past that, and after a call whose keys were mostly new): only this
+/// past that, and when the keys are too many for it to hold): only this
 /// instance changes its state, so a key read again is not fetched again.
 pub struct ValueState<T> {
     inner: Rc<RefCell<ValueCache<T>>>,
