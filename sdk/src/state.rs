@@ -1071,7 +1071,51 @@ impl<T: Serialize + DeserializeOwned + 'static> ListState<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::same_bytes;
+    use super::{same_bytes, Slots, STATE_CACHE_ENTRIES};
+
+    /// Calls of `batch` lookups each over `keys` keys drawn at random (a
+    /// fixed sequence), as a cache sees them: the sizes it has after each.
+    fn cache_sizes(keys: u64, batch: usize, calls: usize) -> Vec<usize> {
+        let mut slots: Slots<()> = Slots::new();
+        let mut known = std::collections::HashSet::new();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut sizes = Vec::new();
+        for _ in 0..calls {
+            for _ in 0..batch {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                slots.looked_up(known.insert(x % keys));
+            }
+            if slots.end_call(false) {
+                known.clear();
+            }
+            sizes.push(slots.len());
+        }
+        sizes
+    }
+
+    /// Over keys that it can hold, the cache warms up and keeps them all,
+    /// although every call is mostly new at first; over far more, it
+    /// forgets before it grows past a few batches.
+    #[test]
+    fn the_cache_keeps_keys_that_come_back_and_forgets_those_that_do_not() {
+        for (keys, calls) in [(10_000, 60), (40_000, 200)] {
+            let sizes = cache_sizes(keys, 1024, calls);
+            // Never forgotten, and by the end nearly every key is known.
+            assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "{keys}: {sizes:?}");
+            assert!(
+                *sizes.last().unwrap() as u64 >= keys * 99 / 100,
+                "{keys}: {sizes:?}"
+            );
+        }
+        for keys in [200_000, 1_000_000] {
+            let sizes = cache_sizes(keys, 1024, 60);
+            assert!(sizes.iter().all(|&n| n <= 3 * 1024), "{keys}: {sizes:?}");
+        }
+        let sizes = cache_sizes(10 * STATE_CACHE_ENTRIES as u64, 1024, 60);
+        assert!(sizes.contains(&0), "{sizes:?}");
+    }
 
     #[test]
     fn same_bytes_agrees_with_eq() {
