@@ -493,8 +493,8 @@ impl StateBackend {
     /// with `hinted`, `places` holds what a read of at most as many keys
     /// just found, the hints for the first keys of the write, each kept or
     /// found anew ([`StateBackend::relocate`]), and the keys past them are
-    /// found; otherwise they are all found ([`StateBackend::locate`],
-    /// without loading ahead: a write's keys were mostly just read).
+    /// found; otherwise they are all found (without loading ahead, as
+    /// [`StateBackend::locate`] can: a write's keys were mostly just read).
     pub fn locate_for_write(
         &self,
         state: u32,
@@ -504,14 +504,17 @@ impl StateBackend {
         places: &mut Vec<Place>,
     ) -> Result<(), StateError> {
         if !hinted {
-            return self.locate(state, keys, map_keys, false, places);
+            places.clear();
         }
-        let hints = places.len().min(keys.len());
-        for (i, (key, p)) in keys.iter().zip(places.iter_mut()).enumerate() {
-            *p = self.relocate(state, *p, key, map_keys.map(|m| m[i]))?;
-        }
-        for (i, key) in keys.iter().enumerate().skip(hints) {
-            places.push(self.place_of(state as usize, key, map_keys.map(|m| m[i]))?);
+        places.truncate(keys.len());
+        let hints = places.len();
+        for (i, key) in keys.iter().enumerate() {
+            let map_key = map_keys.map(|m| m[i]);
+            if i < hints {
+                places[i] = self.relocate(state, places[i], key, map_key)?;
+            } else {
+                places.push(self.place_of(state as usize, key, map_key)?);
+            }
         }
         Ok(())
     }
