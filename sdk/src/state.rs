@@ -408,9 +408,18 @@ struct ValueCache<T> {
     fetched: Vec<u32>,
     /// Key number of each event of the call (after the batch's prefetch).
     positions: Vec<u32>,
+    /// Where the host stores key `i` (what its last write returned;
+    /// [`NO_PLACE`]: not known), given back with the key's next write so
+    /// that the host need not find it; and reused buffers of a write: the
+    /// key numbers written, and their places.
+    places: Vec<u64>,
+    written: Vec<u32>,
+    given: Vec<u64>,
 }
 
 const NO_KEY: u32 = u32::MAX;
+/// A place the host does not know (see `put-many-placed`).
+const NO_PLACE: u64 = u64::MAX;
 
 impl<T> ValueCache<T> {
     /// The number of `key`: the current event's own key is found without hashing.
@@ -493,6 +502,9 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ValueState<T> {
                 request: empty_blobs(),
                 fetched: Vec::new(),
                 positions: Vec::new(),
+                places: Vec::new(),
+                written: Vec::new(),
+                given: Vec::new(),
             })),
         })
     }
@@ -557,21 +569,31 @@ impl<T: Serialize + DeserializeOwned> Flush for RefCell<ValueCache<T>> {
         let mut keys = empty_blobs();
         let mut values = empty_blobs();
         let mut result = Ok(());
-        let (name, index) = (&cache.name, &cache.keys);
+        let (name, index, places) = (&cache.name, &cache.keys, &cache.places);
+        let (written, given) = (&mut cache.written, &mut cache.given);
+        written.clear();
+        given.clear();
         cache.slots.flush_each(&cache.fetched, |i, value| {
             if let Err(e) = push_value(name, value, &mut values) {
                 result = Err(e);
                 return;
             }
             push_blob(&mut keys, Some(index.key(i)));
+            written.push(i);
+            given.push(places.get(i as usize).copied().unwrap_or(NO_PLACE));
         });
         if !keys.lens.is_empty() {
-            cache.handle.put_many(&keys, &values);
+            let stored = cache.handle.put_many_placed(&keys, &values, given);
+            cache.places.resize(cache.slots.len(), NO_PLACE);
+            for (&i, place) in cache.written.iter().zip(stored) {
+                cache.places[i as usize] = place;
+            }
         }
         debug_assert_eq!(cache.keys.len(), cache.slots.len());
         cache.fetched.clear();
         if cache.slots.end_call(result.is_err()) {
             cache.keys.clear();
+            cache.places.clear();
         }
         cache.positions.clear();
         cache.prefetched = false;

@@ -430,6 +430,10 @@ fn malformed_data_from_a_guest_fails_the_subtask_and_says_what_was_malformed() {
             &["value-state.put-many: keys and values differ in number"],
         ),
         (
+            "place-count",
+            &["value-state.put-many-placed: keys and places differ in number"],
+        ),
+        (
             "timer-count",
             &["timers.register-many: keys and timestamps differ in number"],
         ),

@@ -208,6 +208,29 @@ impl Place {
     pub fn found(&self) -> bool {
         self.slot != NONE
     }
+
+    /// Where the entry is stored (its shard and slot) as one number, for an
+    /// operator to give back with a later write of the same key; `u64::MAX`
+    /// when it is not stored.
+    pub fn code(&self) -> u64 {
+        if self.slot == NONE {
+            u64::MAX
+        } else {
+            ((self.cell as u64) << 32) | u64::from(self.slot)
+        }
+    }
+
+    /// A place an operator gave back ([`Place::code`]; `u64::MAX`: none):
+    /// a hint only, which [`StateBackend::relocate`] uses once it has
+    /// checked that the slot holds the very key, and otherwise ignores.
+    pub fn from_code(code: u64) -> Place {
+        Place {
+            cell: (code >> 32) as usize,
+            hash: 0,
+            entry: 0,
+            slot: code as u32,
+        }
+    }
 }
 
 /// All declared states of one subtask.
@@ -542,18 +565,20 @@ impl StateBackend {
         value: Option<&[u8]>,
     ) -> Result<(), StateError> {
         let p = self.place(state as usize, key)?;
-        self.value_put_at(state, p, key, value)
+        self.value_put_at(state, p, key, value).map(|_| ())
     }
 
     /// Value state: [`StateBackend::value_put`] of a key found at `p`
-    /// (from [`StateBackend::locate`] or [`StateBackend::locate_for_write`]).
+    /// (from [`StateBackend::locate`], [`StateBackend::locate_for_write`]
+    /// or [`StateBackend::relocate`]); where the key is stored now (no slot
+    /// when it was deleted), a hint for its next write.
     pub fn value_put_at(
         &mut self,
         state: u32,
         p: Place,
         key: &[u8],
         value: Option<&[u8]>,
-    ) -> Result<(), StateError> {
+    ) -> Result<Place, StateError> {
         let s = state as usize;
         let tracking = self.tracking;
         let declared = &mut self.states[s];
@@ -564,13 +589,17 @@ impl StateBackend {
         } else {
             cell.data.find_key(p.hash, key)
         };
-        match (found, value) {
-            (Some(i), Some(v)) => self.overwrite(s, p.cell, i, v)?,
+        let slot = match (found, value) {
+            (Some(i), Some(v)) => {
+                self.overwrite(s, p.cell, i, v)?;
+                i
+            }
             (None, Some(v)) => {
-                self.add(s, p.cell, p.hash, [key, &[]], v, false)?;
+                let i = self.add(s, p.cell, p.hash, [key, &[]], v, false)?;
                 self.states[s].keys += 1;
                 self.bytes += (key.len() + v.len()) as i64;
                 self.entries += 1;
+                i
             }
             (Some(i), None) => {
                 let shard = cell.write();
@@ -582,10 +611,11 @@ impl StateBackend {
                 declared.keys -= 1;
                 self.bytes -= key.len() as i64 + old;
                 self.entries -= 1;
+                NONE
             }
-            (None, None) => {}
-        }
-        Ok(())
+            (None, None) => NONE,
+        };
+        Ok(Place { slot, ..p })
     }
 
     // ---- map state ----
@@ -1624,6 +1654,42 @@ mod tests {
         b.map_put_at(m, p, b"a", b"x", None).unwrap();
         let entries = b.map_entries(m, b"a").unwrap();
         assert_eq!(entries, vec![(&b"y"[..], &b"20"[..])]);
+    }
+
+    /// The place a write returns, given back as a number (as an operator
+    /// does with `put-many-placed`), serves the key's next write; any other
+    /// number (another key's, a slot reused since, a shard or slot past the
+    /// end, none) is only a hint that fails its check: the key is found and
+    /// nothing lands at the wrong key.
+    #[test]
+    fn a_place_given_back_serves_only_the_key_it_holds() {
+        let mut b = backend();
+        let v = b.find("v", StateKind::Value).unwrap();
+        let put = |b: &mut StateBackend, code: u64, key: &[u8], value: Option<&[u8]>| {
+            let p = b.relocate(v, Place::from_code(code), key, None).unwrap();
+            b.value_put_at(v, p, key, value).unwrap().code()
+        };
+        let a = put(&mut b, u64::MAX, b"a", Some(b"1"));
+        let bb = put(&mut b, u64::MAX, b"b", Some(b"2"));
+        assert_ne!(a, u64::MAX);
+        assert_eq!(put(&mut b, a, b"a", Some(b"3")), a);
+        assert_eq!(b.value_get(v, b"a").unwrap(), Some(&b"3"[..]));
+        // b's place given with a: a is found, b untouched.
+        assert_eq!(put(&mut b, bb, b"a", Some(b"4")), a);
+        assert_eq!(b.value_get(v, b"b").unwrap(), Some(&b"2"[..]));
+        for wild in [0, 1 << 32, (1 << 32) | 7, u64::MAX - 1, a ^ 1] {
+            put(&mut b, wild, b"b", Some(b"5"));
+            assert_eq!(b.value_get(v, b"a").unwrap(), Some(&b"4"[..]));
+            assert_eq!(b.value_get(v, b"b").unwrap(), Some(&b"5"[..]));
+        }
+        // a deleted (no place), its slot reused by c: a's old place no
+        // longer holds a.
+        assert_eq!(put(&mut b, a, b"a", None), u64::MAX);
+        put(&mut b, u64::MAX, b"c", Some(b"6"));
+        put(&mut b, a, b"a", Some(b"7"));
+        assert_eq!(b.value_get(v, b"c").unwrap(), Some(&b"6"[..]));
+        assert_eq!(b.value_get(v, b"a").unwrap(), Some(&b"7"[..]));
+        assert_eq!(b.keys(), 3);
     }
 
     fn backend() -> StateBackend {

@@ -12,6 +12,7 @@ use wasmtime::component::Resource;
 
 use crate::model::batch::split_blobs;
 use crate::model::{Blobs, StateKind};
+use crate::state::keyed::Place;
 use crate::wasm::bindings::{state, Blobs as WitBlobs};
 use crate::wasm::operator::HostCtx;
 
@@ -80,6 +81,62 @@ impl HostCtx {
     }
 }
 
+impl HostCtx {
+    /// Writes value state `state` (`put-many`, or `put-many-placed` with
+    /// `given`, the places the operator gave back): each key's place is the
+    /// one given when it still holds the key, else the hint of the last
+    /// `get-many` for the first keys ([`HostCtx::take_hints`]), else found.
+    /// Where each key is stored now ([`Place::code`]).
+    fn put_values(
+        &mut self,
+        state: u32,
+        keys: &WitBlobs,
+        values: &WitBlobs,
+        given: Option<&[u64]>,
+        what: &str,
+    ) -> wasmtime::Result<Vec<u64>> {
+        let (keys, values) = split_pairs(
+            keys,
+            values,
+            &format!("{what}: keys and values differ in number"),
+        )?;
+        let keys = present(keys, what)?;
+        if given.is_some_and(|g| g.len() != keys.len()) {
+            return Err(trap(format!("{what}: keys and places differ in number")));
+        }
+        let hints = if self.take_hints(state, keys.len()) {
+            self.places.len()
+        } else {
+            0
+        };
+        let mut stored = Vec::with_capacity(if given.is_some() { keys.len() } else { 0 });
+        for (i, (key, value)) in keys.iter().zip(values).enumerate() {
+            let hint = match given.map(|g| g[i]) {
+                Some(code) if code != u64::MAX => Place::from_code(code),
+                _ if i < hints => self.places[i],
+                _ => Place::from_code(u64::MAX),
+            };
+            let p = self
+                .sub
+                .state
+                .relocate(state, hint, key, None)
+                .map_err(trap)?;
+            self.sub.check_value_size(value)?;
+            let before = self.sub.state.memory();
+            let now = self
+                .sub
+                .state
+                .value_put_at(state, p, key, value)
+                .map_err(trap)?;
+            self.sub.check_state_memory(before).map_err(trap)?;
+            if given.is_some() {
+                stored.push(now.code());
+            }
+        }
+        Ok(stored)
+    }
+}
+
 impl state::Host for HostCtx {}
 
 impl state::HostValueState for HostCtx {
@@ -121,33 +178,19 @@ impl state::HostValueState for HostCtx {
         keys: WitBlobs,
         values: WitBlobs,
     ) -> wasmtime::Result<()> {
-        let state = handle.rep();
-        let (keys, values) = split_pairs(
-            &keys,
-            &values,
-            "value-state.put-many: keys and values differ in number",
-        )?;
-        let keys = present(keys, "value-state.put-many")?;
-        let hinted = self.take_hints(state, keys.len());
-        let mut places = std::mem::take(&mut self.places);
-        let result = (|| {
-            self.sub
-                .state
-                .locate_for_write(state, &keys, None, hinted, &mut places)
-                .map_err(trap)?;
-            for ((key, value), p) in keys.iter().zip(values).zip(&places) {
-                self.sub.check_value_size(value)?;
-                let before = self.sub.state.memory();
-                self.sub
-                    .state
-                    .value_put_at(state, *p, key, value)
-                    .map_err(trap)?;
-                self.sub.check_state_memory(before).map_err(trap)?;
-            }
-            Ok(())
-        })();
-        self.places = places;
-        result
+        self.put_values(handle.rep(), &keys, &values, None, "value-state.put-many")
+            .map(|_| ())
+    }
+
+    fn put_many_placed(
+        &mut self,
+        handle: Resource<ValueStateHandle>,
+        keys: WitBlobs,
+        values: WitBlobs,
+        places: Vec<u64>,
+    ) -> wasmtime::Result<Vec<u64>> {
+        let what = "value-state.put-many-placed";
+        self.put_values(handle.rep(), &keys, &values, Some(&places), what)
     }
 
     fn drop(&mut self, _handle: Resource<ValueStateHandle>) -> wasmtime::Result<()> {

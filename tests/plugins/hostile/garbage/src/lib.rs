@@ -14,6 +14,7 @@
 //! - `blobs`: `value-state.put-many` with key lengths past the data;
 //! - `blob-length`: `value-state.put-many` with a key length of -7;
 //! - `blob-count`: `value-state.put-many` with 2 keys and 1 value;
+//! - `place-count`: `value-state.put-many-placed` with 1 key and 2 places;
 //! - `timer-count`: `timers.register-many` with 2 keys and 1 timestamp;
 //! - `state-no-key`: `value-state.put-many` with an absent key (length -1).
 //!
@@ -72,6 +73,10 @@ fn garbage(value: &[u8], index: u32) -> Option<Result<Batch, Error>> {
         }
         b"blob-count" => {
             count().put_many(&blobs(b"k1k2", &[2, 2]), &blobs(b"1", &[1]));
+            Ok(batch(b"", &[], &[], &[]))
+        }
+        b"place-count" => {
+            count().put_many_placed(&blobs(b"k", &[1]), &blobs(b"1", &[1]), &[0, u64::MAX]);
             Ok(batch(b"", &[], &[], &[]))
         }
         b"state-no-key" => {
