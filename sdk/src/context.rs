@@ -109,7 +109,7 @@ impl TimerOps {
         self.ops.push((domain, register, timestamp));
         match key {
             Some(k) => {
-                self.keys.data.extend_from_slice(k);
+                crate::bytes::extend(&mut self.keys.data, k);
                 self.keys.lens.push(k.len() as i32);
             }
             None => self.keys.lens.push(-1),
@@ -132,9 +132,7 @@ impl TimerOps {
                 let len = self.keys.lens[i];
                 if len >= 0 {
                     let end = at + len as usize;
-                    self.call_keys
-                        .data
-                        .extend_from_slice(&self.keys.data[at..end]);
+                    crate::bytes::extend(&mut self.call_keys.data, &self.keys.data[at..end]);
                     at = end;
                 }
                 self.call_keys.lens.push(len);

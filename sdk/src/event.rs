@@ -92,12 +92,12 @@ impl Output {
         let value = value.as_ref();
         match key {
             Some(k) => {
-                self.batch.data.extend_from_slice(k);
+                crate::bytes::extend(&mut self.batch.data, k);
                 self.batch.key_lens.push(k.len() as i32);
             }
             None => self.batch.key_lens.push(-1),
         }
-        self.batch.data.extend_from_slice(value);
+        crate::bytes::extend(&mut self.batch.data, value);
         self.batch.value_lens.push(value.len() as u32);
         self.batch.timestamps.push(timestamp);
     }

@@ -49,7 +49,10 @@
 //! known from batch to batch (up to 65,536 keys or entries per state; the
 //! handle forgets them past that, and when its share of hits shows that the
 //! keys are too many for it to hold): the host's copy changes only through this instance's writes, since a
-//! restore, a restart or a swap starts a new instance. Opening the same state twice gives handles on one cache.
+//! restore, a restart or a swap starts a new instance. A [`ValueState`] also
+//! keeps where the host stored each key it wrote (`put-many-placed`), and
+//! gives it back with the key's next write, so that the host checks that
+//! slot instead of finding the key again. Opening the same state twice gives handles on one cache.
 //! [`MapState`] reads that the SDK cannot guess can be batched with
 //! [`MapState::prefetch`] from [`Operator::prefetch`].
 //!
@@ -64,6 +67,7 @@
 
 extern crate self as weir_sdk;
 
+mod bytes;
 mod context;
 mod event;
 mod runtime;

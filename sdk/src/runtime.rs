@@ -67,7 +67,7 @@ fn set_batch_keys<'a>(keys: impl Iterator<Item = Option<&'a [u8]>>) {
         for key in keys {
             match key {
                 Some(key) => {
-                    b.data.extend_from_slice(key);
+                    crate::bytes::extend(&mut b.data, key);
                     b.lens.push(key.len() as i32);
                 }
                 None => b.lens.push(-1),

@@ -16,6 +16,7 @@ use std::rc::Rc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::bytes::{extend, same, Appender};
 use crate::event::Error;
 use crate::runtime::wit::{state as host, types};
 use crate::runtime::BATCH_KEYS;
@@ -124,7 +125,7 @@ fn empty_blobs() -> types::Blobs {
 fn push_blob(blobs: &mut types::Blobs, bytes: Option<&[u8]>) {
     match bytes {
         Some(b) => {
-            blobs.data.extend_from_slice(b);
+            extend(&mut blobs.data, b);
             blobs.lens.push(b.len() as i32);
         }
         None => blobs.lens.push(-1),
@@ -284,33 +285,6 @@ pub(crate) struct KeyIndex {
     last: Option<u32>,
 }
 
-/// Whether `a` and `b` hold the same bytes, compared 8 (or 4) at a time:
-/// WebAssembly's `memcmp` goes byte by byte, and keys are short.
-#[inline]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
-    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4 bytes"));
-    if n >= 8 {
-        let mut at = 0;
-        while at + 8 < n {
-            if word(a, at) != word(b, at) {
-                return false;
-            }
-            at += 8;
-        }
-        // The last 8 bytes (overlapping what was compared).
-        word(a, n - 8) == word(b, n - 8)
-    } else if n >= 4 {
-        half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4)
-    } else {
-        a == b
-    }
-}
-
 fn hash_key(key: &[u8]) -> u64 {
     use std::hash::Hasher;
     let mut h = rustc_hash::FxHasher::default();
@@ -328,7 +302,7 @@ impl KeyIndex {
     /// The number of `key`, if it is there.
     pub(crate) fn find(&mut self, key: &[u8]) -> Option<u32> {
         if let Some(i) = self.last {
-            if same_bytes(self.key(i), key) {
+            if same(self.key(i), key) {
                 return Some(i);
             }
         }
@@ -337,7 +311,7 @@ impl KeyIndex {
             .table
             .find(hash_key(key), |&i| {
                 let (start, len) = spans[i as usize];
-                same_bytes(&arena[start as usize..(start + len) as usize], key)
+                same(&arena[start as usize..(start + len) as usize], key)
             })
             .copied();
         if found.is_some() {
@@ -349,7 +323,7 @@ impl KeyIndex {
     /// The number of `key`, added if new (then `true`): hashed once, probed once.
     pub(crate) fn insert(&mut self, key: &[u8]) -> (u32, bool) {
         if let Some(i) = self.last {
-            if same_bytes(self.key(i), key) {
+            if same(self.key(i), key) {
                 return (i, false);
             }
         }
@@ -361,13 +335,13 @@ impl KeyIndex {
         let (i, new) = find_or_add(
             &mut self.table,
             hash_key(key),
-            |&i| same_bytes(at(i), key),
+            |&i| same(at(i), key),
             |&i| hash_key(at(i)),
             spans.len() as u32,
         );
         if new {
             self.spans.push((self.arena.len() as u32, key.len() as u32));
-            self.arena.extend_from_slice(key);
+            extend(&mut self.arena, key);
         }
         self.last = Some(i);
         (i, new)
@@ -674,8 +648,8 @@ impl PairIndex {
                 key.len() as u32,
                 map_key.len() as u32,
             ));
-            self.arena.extend_from_slice(key);
-            self.arena.extend_from_slice(map_key);
+            extend(&mut self.arena, key);
+            extend(&mut self.arena, map_key);
         }
         self.last = Some(i);
         (i, new)
@@ -696,7 +670,7 @@ impl PairIndex {
 }
 
 fn same_pair(a: (&[u8], &[u8]), b: (&[u8], &[u8])) -> bool {
-    same_bytes(a.0, b.0) && same_bytes(a.1, b.1)
+    same(a.0, b.0) && same(a.1, b.1)
 }
 
 fn pair_at<'a>(arena: &'a [u8], spans: &[(u32, u32, u32)], i: u32) -> (&'a [u8], &'a [u8]) {
@@ -708,7 +682,7 @@ fn pair_at<'a>(arena: &'a [u8], spans: &[(u32, u32, u32)], i: u32) -> (&'a [u8],
 /// Appends the JSON encoding of `value` to `buf` (left as it was on an error).
 fn encode_into<T: Serialize>(state: &str, value: &T, buf: &mut Vec<u8>) -> Result<(), Error> {
     let start = buf.len();
-    serde_json::to_writer(&mut *buf, value).map_err(|e| {
+    serde_json::to_writer(Appender(&mut *buf), value).map_err(|e| {
         buf.truncate(start);
         Error::fatal(format!("cannot encode a value of state `{state}`: {e}"))
     })
@@ -1093,7 +1067,7 @@ impl<T: Serialize + DeserializeOwned + 'static> ListState<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::{same_bytes, Slots, STATE_CACHE_ENTRIES};
+    use super::{Slots, STATE_CACHE_ENTRIES};
 
     /// Calls of `batch` lookups each over `keys` keys drawn at random (a
     /// fixed sequence), as a cache sees them: the sizes it has after each.
@@ -1137,20 +1111,5 @@ mod tests {
         }
         let sizes = cache_sizes(10 * STATE_CACHE_ENTRIES as u64, 1024, 60);
         assert!(sizes.contains(&0), "{sizes:?}");
-    }
-
-    #[test]
-    fn same_bytes_agrees_with_eq() {
-        let base: Vec<u8> = (0..40u8).collect();
-        for n in 0..40 {
-            let a = &base[..n];
-            assert!(same_bytes(a, a), "{n}");
-            assert!(!same_bytes(a, &base[..n + 1]), "{n}");
-            for at in 0..n {
-                let mut b = a.to_vec();
-                b[at] ^= 0x80;
-                assert!(!same_bytes(a, &b), "{n} {at}");
-            }
-        }
     }
 }
