@@ -274,15 +274,46 @@ fn find_or_add(
     }
 }
 
-/// The distinct keys one batch touches, in one flat arena, indexed by a
-/// hash table of positions: finding or adding a key allocates nothing once
-/// the buffers have grown, and the key just used is found without hashing.
+/// The keys a cache knows, by number, indexed by a hash table of numbers:
+/// finding or adding a key allocates nothing once the buffers have grown,
+/// and the key just used is found without hashing. A key of up to
+/// [`INLINE`] bytes is kept in its own record, so that checking a
+/// candidate of a probe reads one line, not a span and then the arena.
 #[derive(Default)]
 pub(crate) struct KeyIndex {
+    records: Vec<KeyRecord>,
+    /// The bytes of keys longer than [`INLINE`].
     arena: Vec<u8>,
-    spans: Vec<(u32, u32)>,
     table: hashbrown::HashTable<u32>,
     last: Option<u32>,
+}
+
+/// The longest key a [`KeyRecord`] holds itself.
+const INLINE: usize = 12;
+
+/// A key: its length, and its bytes (up to [`INLINE`]) or where they
+/// start in the arena (the first 4 bytes, little-endian).
+#[derive(Clone, Copy)]
+struct KeyRecord {
+    len: u32,
+    bytes: [u8; INLINE],
+}
+
+impl KeyRecord {
+    /// The record of `key`, whose bytes, if it is long, go to the end of `arena`.
+    fn new(key: &[u8], arena: &mut Vec<u8>) -> Self {
+        let mut bytes = [0; INLINE];
+        if key.len() <= INLINE {
+            bytes[..key.len()].copy_from_slice(key);
+        } else {
+            bytes[..4].copy_from_slice(&(arena.len() as u32).to_le_bytes());
+            extend(arena, key);
+        }
+        KeyRecord {
+            len: key.len() as u32,
+            bytes,
+        }
+    }
 }
 
 fn hash_key(key: &[u8]) -> u64 {
@@ -292,11 +323,23 @@ fn hash_key(key: &[u8]) -> u64 {
     h.finish()
 }
 
+/// The bytes of key `i`, in its record or in `arena`.
+#[inline]
+fn record_key<'a>(records: &'a [KeyRecord], arena: &'a [u8], i: u32) -> &'a [u8] {
+    let r = &records[i as usize];
+    let len = r.len as usize;
+    if len <= INLINE {
+        &r.bytes[..len]
+    } else {
+        let start = u32::from_le_bytes(r.bytes[..4].try_into().expect("4 bytes")) as usize;
+        &arena[start..start + len]
+    }
+}
+
 impl KeyIndex {
     /// Key number `i`.
     pub(crate) fn key(&self, i: u32) -> &[u8] {
-        let (start, len) = self.spans[i as usize];
-        &self.arena[start as usize..(start + len) as usize]
+        record_key(&self.records, &self.arena, i)
     }
 
     /// The number of `key`, if it is there.
@@ -306,13 +349,10 @@ impl KeyIndex {
                 return Some(i);
             }
         }
-        let (arena, spans) = (&self.arena, &self.spans);
+        let (records, arena) = (&self.records, &self.arena);
         let found = self
             .table
-            .find(hash_key(key), |&i| {
-                let (start, len) = spans[i as usize];
-                same(&arena[start as usize..(start + len) as usize], key)
-            })
+            .find(hash_key(key), |&i| same(record_key(records, arena, i), key))
             .copied();
         if found.is_some() {
             self.last = found;
@@ -327,21 +367,17 @@ impl KeyIndex {
                 return (i, false);
             }
         }
-        let (arena, spans) = (&self.arena, &self.spans);
-        let at = |i: u32| {
-            let (start, len) = spans[i as usize];
-            &arena[start as usize..(start + len) as usize]
-        };
+        let (records, arena) = (&self.records, &self.arena);
         let (i, new) = find_or_add(
             &mut self.table,
             hash_key(key),
-            |&i| same(at(i), key),
-            |&i| hash_key(at(i)),
-            spans.len() as u32,
+            |&i| same(record_key(records, arena, i), key),
+            |&i| hash_key(record_key(records, arena, i)),
+            records.len() as u32,
         );
         if new {
-            self.spans.push((self.arena.len() as u32, key.len() as u32));
-            extend(&mut self.arena, key);
+            let record = KeyRecord::new(key, &mut self.arena);
+            self.records.push(record);
         }
         self.last = Some(i);
         (i, new)
@@ -349,13 +385,13 @@ impl KeyIndex {
 
     /// Number of keys.
     pub(crate) fn len(&self) -> usize {
-        self.spans.len()
+        self.records.len()
     }
 
     /// Forgets every key, keeping the memory.
     pub(crate) fn clear(&mut self) {
+        self.records.clear();
         self.arena.clear();
-        self.spans.clear();
         self.table.clear();
         self.last = None;
     }
@@ -1067,7 +1103,7 @@ impl<T: Serialize + DeserializeOwned + 'static> ListState<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Slots, STATE_CACHE_ENTRIES};
+    use super::{KeyIndex, Slots, STATE_CACHE_ENTRIES};
 
     /// Calls of `batch` lookups each over `keys` keys drawn at random (a
     /// fixed sequence), as a cache sees them: the sizes it has after each.
@@ -1111,5 +1147,29 @@ mod tests {
         }
         let sizes = cache_sizes(10 * STATE_CACHE_ENTRIES as u64, 1024, 60);
         assert!(sizes.contains(&0), "{sizes:?}");
+    }
+
+    /// Keys short enough to be kept in their records and longer ones kept
+    /// in the arena are found, and given back, byte for byte.
+    #[test]
+    fn the_key_index_keeps_short_and_long_keys() {
+        let keys: Vec<Vec<u8>> = (0..40u8)
+            .flat_map(|n| [vec![b'k'; n as usize], (0..n).collect()])
+            .collect();
+        let mut index = KeyIndex::default();
+        for round in 0..2 {
+            for (i, key) in keys.iter().enumerate().skip(1) {
+                assert_eq!(index.insert(key), (i as u32 - 1, round == 0), "{key:?}");
+            }
+            for (i, key) in keys.iter().enumerate().skip(1) {
+                assert_eq!(index.find(key), Some(i as u32 - 1), "{key:?}");
+                assert_eq!(index.key(i as u32 - 1), &key[..]);
+            }
+        }
+        assert_eq!(index.find(b"not there"), None);
+        index.clear();
+        assert_eq!(index.len(), 0);
+        assert_eq!(index.find(&keys[5]), None);
+        assert_eq!(index.insert(&keys[5]), (0, true));
     }
 }
