@@ -83,8 +83,16 @@ impl Default for types::Batch {
 }
 
 impl Output {
-    pub(crate) fn new() -> Self {
-        Self::default()
+    /// Room for `n` events (of 16 bytes of key and value each) without growing.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Output {
+            batch: types::Batch {
+                data: Vec::with_capacity(16 * n),
+                key_lens: Vec::with_capacity(n),
+                value_lens: Vec::with_capacity(n),
+                timestamps: Vec::with_capacity(n),
+            },
+        }
     }
 
     /// Emits an event with `key` (or none), `value` and event time `timestamp`.

@@ -8,6 +8,7 @@
 
 use std::any::Any;
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use crate::context::{Config, Context, TaskInfo};
 use crate::event::{Error, Event, Output, TimeDomain, Timer};
@@ -43,16 +44,41 @@ thread_local! {
     static INSTANCE: RefCell<Option<Instance>> = const { RefCell::new(None) };
 }
 
-/// The keys of the batch being processed, for [`crate::ValueState`] prefetching.
+/// The keys of the current call, for [`crate::ValueState`] prefetching:
+/// the call's own input, shared with it rather than copied.
 #[derive(Default)]
-pub(crate) struct BatchKeys {
-    pub(crate) data: Vec<u8>,
-    /// One per event (or timer) of the call, in order; -1: no key.
-    pub(crate) lens: Vec<i32>,
+pub(crate) enum CallKeys {
+    #[default]
+    None,
+    /// A batch of events (checked by `events`).
+    Events(Rc<types::Batch>),
+    /// The keys of fired timers (checked by `split_blobs`).
+    Timers(Rc<types::Blobs>),
+}
+
+impl CallKeys {
+    /// The key of each event (or timer) of the call, in order (`None`: no key).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Option<&[u8]>> + '_ {
+        let (data, key_lens, value_lens): (&[u8], &[i32], &[u32]) = match self {
+            CallKeys::None => (&[], &[], &[]),
+            CallKeys::Events(b) => (&b.data, &b.key_lens, &b.value_lens),
+            CallKeys::Timers(k) => (&k.data, &k.lens, &[]),
+        };
+        let mut at = 0usize;
+        key_lens.iter().enumerate().map(move |(i, &len)| {
+            let key = (len >= 0).then(|| {
+                let key = data.get(at..at + len as usize).unwrap_or_default();
+                at += len as usize;
+                key
+            });
+            at += value_lens.get(i).map_or(0, |&n| n as usize);
+            key
+        })
+    }
 }
 
 thread_local! {
-    pub(crate) static BATCH_KEYS: RefCell<BatchKeys> = RefCell::new(BatchKeys::default());
+    pub(crate) static CALL_KEYS: RefCell<CallKeys> = RefCell::new(CallKeys::None);
     /// The position of the event (or timer) being handled in the current
     /// call and where its key's bytes are, so that state finds that key
     /// without hashing or comparing it again.
@@ -60,27 +86,8 @@ thread_local! {
         const { std::cell::Cell::new((u32::MAX, 0, 0)) };
 }
 
-fn set_batch_keys<'a>(keys: impl Iterator<Item = Option<&'a [u8]>>) {
-    BATCH_KEYS.with_borrow_mut(|b| {
-        b.data.clear();
-        b.lens.clear();
-        for key in keys {
-            match key {
-                Some(key) => {
-                    crate::bytes::extend(&mut b.data, key);
-                    b.lens.push(key.len() as i32);
-                }
-                None => b.lens.push(-1),
-            }
-        }
-    });
-}
-
-fn clear_batch_keys() {
-    BATCH_KEYS.with_borrow_mut(|b| {
-        b.data.clear();
-        b.lens.clear();
-    });
+fn clear_call_keys() {
+    CALL_KEYS.set(CallKeys::None);
     CURRENT.set((u32::MAX, 0, 0));
 }
 
@@ -187,10 +194,11 @@ fn fatal(e: Error) -> types::Error {
 /// `process` export.
 pub fn process<T: Operator>(input: types::Batch) -> Result<types::Batch, types::Error> {
     with_instance::<T, _>(|op, ctx| {
+        let input = Rc::new(input);
         let events = events(&input)?;
-        set_batch_keys(events.iter().map(|e| e.key));
+        CALL_KEYS.set(CallKeys::Events(input.clone()));
         ctx.begin_call();
-        let mut out = Output::new();
+        let mut out = Output::with_capacity(events.len());
         let result = (|| {
             op.prefetch(ctx, &events).map_err(fatal)?;
             for (i, event) in events.iter().enumerate() {
@@ -212,7 +220,7 @@ pub fn process<T: Operator>(input: types::Batch) -> Result<types::Batch, types::
         })();
         // State written before a bad input is kept, so flush in every case.
         let flushed = ctx.flush();
-        clear_batch_keys();
+        clear_call_keys();
         result?;
         flushed.map_err(fatal)?;
         Ok(out.into_batch())
@@ -226,7 +234,8 @@ pub fn on_timer<T: Operator>(fired: types::Timers) -> Result<types::Batch, types
             types::TimeDomain::EventTime => TimeDomain::EventTime,
             types::TimeDomain::ProcessingTime => TimeDomain::ProcessingTime,
         };
-        let keys = crate::state::split_blobs(&fired.keys).map_err(fatal)?;
+        let fired_keys = Rc::new(fired.keys);
+        let keys = crate::state::split_blobs(&fired_keys).map_err(fatal)?;
         if keys.len() != fired.timestamps.len() {
             return Err(types::Error::Fatal(
                 "malformed timers: the length lists differ".to_string(),
@@ -241,9 +250,9 @@ pub fn on_timer<T: Operator>(fired: types::Timers) -> Result<types::Batch, types
                 domain,
             })
             .collect();
-        set_batch_keys(timers.iter().map(|t| t.key));
+        CALL_KEYS.set(CallKeys::Timers(fired_keys.clone()));
         ctx.begin_call();
-        let mut out = Output::new();
+        let mut out = Output::with_capacity(timers.len());
         let result = (|| {
             op.prefetch_timers(ctx, &timers)?;
             for (i, timer) in timers.iter().enumerate() {
@@ -254,7 +263,7 @@ pub fn on_timer<T: Operator>(fired: types::Timers) -> Result<types::Batch, types
             Ok::<(), Error>(())
         })();
         let flushed = ctx.flush();
-        clear_batch_keys();
+        clear_call_keys();
         result.map_err(|e| match e {
             Error::BadInput(m) => types::Error::Fatal(format!("on_timer rejected a timer: {m}")),
             e => fatal(e),

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::bytes::{extend, same, Appender};
 use crate::event::Error;
 use crate::runtime::wit::{state as host, types};
-use crate::runtime::BATCH_KEYS;
+use crate::runtime::CALL_KEYS;
 
 /// The kinds of declared state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -446,23 +446,24 @@ impl<T> ValueCache<T> {
 }
 
 impl<T: Serialize + DeserializeOwned> ValueCache<T> {
-    /// Fetches `keys` (flat, possibly repeated, -1: none) that the cache
+    /// Fetches `keys` (possibly repeated, `None`: no key) that the cache
     /// does not hold yet; with `batch`, they are the call's keys in order,
     /// and each position's key number is remembered.
-    fn fetch(&mut self, data: &[u8], lens: &[i32], batch: bool) -> Result<(), Error> {
+    fn fetch<'k>(
+        &mut self,
+        keys: impl IntoIterator<Item = Option<&'k [u8]>>,
+        batch: bool,
+    ) -> Result<(), Error> {
         self.request.data.clear();
         self.request.lens.clear();
         self.fetched.clear();
-        let mut at = 0usize;
-        for &len in lens {
-            if len < 0 {
+        for key in keys {
+            let Some(key) = key else {
                 if batch {
                     self.positions.push(NO_KEY);
                 }
                 continue;
-            }
-            let key = &data[at..at + len as usize];
-            at += len as usize;
+            };
             let (i, new) = self.keys.insert(key);
             if batch {
                 self.positions.push(i);
@@ -539,12 +540,12 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ValueState<T> {
         let mut cache = self.inner.borrow_mut();
         if !cache.prefetched {
             cache.prefetched = true;
-            BATCH_KEYS.with_borrow(|keys| cache.fetch(&keys.data, &keys.lens, true))?;
+            CALL_KEYS.with_borrow(|keys| cache.fetch(keys.iter(), true))?;
         }
         let i = match cache.find(key) {
             Some(i) => i,
             None => {
-                cache.fetch(key, &[key.len() as i32], false)?;
+                cache.fetch([Some(key)], false)?;
                 cache.keys.find(key).expect("just fetched")
             }
         };
