@@ -78,7 +78,7 @@ impl CallKeys {
 }
 
 thread_local! {
-    pub(crate) static CALL_KEYS: RefCell<CallKeys> = RefCell::new(CallKeys::None);
+    pub(crate) static CALL_KEYS: RefCell<CallKeys> = const { RefCell::new(CallKeys::None) };
     /// The position of the event (or timer) being handled in the current
     /// call and where its key's bytes are, so that state finds that key
     /// without hashing or comparing it again.
