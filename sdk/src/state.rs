@@ -135,6 +135,10 @@ fn push_blob(blobs: &mut types::Blobs, bytes: Option<&[u8]>) {
 struct Slot<T> {
     value: Option<T>,
     dirty: bool,
+    /// Where the host stores the entry, if a write said ([`NO_PLACE`]
+    /// otherwise; value states only, see `put-many-placed`): given back
+    /// with its next write, so that the host need not find it.
+    place: u64,
 }
 
 /// The values of the entries (keys, or (key, user key) pairs) a cache
@@ -170,6 +174,7 @@ impl<V> Slots<V> {
             self.slots.push(Slot {
                 value: None,
                 dirty: false,
+                place: NO_PLACE,
             });
         }
     }
@@ -187,7 +192,11 @@ impl<V> Slots<V> {
     /// Writes entry `i` (`new`: just added to the index).
     fn write(&mut self, i: u32, new: bool, value: Option<V>) {
         if new {
-            self.slots.push(Slot { value, dirty: true });
+            self.slots.push(Slot {
+                value,
+                dirty: true,
+                place: NO_PLACE,
+            });
             self.dirty.push(i);
         } else {
             let slot = &mut self.slots[i as usize];
@@ -199,20 +208,28 @@ impl<V> Slots<V> {
         }
     }
 
-    /// Hands each entry written in this call to `f`, which sends it: those
-    /// of `first` in its order (the entries of the host's last read, whose
-    /// places it then knows), then the others; they are clean afterwards.
-    fn flush_each(&mut self, first: &[u32], mut f: impl FnMut(u32, Option<&V>)) {
+    /// Hands each entry written in this call to `f` with its place, which
+    /// sends it: those of `first` in its order (the entries of the host's
+    /// last read, whose places it then knows), then the others; they are
+    /// clean afterwards.
+    fn flush_each(&mut self, first: &[u32], mut f: impl FnMut(u32, Option<&V>, u64)) {
         for &i in first.iter().chain(&self.dirty) {
             let Some(slot) = self.slots.get_mut(i as usize) else {
                 continue;
             };
             if slot.dirty {
                 slot.dirty = false;
-                f(i, slot.value.as_ref());
+                f(i, slot.value.as_ref(), slot.place);
             }
         }
         self.dirty.clear();
+    }
+
+    /// Notes where the host stores entry `i`.
+    fn set_place(&mut self, i: u32, place: u64) {
+        if let Some(slot) = self.slots.get_mut(i as usize) {
+            slot.place = place;
+        }
     }
 
     /// Ends a call (after [`Slots::flush_each`]): whether the cache forgets
@@ -418,11 +435,8 @@ struct ValueCache<T> {
     fetched: Vec<u32>,
     /// Key number of each event of the call (after the batch's prefetch).
     positions: Vec<u32>,
-    /// Where the host stores key `i` (what its last write returned;
-    /// [`NO_PLACE`]: not known), given back with the key's next write so
-    /// that the host need not find it; and reused buffers of a write: the
-    /// key numbers written, and their places.
-    places: Vec<u64>,
+    /// Reused buffers of a write: the key numbers written, and the places
+    /// given with them (see [`Slot::place`]).
     written: Vec<u32>,
     given: Vec<u64>,
 }
@@ -513,7 +527,6 @@ impl<T: Serialize + DeserializeOwned + Clone + 'static> ValueState<T> {
                 request: empty_blobs(),
                 fetched: Vec::new(),
                 positions: Vec::new(),
-                places: Vec::new(),
                 written: Vec::new(),
                 given: Vec::new(),
             })),
@@ -580,31 +593,29 @@ impl<T: Serialize + DeserializeOwned> Flush for RefCell<ValueCache<T>> {
         let mut keys = empty_blobs();
         let mut values = empty_blobs();
         let mut result = Ok(());
-        let (name, index, places) = (&cache.name, &cache.keys, &cache.places);
+        let (name, index) = (&cache.name, &cache.keys);
         let (written, given) = (&mut cache.written, &mut cache.given);
         written.clear();
         given.clear();
-        cache.slots.flush_each(&cache.fetched, |i, value| {
+        cache.slots.flush_each(&cache.fetched, |i, value, place| {
             if let Err(e) = push_value(name, value, &mut values) {
                 result = Err(e);
                 return;
             }
             push_blob(&mut keys, Some(index.key(i)));
             written.push(i);
-            given.push(places.get(i as usize).copied().unwrap_or(NO_PLACE));
+            given.push(place);
         });
         if !keys.lens.is_empty() {
             let stored = cache.handle.put_many_placed(&keys, &values, given);
-            cache.places.resize(cache.slots.len(), NO_PLACE);
             for (&i, place) in cache.written.iter().zip(stored) {
-                cache.places[i as usize] = place;
+                cache.slots.set_place(i, place);
             }
         }
         debug_assert_eq!(cache.keys.len(), cache.slots.len());
         cache.fetched.clear();
         if cache.slots.end_call(result.is_err()) {
             cache.keys.clear();
-            cache.places.clear();
         }
         cache.positions.clear();
         cache.prefetched = false;
@@ -864,7 +875,7 @@ impl<V: Serialize + DeserializeOwned> Flush for RefCell<MapCache<V>> {
         clear_blobs(values);
         let mut result = Ok(());
         let (name, index) = (&cache.name, &cache.pairs);
-        cache.slots.flush_each(&cache.fetched, |i, value| {
+        cache.slots.flush_each(&cache.fetched, |i, value, _| {
             if let Err(e) = push_value(name, value, values) {
                 result = Err(e);
                 return;
