@@ -79,9 +79,7 @@ impl HostCtx {
     fn take_hints(&mut self, state: u32, n: usize) -> bool {
         self.hinted.take() == Some(state) && self.places.len() <= n
     }
-}
 
-impl HostCtx {
     /// Writes value state `state` (`put-many`, or `put-many-placed` with
     /// `given`, the places the operator gave back): each key's place is the
     /// one given when it still holds the key, else the hint of the last
@@ -93,13 +91,18 @@ impl HostCtx {
         keys: &WitBlobs,
         values: &WitBlobs,
         given: Option<&[u64]>,
-        what: &str,
     ) -> wasmtime::Result<Vec<u64>> {
-        let (keys, values) = split_pairs(
-            keys,
-            values,
-            &format!("{what}: keys and values differ in number"),
-        )?;
+        let (what, unpaired) = match given {
+            None => (
+                "value-state.put-many",
+                "value-state.put-many: keys and values differ in number",
+            ),
+            Some(_) => (
+                "value-state.put-many-placed",
+                "value-state.put-many-placed: keys and values differ in number",
+            ),
+        };
+        let (keys, values) = split_pairs(keys, values, unpaired)?;
         let keys = present(keys, what)?;
         if given.is_some_and(|g| g.len() != keys.len()) {
             return Err(trap(format!("{what}: keys and places differ in number")));
@@ -178,7 +181,7 @@ impl state::HostValueState for HostCtx {
         keys: WitBlobs,
         values: WitBlobs,
     ) -> wasmtime::Result<()> {
-        self.put_values(handle.rep(), &keys, &values, None, "value-state.put-many")
+        self.put_values(handle.rep(), &keys, &values, None)
             .map(|_| ())
     }
 
@@ -189,8 +192,7 @@ impl state::HostValueState for HostCtx {
         values: WitBlobs,
         places: Vec<u64>,
     ) -> wasmtime::Result<Vec<u64>> {
-        let what = "value-state.put-many-placed";
-        self.put_values(handle.rep(), &keys, &values, Some(&places), what)
+        self.put_values(handle.rep(), &keys, &values, Some(&places))
     }
 
     fn drop(&mut self, _handle: Resource<ValueStateHandle>) -> wasmtime::Result<()> {
