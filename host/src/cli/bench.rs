@@ -4,7 +4,8 @@
 //! in a child `weir run` of its own (so that peak memory is the run's own),
 //! and report events/s (the median of the runs), peak RSS (and for
 //! `keyed-count-1m` the bytes per key over the 10,000 keys of
-//! `keyed-count`), and for `latency` and `latency-1m` the end-to-end
+//! `keyed-count`: at the peak with checkpoints, and held by the state, from
+//! the same two jobs run without checkpoints), and for `latency` and `latency-1m` the end-to-end
 //! p50/p99/max at a fixed input rate, measured to the µs (`latency-1m`
 //! over 1,000,000 keys, through full checkpoints and a savepoint triggered
 //! over REST halfway). `map` and `keyed-count` also run the same logic
@@ -194,9 +195,25 @@ impl BenchArgs {
                         median(&mut rss)
                     }
                 };
+                let per_key =
+                    |rss: f64, base: f64| (rss - base) * (1 << 20) as f64 / extra_keys as f64;
                 let rss = row["peak_rss_mib"].as_f64().unwrap_or(0.0);
-                row["bytes_per_key"] = json!((rss - base) * (1 << 20) as f64 / extra_keys as f64);
+                row["bytes_per_key"] = json!(per_key(rss, base));
                 row["base_rss_mib"] = json!(base);
+                // What the state holds per key, apart from checkpoints: the
+                // peak above adds the shards copied on write while a full
+                // checkpoint is being written, and the checkpoint's buffers.
+                let peak = |case: JobCase| -> anyhow::Result<f64> {
+                    let quiet = JobCase {
+                        checkpoints: false,
+                        ..case
+                    };
+                    let mut rss = (0..scale.runs)
+                        .map(|_| run_once(&quiet, &wasm, work.path()).map(|r| r.rss_mib))
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    Ok(median(&mut rss))
+                };
+                row["held_bytes_per_key"] = json!(per_key(peak(case)?, peak(count)?));
             }
             if let Some(n) = &native {
                 let mut ratios: Vec<f64> = runs
@@ -745,8 +762,13 @@ fn describe(v: &Value) -> String {
         }
         if let Some(b) = v["bytes_per_key"].as_f64() {
             line.push_str(&format!(
-                ", {b:.0} bytes per key (over {:.0} MiB with 10,000 keys)",
+                ", {b:.0} bytes per key at the peak with checkpoints every second (over {:.0} MiB with 10,000 keys)",
                 v["base_rss_mib"].as_f64().unwrap_or(0.0)
+            ));
+        }
+        if let Some(b) = v["held_bytes_per_key"].as_f64() {
+            line.push_str(&format!(
+                ", {b:.0} held by the state (the same job without checkpoints)"
             ));
         }
         if let Some(bytes) = v["wasm_bytes"].as_u64() {
