@@ -186,14 +186,16 @@ impl BenchArgs {
             let count = job_cases(&scale)[1].0;
             let extra_keys = case.keys.saturating_sub(count.keys);
             if case.row == "keyed-count-1m" && extra_keys > 0 {
+                // The median peak RSS of `case` over the runs.
+                let median_rss = |case: &JobCase| -> anyhow::Result<f64> {
+                    let mut rss = (0..scale.runs)
+                        .map(|_| run_once(case, &wasm, work.path()).map(|r| r.rss_mib))
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    Ok(median(&mut rss))
+                };
                 let base = match count_rss {
                     Some(rss) => rss,
-                    None => {
-                        let mut rss = (0..scale.runs)
-                            .map(|_| run_once(&count, &wasm, work.path()).map(|r| r.rss_mib))
-                            .collect::<anyhow::Result<Vec<_>>>()?;
-                        median(&mut rss)
-                    }
+                    None => median_rss(&count)?,
                 };
                 let per_key =
                     |rss: f64, base: f64| (rss - base) * (1 << 20) as f64 / extra_keys as f64;
@@ -203,17 +205,12 @@ impl BenchArgs {
                 // What the state holds per key, apart from checkpoints: the
                 // peak above adds the shards copied on write while a full
                 // checkpoint is being written, and the checkpoint's buffers.
-                let peak = |case: JobCase| -> anyhow::Result<f64> {
-                    let quiet = JobCase {
-                        checkpoints: false,
-                        ..case
-                    };
-                    let mut rss = (0..scale.runs)
-                        .map(|_| run_once(&quiet, &wasm, work.path()).map(|r| r.rss_mib))
-                        .collect::<anyhow::Result<Vec<_>>>()?;
-                    Ok(median(&mut rss))
+                let quiet = |case: JobCase| JobCase {
+                    checkpoints: false,
+                    ..case
                 };
-                row["held_bytes_per_key"] = json!(per_key(peak(case)?, peak(count)?));
+                let held = (median_rss(&quiet(case))?, median_rss(&quiet(count))?);
+                row["held_bytes_per_key"] = json!(per_key(held.0, held.1));
             }
             if let Some(n) = &native {
                 let mut ratios: Vec<f64> = runs
