@@ -90,6 +90,18 @@ impl RunArgs {
             );
             return Ok(());
         }
+        if let Some(id) = report.shut_down_at {
+            tracing::info!(
+                job = %spec.name,
+                "job `{}` stopped on a signal after {:.3}s at its last checkpoint {id}, its output committed: {} events in, {} out, {} dead letters; `weir run` resumes it there",
+                spec.name,
+                report.elapsed.as_secs_f64(),
+                report.events_in,
+                report.events_out,
+                report.dead_letters
+            );
+            return Ok(());
+        }
         tracing::info!(
             job = %spec.name,
             events_in = report.events_in,

@@ -42,6 +42,8 @@ pub struct SavepointRequest {
     pub target: PathBuf,
     /// `Some(drain)`: stop the job right after the savepoint.
     pub stop: Option<bool>,
+    /// No savepoint: stop at a last checkpoint (a graceful shutdown on a signal).
+    pub checkpoint_only: bool,
 }
 
 /// Where a savepoint request is.
@@ -519,12 +521,58 @@ impl JobControl {
             id: id.clone(),
             target,
             stop,
+            checkpoint_only: false,
         };
         self.requests
             .0
             .send(request)
             .expect("the receiver lives in self");
         Ok(id)
+    }
+
+    /// Asks the job to stop gracefully, as on SIGTERM: with `savepoint`, a
+    /// stop-with-savepoint into the job file's `[savepoint] dir` (a stop at
+    /// a last checkpoint when that is refused, say during a live swap);
+    /// else a stop at a last checkpoint, whose output the sink commits
+    /// before the job ends, and which the next start restores. Nobody waits
+    /// to read the outcome. Fails when the job is not running (it starts,
+    /// restarts or already stops).
+    pub fn request_shutdown(&self, savepoint: bool) -> Result<String, String> {
+        let state = self.state();
+        if state != JobState::Running {
+            return Err(format!("the job is {state:?}").to_lowercase());
+        }
+        self.stop_reported.store(true, Ordering::SeqCst);
+        if savepoint {
+            match self.request_savepoint(None, Some(false)) {
+                Ok(_) => {
+                    return Ok(format!(
+                        "stopping with a savepoint in `{}`",
+                        self.default_target
+                            .as_ref()
+                            .map_or(String::new(), |d| d.display().to_string())
+                    ))
+                }
+                Err(r) => tracing::warn!(
+                    "cannot stop with a savepoint ({}): stopping at a last checkpoint instead",
+                    r.message
+                ),
+            }
+        }
+        if self.stopping.swap(true, Ordering::SeqCst) {
+            return Err("the job is already stopping".to_string());
+        }
+        self.set_state(JobState::Stopping);
+        self.requests
+            .0
+            .send(SavepointRequest {
+                id: "shutdown".to_string(),
+                target: PathBuf::new(),
+                stop: Some(false),
+                checkpoint_only: true,
+            })
+            .expect("the receiver lives in self");
+        Ok("stopping at a last checkpoint".to_string())
     }
 
     /// Starts a shadow run (see [`crate::engine::shadow::ShadowControl::start`]);

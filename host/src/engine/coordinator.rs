@@ -125,6 +125,18 @@ pub enum Ack {
     /// A source subtask has read its whole input and waits for the final
     /// checkpoint (which comes once every source subtask has).
     EndOfInput,
+    /// The sink published (committed) what checkpoint `id` covers.
+    Committed {
+        /// Checkpoint ID.
+        id: u64,
+    },
+    /// The sink could not publish what checkpoint `id` covers: it fails.
+    CommitFailed {
+        /// Checkpoint ID.
+        id: u64,
+        /// Why, in one line.
+        why: String,
+    },
 }
 
 /// What the coordinator tells the sink about a barrier it pre-committed.
@@ -201,8 +213,17 @@ pub struct Coordinator {
     pub operators: RefCell<Vec<OperatorInfo>>,
     /// Time between checkpoints; `None`: only the final one.
     pub interval: Option<Duration>,
-    /// Completed checkpoints to keep.
+    /// Completed checkpoints to keep (besides the one the sink's last
+    /// commit names, which is always kept).
     pub retain: usize,
+    /// The checkpoint whose output the sink committed last, as far as this
+    /// run knows (the restored one; 0: none of this store's).
+    pub committed: std::cell::Cell<u64>,
+    /// Completed checkpoints whose sink commit has not been acknowledged
+    /// yet, oldest first.
+    pub publishing: RefCell<VecDeque<Publishing>>,
+    /// Where an exactly-once sink records its commits (savepoints say so).
+    pub sink_commit: Option<savepoint::SinkCommit>,
     /// The chain of the checkpoint this run restored from (empty: none).
     pub parent_chain: Vec<u64>,
     /// Acknowledgements from the stages.
@@ -228,6 +249,17 @@ pub struct Coordinator {
     pub swaps: Arc<SwapBoard>,
     /// The live swap under way.
     pub swap: RefCell<SwapTrack>,
+}
+
+/// A completed checkpoint whose output the sink is publishing: what waits
+/// for the commit (a savepoint is reported completed, and the sources'
+/// consumer groups and retention learn of the checkpoint, only once the
+/// output it covers is committed).
+pub struct Publishing {
+    /// Checkpoint ID.
+    pub id: u64,
+    /// The savepoint it carries: its request ID and directory.
+    pub savepoint: Option<(String, PathBuf)>,
 }
 
 /// A savepoint riding on a pending barrier.
@@ -267,6 +299,8 @@ struct Pending {
     swap: Option<Arc<SwapOrder>>,
     /// Events the logic swapped in has processed, as of this barrier.
     swapped_events: u64,
+    /// The last barrier of a shutdown (a signal).
+    shutdown: bool,
 }
 
 impl Pending {
@@ -299,6 +333,8 @@ pub enum CoordinatorEnd {
     StoppedWithSavepoint(PathBuf),
     /// The stages went away first (the run failed or was stopped).
     Stopped,
+    /// A shutdown (a signal) stopped the job at this last checkpoint.
+    ShutDown(u64),
     /// A stop-with-savepoint failed, but its checkpoint completed: the job
     /// resumes from it (the stop barrier ended this run's source). The
     /// message says why the savepoint failed.
@@ -343,6 +379,7 @@ impl Coordinator {
             self.control.savepoint_failed(&sp.request.id, &why);
             sp.writer.abort();
         }
+        self.unpublished(&format!("{why}, before the sink committed its output"));
         for request in waiting {
             self.control.savepoint_failed(&request.id, &why);
         }
@@ -377,6 +414,7 @@ impl Coordinator {
         let mut end_requested = false;
         let mut ended_sources = 0usize;
         let mut stopping = false;
+        let mut shutdown_requested = false;
         let mut next_trigger = self.interval.map(|i| Instant::now() + i);
         // Checkpoint failures in a row.
         let mut failures = 0u32;
@@ -396,6 +434,14 @@ impl Coordinator {
                     let t = self.swap.borrow();
                     t.waiting.is_some() || t.probation.is_some()
                 };
+                // A shutdown (a signal) stops at a last checkpoint, swap or not.
+                let shutdown = shutdown_requested;
+                if shutdown {
+                    for r in waiting.drain(..) {
+                        self.control
+                            .savepoint_failed(&r.id, "the job is shutting down");
+                    }
+                }
                 if swapping {
                     for r in waiting.drain(..) {
                         self.control.savepoint_failed(
@@ -408,8 +454,9 @@ impl Coordinator {
                 let savepoint = waiting
                     .pop_front()
                     .and_then(|r| self.prepare_savepoint(r, next_id));
-                if end_requested || savepoint.is_some() {
-                    let stop = savepoint.as_ref().is_some_and(|s| s.request.stop.is_some());
+                if end_requested || savepoint.is_some() || shutdown {
+                    let stop =
+                        shutdown || savepoint.as_ref().is_some_and(|s| s.request.stop.is_some());
                     let last = end_requested || stop;
                     match self.trigger(
                         next_id,
@@ -418,18 +465,21 @@ impl Coordinator {
                         &chain,
                         &chain_bytes,
                         end_requested,
+                        shutdown,
                     ) {
                         Ok(p) => {
                             *pending = Some(p);
                             stopping = stop;
+                            shutdown_requested = false;
                         }
                         Err(Untriggered::Gone) => return Ok(CoordinatorEnd::Stopped),
+                        // A shutdown is tried again at the next round.
                         Err(Untriggered::Busy(sp)) => self.source_busy(sp),
                     }
                     next_id += 1;
                 } else if self.swap.borrow().waiting.is_some() {
                     // A swap rides on the next checkpoint barrier, now.
-                    match self.trigger(next_id, false, None, &chain, &chain_bytes, false) {
+                    match self.trigger(next_id, false, None, &chain, &chain_bytes, false, false) {
                         Ok(p) => *pending = Some(p),
                         Err(Untriggered::Gone) => return Ok(CoordinatorEnd::Stopped),
                         Err(Untriggered::Busy(_)) => {}
@@ -458,7 +508,10 @@ impl Coordinator {
                 }
                 recv(requests) -> request => {
                     if let Ok(request) = request {
-                        if stopping {
+                        if request.checkpoint_only {
+                            // A stop under way already ends the job.
+                            shutdown_requested = !stopping;
+                        } else if stopping {
                             self.control.savepoint_failed(&request.id, "the job is stopping");
                         } else {
                             waiting.push_back(request);
@@ -475,7 +528,7 @@ impl Coordinator {
                 }
             };
             let Some(ack) = ack else {
-                match self.trigger(next_id, false, None, &chain, &chain_bytes, false) {
+                match self.trigger(next_id, false, None, &chain, &chain_bytes, false, false) {
                     Ok(p) => *pending = Some(p),
                     Err(Untriggered::Gone) => return Ok(CoordinatorEnd::Stopped),
                     Err(Untriggered::Busy(sp)) => {
@@ -487,6 +540,8 @@ impl Coordinator {
                 continue;
             };
             match ack {
+                Ack::Committed { id } => self.published(id),
+                Ack::CommitFailed { id, why } => self.publish_failed(id, &why),
                 Ack::EndOfInput => {
                     ended_sources += 1;
                     end_requested = ended_sources >= self.triggers.len();
@@ -688,6 +743,7 @@ impl Coordinator {
             });
         }
         let mut stopped_at = None;
+        let mut saved = None;
         if let Some(sp) = p.savepoint.take() {
             let request_id = sp.request.id.clone();
             let stop = sp.request.stop.is_some();
@@ -695,15 +751,15 @@ impl Coordinator {
                 Ok(dir) => {
                     tracing::info!(
                         checkpoint_id = p.id,
-                        "savepoint {} complete in {:.1} ms: {}",
+                        "savepoint {} written in {:.1} ms: {}; it is complete once the sink has committed its output",
                         p.id,
                         p.started.elapsed().as_secs_f64() * 1e3,
                         dir.display()
                     );
-                    self.control.savepoint_completed(&request_id, &dir);
                     if stop {
-                        stopped_at = Some(dir);
+                        stopped_at = Some(dir.clone());
                     }
+                    saved = Some((request_id, dir));
                 }
                 Err(e) => {
                     self.control.savepoint_failed(&request_id, &e);
@@ -742,23 +798,26 @@ impl Coordinator {
         }
         if probation_of.is_some() {
             // On probation: the sink keeps what it staged since the swap
-            // barrier, and the swap barrier's checkpoint is kept.
+            // barrier, and nothing is committed, so the sources' consumer
+            // groups hear nothing of it either.
             let _ = self.commits.send(SinkNotice::Aborted(p.id));
-            for source in &self.source_completions {
-                let _ = source.send(p.id);
-            }
             return Ok(None);
         }
         // The sink publishes what the checkpoint covers; it may be gone if the job failed.
+        self.publishing.borrow_mut().push_back(Publishing {
+            id: p.id,
+            savepoint: saved,
+        });
         let _ = self.commits.send(SinkNotice::Complete(p.id));
-        for source in &self.source_completions {
-            let _ = source.send(p.id);
+        if self.store.is_some() {
+            // Retention may free the checkpoint before: this one is durable.
+            self.free_old(p.id);
         }
-        if let Some(store) = &self.store {
-            if let Err(e) = store.retain(self.retain, false) {
-                // Old checkpoints stay a little longer; the next completion retries.
-                tracing::warn!(checkpoint_id = p.id, "cannot free old checkpoints: {e}");
-            }
+        let last = stopped_at.is_some() || p.stop_failed.is_some() || p.last;
+        if last && !self.await_published(p.id) {
+            // The sink failed (its commit, or before it): the run fails, and
+            // the savepoint this stop carried was failed with it.
+            return Ok(Some(CoordinatorEnd::Stopped));
         }
         if let Some(dir) = stopped_at {
             return Ok(Some(CoordinatorEnd::StoppedWithSavepoint(dir)));
@@ -772,10 +831,123 @@ impl Coordinator {
             );
             return Ok(Some(CoordinatorEnd::Resume(why)));
         }
+        if p.last && p.shutdown {
+            return Ok(Some(CoordinatorEnd::ShutDown(p.id)));
+        }
         if p.last {
             return Ok(Some(CoordinatorEnd::Finished));
         }
         Ok(None)
+    }
+
+    /// The sink committed what checkpoint `id` covers (and so everything
+    /// before it): the savepoints riding on them are complete, the sources
+    /// commit their offsets to their consumer groups, and retention may
+    /// free what recovery no longer needs.
+    fn published(&self, id: u64) {
+        let mut done = Vec::new();
+        {
+            let mut publishing = self.publishing.borrow_mut();
+            while publishing.front().is_some_and(|p| p.id <= id) {
+                done.extend(publishing.pop_front());
+            }
+        }
+        if done.is_empty() {
+            return;
+        }
+        self.committed.set(id);
+        for p in &done {
+            if let Some((request_id, dir)) = &p.savepoint {
+                tracing::info!(
+                    checkpoint_id = p.id,
+                    "savepoint {} complete: {}",
+                    p.id,
+                    dir.display()
+                );
+                self.control.savepoint_completed(request_id, dir);
+            }
+        }
+        for source in &self.source_completions {
+            let _ = source.send(id);
+        }
+        if let Some(store) = &self.store {
+            match store.sink_record() {
+                Ok(Some(mut r)) if !r.committed => {
+                    r.committed = true;
+                    if let Err(e) = store.set_sink_record(&r) {
+                        tracing::warn!(
+                            checkpoint_id = id,
+                            "cannot record the sink's first commit: {e}"
+                        );
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(checkpoint_id = id, "{e}"),
+            }
+        }
+        self.free_old(id);
+    }
+
+    /// The sink could not commit what checkpoint `id` covers: it fails, and
+    /// so does the run. The savepoints waiting for that commit fail (their
+    /// output was not published, so they are removed).
+    fn publish_failed(&self, id: u64, why: &str) {
+        self.unpublished(&format!(
+            "the sink could not commit checkpoint {id}'s output: {why}"
+        ));
+    }
+
+    /// Fails the savepoints whose output was not committed, for `why`, and
+    /// removes them: restoring one would lose that output.
+    fn unpublished(&self, why: &str) {
+        let failed: Vec<Publishing> = self.publishing.borrow_mut().drain(..).collect();
+        for p in failed {
+            if let Some((request_id, dir)) = p.savepoint {
+                tracing::warn!(checkpoint_id = p.id, "savepoint {} failed: {why}", p.id);
+                self.control.savepoint_failed(&request_id, &why);
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!("cannot remove failed savepoint `{}`: {e}", dir.display());
+                }
+            }
+        }
+    }
+
+    /// Applies retention: the `retain` newest checkpoints, the one the
+    /// sink's last commit names and `also` are kept.
+    fn free_old(&self, also: u64) {
+        if let Some(store) = &self.store {
+            if let Err(e) = store.retain(self.retain, false, &[self.committed.get(), also]) {
+                // Old checkpoints stay a little longer; the next completion retries.
+                tracing::warn!(checkpoint_id = also, "cannot free old checkpoints: {e}");
+            }
+        }
+    }
+
+    /// Waits until the sink has committed checkpoint `id` (a last barrier:
+    /// the run ends only with its output published). False when the sink
+    /// failed, or the run was cancelled, first.
+    fn await_published(&self, id: u64) -> bool {
+        loop {
+            if self.committed.get() >= id && self.publishing.borrow().is_empty() {
+                return true;
+            }
+            crossbeam_channel::select! {
+                recv(self.acks) -> msg => match msg {
+                    Ok(Ack::Committed { id }) => self.published(id),
+                    Ok(Ack::CommitFailed { id, why }) => {
+                        self.publish_failed(id, &why);
+                        return false;
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                },
+                recv(self.cancel) -> _ => break,
+            }
+        }
+        self.unpublished(&format!(
+            "the job failed before the sink committed checkpoint {id}'s output"
+        ));
+        false
     }
 
     /// The subtasks of `order`'s operator swapped at barrier `id`
@@ -818,6 +990,7 @@ impl Coordinator {
             meta.sink.clone(),
             meta.watermark,
         );
+        manifest.sink_commit = self.sink_commit.clone();
         for (i, o) in self.operators.borrow().iter().enumerate() {
             let mut files = sp.files[i].clone();
             files.sort_by_key(|f| f.key_groups);
@@ -873,6 +1046,7 @@ impl Coordinator {
         chain: &[u64],
         chain_bytes: &[u64],
         input_ended: bool,
+        shutdown: bool,
     ) -> Result<Pending, Untriggered> {
         let n_ops = self.operators.borrow().len();
         let swap = if last {
@@ -887,9 +1061,10 @@ impl Coordinator {
             .as_ref()
             .is_some_and(|s| s.request.stop == Some(true));
         let stop = !input_ended
-            && savepoint
-                .as_ref()
-                .is_some_and(|s| s.request.stop == Some(false));
+            && (shutdown
+                || savepoint
+                    .as_ref()
+                    .is_some_and(|s| s.request.stop == Some(false)));
         tracing::debug!(
             checkpoint_id = id,
             full,
@@ -950,6 +1125,7 @@ impl Coordinator {
             stop_failed: None,
             swap,
             swapped_events: 0,
+            shutdown: shutdown && last && !input_ended,
         })
     }
 

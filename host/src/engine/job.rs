@@ -93,6 +93,8 @@ pub struct JobSpec {
     pub restart: Option<RestartSpec>,
     /// REST server settings, if the `[rest]` table is present.
     pub rest: Option<RestSpec>,
+    /// What a SIGTERM or SIGINT does (`[shutdown]`; defaults without it).
+    pub shutdown: ShutdownSpec,
     /// The job file's directory, absolute; relative paths in the file are resolved against it.
     pub base_dir: PathBuf,
 }
@@ -284,6 +286,30 @@ pub enum RestartStrategy {
     None,
 }
 
+/// `[shutdown]`: how the job ends on SIGTERM or SIGINT (what init systems,
+/// containers and Ctrl-C send).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownSpec {
+    /// `savepoint = true`: stop with a savepoint (in `[savepoint] dir`);
+    /// else with a last checkpoint.
+    pub savepoint: bool,
+    /// `timeout`: past it (or at a second signal) the process exits at once,
+    /// still exactly-once by recovery (default 30 s).
+    pub timeout: Duration,
+}
+
+/// The default `[shutdown] timeout`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Default for ShutdownSpec {
+    fn default() -> Self {
+        ShutdownSpec {
+            savepoint: false,
+            timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
+}
+
 /// `[rest]`: the REST server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestSpec {
@@ -381,6 +407,14 @@ struct RawJob {
     savepoint: Option<Spanned<RawSavepoint>>,
     restart: Option<Spanned<RawRestart>>,
     rest: Option<Spanned<RawRest>>,
+    shutdown: Option<Spanned<RawShutdown>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [shutdown] table")]
+struct RawShutdown {
+    savepoint: Field,
+    timeout: Field,
 }
 
 /// The `[source]` table: the connector `type` names reads its own fields.
@@ -572,6 +606,36 @@ impl JobFile<'_> {
         };
         let restart = raw.restart.as_ref().map(|r| self.restart(r)).transpose()?;
         let rest = raw.rest.as_ref().map(|r| self.rest(r)).transpose()?;
+        let shutdown = match &raw.shutdown {
+            Some(sd) => {
+                let s = self.section("shutdown", sd.span());
+                let r = sd.get_ref();
+                let with_savepoint = s
+                    .opt(&r.savepoint, |v| s.boolean("savepoint", v))?
+                    .unwrap_or(false);
+                if with_savepoint && savepoint.is_none() {
+                    return Err(s.fail(
+                        r.savepoint.as_ref().map_or(sd.span(), |v| v.span()),
+                        "`savepoint = true` needs a [savepoint] table (its `dir` is where the savepoint goes)",
+                    ));
+                }
+                let timeout = match &r.timeout {
+                    Some(v) => {
+                        let d = s.duration("timeout", v)?;
+                        if d.is_zero() {
+                            return Err(s.fail(v.span(), "`timeout` must be above zero"));
+                        }
+                        d
+                    }
+                    None => DEFAULT_SHUTDOWN_TIMEOUT,
+                };
+                ShutdownSpec {
+                    savepoint: with_savepoint,
+                    timeout,
+                }
+            }
+            None => ShutdownSpec::default(),
+        };
 
         Ok(JobSpec {
             name: name.to_owned(),
@@ -584,6 +648,7 @@ impl JobFile<'_> {
             savepoint,
             restart,
             rest,
+            shutdown,
             base_dir: self.base_dir.clone(),
         })
     }
@@ -1690,6 +1755,32 @@ type = "stdout"
             e,
             "/jobs/job.toml:4: source: `format` must be one of `json`, `lines`, found `xml`"
         );
+    }
+
+    #[test]
+    fn shutdown_table() {
+        let spec = parse(MINIMAL).unwrap();
+        assert_eq!(spec.shutdown, ShutdownSpec::default());
+        let spec = parse(&format!(
+            "{MINIMAL}[savepoint]\n[shutdown]\nsavepoint = true\ntimeout = \"5s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            spec.shutdown,
+            ShutdownSpec {
+                savepoint: true,
+                timeout: Duration::from_secs(5)
+            }
+        );
+        let e = err(&format!("{MINIMAL}[shutdown]\nsavepoint = true\n"));
+        assert!(
+            e.contains("`savepoint = true` needs a [savepoint] table"),
+            "{e}"
+        );
+        let e = err(&format!("{MINIMAL}[shutdown]\ntimeout = \"0s\"\n"));
+        assert!(e.contains("`timeout` must be above zero"), "{e}");
+        let e = err(&format!("{MINIMAL}[shutdown]\ngrace = 1\n"));
+        assert!(e.contains("grace"), "{e}");
     }
 
     #[test]

@@ -4,15 +4,15 @@
 //! ([`stages`]), the checkpoint coordinator ([`coordinator`]), the control
 //! plane's handle on a running job ([`control`]) and the runtime that wires
 //! it all up and restarts it ([`runtime`]), and the upgrade plan of a
-//! restore ([`upgrade`]). Uses [`crate::wasm`],
-//! it all up and restarts it ([`runtime`]); shadow runs of candidate logic
-//! ([`shadow`]). Uses [`crate::wasm`],
+//! restore ([`upgrade`]); which checkpoint a run restores ([`recovery`]);
+//! shadow runs of candidate logic ([`shadow`]). Uses [`crate::wasm`],
 //! [`crate::connectors`], [`crate::state`] and [`crate::model`].
 
 pub mod control;
 pub mod coordinator;
 pub mod job;
 pub mod partition;
+pub mod recovery;
 pub mod runtime;
 pub mod shadow;
 pub mod stages;

@@ -32,6 +32,7 @@ use crate::engine::job::{
     CheckpointMode, InputMode, JobSpec, RestartSpec, RestartStrategy, SinkSpec, SourceConnector,
 };
 use crate::engine::partition::{Router, Routing};
+use crate::engine::recovery::{self, Marker};
 use crate::engine::stages::{SinkCheckpointing, SourceCheckpointing};
 use crate::engine::stream::{self, Inputs, Message, StageError};
 use crate::engine::subtask::Subtask;
@@ -61,6 +62,9 @@ pub struct JobReport {
     pub stopped_with_savepoint: Option<PathBuf>,
     /// End-to-end latencies, from a `latency = true` blackhole sink.
     pub latency: Option<crate::connectors::blackhole::LatencyHistogram>,
+    /// Stopped gracefully on a signal, at this last checkpoint (0: the job
+    /// takes no checkpoints).
+    pub shut_down_at: Option<u64>,
     /// A stop-with-savepoint failed (why) after its checkpoint completed:
     /// the run ended, the job resumes from that checkpoint.
     pub resume: Option<String>,
@@ -330,95 +334,102 @@ fn kafka_exactly_once(spec: &JobSpec, c: &KafkaSinkConfig) -> Result<bool, RunEr
     }
 }
 
-/// The newest checkpoint of `store` whose Kafka transaction is known
-/// committed (0: none), from the sink's commit markers. Fences the producer
-/// of an earlier run first, so that its open transaction is settled.
-fn committed_checkpoint(c: &KafkaSinkConfig, store: &CheckpointStore) -> Result<u64, RunError> {
+/// What the exactly-once Kafka sink's commit markers say about `store`.
+/// Fences the producer of an earlier run first, so that its open
+/// transaction is settled.
+fn commit_marker(c: &KafkaSinkConfig, store: &CheckpointStore) -> Result<Marker, RunError> {
     let instance = store
         .instance()
         .map_err(|e| RunError::Setup(e.to_string()))?;
     let last = connectors::kafka::sink::last_committed(c).map_err(RunError::Setup)?;
     Ok(match last {
-        Some(m) if m.store == instance => m.checkpoint,
+        Some(m) if m.store == instance => Marker::Own(m.checkpoint),
         Some(m) => {
             tracing::info!(
-                "the last Kafka transaction committed under `{}` is checkpoint {} of another state directory: none of this one's is",
+                "the last Kafka transaction committed under `{}` is checkpoint {} of another state directory",
                 c.transactional_id_prefix,
                 m.checkpoint
             );
-            0
+            Marker::Foreign(m.checkpoint)
         }
-        None => 0,
+        None => Marker::None,
     })
 }
 
-/// Picks the checkpoint to restore, if any: `options.from_checkpoint`, else
-/// the newest (with an ID of at least `min_id`).
+/// Picks the checkpoint to restore, if any ([`recovery::choose`]), from
+/// the completed checkpoints of `store` with an ID of at least `min_id`;
+/// with an exactly-once Kafka sink, by its commit markers. Completed
+/// checkpoints above the one whose output was committed last are forgotten:
+/// their output never was.
 fn choose_checkpoint(
     store: &CheckpointStore,
     options: &RunOptions,
     min_id: u64,
-    committed: Option<u64>,
+    kafka_eos: Option<&KafkaSinkConfig>,
 ) -> Result<Option<CheckpointMeta>, RunError> {
     let setup = |e: crate::state::checkpoint::CheckpointError| RunError::Setup(e.to_string());
     let completed = store.list().map_err(setup)?;
-    if options.fresh {
-        if !completed.is_empty() {
+    if options.fresh && !completed.is_empty() {
+        tracing::warn!(
+            "--fresh: ignoring {} checkpoint(s) in `{}`; the job starts from the beginning",
+            completed.len(),
+            store.dir().display()
+        );
+    }
+    let record = store.sink_record().map_err(setup)?;
+    let marker = match kafka_eos {
+        Some(c) if !options.fresh => Some(commit_marker(c, store)?),
+        _ => None,
+    };
+    let ids: Vec<u64> = completed.iter().map(|m| m.id).collect();
+    let dir = store.dir().display().to_string();
+    let situation = recovery::Situation {
+        completed: &ids,
+        fresh: options.fresh,
+        from_checkpoint: options.from_checkpoint,
+        min_id,
+        commits: kafka_eos
+            .zip(marker.clone())
+            .map(|(c, marker)| recovery::Commits {
+                marker,
+                record: record.as_ref(),
+                prefix: &c.transactional_id_prefix,
+            }),
+        dir: &dir,
+    };
+    let chosen = recovery::choose(&situation).map_err(RunError::Setup)?;
+    if let (Some(Marker::Own(c)), None) = (&marker, options.from_checkpoint) {
+        let forgotten = store.forget_above(*c).map_err(setup)?;
+        if !forgotten.is_empty() {
             tracing::warn!(
-                "--fresh: ignoring {} checkpoint(s) in `{}`; the job starts from the beginning",
-                completed.len(),
-                store.dir().display()
+                "checkpoint(s) {forgotten:?} completed but their Kafka transaction was not committed (the last committed is checkpoint {c}): the job restores {} and recomputes what came after",
+                chosen.map_or("from the beginning".to_string(), |id| format!("checkpoint {id}"))
             );
         }
-        return Ok(None);
     }
-    match options.from_checkpoint {
-        Some(id) if committed.is_some_and(|c| id > c) => Err(RunError::Setup(format!(
-            "--from-checkpoint {id}: the Kafka transaction of checkpoint {id} was never committed (the last committed is {}): its output would be lost; restore that one or an earlier one",
-            match committed {
-                Some(0) | None => "none".to_string(),
-                Some(c) => format!("checkpoint {c}"),
-            }
-        ))),
-        Some(id) => completed
-            .iter()
-            .find(|m| m.id == id)
-            .cloned()
-            .map(Some)
-            .ok_or_else(|| {
-                let ids: Vec<String> = completed.iter().map(|m| m.id.to_string()).collect();
-                RunError::Setup(format!(
-                    "there is no completed checkpoint {id} in `{}` (there are: {})",
-                    store.dir().display(),
-                    if ids.is_empty() {
-                        "none".to_string()
-                    } else {
-                        ids.join(", ")
-                    }
-                ))
-            }),
-        None => {
-            let newest = completed.last().map(|m| m.id);
-            let chosen = completed
-                .into_iter()
-                .rev()
-                .find(|m| m.id >= min_id && committed.is_none_or(|c| m.id <= c));
-            if let (Some(newest), Some(c)) = (newest, committed) {
-                if newest > c {
-                    tracing::warn!(
-                        "checkpoint {newest} completed but its Kafka transaction was not committed (the last committed is checkpoint {c}): the job restores {} and recomputes what came after",
-                        chosen
-                            .as_ref()
-                            .map_or("from the beginning".to_string(), |m| format!(
-                                "checkpoint {}",
-                                m.id
-                            ))
-                    );
-                }
-            }
-            Ok(chosen)
-        }
+    Ok(chosen.and_then(|id| completed.into_iter().find(|m| m.id == id)))
+}
+
+/// Refuses a savepoint whose output an exactly-once Kafka sink never
+/// committed (the process died between writing it and the commit, or the
+/// commit failed): restoring it would lose that output. Checked with the
+/// commit markers, as a checkpoint restore is ([`recovery::savepoint_committed`]).
+fn check_savepoint_committed(c: &KafkaSinkConfig, sp: &Savepoint) -> Result<(), RunError> {
+    let Some(commit) = &sp.meta.sink_commit else {
+        return Ok(());
+    };
+    if commit.transactional_id_prefix != c.transactional_id_prefix {
+        return Ok(());
     }
+    let last = connectors::kafka::sink::last_committed(c).map_err(RunError::Setup)?;
+    recovery::savepoint_committed(
+        &sp.dir.display().to_string(),
+        sp.meta.id,
+        &commit.store,
+        &c.transactional_id_prefix,
+        last.as_ref().map(|m| (m.store.as_str(), m.checkpoint)),
+    )
+    .map_err(RunError::Setup)
 }
 
 /// A savepoint's manifest, as the checkpoint metadata the runtime restores from.
@@ -724,15 +735,23 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
             job_file.display()
         )));
     }
-    // An exactly-once Kafka sink: the checkpoint to restore is the newest
-    // whose transaction committed, so one more is kept.
+    // An exactly-once Kafka sink: the checkpoint to restore is the one
+    // whose transaction committed last (see `recovery`). The process holds
+    // the sink's transactional id prefix while it runs, so that a second
+    // process on it is refused rather than fencing this one.
     let kafka_eos = match &spec.sink {
         SinkSpec::Kafka(c) if kafka_exactly_once(spec, c)? => Some(c),
         _ => None,
     };
-    let retain = |r: usize| if kafka_eos.is_some() { r.max(2) } else { r };
+    let _prefix_lock = match kafka_eos {
+        Some(c) => Some(connectors::kafka::sink::lock_prefix(c).map_err(RunError::Setup)?),
+        None => None,
+    };
+    if let (Some(c), Some(sp)) = (kafka_eos, &savepoint) {
+        check_savepoint_committed(c, sp)?;
+    }
     let store = LazyStore {
-        spec: checkpoint.map(|c| (c.dir.clone(), retain(c.retain))),
+        spec: checkpoint.map(|c| (c.dir.clone(), c.retain)),
         store: Default::default(),
         min_id: savepoint_restore.as_ref().map_or(0, |r| r.meta.id + 1),
     };
@@ -745,11 +764,7 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
         let Some(store) = store.get()? else {
             return Ok(None);
         };
-        let committed = match kafka_eos {
-            Some(c) => Some(committed_checkpoint(c, &store)?),
-            None => None,
-        };
-        match choose_checkpoint(&store, options, min_id, committed)? {
+        match choose_checkpoint(&store, options, min_id, kafka_eos)? {
             Some(meta) => {
                 let (logic, swaps) = logic_at(&components, &store, &meta, &job_loaded, spec)?;
                 *loaded = logic;
@@ -856,6 +871,7 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
         }
         None => false,
     };
+    handle_signals(&plane, &control, &spec.shutdown, &spec.name);
     let sampler = control.clone();
     plane.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -1004,6 +1020,7 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
                 }
             }
         }
+        Ok(report) if report.shut_down_at.is_some() => control.set_state(JobState::Stopped),
         Ok(_) => control.set_state(JobState::Finished),
         Err(e) => control.failed(&e.to_string()),
     }
@@ -1018,6 +1035,59 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
     }
     plane.shutdown_background();
     result
+}
+
+/// SIGTERM and SIGINT (what init systems, containers and Ctrl-C send) stop
+/// the job gracefully ([`JobControl::request_shutdown`]): the checkpoint
+/// in flight finishes, a last one (or a savepoint, with `[shutdown]
+/// savepoint = true`) is taken and its output committed, and the process
+/// exits 0. A second signal, or `[shutdown] timeout`, ends the process at
+/// once (exit 128 + the signal): still exactly-once, by recovery.
+fn handle_signals(
+    plane: &tokio::runtime::Runtime,
+    control: &Arc<JobControl>,
+    shutdown: &crate::engine::job::ShutdownSpec,
+    job: &str,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let _guard = plane.enter();
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot handle SIGTERM and SIGINT: they end the process at once");
+        return;
+    };
+    let control = control.clone();
+    let shutdown = shutdown.clone();
+    let job = job.to_string();
+    plane.spawn(async move {
+        let (name, number) = tokio::select! {
+            _ = term.recv() => ("SIGTERM", 15),
+            _ = int.recv() => ("SIGINT", 2),
+        };
+        match control.request_shutdown(shutdown.savepoint) {
+            Ok(how) => tracing::warn!(
+                "job `{job}`: {name}: {how}; a second signal, or {} (`[shutdown] timeout`), ends the process at once",
+                humantime::format_duration(shutdown.timeout)
+            ),
+            Err(why) => {
+                tracing::warn!(
+                    "job `{job}`: {name} while {why}: exiting at once (the next start recovers from the last checkpoint)"
+                );
+                std::process::exit(128 + number);
+            }
+        }
+        let why = tokio::select! {
+            _ = term.recv() => "a second signal",
+            _ = int.recv() => "a second signal",
+            _ = tokio::time::sleep(shutdown.timeout) => "`[shutdown] timeout`",
+        };
+        tracing::error!(
+            "job `{job}`: {why} before the graceful stop ended: exiting at once (the next start recovers from the last checkpoint)"
+        );
+        std::process::exit(128 + number);
+    });
 }
 
 /// What a restart resumes from, for its message; when it cannot be chosen
@@ -1067,7 +1137,7 @@ impl LazyStore {
     }
 
     fn open(&self) -> Result<Option<(CheckpointStore, u64)>, RunError> {
-        let Some((dir, retain)) = &self.spec else {
+        let Some((dir, _)) = &self.spec else {
             return Ok(None);
         };
         let mut slot = self.store.lock().expect("store lock");
@@ -1083,8 +1153,12 @@ impl LazyStore {
                     dir.display()
                 );
             }
+            // Only what no completed checkpoint needs (one being written
+            // when the process died): which completed ones recovery needs
+            // is known once it has chosen, and the coordinator frees the
+            // rest as checkpoints commit.
             store
-                .retain(*retain, true)
+                .retain(usize::MAX, true, &[])
                 .map_err(|e| RunError::Setup(e.to_string()))?;
             let first = store.next_id().max(self.min_id);
             *slot = Some((store, first));
@@ -1281,11 +1355,15 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
 
     // Everything opened: now the state directory and the outputs may be
     // touched, and the data may flow.
-    // What the store keeps (one more for an exactly-once Kafka sink: see `run`).
     let retain = store.spec.as_ref().map_or(1, |(_, r)| *r);
     let store = store.get()?;
     if let Some(s) = &store {
         control.set_store(s.clone());
+    }
+    if let (Some(s), SinkSpec::Kafka(c)) = (&store, &spec.sink) {
+        if kafka_exactly_once(spec, c)? {
+            record_sink(s, c)?;
+        }
     }
     control.set_swap_context(crate::engine::control::SwapContext {
         components: components.clone(),
@@ -1367,6 +1445,21 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
         ),
         interval: checkpoint.and_then(|c| c.interval),
         retain,
+        committed: std::cell::Cell::new(
+            restore
+                .filter(|r| matches!(r.source, RestoreSource::Checkpoint(_)))
+                .map_or(0, |r| r.meta.id),
+        ),
+        publishing: Default::default(),
+        sink_commit: match (&spec.sink, &store) {
+            (SinkSpec::Kafka(c), Some(s)) if kafka_exactly_once(spec, c)? => {
+                Some(crate::state::savepoint::SinkCommit {
+                    transactional_id_prefix: c.transactional_id_prefix.clone(),
+                    store: s.instance().map_err(|e| RunError::Setup(e.to_string()))?,
+                })
+            }
+            _ => None,
+        },
         parent_chain,
         acks: ack_rx,
         triggers: trigger_tx,
@@ -1433,11 +1526,46 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
     }
     drop(done_tx);
     drop(ack_tx);
+    tracing::info!(
+        "job `{}` is running: {subtasks} operator subtasks, {source_parallelism} source subtask(s)",
+        spec.name
+    );
 
     let mut report = plane.block_on(watch(done_rx, stages, cancel_tx, wait_all))?;
     report.elapsed = started.elapsed();
     report.latency = control.latency.lock().expect("latency lock").take();
     Ok(report)
+}
+
+/// Records in the state directory which prefix its exactly-once Kafka
+/// sink commits under (see [`recovery`]); when the prefix changed, first
+/// aborts a transaction an earlier run may have left open under the old
+/// one, so that it does not hold `read_committed` consumers up until it
+/// times out.
+fn record_sink(store: &CheckpointStore, c: &KafkaSinkConfig) -> Result<(), RunError> {
+    let setup = |e: crate::state::checkpoint::CheckpointError| RunError::Setup(e.to_string());
+    let old = store.sink_record().map_err(setup)?;
+    if old
+        .as_ref()
+        .is_some_and(|r| r.prefix == c.transactional_id_prefix)
+    {
+        return Ok(());
+    }
+    if let Some(old) = &old {
+        if let Err(e) = connectors::kafka::sink::abort_left_open(c, &old.prefix) {
+            tracing::warn!(
+                "the job's transactional id prefix was `{}`: cannot abort a transaction left open under `{}-0` ({e}); abort it with Kafka's tools, or wait for its timeout",
+                old.prefix,
+                old.prefix
+            );
+        }
+    }
+    store
+        .set_sink_record(&crate::state::checkpoint::SinkRecord {
+            prefix: c.transactional_id_prefix.clone(),
+            committed: false,
+        })
+        .map_err(setup)
 }
 
 /// The first checkpoint ID of this run: above every checkpoint in the
@@ -1488,6 +1616,10 @@ async fn watch(
             Done::Subtask(Ok(())) | Done::Coordinator(Ok(CoordinatorEnd::Finished)) => None,
             Done::Coordinator(Ok(CoordinatorEnd::StoppedWithSavepoint(dir))) => {
                 report.stopped_with_savepoint = Some(dir);
+                None
+            }
+            Done::Coordinator(Ok(CoordinatorEnd::ShutDown(id))) => {
+                report.shut_down_at = Some(id);
                 None
             }
             Done::Coordinator(Ok(CoordinatorEnd::Resume(why))) => {

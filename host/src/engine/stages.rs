@@ -224,6 +224,26 @@ pub fn run_source(
     Ok(events)
 }
 
+/// Publishes (commits) what completed checkpoint `id` covers, and tells
+/// the coordinator how that went: a savepoint, the sources' consumer groups
+/// and retention wait for the commit.
+fn publish(writer: &mut dyn SinkWriter, cp: &SinkCheckpointing, id: u64) -> Result<(), StageError> {
+    match writer.commit(id) {
+        Ok(()) => {
+            let _ = cp.acks.send(Ack::Committed { id });
+            Ok(())
+        }
+        Err(e) => {
+            let why = format!("cannot write to {}: {e}", writer.describe());
+            let _ = cp.acks.send(Ack::CommitFailed {
+                id,
+                why: why.clone(),
+            });
+            Err(StageError::Failed(why))
+        }
+    }
+}
+
 /// How often an idle sink looks for completed checkpoints to publish.
 const COMMIT_POLL: Duration = Duration::from_millis(50);
 
@@ -271,7 +291,7 @@ pub fn run_sink(
                 };
                 match notice {
                     SinkNotice::Complete(id) => {
-                        writer.commit(id).map_err(|e| fail(writer.as_ref(), e))?;
+                        publish(writer.as_mut(), cp, id)?;
                         committed = Some(id);
                     }
                     SinkNotice::Aborted(id) if last_barrier >= Some(id) => writer
@@ -323,7 +343,7 @@ pub fn run_sink(
         while committed < last_barrier {
             match cp.commits.recv().map_err(|_| StageError::Cancelled)? {
                 SinkNotice::Complete(id) => {
-                    writer.commit(id).map_err(|e| fail(writer.as_ref(), e))?;
+                    publish(writer.as_mut(), cp, id)?;
                     committed = Some(id);
                 }
                 SinkNotice::Aborted(id) => writer

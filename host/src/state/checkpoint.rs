@@ -26,8 +26,12 @@
 //!
 //! Every checkpoint's meta lists its chain: the full checkpoint it builds on
 //! and every delta since. Restoring applies the chain in order. Retention
-//! keeps the `retain` newest completed checkpoints and every delta tree their
-//! chains still need, and frees the rest. Stored formats carry
+//! keeps the `retain` newest completed checkpoints, those it is told to pin
+//! (the one a sink's last commit names), and every delta tree their chains
+//! still need, and frees the rest. Checkpoints forgotten because their
+//! output never committed keep their IDs taken. The store also keeps a
+//! [`SinkRecord`]: which transactional sink prefix its checkpoints commit
+//! under, and whether one ever did. Stored formats carry
 //! [`FORMAT_VERSION`]; values are bincode of the types here.
 
 use std::ops::Range;
@@ -118,6 +122,41 @@ impl CheckpointMeta {
 
 /// One timer as stored: domain (0 event time, 1 processing time), time, key.
 pub type TimerRecord = (u8, i64, Option<Vec<u8>>);
+
+/// The lowest ID a new checkpoint may take (IDs forgotten stay taken).
+const ID_FLOOR: &[u8] = b"id-floor";
+
+/// The key of the [`SinkRecord`].
+const SINK_RECORD: &[u8] = b"sink";
+
+/// What a state directory records of the transactional sink (an
+/// exactly-once Kafka sink) that its checkpoints commit to: recovery reads
+/// the sink's commit records, and must know whether finding none of its own
+/// is news (nothing committed yet) or a loss (the records are gone, or the
+/// sink was renamed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkRecord {
+    /// The sink's transactional id prefix.
+    pub prefix: String,
+    /// Whether a checkpoint of this directory has been committed under it.
+    pub committed: bool,
+}
+
+/// The completed checkpoints (oldest first) that retention keeps: the
+/// `retain` newest, and those in `pinned`.
+pub fn retained<'a>(
+    completed: &'a [CheckpointMeta],
+    retain: usize,
+    pinned: &[u64],
+) -> Vec<&'a CheckpointMeta> {
+    let cut = completed.len().saturating_sub(retain.max(1));
+    completed
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| *i >= cut || pinned.contains(&m.id))
+        .map(|(_, m)| m)
+        .collect()
+}
 
 /// The checkpoint database of one job.
 #[derive(Clone)]
@@ -305,7 +344,14 @@ impl CheckpointStore {
             .ok()
             .flatten()
             .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes));
-        trees.max(metas).unwrap_or(0) + 1
+        let floor = self
+            .db
+            .get(ID_FLOOR)
+            .ok()
+            .flatten()
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(1);
+        (trees.max(metas).unwrap_or(0) + 1).max(floor)
     }
 
     /// Writes the state changes of one subtask for checkpoint `id`; returns the bytes written.
@@ -638,13 +684,20 @@ impl CheckpointStore {
         meta.operators.iter().any(|o| o.id == op)
     }
 
-    /// Keeps the `retain` newest completed checkpoints and what their chains
-    /// need; frees the rest. Trees newer than the newest completed checkpoint
-    /// (one being written) are left alone unless `incomplete_too`.
-    pub fn retain(&self, retain: usize, incomplete_too: bool) -> Result<(), CheckpointError> {
+    /// Keeps the `retain` newest completed checkpoints, the checkpoints in
+    /// `pinned` (the one a sink's last commit names: recovery needs it
+    /// whatever came after), and what all their chains need; frees the rest.
+    /// Trees newer than the newest completed checkpoint (one being written)
+    /// are left alone unless `incomplete_too`.
+    pub fn retain(
+        &self,
+        retain: usize,
+        incomplete_too: bool,
+        pinned: &[u64],
+    ) -> Result<(), CheckpointError> {
         let completed = self.list()?;
         let newest = completed.last().map(|m| m.id).unwrap_or(0);
-        let keep: Vec<&CheckpointMeta> = completed.iter().rev().take(retain.max(1)).collect();
+        let keep: Vec<&CheckpointMeta> = retained(&completed, retain, pinned);
         let keep_ids: Vec<u64> = keep.iter().map(|m| m.id).collect();
         let needed: Vec<u64> = keep.iter().flat_map(|m| m.chain.iter().copied()).collect();
         for meta in &completed {
@@ -662,6 +715,51 @@ impl CheckpointStore {
                 self.db.drop_tree(&name).map_err(|e| self.err(e))?;
             }
         }
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Forgets every completed checkpoint above `id` (their output was never
+    /// committed, and a run restored `id`): the next retention frees their
+    /// trees, and their IDs are never used again. Returns the IDs forgotten.
+    pub fn forget_above(&self, id: u64) -> Result<Vec<u64>, CheckpointError> {
+        let above: Vec<u64> = self
+            .list()?
+            .into_iter()
+            .map(|m| m.id)
+            .filter(|m| *m > id)
+            .collect();
+        if let Some(&top) = above.last() {
+            for &m in &above {
+                self.forget(m)?;
+            }
+            // The IDs stay taken: a sink's commit record names a checkpoint
+            // by ID, and a later checkpoint must not be mistaken for these.
+            self.db
+                .insert(ID_FLOOR, &(top + 1).to_be_bytes())
+                .map_err(|e| self.err(e))?;
+            self.db.flush().map_err(|e| self.err(e))?;
+        }
+        Ok(above)
+    }
+
+    /// What this state directory records of the transactional sink its
+    /// checkpoints commit to (`None`: no such sink has run on it, or a weir
+    /// that did not record it).
+    pub fn sink_record(&self) -> Result<Option<SinkRecord>, CheckpointError> {
+        match self.db.get(SINK_RECORD).map_err(|e| self.err(e))? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| self.err(format!("the sink record: {e}"))),
+        }
+    }
+
+    /// Records (durably) the transactional sink this state directory's
+    /// checkpoints commit to.
+    pub fn set_sink_record(&self, record: &SinkRecord) -> Result<(), CheckpointError> {
+        let v = serde_json::to_vec(record).map_err(|e| self.err(e))?;
+        self.db.insert(SINK_RECORD, v).map_err(|e| self.err(e))?;
         self.db.flush().map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -774,7 +872,7 @@ mod tests {
             vec![("a".into(), Some(b"2".to_vec()))]
         );
 
-        store.retain(1, true).unwrap();
+        store.retain(1, true, &[]).unwrap();
         assert_eq!(store.list().unwrap().len(), 1);
         // Checkpoint 3 still restores: its chain's trees were kept.
         assert_eq!(
@@ -868,10 +966,10 @@ mod tests {
         assert!(!want.is_empty() && want.len() < expected.len());
         assert_eq!(part, want);
         // Retention keeps the timer trees a chain needs.
-        store.retain(1, true).unwrap();
+        store.retain(1, true, &[]).unwrap();
         store.write_timer_deltas(6, "op", &[]).unwrap();
         store.complete(&meta(6, vec![5, 6])).unwrap();
-        store.retain(1, true).unwrap();
+        store.retain(1, true, &[]).unwrap();
         let m6 = store.get(6).unwrap().unwrap();
         let kept: std::collections::BTreeSet<TimerRecord> = store
             .load_timers(&m6, "op", 0..8)
@@ -932,6 +1030,76 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_the_pinned_with_their_chains() {
+        // (retain, pinned, completed (id, chain)), kept IDs.
+        type Case = (
+            usize,
+            &'static [u64],
+            &'static [(u64, &'static [u64])],
+            &'static [u64],
+        );
+        let cases: &[Case] = &[
+            // No pin: the newest `retain`.
+            (1, &[], &[(1, &[1]), (2, &[1, 2]), (3, &[1, 2, 3])], &[3]),
+            (2, &[], &[(1, &[1]), (2, &[1, 2]), (3, &[1, 2, 3])], &[2, 3]),
+            // The committed checkpoint 1 stays though two newer ones completed.
+            (1, &[1], &[(1, &[1]), (2, &[2]), (3, &[2, 3])], &[1, 3]),
+            (
+                2,
+                &[1],
+                &[(1, &[1]), (2, &[2]), (3, &[3]), (4, &[3, 4])],
+                &[1, 3, 4],
+            ),
+            // A pin among the newest changes nothing.
+            (3, &[2], &[(1, &[1]), (2, &[2]), (3, &[3])], &[1, 2, 3]),
+            // A pin that is not there (forgotten) keeps nothing more.
+            (1, &[9], &[(1, &[1]), (2, &[2])], &[2]),
+        ];
+        for (retain, pinned, completed, want) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let store = CheckpointStore::open(dir.path()).unwrap();
+            for (id, chain) in *completed {
+                store
+                    .write_changes(*id, "op", &[change(0, &format!("k{id}"), Some("1"))])
+                    .unwrap();
+                store.complete(&meta(*id, chain.to_vec())).unwrap();
+            }
+            store.retain(*retain, true, pinned).unwrap();
+            let kept: Vec<u64> = store.list().unwrap().iter().map(|m| m.id).collect();
+            assert_eq!(&kept, want, "retain {retain}, pinned {pinned:?}");
+            // Every kept checkpoint still restores: its chain's trees are there.
+            for m in store.list().unwrap() {
+                let keys: Vec<String> =
+                    load(&store, &m, 0..8).into_iter().map(|(k, _)| k).collect();
+                let wanted: Vec<String> = m.chain.iter().map(|c| format!("k{c}")).collect();
+                assert_eq!(keys, wanted, "checkpoint {}", m.id);
+            }
+        }
+    }
+
+    #[test]
+    fn forgotten_checkpoints_keep_their_ids_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path()).unwrap();
+        for id in 1..=4 {
+            store.complete(&meta(id, vec![id])).unwrap();
+        }
+        assert_eq!(store.forget_above(2).unwrap(), vec![3, 4]);
+        store.retain(3, true, &[]).unwrap();
+        let kept: Vec<u64> = store.list().unwrap().iter().map(|m| m.id).collect();
+        assert_eq!(kept, vec![1, 2]);
+        assert_eq!(store.next_id(), 5, "IDs 3 and 4 are not used again");
+        assert_eq!(store.forget_above(2).unwrap(), Vec::<u64>::new());
+        assert_eq!(store.sink_record().unwrap(), None);
+        let r = SinkRecord {
+            prefix: "weir-x".into(),
+            committed: true,
+        };
+        store.set_sink_record(&r).unwrap();
+        assert_eq!(store.sink_record().unwrap(), Some(r));
     }
 
     #[test]

@@ -231,6 +231,21 @@ pub struct Metadata {
     pub watermark: i64,
     /// Each operator ID with state.
     pub operators: Vec<SavedOperator>,
+    /// With an exactly-once sink that commits outside the savepoint (Kafka
+    /// transactions): where its commit of this savepoint's output is
+    /// recorded, so that a restore can check that it happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink_commit: Option<SinkCommit>,
+}
+
+/// Where an exactly-once sink records the commit of a savepoint's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkCommit {
+    /// The sink's transactional id prefix.
+    pub transactional_id_prefix: String,
+    /// The state directory's instance name, which its commit markers carry.
+    pub store: String,
 }
 
 impl Metadata {
@@ -1295,6 +1310,7 @@ pub fn new_metadata(
         sink,
         watermark,
         operators: Vec::new(),
+        sink_commit: None,
     }
 }
 

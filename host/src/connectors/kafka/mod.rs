@@ -97,6 +97,37 @@ impl KafkaCluster {
         config
     }
 
+    /// The number of brokers in the cluster.
+    pub fn brokers(&self) -> Result<usize, String> {
+        let consumer: BaseConsumer = self
+            .client_config()
+            .create()
+            .map_err(|e| format!("cannot create a Kafka client for `{}`: {e}", self.bootstrap))?;
+        let metadata = consumer
+            .fetch_metadata(None, self.connect_timeout)
+            .map_err(|e| self.unreachable(&e))?;
+        Ok(metadata.brokers().len())
+    }
+
+    /// The replication factor of `topic` (its first partition's replicas);
+    /// `None` when it does not exist.
+    pub fn replicas(&self, topic: &str) -> Result<Option<usize>, String> {
+        let consumer: BaseConsumer = self
+            .client_config()
+            .set("allow.auto.create.topics", "false")
+            .create()
+            .map_err(|e| format!("cannot create a Kafka client for `{}`: {e}", self.bootstrap))?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), self.connect_timeout)
+            .map_err(|e| self.unreachable(&e))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .and_then(|t| t.partitions().first())
+            .map(|p| p.replicas().len()))
+    }
+
     /// The number of partitions of `topic`; `None` when it does not exist.
     /// Waits at most `connect_timeout` for the cluster to answer; an
     /// unreachable cluster is an error naming the address.

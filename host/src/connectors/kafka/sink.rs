@@ -276,6 +276,208 @@ impl Committed {
     }
 }
 
+/// Creates the marker topic `<prefix>.commits` when it does not exist:
+/// one partition, compacted, replicated as the cluster safely can (3
+/// replicas where there are 3 brokers or more, with `min.insync.replicas`
+/// 2; fewer on a smaller cluster), since losing it would lose the record of
+/// which checkpoint the output matches. An existing marker topic with fewer
+/// replicas than that is named in a warning.
+pub fn ensure_marker_topic(config: &KafkaSinkConfig) -> Result<(), String> {
+    let cluster = &config.cluster;
+    let topic = config.marker_topic();
+    let brokers = cluster.brokers()?;
+    let safe = brokers.clamp(1, 3);
+    match cluster.replicas(&topic)? {
+        Some(replicas) => {
+            if replicas < safe {
+                tracing::warn!(
+                    "the commit marker topic `{topic}` has {replicas} replica(s) on a cluster of {brokers} brokers: losing it would make recovery refuse to start (raise its replication to {safe})"
+                );
+            }
+        }
+        None => {
+            let create = CreateTopic {
+                partitions: 1,
+                replication: safe as i32,
+            };
+            let min_isr = (safe - 1).max(1).to_string();
+            cluster.create_topic(
+                &topic,
+                create,
+                &[
+                    ("cleanup.policy", "compact"),
+                    ("min.insync.replicas", &min_isr),
+                ],
+            )?;
+            // Waits until the brokers know the new topic (creating it
+            // again is a no-op).
+            cluster.ensure_topic(&topic, Some(create), "[sink]")?;
+        }
+    }
+    Ok(())
+}
+
+/// How long a member of a prefix's owner group may go silent before Kafka
+/// takes it out (and a process that was killed lets go of the prefix).
+const OWNER_SESSION: Duration = Duration::from_secs(6);
+
+/// A running job's hold on its transactional id prefix: membership of the
+/// consumer group `<prefix>.owner`, subscribed to the one-partition marker
+/// topic. Kafka's group protocol gives that partition to one member only,
+/// and the cooperative-sticky assignor keeps it with the member that has
+/// it: so a second process on the same prefix is refused instead of
+/// fencing the first. A process that dies holds it until its session
+/// times out ([`OWNER_SESSION`]); one that exits gives it up at once.
+/// Released on drop.
+pub struct PrefixLock {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for PrefixLock {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Takes the hold on `config`'s transactional id prefix ([`PrefixLock`]),
+/// creating the marker topic if needed. Waits while a process that died
+/// may still hold it (its session times out); fails in one line naming
+/// the holder when a live process keeps it.
+pub fn lock_prefix(config: &KafkaSinkConfig) -> Result<PrefixLock, String> {
+    ensure_marker_topic(config)?;
+    let cluster = &config.cluster;
+    let prefix = &config.transactional_id_prefix;
+    let group = format!("{prefix}.owner");
+    let topic = config.marker_topic();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let me = format!("weir-pid-{}@{host}", std::process::id());
+    let consumer: BaseConsumer = cluster
+        .client_config()
+        .set("group.id", &group)
+        .set("client.id", &me)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("session.timeout.ms", OWNER_SESSION.as_millis().to_string())
+        .set("heartbeat.interval.ms", "500")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "latest")
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .map_err(|e| {
+            format!(
+                "cannot create a Kafka client for `{}`: {e}",
+                cluster.bootstrap
+            )
+        })?;
+    consumer
+        .subscribe(&[&topic])
+        .map_err(|e| format!("cannot join Kafka group `{group}`: {e}"))?;
+    let holds = {
+        let topic = topic.clone();
+        move |c: &BaseConsumer| {
+            c.assignment()
+                .map(|a| a.find_partition(&topic, 0).is_some())
+                .unwrap_or(false)
+        }
+    };
+    // A dead holder's session runs out, then the group rebalances (twice,
+    // cooperatively): well within this.
+    let wait = 3 * OWNER_SESSION + Duration::from_secs(5);
+    let started = Instant::now();
+    let mut announced = false;
+    while !holds(&consumer) {
+        if started.elapsed() >= wait {
+            let holders = consumer
+                .fetch_group_list(Some(&group), cluster.connect_timeout)
+                .map_err(|e| cluster.unreachable(&e))?
+                .groups()
+                .iter()
+                .flat_map(|g| g.members())
+                .filter(|m| m.client_id() != me)
+                .map(|m| format!("`{}` at {}", m.client_id(), m.client_host()))
+                .collect::<Vec<_>>();
+            return Err(if holders.is_empty() {
+                format!(
+                    "cannot take transactional id prefix `{prefix}` at `{}`: Kafka group `{group}` did not assign it within {}",
+                    cluster.bootstrap,
+                    humantime::format_duration(wait)
+                )
+            } else {
+                format!(
+                    "another weir process runs with transactional id prefix `{prefix}` at `{}` ({}, in Kafka group `{group}`): stop it first, or give this job its own `transactional_id_prefix`",
+                    cluster.bootstrap,
+                    holders.join(", ")
+                )
+            });
+        }
+        if !announced && started.elapsed() >= Duration::from_secs(2) {
+            tracing::info!(
+                "waiting for transactional id prefix `{prefix}`: Kafka group `{group}` has another member (a process that died lets go within {})",
+                humantime::format_duration(OWNER_SESSION)
+            );
+            announced = true;
+        }
+        if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
+            tracing::debug!("Kafka group `{group}`: {e}");
+        }
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("weir-kafka-owner".to_string())
+        .spawn(move || {
+            let mut held = true;
+            while !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                // Records of the marker topic are not read, only skipped.
+                let _ = consumer.poll(Duration::from_millis(200));
+                let now = holds(&consumer);
+                if held && !now {
+                    tracing::warn!(
+                        "lost the hold on transactional id prefix `{group}` (the process was out of touch with Kafka for over {}): another process may take it and fence this one",
+                        humantime::format_duration(OWNER_SESSION)
+                    );
+                }
+                held = now;
+            }
+            // Dropping the consumer leaves the group at once.
+        })
+        .map_err(|e| format!("cannot start a thread: {e}"))?;
+    Ok(PrefixLock {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// Aborts a transaction that an earlier run left open under transactional
+/// id prefix `prefix` (the job's prefix was changed since): initialising a
+/// producer with its id fences the old one and aborts its transaction, so
+/// that `read_committed` consumers are not held up until it times out.
+/// Only when no live process holds that prefix ([`lock_prefix`]).
+pub fn abort_left_open(config: &KafkaSinkConfig, prefix: &str) -> Result<(), String> {
+    let mut old = config.clone();
+    old.transactional_id_prefix = prefix.to_string();
+    // A process on that prefix would have made its marker topic.
+    let _lock = match old.cluster.partitions(&old.marker_topic())? {
+        Some(_) => Some(lock_prefix(&old)?),
+        None => None,
+    };
+    let producer = transactional_producer(&old, Context::default(), None)?;
+    producer
+        .init_transactions(old.cluster.connect_timeout)
+        .map_err(|e| init_error(&old, &producer, &e))?;
+    tracing::info!(
+        "aborted any transaction left open under transactional id `{}` (the job's earlier prefix)",
+        old.transactional_id()
+    );
+    Ok(())
+}
+
 /// What the exactly-once sink's last committed transaction says: its
 /// producer `<prefix>-0` is initialised first (fencing a crashed or older
 /// producer and resolving its transaction), then the marker topic is read
@@ -633,16 +835,7 @@ impl KafkaSink {
         )
         .and_then(|v| v.trim().parse::<u64>().ok());
         let producer = if exactly_once {
-            let marker = CreateTopic {
-                partitions: 1,
-                replication: -1,
-            };
-            if cluster.partitions(&marker_topic)?.is_none() {
-                cluster.create_topic(&marker_topic, marker, &[("cleanup.policy", "compact")])?;
-                // Waits until the brokers know the new topic (creating it
-                // again is a no-op).
-                cluster.ensure_topic(&marker_topic, Some(marker), "[sink]")?;
-            }
+            ensure_marker_topic(config)?;
             let producer = transactional_producer(config, Context::default(), topic_limit)?;
             producer
                 .init_transactions(cluster.connect_timeout)
