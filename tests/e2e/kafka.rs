@@ -27,11 +27,11 @@ use crate::savepoints::rest_addr;
 /// and the broker holds each fetch 5 ms (it never has the 1 MB asked for).
 /// Measured by hand: about 1,000 records/s per consumer instead of
 /// 6,000+. Speed is asserted nowhere: this only spreads the run out.
-const SLOW_FETCH: &str = r#"properties = { "fetch.message.max.bytes" = "200", "fetch.min.bytes" = "1000000", "fetch.wait.max.ms" = "5" }"#;
+pub(crate) const SLOW_FETCH: &str = r#"properties = { "fetch.message.max.bytes" = "200", "fetch.min.bytes" = "1000000", "fetch.wait.max.ms" = "5" }"#;
 
 /// `count` keyed records over `keys` keys, as `(key, value)`: key
 /// `k<i*7919 % keys>`, value `v<i>`.
-fn input(count: usize, keys: usize) -> Vec<(String, String)> {
+pub(crate) fn input(count: usize, keys: usize) -> Vec<(String, String)> {
     (0..count)
         .map(|i| (format!("k{}", i * 7919 % keys), format!("v{i}")))
         .collect()
@@ -39,7 +39,7 @@ fn input(count: usize, keys: usize) -> Vec<(String, String)> {
 
 /// A fresh input topic with `records` in it, read back (to know the
 /// timestamps the broker gave them).
-fn input_topic(
+pub(crate) fn input_topic(
     bootstrap: &str,
     partitions: u32,
     replication: u32,
@@ -55,7 +55,7 @@ fn input_topic(
 
 /// What `keyed-count` must write for `input`: per key, values 1, 2, 3, ...
 /// with each input record's timestamp, in the key's order.
-fn expected_counts(input: &[Record]) -> BTreeMap<Option<String>, Vec<(String, i64)>> {
+pub(crate) fn expected_counts(input: &[Record]) -> BTreeMap<Option<String>, Vec<(String, i64)>> {
     let mut out: BTreeMap<Option<String>, Vec<(String, i64)>> = BTreeMap::new();
     for r in input {
         let seq = out.entry(r.key.clone()).or_default();
@@ -65,7 +65,7 @@ fn expected_counts(input: &[Record]) -> BTreeMap<Option<String>, Vec<(String, i6
 }
 
 /// Output records per key as (value, timestamp) in order.
-fn sequences(records: &[Record]) -> BTreeMap<Option<String>, Vec<(String, i64)>> {
+pub(crate) fn sequences(records: &[Record]) -> BTreeMap<Option<String>, Vec<(String, i64)>> {
     let mut out: BTreeMap<Option<String>, Vec<(String, i64)>> = BTreeMap::new();
     for r in records {
         out.entry(r.key.clone())
@@ -78,7 +78,7 @@ fn sequences(records: &[Record]) -> BTreeMap<Option<String>, Vec<(String, i64)>>
 /// Asserts `got` is exactly `expected` per key (nothing missing, nothing
 /// twice), with a short account of the first difference.
 #[track_caller]
-fn assert_same_sequences(
+pub(crate) fn assert_same_sequences(
     what: &str,
     got: &BTreeMap<Option<String>, Vec<(String, i64)>>,
     expected: &BTreeMap<Option<String>, Vec<(String, i64)>>,
@@ -112,7 +112,7 @@ fn assert_same_sequences(
 
 /// A Kafka → `keyed-count` → Kafka job: exactly-once checkpoints every
 /// 200 ms, restarts with a fixed delay, the source bounded (`stop = "latest"`).
-fn kafka_to_kafka(
+pub(crate) fn kafka_to_kafka(
     bootstrap: &str,
     input: &str,
     output: &str,
@@ -168,10 +168,10 @@ delay = "300ms"
 
 /// The log line the sink writes (with `WEIR_TEST_KAFKA_COMMIT_PAUSE_MS`)
 /// between a checkpoint's completion and its transaction's commit.
-const DURABLE: &str = "is durable; committing its Kafka transaction";
+pub(crate) const DURABLE: &str = "is durable; committing its Kafka transaction";
 
 /// The log line of a completed checkpoint.
-const CHECKPOINT_DONE: &str = "complete in";
+pub(crate) const CHECKPOINT_DONE: &str = "complete in";
 
 #[test]
 fn kafka_sigkill_and_restart_gives_the_uninterrupted_output() {
@@ -311,6 +311,21 @@ fn kafka_one_broker_of_three_killed_mid_job_changes_nothing() {
         "with a broker killed",
         &sequences(&got),
         &expected_counts(&back),
+    );
+    // The commit markers were created as safely as the cluster allows.
+    let markers = format!("weir-kafka-counts-{output}.commits");
+    assert_eq!(describe_topic(&b, &markers), (1, 3), "{markers}");
+    let configs = crate::harness::kafka::services_ok(&[
+        "kafka-topics",
+        "--bootstrap-server",
+        &b,
+        "--describe",
+        "--topic",
+        &markers,
+    ]);
+    assert!(
+        configs.contains("min.insync.replicas=2"),
+        "{markers}: {configs}"
     );
 }
 

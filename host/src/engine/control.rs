@@ -539,6 +539,10 @@ impl JobControl {
     /// restarts or already stops).
     pub fn request_shutdown(&self, savepoint: bool) -> Result<String, String> {
         let state = self.state();
+        if state == JobState::Stopping || self.stopping.load(Ordering::SeqCst) {
+            // A stop under way (`weir stop`) ends the job: it is waited for.
+            return Ok("a stop is already under way".to_string());
+        }
         if state != JobState::Running {
             return Err(format!("the job is {state:?}").to_lowercase());
         }
@@ -560,7 +564,7 @@ impl JobControl {
             }
         }
         if self.stopping.swap(true, Ordering::SeqCst) {
-            return Err("the job is already stopping".to_string());
+            return Ok("a stop is already under way".to_string());
         }
         self.set_state(JobState::Stopping);
         self.requests
