@@ -316,6 +316,17 @@ impl Pending {
     }
 }
 
+/// What a barrier to trigger is, besides a savepoint it may carry.
+#[derive(Debug, Clone, Copy, Default)]
+struct BarrierKind {
+    /// The last barrier: the source ends after it.
+    last: bool,
+    /// The input has ended (the final checkpoint).
+    input_ended: bool,
+    /// A graceful shutdown on a signal.
+    shutdown: bool,
+}
+
 /// Why a barrier was not triggered.
 enum Untriggered {
     /// The stages are gone: the run is over.
@@ -458,15 +469,12 @@ impl Coordinator {
                     let stop =
                         shutdown || savepoint.as_ref().is_some_and(|s| s.request.stop.is_some());
                     let last = end_requested || stop;
-                    match self.trigger(
-                        next_id,
+                    let kind = BarrierKind {
                         last,
-                        savepoint,
-                        &chain,
-                        &chain_bytes,
-                        end_requested,
+                        input_ended: end_requested,
                         shutdown,
-                    ) {
+                    };
+                    match self.trigger(next_id, kind, savepoint, &chain, &chain_bytes) {
                         Ok(p) => {
                             *pending = Some(p);
                             stopping = stop;
@@ -479,7 +487,8 @@ impl Coordinator {
                     next_id += 1;
                 } else if self.swap.borrow().waiting.is_some() {
                     // A swap rides on the next checkpoint barrier, now.
-                    match self.trigger(next_id, false, None, &chain, &chain_bytes, false, false) {
+                    match self.trigger(next_id, BarrierKind::default(), None, &chain, &chain_bytes)
+                    {
                         Ok(p) => *pending = Some(p),
                         Err(Untriggered::Gone) => return Ok(CoordinatorEnd::Stopped),
                         Err(Untriggered::Busy(_)) => {}
@@ -528,7 +537,7 @@ impl Coordinator {
                 }
             };
             let Some(ack) = ack else {
-                match self.trigger(next_id, false, None, &chain, &chain_bytes, false, false) {
+                match self.trigger(next_id, BarrierKind::default(), None, &chain, &chain_bytes) {
                     Ok(p) => *pending = Some(p),
                     Err(Untriggered::Gone) => return Ok(CoordinatorEnd::Stopped),
                     Err(Untriggered::Busy(sp)) => {
@@ -904,7 +913,7 @@ impl Coordinator {
         for p in failed {
             if let Some((request_id, dir)) = p.savepoint {
                 tracing::warn!(checkpoint_id = p.id, "savepoint {} failed: {why}", p.id);
-                self.control.savepoint_failed(&request_id, &why);
+                self.control.savepoint_failed(&request_id, why);
                 if let Err(e) = std::fs::remove_dir_all(&dir) {
                     tracing::warn!("cannot remove failed savepoint `{}`: {e}", dir.display());
                 }
@@ -1041,13 +1050,16 @@ impl Coordinator {
     fn trigger(
         &self,
         id: u64,
-        last: bool,
+        kind: BarrierKind,
         savepoint: Option<PendingSavepoint>,
         chain: &[u64],
         chain_bytes: &[u64],
-        input_ended: bool,
-        shutdown: bool,
     ) -> Result<Pending, Untriggered> {
+        let BarrierKind {
+            last,
+            input_ended,
+            shutdown,
+        } = kind;
         let n_ops = self.operators.borrow().len();
         let swap = if last {
             None
