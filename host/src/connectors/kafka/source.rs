@@ -9,7 +9,25 @@
 //! Event time is the record's timestamp. The watermark follows the lowest,
 //! over the partitions that are not idle, of the highest timestamp read
 //! from each ([`Partitions`]), so that a partition that lags behind holds
-//! it back, and one that is quiet for `idle_timeout` does not.
+//! it back. A partition is idle once it has been at its end (the consumer
+//! reported the end of the partition, and no record came since) for
+//! `idle_timeout` of time spent polling the consumer: time spent elsewhere
+//! (blocked sending downstream, under back-pressure) does not count, and a
+//! partition whose broker stalls is never at its end, so never idle for
+//! that. When every partition is idle the subtask is idle (it holds back no
+//! operator downstream), but its watermark does not advance: it stays at the
+//! lowest over its idle partitions, so a lagging partition's later records
+//! are not made late (Flink's idleness). With `stop = latest`, a partition
+//! read up to its end offset does not count at all.
+//!
+//! An offset out of range for its partition (records deleted by retention
+//! below it, or a topic deleted and recreated with fewer records), whether
+//! restored from a checkpoint or reached while reading, is handled as
+//! `on_out_of_range` says: read on from the earliest or the latest offset
+//! (with a warning), or fail in one line (the default). librdkafka runs
+//! with `auto.offset.reset = error`, so that it reports such an offset
+//! rather than silently resetting it; an offset that `start` placed, before
+//! any record was read, goes to the earliest offset as before.
 
 use std::time::{Duration, Instant};
 
@@ -59,6 +77,20 @@ pub enum StopAt {
     Latest,
 }
 
+/// What the source does with a position that is out of range for its
+/// partition (`on_out_of_range`): records below it were deleted (retention),
+/// or it is past the end (the topic was deleted and recreated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOutOfRange {
+    /// `earliest`: read on from the partition's earliest offset.
+    Earliest,
+    /// `latest`: read on from the partition's end.
+    Latest,
+    /// `fail`: fail, in one line naming the partition, the offset and the
+    /// range (the default: a silent skip is data loss).
+    Fail,
+}
+
 /// `[source] type = "kafka"`: read a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaSourceConfig {
@@ -82,6 +114,9 @@ pub struct KafkaSourceConfig {
     pub partition_discovery: Duration,
     /// `create`: create the topic when it does not exist.
     pub create: Option<CreateTopic>,
+    /// `on_out_of_range`: what to do with a restored (or reached) offset
+    /// that is out of range for its partition.
+    pub on_out_of_range: OnOutOfRange,
 }
 
 impl KafkaSourceConfig {
@@ -99,6 +134,7 @@ impl KafkaSourceConfig {
         "idle_timeout",
         "partition_discovery",
         "create",
+        "on_out_of_range",
     ];
 
     /// Reads its fields of the `[source]` table.
@@ -169,6 +205,19 @@ impl KafkaSourceConfig {
             })?
             .unwrap_or(DEFAULT_PARTITION_DISCOVERY);
         let create = create_field(t, f)?;
+        let on_out_of_range = t
+            .opt(&f.take("on_out_of_range"), |v| {
+                t.choice(
+                    "on_out_of_range",
+                    v,
+                    &[
+                        ("earliest", OnOutOfRange::Earliest),
+                        ("latest", OnOutOfRange::Latest),
+                        ("fail", OnOutOfRange::Fail),
+                    ],
+                )
+            })?
+            .unwrap_or(OnOutOfRange::Fail);
         Ok(KafkaSourceConfig {
             cluster,
             topic,
@@ -179,6 +228,7 @@ impl KafkaSourceConfig {
             idle_timeout,
             partition_discovery,
             create,
+            on_out_of_range,
         })
     }
 }
@@ -205,6 +255,47 @@ fn parse_start(s: &str) -> Result<StartAt, String> {
     }
 }
 
+/// The offset of `topic`'s `partition` where reading would go on is out
+/// of `[low, high]`, the offsets a consumer may read from: where reading
+/// goes on under `choice`, with the warning to log, or the one line the
+/// source fails with. `restored`: the offset comes from a checkpoint or
+/// savepoint, else reading had got to it.
+fn out_of_range(
+    topic: &str,
+    partition: i32,
+    restored: bool,
+    offset: i64,
+    (low, high): (i64, i64),
+    choice: OnOutOfRange,
+) -> Result<(i64, String), String> {
+    let what = if restored {
+        format!("the restored offset {offset}")
+    } else {
+        format!("the next offset to read, {offset},")
+    };
+    let why = if offset < low {
+        "records deleted by retention, or the topic was recreated"
+    } else {
+        "past the end: the topic was recreated, or its log truncated"
+    };
+    let found = format!(
+        "Kafka topic `{topic}` partition {partition}: {what} is out of range [{low}, {high}) ({why})"
+    );
+    let (to, name) = match choice {
+        OnOutOfRange::Earliest => (low, "earliest"),
+        OnOutOfRange::Latest => (high, "latest"),
+        OnOutOfRange::Fail => {
+            return Err(format!(
+                "{found}: set [source] on_out_of_range = \"earliest\" or \"latest\" to go on"
+            ))
+        }
+    };
+    Ok((
+        to,
+        format!("{found}; on_out_of_range = \"{name}\": reading on from offset {to}"),
+    ))
+}
+
 /// One partition a subtask reads: where it is, and what it has seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PartitionState {
@@ -213,8 +304,17 @@ struct PartitionState {
     next: i64,
     /// The highest record timestamp read (`i64::MIN`: none yet).
     max_timestamp: i64,
-    /// When a record last came from it (or it was added).
-    last_record: Instant,
+    /// Whether `next` is a position the job has read to: restored from a
+    /// checkpoint or savepoint, or past a record it read. Out of range, such
+    /// a position is handled as `on_out_of_range` says; one that `start` (or
+    /// partition discovery) placed, before any record, goes to the
+    /// partition's earliest offset, as it always did.
+    read_to: bool,
+    /// Whether the consumer reported the end of the partition, and no
+    /// record came from it since.
+    at_end: bool,
+    /// Time spent polling the consumer since it reached its end.
+    quiet: Duration,
     /// With `stop = latest`: the end offset it had at open.
     end: Option<i64>,
     /// Whether it has been read up to its end (`stop = latest`).
@@ -222,7 +322,15 @@ struct PartitionState {
 }
 
 /// The partitions a subtask reads, and the watermark and idleness they
-/// give: the bookkeeping of [`KafkaSource`], apart from the consumer.
+/// give: the bookkeeping of [`KafkaSource`], apart from the consumer (the
+/// time spent polling is passed in).
+///
+/// A partition is idle when it has been at its end (the consumer reported
+/// the end of the partition, and no record came since) for `idle_timeout`
+/// of time spent polling. Only polling counts: time the source spends
+/// elsewhere (blocked sending downstream, under back-pressure) does not,
+/// and a partition whose broker stalls is never reported at its end, so it
+/// does not become idle for that.
 #[derive(Debug, Clone)]
 pub struct Partitions {
     parts: Vec<PartitionState>,
@@ -230,8 +338,8 @@ pub struct Partitions {
 }
 
 impl Partitions {
-    /// No partitions yet; a partition with no record for `idle_timeout`
-    /// does not hold the watermark back.
+    /// No partitions yet; a partition at its end for `idle_timeout` of
+    /// polling does not hold the watermark back.
     pub fn new(idle_timeout: Option<Duration>) -> Self {
         Partitions {
             parts: Vec::new(),
@@ -240,22 +348,25 @@ impl Partitions {
     }
 
     /// Adds `partition`, whose next record is at `next`, with the highest
-    /// timestamp read from it so far (`i64::MIN`: none), at `now`; `end`:
-    /// the offset it ends at (`stop = latest`).
+    /// timestamp read from it so far (`i64::MIN`: none); `end`: the offset
+    /// it ends at (`stop = latest`); `read_to`: whether `next` is a position
+    /// the job has read to (restored), rather than one `start` placed.
     pub fn add(
         &mut self,
         partition: i32,
         next: i64,
         max_timestamp: i64,
         end: Option<i64>,
-        now: Instant,
+        read_to: bool,
     ) {
         let done = end.is_some_and(|end| next >= end);
         self.parts.push(PartitionState {
             partition,
             next,
             max_timestamp,
-            last_record: now,
+            read_to,
+            at_end: false,
+            quiet: Duration::ZERO,
             end,
             done,
         });
@@ -264,21 +375,18 @@ impl Partitions {
 
     /// Whether `partition` is one of these.
     pub fn contains(&self, partition: i32) -> bool {
-        self.get(partition).is_some()
-    }
-
-    fn get(&self, partition: i32) -> Option<&PartitionState> {
-        self.parts.iter().find(|p| p.partition == partition)
+        self.parts.iter().any(|p| p.partition == partition)
     }
 
     fn get_mut(&mut self, partition: i32) -> Option<&mut PartitionState> {
         self.parts.iter_mut().find(|p| p.partition == partition)
     }
 
-    /// A record at `offset` with `timestamp` came from `partition` at
-    /// `now`. Returns whether it is to be read: not when the partition is
-    /// not one of these, or has been read up to its end.
-    pub fn record(&mut self, partition: i32, offset: i64, timestamp: i64, now: Instant) -> bool {
+    /// A record at `offset` with `timestamp` came from `partition`.
+    /// Returns whether it is to be read: not when the partition is not one
+    /// of these, or has been read up to its end. It ends the partition's
+    /// idleness.
+    pub fn record(&mut self, partition: i32, offset: i64, timestamp: i64) -> bool {
         let Some(p) = self.get_mut(partition) else {
             return false;
         };
@@ -288,7 +396,9 @@ impl Partitions {
         }
         p.next = p.next.max(offset + 1);
         p.max_timestamp = p.max_timestamp.max(timestamp);
-        p.last_record = now;
+        p.read_to = true;
+        p.at_end = false;
+        p.quiet = Duration::ZERO;
         if p.end.is_some_and(|end| p.next >= end) {
             p.done = true;
         }
@@ -297,16 +407,49 @@ impl Partitions {
 
     /// `partition` has been read up to the end of what it holds (its
     /// consumer position is `position`, if known, past the last record and
-    /// any transaction markers): with `stop = latest`, it is done.
+    /// any transaction markers): it is at its end, and with `stop = latest`
+    /// it is done.
     pub fn reached_end(&mut self, partition: i32, position: Option<i64>) {
         if let Some(p) = self.get_mut(partition) {
             if let Some(at) = position {
                 p.next = p.next.max(at);
             }
+            p.at_end = true;
             if p.end.is_some() {
                 p.done = true;
             }
         }
+    }
+
+    /// The source spent `spent` polling the consumer: quiet time for each
+    /// partition at its end.
+    pub fn polled(&mut self, spent: Duration) {
+        for p in self.parts.iter_mut().filter(|p| p.at_end && !p.done) {
+            p.quiet = p.quiet.saturating_add(spent);
+        }
+    }
+
+    /// Reading of `partition` goes on at `next`, where the consumer was
+    /// just placed after its offset was out of range: its position is
+    /// exactly that (lower than before when the topic was recreated), and
+    /// it is no longer at its end.
+    pub fn reset(&mut self, partition: i32, next: i64) {
+        if let Some(p) = self.get_mut(partition) {
+            p.next = next;
+            p.at_end = false;
+            p.quiet = Duration::ZERO;
+            p.done = p.end.is_some_and(|end| next >= end);
+        }
+    }
+
+    /// The partitions not done: `(partition, next offset, whether the job
+    /// has read to it)`.
+    pub fn unfinished(&self) -> Vec<(i32, i64, bool)> {
+        self.parts
+            .iter()
+            .filter(|p| !p.done)
+            .map(|p| (p.partition, p.next, p.read_to))
+            .collect()
     }
 
     /// Whether every partition has been read up to its end (true when
@@ -320,30 +463,32 @@ impl Partitions {
         self.parts.iter().filter(|p| p.done).map(|p| p.partition)
     }
 
-    fn is_idle(&self, p: &PartitionState, now: Instant) -> bool {
-        p.done
-            || self
-                .idle_timeout
-                .is_some_and(|t| now.saturating_duration_since(p.last_record) >= t)
+    fn is_idle(&self, p: &PartitionState) -> bool {
+        p.done || (p.at_end && self.idle_timeout.is_some_and(|t| p.quiet >= t))
     }
 
-    /// Whether no partition holds the watermark back at `now`: there are
-    /// none, or each is idle (or done).
-    pub fn idle(&self, now: Instant) -> bool {
-        self.parts.iter().all(|p| self.is_idle(p, now))
+    /// Whether no partition holds the watermark back: there are none, or
+    /// each is idle (or done).
+    pub fn idle(&self) -> bool {
+        self.parts.iter().all(|p| self.is_idle(p))
     }
 
-    /// The timestamp the watermark follows at `now`: the lowest, over the
-    /// partitions that are not idle, of the highest timestamp read from
-    /// each; when all are idle, the highest over all (`i64::MIN`: none).
-    pub fn watermark_basis(&self, now: Instant) -> i64 {
-        let active = self
-            .parts
-            .iter()
-            .filter(|p| !self.is_idle(p, now))
-            .map(|p| p.max_timestamp)
-            .min();
-        active.unwrap_or_else(|| {
+    /// The timestamp the watermark follows: the lowest, over the partitions
+    /// that are not idle, of the highest timestamp read from each. When all
+    /// are idle, the lowest over those not done: the subtask is idle (it
+    /// holds back no one), but its watermark does not advance past what the
+    /// partitions gave while one was active, since an idle partition may
+    /// read again. When all are done (`stop = latest`), nothing more comes:
+    /// the highest over all (`i64::MIN`: none).
+    pub fn watermark_basis(&self) -> i64 {
+        let lowest = |idle: bool| {
+            self.parts
+                .iter()
+                .filter(|p| !p.done && (idle || !self.is_idle(p)))
+                .map(|p| p.max_timestamp)
+                .min()
+        };
+        lowest(false).or_else(|| lowest(true)).unwrap_or_else(|| {
             self.parts
                 .iter()
                 .map(|p| p.max_timestamp)
@@ -382,13 +527,20 @@ struct SourceContext {
 
 impl ClientContext for SourceContext {
     /// librdkafka's errors that reach no call: the end of a partition is
-    /// news, not an error (`next_batch` sees it too); the rest are logged as
-    /// warnings, since librdkafka retries them and `next_batch` fails the
+    /// news, not an error, and an offset out of range is dealt with (and
+    /// reported) by `next_batch`, which sees them too; the rest are logged
+    /// as warnings, since librdkafka retries them and `next_batch` fails the
     /// job when the cluster stays away.
     fn error(&self, error: KafkaError, reason: &str) {
         if matches!(
             error,
-            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+            KafkaError::PartitionEOF(_)
+                | KafkaError::Global(
+                    RDKafkaErrorCode::PartitionEOF
+                        | RDKafkaErrorCode::AutoOffsetReset
+                        | RDKafkaErrorCode::OffsetOutOfRange
+                        | RDKafkaErrorCode::LogTruncation
+                )
         ) {
             return;
         }
@@ -415,6 +567,10 @@ pub struct KafkaSource {
     batch_size: usize,
     connect_timeout: Duration,
     stop: StopAt,
+    on_out_of_range: OnOutOfRange,
+    /// The consumer reported an offset out of range (and stopped fetching
+    /// that partition): which one is still to be found and dealt with.
+    out_of_range: bool,
     partitions: Partitions,
     /// Partitions of the topic (all subtasks'), as last seen.
     partition_count: i32,
@@ -468,7 +624,9 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest")
+            // An offset out of range is reported, and dealt with here as
+            // `on_out_of_range` says, never silently reset.
+            .set("auto.offset.reset", "error")
             .set("allow.auto.create.topics", "false")
             .create_with_context(SourceContext {
                 topic: topic.clone(),
@@ -490,16 +648,19 @@ impl KafkaSource {
                 cluster.bootstrap
             )
         };
-        // Where each partition starts: an offset, or where `start` says.
-        let mut starts: Vec<(i32, Offset, i64)> = Vec::new();
+        // Where each partition starts: an offset, or where `start` says;
+        // and whether it is restored.
+        let mut starts: Vec<(i32, Offset, i64, bool)> = Vec::new();
         let pending: Vec<i32> = match restored {
             // The checkpoint is the truth; a partition added since it was
             // taken is read from its earliest offset.
             Some(saved) => {
                 for &p in &mine {
                     match saved.iter().find(|s| s.partition == p) {
-                        Some(s) => starts.push((p, Offset::Offset(s.offset), s.max_timestamp)),
-                        None => starts.push((p, Offset::Beginning, i64::MIN)),
+                        Some(s) => {
+                            starts.push((p, Offset::Offset(s.offset), s.max_timestamp, true))
+                        }
+                        None => starts.push((p, Offset::Beginning, i64::MIN, false)),
                     }
                 }
                 Vec::new()
@@ -508,11 +669,13 @@ impl KafkaSource {
         };
         if !pending.is_empty() {
             match config.start {
-                StartAt::Earliest => {
-                    starts.extend(pending.iter().map(|&p| (p, Offset::Beginning, i64::MIN)))
-                }
+                StartAt::Earliest => starts.extend(
+                    pending
+                        .iter()
+                        .map(|&p| (p, Offset::Beginning, i64::MIN, false)),
+                ),
                 StartAt::Latest => {
-                    starts.extend(pending.iter().map(|&p| (p, Offset::End, i64::MIN)))
+                    starts.extend(pending.iter().map(|&p| (p, Offset::End, i64::MIN, false)))
                 }
                 StartAt::Committed => {
                     let mut tpl = TopicPartitionList::new();
@@ -527,7 +690,7 @@ impl KafkaSource {
                             Some(Offset::Offset(n)) => Offset::Offset(n),
                             _ => Offset::Beginning,
                         };
-                        starts.push((p, at, i64::MIN));
+                        starts.push((p, at, i64::MIN, false));
                     }
                 }
                 StartAt::Timestamp(ms) => {
@@ -544,32 +707,44 @@ impl KafkaSource {
                             Some(Offset::Offset(n)) => Offset::Offset(n),
                             _ => Offset::End,
                         };
-                        starts.push((p, at, i64::MIN));
+                        starts.push((p, at, i64::MIN, false));
                     }
                 }
             }
         }
         // Beginning and End are made offsets, so that a checkpoint taken
-        // before a partition's first record still says where it starts.
+        // before a partition's first record still says where it starts. An
+        // offset out of its partition's range is dealt with here: a
+        // restored one as `on_out_of_range` says; one from the group's
+        // commits goes to the earliest offset, as librdkafka's reset did.
         let now = Instant::now();
         let mut partitions = Partitions::new(config.idle_timeout);
         let mut assignment = TopicPartitionList::new();
-        for (p, at, max_timestamp) in starts {
-            let needs_marks = config.stop == StopAt::Latest || !matches!(at, Offset::Offset(_));
-            let (low, high) = if needs_marks {
-                consumer
-                    .fetch_watermarks(&topic, p, timeout)
-                    .map_err(|e| failed(&format!("read the offsets of partition {p}"), e))?
-            } else {
-                (0, 0)
-            };
+        for (p, at, max_timestamp, restored) in starts {
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, p, timeout)
+                .map_err(|e| failed(&format!("read the offsets of partition {p}"), e))?;
             let next = match at {
-                Offset::Offset(n) => n,
+                Offset::Offset(n) if (low..=high).contains(&n) => n,
+                Offset::Offset(n) if restored => {
+                    let (to, warning) =
+                        out_of_range(&topic, p, true, n, (low, high), config.on_out_of_range)?;
+                    tracing::warn!(topic = %topic, partition = p, offset = n, low, high, "{warning}");
+                    to
+                }
+                Offset::Offset(n) => {
+                    tracing::info!(
+                        topic = %topic,
+                        partition = p,
+                        "Kafka topic `{topic}` partition {p}: the start offset {n} is out of range [{low}, {high}); reading from the earliest offset, {low}"
+                    );
+                    low
+                }
                 Offset::End => high,
                 _ => low,
             };
             let end = (config.stop == StopAt::Latest).then_some(high);
-            partitions.add(p, next, max_timestamp, end, now);
+            partitions.add(p, next, max_timestamp, end, restored);
             assignment
                 .add_partition_offset(&topic, p, Offset::Offset(next))
                 .map_err(|e| failed("assign partitions", e))?;
@@ -593,6 +768,8 @@ impl KafkaSource {
             batch_size: batch_size.max(1),
             connect_timeout: timeout,
             stop: config.stop,
+            on_out_of_range: config.on_out_of_range,
+            out_of_range: false,
             partitions,
             partition_count: count,
             partition_discovery: config.partition_discovery,
@@ -734,7 +911,6 @@ impl KafkaSource {
             return Ok(());
         }
         let mut tpl = TopicPartitionList::new();
-        let now = Instant::now();
         for &p in &new {
             let (low, _) = self
                 .consumer
@@ -744,7 +920,7 @@ impl KafkaSource {
                 })?;
             tpl.add_partition_offset(&self.topic, p, Offset::Offset(low))
                 .map_err(|e| self.fatal(e))?;
-            self.partitions.add(p, low, i64::MIN, None, now);
+            self.partitions.add(p, low, i64::MIN, None, false);
         }
         self.consumer
             .incremental_assign(&tpl)
@@ -754,6 +930,81 @@ impl KafkaSource {
             subtask = self.subtask,
             "Kafka topic now has {count} partitions; reading new partitions {new:?} from their earliest offset"
         );
+        Ok(())
+    }
+
+    /// The consumer reported an offset out of range, and stopped fetching
+    /// that partition (librdkafka's `auto.offset.reset = error`; its report
+    /// does not say which partition): finds the partitions whose next
+    /// offset is out of their range, and places each where
+    /// `on_out_of_range` says (a partition that has read nothing since
+    /// `start` placed it: at its earliest offset, as before), its position
+    /// exactly there; or fails. When none is out of range (the range moved
+    /// since, or the consumer had fetched ahead of what was read), every
+    /// partition not done is placed again at its next offset, so that the
+    /// one that stopped reads on. A cluster that does not answer leaves it
+    /// for the next call.
+    fn settle_out_of_range(&mut self) -> Result<(), String> {
+        let timeout = Duration::from_secs(5).min(self.connect_timeout);
+        let unfinished = self.partitions.unfinished();
+        let mut moves: Vec<(i32, i64)> = Vec::new();
+        for &(p, next, read_to) in &unfinished {
+            let (low, high) = match self.consumer.fetch_watermarks(&self.topic, p, timeout) {
+                Ok(marks) => marks,
+                Err(e) => {
+                    return self.transient(format!("cannot read the offsets of partition {p}: {e}"))
+                }
+            };
+            if (low..=high).contains(&next) {
+                continue;
+            }
+            let to = if read_to {
+                let (to, warning) = out_of_range(
+                    &self.topic,
+                    p,
+                    false,
+                    next,
+                    (low, high),
+                    self.on_out_of_range,
+                )?;
+                tracing::warn!(topic = %self.topic, partition = p, offset = next, low, high, "{warning}");
+                to
+            } else {
+                tracing::info!(
+                    topic = %self.topic,
+                    partition = p,
+                    "Kafka topic `{}` partition {p}: the start offset {next} is out of range [{low}, {high}); reading from the earliest offset, {low}",
+                    self.topic
+                );
+                low
+            };
+            moves.push((p, to));
+        }
+        if moves.is_empty() {
+            tracing::info!(
+                topic = %self.topic,
+                "Kafka reported an offset out of range, but no partition's next offset is: reading on from each"
+            );
+            moves = unfinished.iter().map(|&(p, next, _)| (p, next)).collect();
+        }
+        let mut off = TopicPartitionList::new();
+        let mut on = TopicPartitionList::new();
+        for &(p, to) in &moves {
+            off.add_partition(&self.topic, p);
+            on.add_partition_offset(&self.topic, p, Offset::Offset(to))
+                .map_err(|e| self.fatal(e))?;
+        }
+        self.consumer
+            .incremental_unassign(&off)
+            .map_err(|e| self.fatal(format!("cannot unassign partitions: {e}")))?;
+        self.consumer
+            .incremental_assign(&on)
+            .map_err(|e| self.fatal(format!("cannot assign partitions again: {e}")))?;
+        for &(p, to) in &moves {
+            self.partitions.reset(p, to);
+        }
+        self.out_of_range = false;
+        self.pause_done();
         Ok(())
     }
 
@@ -811,7 +1062,11 @@ impl SourceReader for KafkaSource {
         let mut wait = POLL_WAIT;
         let mut newly_done = false;
         while batch.len() < self.batch_size {
-            let Some(result) = self.consumer.poll(wait) else {
+            // Only time spent polling counts towards a partition's idleness.
+            let polling = Instant::now();
+            let polled = self.consumer.poll(wait);
+            self.partitions.polled(polling.elapsed());
+            let Some(result) = polled else {
                 break;
             };
             wait = Duration::ZERO;
@@ -820,10 +1075,7 @@ impl SourceReader for KafkaSource {
                     let partition = m.partition();
                     let offset = m.offset();
                     let timestamp = m.timestamp().to_millis().unwrap_or(0);
-                    if self
-                        .partitions
-                        .record(partition, offset, timestamp, Instant::now())
-                    {
+                    if self.partitions.record(partition, offset, timestamp) {
                         batch.push(m.key(), m.payload().unwrap_or_default(), timestamp);
                         offsets.push(offset as u64);
                     }
@@ -840,6 +1092,14 @@ impl SourceReader for KafkaSource {
                         self.reached();
                     }
                 }
+                Err(KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::AutoOffsetReset
+                    | RDKafkaErrorCode::OffsetOutOfRange
+                    | RDKafkaErrorCode::LogTruncation,
+                )) => {
+                    self.out_of_range = true;
+                    break;
+                }
                 Err(KafkaError::MessageConsumption(code)) if is_transient(code) => {
                     self.transient(code.to_string())?;
                     break;
@@ -849,6 +1109,9 @@ impl SourceReader for KafkaSource {
         }
         if newly_done {
             self.pause_done();
+        }
+        if self.out_of_range {
+            self.settle_out_of_range()?;
         }
         if batch.is_empty() && self.stop == StopAt::Latest && self.partitions.all_done() {
             return Ok(None);
@@ -864,11 +1127,11 @@ impl SourceReader for KafkaSource {
     }
 
     fn watermark_basis(&self) -> Option<i64> {
-        Some(self.partitions.watermark_basis(Instant::now()))
+        Some(self.partitions.watermark_basis())
     }
 
     fn idle(&self) -> bool {
-        self.partitions.idle(Instant::now())
+        self.partitions.idle()
     }
 
     fn checkpoint_complete(&mut self, id: u64, position: &SourcePosition) {
@@ -953,15 +1216,17 @@ mod tests {
                 idle_timeout: None,
                 partition_discovery: DEFAULT_PARTITION_DISCOVERY,
                 create: None,
+                on_out_of_range: OnOutOfRange::Fail,
             }
         );
         let c = parse(&format!(
             "{MINIMAL}group = \"g\"\nstart = \"committed\"\nstop = \"latest\"\nparallelism = 3\n\
              idle_timeout = \"5s\"\npartition_discovery = \"250ms\"\n\
              create = {{ partitions = 3, replication = 1 }}\nconnect_timeout = \"2s\"\n\
-             properties = {{ \"fetch.max.bytes\" = \"1048576\" }}\n"
+             properties = {{ \"fetch.max.bytes\" = \"1048576\" }}\non_out_of_range = \"earliest\"\n"
         ))
         .unwrap();
+        assert_eq!(c.on_out_of_range, OnOutOfRange::Earliest);
         assert_eq!(c.group.as_deref(), Some("g"));
         assert_eq!(c.start, StartAt::Committed);
         assert_eq!(c.stop, StopAt::Latest);
@@ -988,6 +1253,14 @@ mod tests {
         ] {
             let c = parse(&format!("{MINIMAL}start = \"{start}\"\n")).unwrap();
             assert_eq!(c.start, want, "{start}");
+        }
+        for (choice, want) in [
+            ("earliest", OnOutOfRange::Earliest),
+            ("latest", OnOutOfRange::Latest),
+            ("fail", OnOutOfRange::Fail),
+        ] {
+            let c = parse(&format!("{MINIMAL}on_out_of_range = \"{choice}\"\n")).unwrap();
+            assert_eq!(c.on_out_of_range, want, "{choice}");
         }
     }
 
@@ -1055,6 +1328,14 @@ mod tests {
                 "/jobs/job.toml:3: source: `create`: `partitions` must be an integer from 1",
             ),
             (
+                format!("{MINIMAL}on_out_of_range = \"skip\"\n"),
+                "/jobs/job.toml:3: source: `on_out_of_range` must be one of `earliest`, `latest`, `fail`, found `skip`",
+            ),
+            (
+                format!("{MINIMAL}on_out_of_range = true\n"),
+                "/jobs/job.toml:3: source: `on_out_of_range` must be a string",
+            ),
+            (
                 format!("{MINIMAL}colour = \"blue\"\n"),
                 "/jobs/job.toml:3: unknown field `colour`",
             ),
@@ -1065,119 +1346,383 @@ mod tests {
         }
     }
 
-    fn t0() -> Instant {
-        Instant::now()
+    /// A step of a [`Partitions`] scenario.
+    #[derive(Debug, Clone, Copy)]
+    enum Step {
+        /// A record of partition `.0` with timestamp `.1` (at the next offset).
+        Rec(i32, i64),
+        /// The consumer reports partition `.0`'s end.
+        End(i32),
+        /// `next_batch` spent this many ms in `poll`.
+        Poll(u64),
+        /// An hour passes without a poll: the source thread is blocked
+        /// sending downstream (back-pressure), or busy elsewhere. Nothing
+        /// of it reaches the partitions.
+        Away,
+        /// Expected: whether the subtask is idle, and the watermark basis.
+        Is(bool, i64),
+    }
+
+    /// Runs `steps` over partitions `(partition, highest timestamp read)`
+    /// with `idle_timeout` (ms), checking each `Is`.
+    fn scenario(name: &str, idle_timeout: Option<u64>, parts: &[(i32, i64)], steps: &[Step]) {
+        let mut p = Partitions::new(idle_timeout.map(Duration::from_millis));
+        for &(partition, max_timestamp) in parts {
+            p.add(partition, 0, max_timestamp, None, false);
+        }
+        let mut offsets = std::collections::BTreeMap::new();
+        for (i, step) in steps.iter().enumerate() {
+            match *step {
+                Step::Rec(partition, ts) => {
+                    let offset = offsets.entry(partition).or_insert(0);
+                    assert!(p.record(partition, *offset, ts), "{name}: step {i}");
+                    *offset += 1;
+                }
+                Step::End(partition) => p.reached_end(partition, None),
+                Step::Poll(ms) => p.polled(Duration::from_millis(ms)),
+                Step::Away => {}
+                Step::Is(idle, basis) => assert_eq!(
+                    (p.idle(), p.watermark_basis()),
+                    (idle, basis),
+                    "{name}: step {i} ({step:?})"
+                ),
+            }
+        }
     }
 
     #[test]
-    fn watermark_follows_the_slowest_partition_that_is_not_idle() {
-        let start = t0();
-        let s = |n| start + Duration::from_secs(n);
-        let mut p = Partitions::new(Some(Duration::from_secs(10)));
-        p.add(0, 0, i64::MIN, None, start);
-        p.add(1, 7, 500, None, start); // restored: resumes its timestamp
-        assert_eq!(p.watermark_basis(start), i64::MIN);
-        assert!(!p.idle(start));
-        assert!(p.record(0, 0, 100, s(1)));
-        assert!(p.record(0, 1, 300, s(2)));
-        assert_eq!(p.watermark_basis(s(2)), 300);
-        // An older record does not lower its partition's maximum.
-        assert!(p.record(0, 2, 50, s(3)));
-        assert_eq!(p.watermark_basis(s(3)), 300);
-        assert!(p.record(1, 7, 200, s(3)));
-        assert_eq!(p.watermark_basis(s(3)), 300);
-        // Partition 0 carries on; partition 1 falls quiet and, after the
-        // idle timeout, no longer holds the watermark back.
-        assert!(p.record(0, 3, 900, s(12)));
-        assert_eq!(p.watermark_basis(s(12)), 500);
-        assert_eq!(p.watermark_basis(s(13)), 900);
-        assert!(!p.idle(s(13)));
-        // Both quiet: the highest of all, and the subtask is idle.
-        assert_eq!(p.watermark_basis(s(30)), 900);
-        assert!(p.idle(s(30)));
-        // A record wakes its partition.
-        assert!(p.record(1, 8, 1000, s(31)));
-        assert!(!p.idle(s(31)));
-        assert_eq!(p.watermark_basis(s(31)), 1000);
+    fn idleness_counts_only_polling_at_the_end_and_never_advances_the_watermark() {
+        use Step::*;
+        // Name, idle_timeout (ms), partitions with their highest timestamps,
+        // steps.
+        type Case<'a> = (&'a str, Option<u64>, &'a [(i32, i64)], &'a [Step]);
+        let cases: &[Case] = &[
+            (
+                "the watermark follows the slowest partition; an older record does not lower it",
+                Some(1000),
+                &[(0, i64::MIN), (1, 500)],
+                &[
+                    Is(false, i64::MIN),
+                    Rec(0, 100),
+                    Rec(0, 300),
+                    Is(false, 300),
+                    Rec(0, 50),
+                    Is(false, 300),
+                    Rec(1, 200),
+                    Is(false, 300),
+                    Rec(0, 900),
+                    Is(false, 500),
+                ],
+            ),
+            (
+                "all idle: the subtask is idle, the watermark does not advance",
+                Some(1000),
+                &[(0, i64::MIN), (1, i64::MIN)],
+                &[
+                    Rec(0, 9000),
+                    Rec(1, 100),
+                    End(0),
+                    End(1),
+                    Poll(999),
+                    Is(false, 100),
+                    Poll(1),
+                    Is(true, 100),
+                    Poll(60_000),
+                    Is(true, 100),
+                ],
+            ),
+            (
+                "one partition idle: the other one leads",
+                Some(1000),
+                &[(0, i64::MIN), (1, i64::MIN)],
+                &[
+                    Rec(0, 9000),
+                    Rec(1, 100),
+                    End(1),
+                    Poll(1000),
+                    Is(false, 9000),
+                    // It has nothing new, and the other goes idle too: the
+                    // lowest over all again, below what was sent (held back
+                    // by the stage's monotonic watermark).
+                    End(0),
+                    Poll(1000),
+                    Is(true, 100),
+                ],
+            ),
+            (
+                "back-pressure: time without polling does not make a partition idle",
+                Some(1000),
+                &[(0, i64::MIN), (1, i64::MIN)],
+                &[
+                    Rec(0, 9000),
+                    Rec(1, 100),
+                    End(0),
+                    End(1),
+                    Poll(400),
+                    Away,
+                    Is(false, 100),
+                    Poll(599),
+                    Away,
+                    Is(false, 100),
+                    Poll(1),
+                    Is(true, 100),
+                ],
+            ),
+            (
+                "a stalled broker: polling without the end of the partition is not idleness",
+                Some(1000),
+                &[(0, i64::MIN), (1, i64::MIN)],
+                &[
+                    Rec(0, 9000),
+                    Rec(1, 100),
+                    Poll(3_600_000),
+                    Is(false, 100),
+                    // Partition 0 was at its end, partition 1 was not.
+                    End(0),
+                    Poll(3_600_000),
+                    Is(false, 100),
+                ],
+            ),
+            (
+                "quiet time counts from the end of the partition",
+                Some(1000),
+                &[(0, 5)],
+                &[
+                    Poll(5000),
+                    End(0),
+                    Poll(999),
+                    Is(false, 5),
+                    Poll(1),
+                    Is(true, 5),
+                ],
+            ),
+            (
+                "a record ends idleness, and quiet time starts again",
+                Some(1000),
+                &[(0, i64::MIN), (1, i64::MIN)],
+                &[
+                    Rec(0, 300),
+                    Rec(1, 100),
+                    End(1),
+                    Poll(1000),
+                    Is(false, 300),
+                    Rec(1, 200),
+                    Is(false, 200),
+                    End(1),
+                    Poll(999),
+                    Is(false, 200),
+                    Poll(1),
+                    Is(false, 300),
+                    // A second report of the end (past transaction markers)
+                    // does not start it again.
+                    End(1),
+                    Is(false, 300),
+                ],
+            ),
+            (
+                "without idle_timeout a partition is never idle",
+                None,
+                &[(0, i64::MIN), (1, i64::MIN)],
+                &[
+                    Rec(0, 100),
+                    End(0),
+                    End(1),
+                    Poll(3_600_000 * 24),
+                    Is(false, i64::MIN),
+                ],
+            ),
+            (
+                "no partitions: idle, no watermark",
+                Some(1000),
+                &[],
+                &[Is(true, i64::MIN)],
+            ),
+        ];
+        for (name, idle_timeout, parts, steps) in cases {
+            scenario(name, *idle_timeout, parts, steps);
+        }
+    }
+
+    #[test]
+    fn partitions_positions_and_resets() {
+        let mut p = Partitions::new(Some(Duration::from_secs(1)));
+        p.add(1, 7, 500, None, true);
+        p.add(0, 0, i64::MIN, None, false);
+        assert_eq!(p.unfinished(), vec![(0, 0, false), (1, 7, true)]);
+        assert!(p.record(0, 0, 100));
+        assert!(p.record(0, 1, 300));
+        assert!(p.record(1, 7, 1000));
+        // Records of partitions it does not read are refused.
+        assert!(!p.record(7, 0, 5));
+        assert!(!p.contains(7));
+        assert_eq!(p.unfinished(), vec![(0, 2, true), (1, 8, true)]);
         assert_eq!(
             p.positions(),
             vec![
                 KafkaPartition {
                     partition: 0,
-                    offset: 4,
-                    max_timestamp: 900
+                    offset: 2,
+                    max_timestamp: 300
                 },
                 KafkaPartition {
                     partition: 1,
-                    offset: 9,
+                    offset: 8,
                     max_timestamp: 1000
                 },
             ]
         );
-        // A partition added later counts as quiet from when it was added.
-        p.add(2, 0, i64::MIN, None, s(31));
-        assert_eq!(p.watermark_basis(s(32)), i64::MIN);
-        assert_eq!(p.watermark_basis(s(41)), 1000);
-        // Records of partitions it does not read are refused.
-        assert!(!p.record(7, 0, 5, s(41)));
-    }
-
-    #[test]
-    fn without_idle_timeout_a_partition_is_never_idle() {
-        let start = t0();
-        let mut p = Partitions::new(None);
-        assert!(p.idle(start), "no partitions: idle");
-        assert_eq!(p.watermark_basis(start), i64::MIN);
-        assert!(p.all_done(), "no partitions: done");
-        p.add(0, 0, i64::MIN, None, start);
-        p.add(1, 0, i64::MIN, None, start);
-        assert!(p.record(0, 0, 100, start));
-        let later = start + Duration::from_secs(3600 * 24);
-        assert!(!p.idle(later));
-        assert_eq!(p.watermark_basis(later), i64::MIN);
-        assert!(!p.all_done());
+        // A topic recreated with fewer records: the position is exactly
+        // where reading goes on, lower than before, and follows the
+        // records read from there.
+        p.reached_end(1, Some(8));
+        p.polled(Duration::from_secs(5));
+        assert_eq!(p.watermark_basis(), 300, "partition 1 is idle");
+        p.reset(1, 0);
+        assert_eq!(p.positions()[1].offset, 0);
+        assert_eq!(p.watermark_basis(), 300, "no longer at its end");
+        p.polled(Duration::from_secs(5));
+        assert_eq!(p.watermark_basis(), 300, "no longer idle");
+        assert!(p.record(1, 0, 10));
+        assert!(p.record(1, 1, 20));
+        assert_eq!(p.positions()[1].offset, 2);
+        assert_eq!(p.positions()[1].max_timestamp, 1000);
+        // With stop = latest, a reset at or past the end is done.
+        let mut q = Partitions::new(None);
+        q.add(0, 3, i64::MIN, Some(10), true);
+        q.reset(0, 12);
+        assert!(q.all_done());
+        assert_eq!(q.positions()[0].offset, 12);
+        let mut q = Partitions::new(None);
+        q.add(0, 30, i64::MIN, Some(40), true);
+        q.reset(0, 5);
+        assert!(!q.all_done());
+        assert_eq!(q.unfinished(), vec![(0, 5, true)]);
     }
 
     #[test]
     fn stop_at_the_end_offsets_seen_at_open() {
-        let start = t0();
         let mut p = Partitions::new(None);
-        p.add(0, 0, i64::MIN, Some(2), start);
-        p.add(1, 5, i64::MIN, Some(5), start); // empty (or read) already
-        p.add(2, 0, i64::MIN, Some(10), start);
+        p.add(0, 0, i64::MIN, Some(2), false);
+        p.add(1, 5, i64::MIN, Some(5), false); // empty (or read) already
+        p.add(2, 0, i64::MIN, Some(10), false);
         assert_eq!(p.done().collect::<Vec<_>>(), vec![1]);
-        assert!(p.record(0, 0, 1, start));
+        assert!(p.record(0, 0, 1));
         assert!(!p.all_done());
-        assert!(p.record(0, 1, 2, start));
+        assert!(p.record(0, 1, 2));
         assert_eq!(p.done().collect::<Vec<_>>(), vec![0, 1]);
         // Records past the end are not read.
-        assert!(!p.record(0, 2, 3, start));
-        assert!(!p.record(2, 10, 3, start));
+        assert!(!p.record(0, 2, 3));
+        assert!(!p.record(2, 10, 3));
         assert!(p.all_done());
+        assert!(p.unfinished().is_empty());
         // Partition 2 ended on transaction markers: end of partition.
         let mut q = Partitions::new(None);
-        q.add(2, 0, i64::MIN, Some(10), start);
-        assert!(q.record(2, 7, 1, start));
+        q.add(2, 0, i64::MIN, Some(10), false);
+        assert!(q.record(2, 7, 1));
         q.reached_end(2, Some(10));
         assert!(q.all_done());
         assert_eq!(q.positions()[0].offset, 10);
-        // Done partitions do not hold the watermark back.
-        let mut r = Partitions::new(None);
-        r.add(0, 0, i64::MIN, Some(1), start);
-        r.add(1, 0, i64::MIN, None, start);
-        assert!(r.record(0, 0, 50, start));
-        assert!(r.record(1, 0, 70, start));
-        assert_eq!(r.watermark_basis(start), 70);
+        // Done partitions do not hold the watermark back, idle_timeout or
+        // not, and the subtask is idle once all are done.
+        for idle_timeout in [None, Some(Duration::from_secs(3600))] {
+            let mut r = Partitions::new(idle_timeout);
+            r.add(0, 0, i64::MIN, Some(1), false);
+            r.add(1, 0, i64::MIN, None, false);
+            assert!(r.record(0, 0, 50));
+            assert!(r.record(1, 0, 70));
+            assert_eq!(r.watermark_basis(), 70);
+            assert!(!r.idle());
+            // All done: nothing more comes, the highest over all, as ever.
+            let mut s = Partitions::new(idle_timeout);
+            s.add(0, 0, i64::MIN, Some(1), false);
+            s.add(1, 0, i64::MIN, Some(1), false);
+            assert!(s.record(1, 0, 70));
+            assert_eq!(s.watermark_basis(), i64::MIN);
+            assert!(!s.idle());
+            assert!(s.record(0, 0, 50));
+            assert!(s.idle());
+            assert_eq!(s.watermark_basis(), 70);
+        }
+        // Done partitions do not count among the idle ones either.
+        let mut t = Partitions::new(Some(Duration::from_secs(1)));
+        t.add(0, 0, i64::MIN, Some(1), false);
+        t.add(1, 0, i64::MIN, None, false);
+        assert!(t.record(0, 0, 10));
+        assert!(t.record(1, 0, 50));
+        assert_eq!(t.watermark_basis(), 50);
+        t.reached_end(1, None);
+        t.polled(Duration::from_secs(1));
+        assert!(t.idle());
+        assert_eq!(t.watermark_basis(), 50);
         // Without a stop, the end of a partition is only a position.
         let mut n = Partitions::new(None);
-        n.add(0, 0, i64::MIN, None, start);
+        n.add(0, 0, i64::MIN, None, false);
         n.reached_end(0, Some(3));
         assert!(!n.all_done());
         assert_eq!(n.positions()[0].offset, 3);
     }
+
+    #[test]
+    fn an_offset_out_of_range_goes_where_on_out_of_range_says_or_fails_in_one_line() {
+        // Below the log start (retention), restored.
+        let e =
+            out_of_range("events", 2, true, 1200, (1500, 3000), OnOutOfRange::Fail).unwrap_err();
+        assert_eq!(
+            e,
+            "Kafka topic `events` partition 2: the restored offset 1200 is out of range \
+             [1500, 3000) (records deleted by retention, or the topic was recreated): set \
+             [source] on_out_of_range = \"earliest\" or \"latest\" to go on"
+        );
+        assert_eq!(
+            out_of_range(
+                "events",
+                2,
+                true,
+                1200,
+                (1500, 3000),
+                OnOutOfRange::Earliest
+            ),
+            Ok((
+                1500,
+                "Kafka topic `events` partition 2: the restored offset 1200 is out of range \
+                 [1500, 3000) (records deleted by retention, or the topic was recreated); \
+                 on_out_of_range = \"earliest\": reading on from offset 1500"
+                    .to_string()
+            ))
+        );
+        assert_eq!(
+            out_of_range("events", 2, true, 1200, (1500, 3000), OnOutOfRange::Latest)
+                .unwrap()
+                .0,
+            3000
+        );
+        // Past the end (a recreated topic), reached while reading.
+        let e = out_of_range("events", 0, false, 100, (0, 30), OnOutOfRange::Fail).unwrap_err();
+        assert_eq!(
+            e,
+            "Kafka topic `events` partition 0: the next offset to read, 100, is out of range \
+             [0, 30) (past the end: the topic was recreated, or its log truncated): set \
+             [source] on_out_of_range = \"earliest\" or \"latest\" to go on"
+        );
+        assert_eq!(
+            out_of_range("events", 0, false, 100, (0, 30), OnOutOfRange::Earliest)
+                .unwrap()
+                .0,
+            0
+        );
+        let (to, warning) =
+            out_of_range("events", 0, false, 100, (0, 30), OnOutOfRange::Latest).unwrap();
+        assert_eq!(to, 30);
+        assert!(
+            warning.ends_with("; on_out_of_range = \"latest\": reading on from offset 30"),
+            "{warning}"
+        );
+        assert!(!warning.contains('\n'));
+    }
 }
 
-/// Checks against the development broker at 127.0.0.1:9092, run by hand:
+/// Checks against the development broker at 127.0.0.1:9092 (or the one
+/// `WEIR_TEST_KAFKA` names), run by hand:
 /// `cargo test --workspace --lib kafka -- --ignored`.
 #[cfg(test)]
 pub(super) mod broker {
@@ -1189,13 +1734,19 @@ pub(super) mod broker {
 
     use super::*;
 
-    const BOOTSTRAP: &str = "127.0.0.1:9092";
+    /// The broker: `WEIR_TEST_KAFKA`, else the development one.
+    pub(super) fn bootstrap() -> String {
+        std::env::var("WEIR_TEST_KAFKA")
+            .ok()
+            .filter(|b| !b.trim().is_empty())
+            .unwrap_or_else(|| "127.0.0.1:9092".to_string())
+    }
     /// A guard against a test hanging forever, not a timed assertion.
     pub(super) const PATIENCE: Duration = Duration::from_secs(60);
 
     fn cluster() -> KafkaCluster {
         KafkaCluster {
-            bootstrap: BOOTSTRAP.into(),
+            bootstrap: bootstrap(),
             properties: BTreeMap::new(),
             connect_timeout: Duration::from_secs(10),
         }
@@ -1220,6 +1771,7 @@ pub(super) mod broker {
             idle_timeout: None,
             partition_discovery: DEFAULT_PARTITION_DISCOVERY,
             create: None,
+            on_out_of_range: OnOutOfRange::Fail,
         }
     }
 
@@ -1412,7 +1964,7 @@ pub(super) mod broker {
             .unwrap();
         assert_eq!(
             e,
-            format!("Kafka topic `{missing}` does not exist at `{BOOTSTRAP}` (create it, or set `create = {{ partitions = N, replication = R }}` in [source])")
+            format!("Kafka topic `{missing}` does not exist at `{}` (create it, or set `create = {{ partitions = N, replication = R }}` in [source])", bootstrap())
         );
         let mut c = config(&topic);
         c.cluster.bootstrap = "127.0.0.1:1".into();
@@ -1529,6 +2081,262 @@ pub(super) mod broker {
         assert_eq!(s.watermark_basis(), Some(1));
         assert!(!s.idle());
     }
+
+    /// Topic settings that keep records for ever: retention goes by record
+    /// timestamps, and the tests' are in January 1970.
+    const KEEP: &[(&str, &str)] = &[("retention.ms", "-1")];
+
+    /// Produces records `from..from + n` into partition 0 of `topic`, one
+    /// record batch each, with timestamps `from + 1`, ...
+    fn produce_one_by_one(topic: &str, from: usize, n: usize) {
+        let producer: BaseProducer = cluster()
+            .client_config()
+            .set("linger.ms", "0")
+            .set("batch.num.messages", "1")
+            .create()
+            .unwrap();
+        for i in from..from + n {
+            let v = format!("v{i}");
+            producer
+                .send(
+                    BaseRecord::<(), str>::to(topic)
+                        .partition(0)
+                        .payload(&v)
+                        .timestamp(i as i64 + 1),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+        producer.flush(PATIENCE).unwrap();
+    }
+
+    /// Deletes the records of `topic`'s partition 0 below `offset`, as
+    /// retention does.
+    fn delete_below(topic: &str, offset: i64) {
+        let admin: AdminClient<DefaultClientContext> = cluster().client_config().create().unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Offset(offset))
+            .unwrap();
+        let done =
+            futures_executor::block_on(admin.delete_records(&tpl, &AdminOptions::new())).unwrap();
+        for e in done.elements() {
+            e.error().unwrap();
+        }
+    }
+
+    /// Reads one batch; its events' offsets go to `offsets`.
+    fn read_some(s: &mut KafkaSource, offsets: &mut Vec<u64>) -> Result<(), String> {
+        s.next_batch(offsets)?.expect("the source never ends");
+        Ok(())
+    }
+
+    #[test]
+    #[ignore = "needs the Kafka broker at 127.0.0.1:9092"]
+    fn an_offset_out_of_range_while_reading_fails_or_reads_on_as_on_out_of_range_says() {
+        for choice in [
+            OnOutOfRange::Fail,
+            OnOutOfRange::Earliest,
+            OnOutOfRange::Latest,
+        ] {
+            let topic = unique("range");
+            let create = CreateTopic {
+                partitions: 1,
+                replication: 1,
+            };
+            cluster().create_topic(&topic, create, KEEP).unwrap();
+            produce_one_by_one(&topic, 0, 100);
+            let mut c = config(&topic);
+            c.stop = StopAt::Never;
+            c.on_out_of_range = choice;
+            // The consumer fetches a record batch at a time, only when it
+            // has none queued: it is never far ahead of what is read.
+            c.cluster
+                .properties
+                .insert("queued.min.messages".into(), "1".into());
+            c.cluster
+                .properties
+                .insert("fetch.message.max.bytes".into(), "1".into());
+            c.cluster
+                .properties
+                .insert("fetch.queue.backoff.ms".into(), "1".into());
+            let mut s = KafkaSource::open(&c, 0, 1, 1, None).unwrap();
+            let mut offsets = Vec::new();
+            let deadline = Instant::now() + PATIENCE;
+            while offsets.len() < 10 {
+                assert!(Instant::now() < deadline);
+                read_some(&mut s, &mut offsets).unwrap();
+            }
+            delete_below(&topic, 60);
+            let result = loop {
+                assert!(Instant::now() < deadline, "{choice:?}: read {offsets:?}");
+                if let Err(e) = read_some(&mut s, &mut offsets) {
+                    break Err(e);
+                }
+                let at = offsets_of(&s.position().unwrap())[0].1;
+                if at >= 100 {
+                    break Ok(at);
+                }
+            };
+            // What was read before: from 0 on, without a gap, below 60.
+            let before: Vec<u64> = offsets.iter().copied().take_while(|&o| o < 60).collect();
+            assert_eq!(before, (0..before.len() as u64).collect::<Vec<_>>());
+            match choice {
+                OnOutOfRange::Fail => {
+                    let e = result.unwrap_err();
+                    assert_eq!(
+                        e,
+                        format!(
+                            "Kafka topic `{topic}` partition 0: the next offset to read, {}, is out of range [60, 100) (records deleted by retention, or the topic was recreated): set [source] on_out_of_range = \"earliest\" or \"latest\" to go on",
+                            before.len()
+                        )
+                    );
+                }
+                OnOutOfRange::Earliest => {
+                    assert_eq!(result, Ok(100));
+                    assert_eq!(
+                        offsets[before.len()..],
+                        (60..100).collect::<Vec<u64>>(),
+                        "{offsets:?}"
+                    );
+                }
+                OnOutOfRange::Latest => {
+                    // At the end, then what comes next.
+                    assert_eq!(result, Ok(100));
+                    assert_eq!(offsets.len(), before.len(), "{offsets:?}");
+                    produce_one_by_one(&topic, 100, 5);
+                    while offsets.len() < before.len() + 5 {
+                        assert!(Instant::now() < deadline);
+                        read_some(&mut s, &mut offsets).unwrap();
+                    }
+                    assert_eq!(offsets[before.len()..], (100..105).collect::<Vec<u64>>());
+                    assert_eq!(offsets_of(&s.position().unwrap()), vec![(0, 105)]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "needs the Kafka broker at 127.0.0.1:9092"]
+    fn a_restored_offset_out_of_range_fails_or_moves_at_open() {
+        let topic = unique("restore-range");
+        let create = CreateTopic {
+            partitions: 1,
+            replication: 1,
+        };
+        cluster().create_topic(&topic, create, KEEP).unwrap();
+        produce_one_by_one(&topic, 0, 20);
+        delete_below(&topic, 15);
+        let at = |offset| SourcePosition::Kafka {
+            topic: topic.clone(),
+            partitions: vec![KafkaPartition {
+                partition: 0,
+                offset,
+                max_timestamp: 7,
+            }],
+        };
+        let mut c = config(&topic);
+        let e = KafkaSource::open(&c, 0, 1, 100, Some(&at(10)))
+            .err()
+            .unwrap();
+        assert_eq!(
+            e,
+            format!("Kafka topic `{topic}` partition 0: the restored offset 10 is out of range [15, 20) (records deleted by retention, or the topic was recreated): set [source] on_out_of_range = \"earliest\" or \"latest\" to go on")
+        );
+        let e = KafkaSource::open(&c, 0, 1, 100, Some(&at(25)))
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("the restored offset 25 is out of range [15, 20) (past the end: the topic was recreated, or its log truncated)"),
+            "{e}"
+        );
+        // In range, at either end: as it is.
+        for offset in [15, 20] {
+            let s = KafkaSource::open(&c, 0, 1, 100, Some(&at(offset))).unwrap();
+            assert_eq!(offsets_of(&s.position().unwrap()), vec![(0, offset)]);
+        }
+        c.on_out_of_range = OnOutOfRange::Earliest;
+        let mut s = KafkaSource::open(&c, 0, 1, 100, Some(&at(10))).unwrap();
+        assert_eq!(offsets_of(&s.position().unwrap()), vec![(0, 15)]);
+        let r = read_all(&mut s);
+        assert_eq!(
+            r.iter().map(|e| e.3).collect::<Vec<_>>(),
+            (15..20).collect::<Vec<u64>>()
+        );
+        c.on_out_of_range = OnOutOfRange::Latest;
+        let mut s = KafkaSource::open(&c, 0, 1, 100, Some(&at(10))).unwrap();
+        assert_eq!(offsets_of(&s.position().unwrap()), vec![(0, 20)]);
+        assert!(read_all(&mut s).is_empty());
+        // Fresh starts are as before: `committed` with a commit below the
+        // range starts at the earliest offset.
+        let group = unique("g");
+        let probe: BaseConsumer = cluster()
+            .client_config()
+            .set("group.id", &group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, 0, Offset::Offset(3))
+            .unwrap();
+        probe.commit(&tpl, CommitMode::Sync).unwrap();
+        c.on_out_of_range = OnOutOfRange::Fail;
+        c.group = Some(group);
+        c.start = StartAt::Committed;
+        let s = KafkaSource::open(&c, 0, 1, 100, None).unwrap();
+        assert_eq!(offsets_of(&s.position().unwrap()), vec![(0, 15)]);
+    }
+
+    #[test]
+    #[ignore = "needs the Kafka broker at 127.0.0.1:9092"]
+    fn idle_only_after_polling_at_the_end_never_under_back_pressure() {
+        let topic = unique("idle");
+        let create = CreateTopic {
+            partitions: 2,
+            replication: 1,
+        };
+        cluster().create_topic(&topic, create, KEEP).unwrap();
+        produce(
+            &topic,
+            &[(0, None, "a".into(), 1000), (1, None, "b".into(), 5)],
+            None,
+        );
+        let mut c = config(&topic);
+        c.stop = StopAt::Never;
+        c.idle_timeout = Some(Duration::from_millis(300));
+        let mut s = KafkaSource::open(&c, 0, 1, 100, None).unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        let mut read = 0;
+        // Both partitions read, at their end, and polled quiet for 300 ms.
+        while !s.idle() {
+            assert!(Instant::now() < deadline, "never idle");
+            read += s.next_batch(&mut Vec::new()).unwrap().unwrap().len();
+        }
+        assert_eq!(read, 2);
+        assert_eq!(
+            s.watermark_basis(),
+            Some(5),
+            "all idle: the watermark does not advance past the slower partition"
+        );
+        // New records end the idleness.
+        produce(
+            &topic,
+            &[(0, None, "c".into(), 2000), (1, None, "d".into(), 6)],
+            None,
+        );
+        while read < 4 {
+            assert!(Instant::now() < deadline);
+            read += s.next_batch(&mut Vec::new()).unwrap().unwrap().len();
+        }
+        assert!(!s.idle());
+        // The source blocked sending downstream, longer than idle_timeout:
+        // it did not poll, so no partition became idle.
+        std::thread::sleep(Duration::from_millis(900));
+        assert!(!s.idle(), "idle without polling");
+        while !s.idle() {
+            assert!(Instant::now() < deadline, "never idle");
+            assert_eq!(s.next_batch(&mut Vec::new()).unwrap().unwrap().len(), 0);
+        }
+        assert_eq!(s.watermark_basis(), Some(6));
+    }
 }
 
 /// What the source does when its topic or its cluster goes away. The
@@ -1591,7 +2399,8 @@ mod loss {
         let e = read_until_error(&mut s);
         assert!(
             e.starts_with(&format!(
-                "cannot read Kafka topic `{topic}` at `127.0.0.1:9092`: "
+                "cannot read Kafka topic `{topic}` at `{}`: ",
+                c.cluster.bootstrap
             )),
             "{e}"
         );
