@@ -16,6 +16,7 @@ mod fuzz;
 mod hostile;
 mod jobs;
 mod kafka;
+mod kafka_source;
 mod keyless;
 mod lifecycle;
 mod limits;

@@ -414,6 +414,41 @@ impl Cluster {
         ]);
     }
 
+    /// Pauses broker `n` (1-based) with SIGSTOP: a broker that stalls. Its
+    /// connections stay open and nothing is answered (no error, no end of
+    /// partition) until [`Cluster::continue_broker`]; dropping the cluster
+    /// kills it, paused or not.
+    #[track_caller]
+    pub fn pause_broker(&self, n: u32) {
+        self.signal_broker(n, "STOP");
+    }
+
+    /// Lets broker `n` (1-based), paused by [`Cluster::pause_broker`], go
+    /// on with SIGCONT.
+    #[track_caller]
+    pub fn continue_broker(&self, n: u32) {
+        self.signal_broker(n, "CONT");
+    }
+
+    /// Sends `signal` to broker `n`, by the PID `scripts/services.sh pid`
+    /// gives (the one it keeps in the cluster's folder).
+    #[track_caller]
+    fn signal_broker(&self, n: u32, signal: &str) {
+        let n = n.to_string();
+        let pid = services_ok(&["pid", "kafka", &n, "--dir", self.dir()])
+            .trim()
+            .to_string();
+        assert!(
+            !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()),
+            "scripts/services.sh pid kafka {n}: {pid:?}"
+        );
+        let status = Command::new("kill")
+            .args(["-s", signal, &pid])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -s {signal} {pid}: {status}");
+    }
+
     /// Starts again every broker that is down, on its kept data; waits
     /// until the cluster answers.
     #[track_caller]
