@@ -2,8 +2,8 @@
 //! the `.wasm` behind each), its sink, and its checkpoint, savepoint, restart and
 //! REST settings, parsed into a checked [`JobSpec`].
 //!
-//! The shape is the one agreed in `DESIGN.md` ("The job file"). Choices made here
-//! where the design is silent:
+//! The shape is the one the manual documents (`docs/reference/job-file.md`).
+//! Choices made here that the shape alone leaves open:
 //!
 //! - Parsing is strict. An unknown field, a value of the wrong type, or a field
 //!   that belongs to another source or sink type (e.g. `count` on a file source)

@@ -19,8 +19,8 @@
 //! marker: the engine restores the newest checkpoint at or before it and
 //! recomputes what came after.
 //!
-//! **Why one producer and a buffer, not the pool of producers DESIGN.md
-//! sketches** (one per epoch in flight, as Flink and Arroyo do): with a
+//! **Why one producer and a buffer, not a pool of producers** (one per
+//! epoch in flight, the pool that Flink and Arroyo use): with a
 //! pool, the records of a checkpoint that aborts sit in a transaction of
 //! their own, which must be committed together with the next checkpoint's,
 //! in another producer's transaction. Two commits are not atomic: a crash
