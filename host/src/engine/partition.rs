@@ -5,8 +5,14 @@
 //! both stages have the same parallelism (each upstream instance is then wired
 //! to exactly one downstream subtask), and otherwise deals whole batches out
 //! round-robin. Watermarks and the end marker go to every connected subtask.
+//!
+//! The router counts the time it spends blocked on a full channel (the next
+//! stage is slower: back-pressure), so that a source can tell time it had
+//! nothing to read from time it could not send.
 
-use crossbeam_channel::Sender;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, TrySendError};
 
 use crate::engine::stream::{Message, Offsets};
 use crate::model::keygroup;
@@ -36,6 +42,23 @@ pub struct Router {
     parts: Vec<Batch>,
     part_offsets: Vec<Offsets>,
     sent_events: u64,
+    /// Time spent blocked on full channels since [`Router::take_blocked`].
+    blocked: Duration,
+}
+
+/// Sends `message` on `sender`, adding to `blocked` the time spent waiting
+/// when the channel is full.
+fn send(sender: &Sender<Message>, message: Message, blocked: &mut Duration) -> Result<(), Closed> {
+    match sender.try_send(message) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Full(message)) => {
+            let since = Instant::now();
+            let sent = sender.send(message).map_err(|_| Closed);
+            *blocked += since.elapsed();
+            sent
+        }
+        Err(TrySendError::Disconnected(_)) => Err(Closed),
+    }
 }
 
 impl Router {
@@ -50,7 +73,14 @@ impl Router {
             parts: (0..n).map(|_| Batch::default()).collect(),
             part_offsets: vec![Vec::new(); n],
             sent_events: 0,
+            blocked: Duration::ZERO,
         }
+    }
+
+    /// The time spent blocked on full channels (back-pressure) since the
+    /// last call.
+    pub fn take_blocked(&mut self) -> Duration {
+        std::mem::take(&mut self.blocked)
     }
 
     /// Number of events sent so far.
@@ -81,9 +111,11 @@ impl Router {
                         let part_offsets = offsets
                             .as_ref()
                             .map(|_| std::mem::take(&mut self.part_offsets[target]));
-                        self.senders[target]
-                            .send(Message::Batch(part, part_offsets))
-                            .map_err(|_| Closed)?;
+                        send(
+                            &self.senders[target],
+                            Message::Batch(part, part_offsets),
+                            &mut self.blocked,
+                        )?;
                     }
                 }
                 Ok(())
@@ -91,9 +123,11 @@ impl Router {
             _ => {
                 let target = self.next % n;
                 self.next = self.next.wrapping_add(1);
-                self.senders[target]
-                    .send(Message::Batch(batch, offsets))
-                    .map_err(|_| Closed)
+                send(
+                    &self.senders[target],
+                    Message::Batch(batch, offsets),
+                    &mut self.blocked,
+                )
             }
         }
     }
@@ -101,7 +135,7 @@ impl Router {
     /// Sends a watermark to every connected subtask.
     pub fn send_watermark(&mut self, watermark: i64) -> Result<(), Closed> {
         for s in &self.senders {
-            s.send(Message::Watermark(watermark)).map_err(|_| Closed)?;
+            send(s, Message::Watermark(watermark), &mut self.blocked)?;
         }
         Ok(())
     }
@@ -109,7 +143,7 @@ impl Router {
     /// Tells every connected subtask that this instance is idle (see [`Message::Idle`]).
     pub fn send_idle(&mut self) -> Result<(), Closed> {
         for s in &self.senders {
-            s.send(Message::Idle).map_err(|_| Closed)?;
+            send(s, Message::Idle, &mut self.blocked)?;
         }
         Ok(())
     }
@@ -117,7 +151,7 @@ impl Router {
     /// Sends a checkpoint barrier to every connected subtask.
     pub fn send_barrier(&mut self, barrier: crate::engine::stream::Barrier) -> Result<(), Closed> {
         for s in &self.senders {
-            s.send(Message::Barrier(barrier)).map_err(|_| Closed)?;
+            send(s, Message::Barrier(barrier), &mut self.blocked)?;
         }
         Ok(())
     }
@@ -125,7 +159,7 @@ impl Router {
     /// Tells every connected subtask that this instance has finished.
     pub fn send_end(&mut self) -> Result<(), Closed> {
         for s in &self.senders {
-            s.send(Message::End).map_err(|_| Closed)?;
+            send(s, Message::End, &mut self.blocked)?;
         }
         Ok(())
     }

@@ -182,6 +182,10 @@ pub fn run_source(
             router.send_batch(batch, Some(offsets))?;
             idle = false;
         }
+        let blocked = router.take_blocked();
+        if !blocked.is_zero() {
+            reader.blocked(blocked);
+        }
         let basis = reader.watermark_basis().unwrap_or(max_ts);
         let wm = watermark_after(basis, delay);
         if wm > watermark {

@@ -28,6 +28,13 @@ pub trait SourceReader: Send {
     fn idle(&self) -> bool {
         false
     }
+    /// Since the last call, the stage spent `spent` blocked sending
+    /// downstream (the next stage is slower: back-pressure). A source that
+    /// times out idle partitions does not count that time: a partition is
+    /// idle only when it had nothing to read.
+    fn blocked(&mut self, spent: std::time::Duration) {
+        let _ = spent;
+    }
     /// Checkpoint `id`, taken at `position` (what [`SourceReader::position`]
     /// returned at its barrier), is complete: a Kafka source commits those
     /// offsets to its consumer group, for lag monitoring.

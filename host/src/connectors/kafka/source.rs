@@ -11,10 +11,10 @@
 //! from each ([`Partitions`]), so that a partition that lags behind holds
 //! it back. A partition is idle once it has been at its end (the consumer
 //! reported the end of the partition, and no record came since) for
-//! `idle_timeout` of time spent polling the consumer: time spent elsewhere
-//! (blocked sending downstream, under back-pressure) does not count, and a
-//! partition whose broker stalls is never at its end, so never idle for
-//! that. When every partition is idle the subtask is idle (it holds back no
+//! `idle_timeout`, not counting the time the source stage spent blocked
+//! sending downstream (back-pressure: [`SourceReader::blocked`], as Flink's
+//! idleness clock pauses), and a partition whose broker stalls is never at
+//! its end, so never idle for that. When every partition is idle the subtask is idle (it holds back no
 //! operator downstream), but its watermark does not advance: it stays at the
 //! lowest over its idle partitions, so a lagging partition's later records
 //! are not made late (Flink's idleness). With `stop = latest`, a partition
@@ -313,7 +313,7 @@ struct PartitionState {
     /// Whether the consumer reported the end of the partition, and no
     /// record came from it since.
     at_end: bool,
-    /// Time spent polling the consumer since it reached its end.
+    /// Time since it reached its end, less time blocked downstream.
     quiet: Duration,
     /// With `stop = latest`: the end offset it had at open.
     end: Option<i64>,
@@ -323,14 +323,13 @@ struct PartitionState {
 
 /// The partitions a subtask reads, and the watermark and idleness they
 /// give: the bookkeeping of [`KafkaSource`], apart from the consumer (the
-/// time spent polling is passed in).
+/// time that counts is passed in).
 ///
 /// A partition is idle when it has been at its end (the consumer reported
 /// the end of the partition, and no record came since) for `idle_timeout`
-/// of time spent polling. Only polling counts: time the source spends
-/// elsewhere (blocked sending downstream, under back-pressure) does not,
-/// and a partition whose broker stalls is never reported at its end, so it
-/// does not become idle for that.
+/// of the time that counts: the source's time less what it spent blocked
+/// sending downstream (back-pressure), and a partition whose broker stalls
+/// is never reported at its end, so it does not become idle for that.
 #[derive(Debug, Clone)]
 pub struct Partitions {
     parts: Vec<PartitionState>,
@@ -421,8 +420,8 @@ impl Partitions {
         }
     }
 
-    /// The source spent `spent` polling the consumer: quiet time for each
-    /// partition at its end.
+    /// `spent` passed that counts (the source was not blocked downstream):
+    /// quiet time for each partition at its end.
     pub fn polled(&mut self, spent: Duration) {
         for p in self.parts.iter_mut().filter(|p| p.at_end && !p.done) {
             p.quiet = p.quiet.saturating_add(spent);
@@ -579,6 +578,10 @@ pub struct KafkaSource {
     /// Since when the cluster has not answered, and why (the last error).
     unreachable: Option<(Instant, String)>,
     last_probe: Instant,
+    /// When `next_batch` last counted time towards idleness.
+    tick: Instant,
+    /// Time the stage spent blocked sending downstream since then.
+    blocked: Duration,
 }
 
 impl KafkaSource {
@@ -776,6 +779,8 @@ impl KafkaSource {
             last_discovery: now,
             unreachable: None,
             last_probe: now,
+            tick: now,
+            blocked: Duration::ZERO,
         };
         source.pause_done();
         Ok(source)
@@ -1057,16 +1062,22 @@ impl SourceReader for KafkaSource {
         if self.stop == StopAt::Latest && self.partitions.all_done() {
             return Ok(None);
         }
+        // The time since the last call counts towards the idleness of the
+        // partitions at their end, less what the stage spent blocked
+        // downstream (back-pressure): a partition is idle only when it had
+        // nothing to read.
+        let now = Instant::now();
+        let spent = now
+            .saturating_duration_since(self.tick)
+            .saturating_sub(std::mem::take(&mut self.blocked));
+        self.tick = now;
+        self.partitions.polled(spent);
         self.housekeeping()?;
         let mut batch = Batch::with_capacity(self.batch_size.min(1024), 0);
         let mut wait = POLL_WAIT;
         let mut newly_done = false;
         while batch.len() < self.batch_size {
-            // Only time spent polling counts towards a partition's idleness.
-            let polling = Instant::now();
-            let polled = self.consumer.poll(wait);
-            self.partitions.polled(polling.elapsed());
-            let Some(result) = polled else {
+            let Some(result) = self.consumer.poll(wait) else {
                 break;
             };
             wait = Duration::ZERO;
@@ -1128,6 +1139,10 @@ impl SourceReader for KafkaSource {
 
     fn watermark_basis(&self) -> Option<i64> {
         Some(self.partitions.watermark_basis())
+    }
+
+    fn blocked(&mut self, spent: Duration) {
+        self.blocked += spent;
     }
 
     fn idle(&self) -> bool {
@@ -1353,7 +1368,7 @@ mod tests {
         Rec(i32, i64),
         /// The consumer reports partition `.0`'s end.
         End(i32),
-        /// `next_batch` spent this many ms in `poll`.
+        /// This many ms pass that count (the source is not blocked).
         Poll(u64),
         /// An hour passes without a poll: the source thread is blocked
         /// sending downstream (back-pressure), or busy elsewhere. Nothing
@@ -1391,7 +1406,7 @@ mod tests {
     }
 
     #[test]
-    fn idleness_counts_only_polling_at_the_end_and_never_advances_the_watermark() {
+    fn idleness_counts_time_at_the_end_not_blocked_and_never_advances_the_watermark() {
         use Step::*;
         // Name, idle_timeout (ms), partitions with their highest timestamps,
         // steps.
@@ -2287,7 +2302,7 @@ pub(super) mod broker {
 
     #[test]
     #[ignore = "needs the Kafka broker at 127.0.0.1:9092"]
-    fn idle_only_after_polling_at_the_end_never_under_back_pressure() {
+    fn idle_only_after_time_at_the_end_never_under_back_pressure() {
         let topic = unique("idle");
         let create = CreateTopic {
             partitions: 2,
@@ -2327,10 +2342,12 @@ pub(super) mod broker {
             read += s.next_batch(&mut Vec::new()).unwrap().unwrap().len();
         }
         assert!(!s.idle());
-        // The source blocked sending downstream, longer than idle_timeout:
-        // it did not poll, so no partition became idle.
+        // The source blocked sending downstream, longer than idle_timeout
+        // (the stage says so): no partition became idle for that.
         std::thread::sleep(Duration::from_millis(900));
-        assert!(!s.idle(), "idle without polling");
+        s.blocked(Duration::from_millis(900));
+        assert_eq!(s.next_batch(&mut Vec::new()).unwrap().unwrap().len(), 0);
+        assert!(!s.idle(), "idle while blocked downstream");
         while !s.idle() {
             assert!(Instant::now() < deadline, "never idle");
             assert_eq!(s.next_batch(&mut Vec::new()).unwrap().unwrap().len(), 0);
