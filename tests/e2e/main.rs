@@ -11,6 +11,7 @@ mod checkpoints;
 mod cli;
 mod conformance;
 mod diagnostics;
+mod docs;
 mod errors;
 mod fuzz;
 mod hostile;
