@@ -1,5 +1,5 @@
 //! The faces of a running weir: the REST API ([`rest`]) and the in-process
-//! measurements of `weir bench` ([`bench`]). May use every layer below.
+//! measurements of `weir bench` ([`mod@bench`]). May use every layer below.
 
 pub mod bench;
 pub mod rest;

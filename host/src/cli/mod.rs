@@ -1,6 +1,6 @@
 //! The `weir` command line: one file per subcommand, each with an `execute()`.
 //!
-//! Commands print with [`outln!`], not `println!`: when standard output is
+//! Commands print with `outln!`, not `println!`: when standard output is
 //! closed early (`weir savepoint inspect … | head`), `println!` panics,
 //! while `outln!` ends the process quietly with status 0, as the reader
 //! asked for no more.
@@ -98,7 +98,7 @@ impl Cli {
     }
 }
 
-/// Writes command output; see [`outln!`]. Another write error (a full disk
+/// Writes command output; see `outln!`. Another write error (a full disk
 /// behind a redirect) is one line on stderr and status 1.
 pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
     use std::io::Write;

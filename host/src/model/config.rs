@@ -181,9 +181,9 @@ impl<'de> Deserialize<'de> for Entries {
     }
 }
 
-/// A table whose fields its owner takes one by one ([`Fields::take`]); what
-/// is left at the end ([`Fields::finish`]) is an error naming the field and
-/// its line. A connector reads its `[source]` or `[sink]` table this way, so
+/// A table whose fields its owner takes one by one ([`Fields::take`]); a
+/// field it does not expect ([`Fields::check`], called before any value is
+/// read) is an error naming the field and its line. A connector reads its `[source]` or `[sink]` table this way, so
 /// each connector owns its fields and their checks.
 #[derive(Debug, Clone, Default)]
 pub struct Fields(BTreeMap<String, Spanned<Value>>);

@@ -2,7 +2,7 @@
 //! group, snapshotted without a pause and incrementally.
 //!
 //! Every state of a subtask keeps, for each key group the subtask owns, a
-//! few [`Shard`]s (more per key group when the subtask owns few, so that a
+//! few `Shard`s (more per key group when the subtask owns few, so that a
 //! state has at least 256 shards): flat hash tables whose keys and values
 //! live in one arena, so that an entry costs no allocation of its own (a
 //! `u64` count under a 10-byte key takes about 50 bytes). A key's shard is

@@ -327,7 +327,7 @@ const OWNER_SESSION: Duration = Duration::from_secs(6);
 /// and the cooperative-sticky assignor keeps it with the member that has
 /// it: so a second process on the same prefix is refused instead of
 /// fencing the first. A process that dies holds it until its session
-/// times out ([`OWNER_SESSION`]); one that exits gives it up at once.
+/// times out (`OWNER_SESSION`); one that exits gives it up at once.
 /// Released on drop.
 pub struct PrefixLock {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
