@@ -13,6 +13,7 @@ cargo fmt --all --check
 (cd plugins/rust && cargo fmt --all --check)
 (cd tests/plugins && cargo fmt --all --check)
 cargo clippy --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 (cd plugins/rust && cargo clippy --target wasm32-wasip2 --all-targets -- -D warnings)
 (cd tests/plugins && cargo clippy --target wasm32-wasip2 --all-targets -- -D warnings)
 # The operators' own unit tests (windowed-sum's integer parsing), on the host.
