@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The logic swap over Kafka (README: "Savepoints and the logic swap", as
+# The logic swap over Kafka (docs/operations/savepoints.md: "The swap", as
 # examples/swap does with files): Kafka -> keyed-count -> Kafka, exactly-once.
 #
 #   1. starts Kafka with scripts/services.sh (unless it is up; stops it at the

@@ -302,7 +302,7 @@ fn a_rest_address_where_no_job_listens_is_named() {
 fn durations_and_sizes_as_the_readme_writes_them() {
     let sb = Sandbox::new();
     sb.write("in.jsonl", "{\"key\":\"a\",\"value\":\"1\"}\n");
-    // Every form the README's job file reference shows is accepted.
+    // Every form the job file reference (docs/reference/job-file.md) shows is accepted.
     let limits = "[operators.limits]\nmemory = \"1 GiB\"\nstate_value_size = \"16MiB\"\ncpu_per_call = \"1.5s\"";
     sb.write("job.toml", count_job(limits));
     sb.weir(&["run", "job.toml"]).ok();

@@ -718,7 +718,7 @@ fn change_a_digit(text: &str, field: &str) -> String {
 }
 
 /// A `_metadata` text whose checksum line is made anew for its other lines,
-/// by the rule the README gives: the SHA-256 of every line but the last two.
+/// by the rule docs/operations/savepoints.md gives: the SHA-256 of every line but the last two.
 pub(crate) fn resigned(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let above = lines[..lines.len() - 2].join("\n") + "\n";
