@@ -539,3 +539,64 @@ fn kafka_a_transaction_left_open_under_an_old_prefix_is_aborted() {
         );
     }
 }
+
+/// A stop whose final commit fails (the broker dies while the commit
+/// waits) fails: `weir stop` exits 1 with the reason, the savepoint is
+/// removed, and the job goes on through its restart strategy once the
+/// broker is back, finishing exactly once.
+#[test]
+fn kafka_a_stop_whose_final_commit_fails_fails_and_the_job_goes_on() {
+    let sb = Sandbox::new();
+    let cluster = crate::harness::kafka::Cluster::start(&sb, 1);
+    let b = cluster.bootstrap().to_string();
+    let (input, back) = input_topic(&b, 2, 1, &input(6000, 37));
+    let out = unique("weir-failstop-out");
+    let job = kafka_to_kafka(
+        &b,
+        &input,
+        &out,
+        2,
+        2,
+        "[rest]\naddr = \"127.0.0.1:0\"\n[savepoint]\ndir = \"savepoints\"\n",
+    )
+    .replace("connect_timeout = \"30s\"", "connect_timeout = \"5s\"");
+    sb.write("job.toml", &job);
+    let mut child = sb.spawn_logged_with(
+        &["run", "job.toml"],
+        "run.log",
+        &[("WEIR_TEST_KAFKA_COMMIT_PAUSE_MS", "3000")],
+    );
+    let addr = rest_addr(&sb, "run.log");
+    if let Err(status) = sb.wait_for_or_exit("run.log", DURABLE, 2, &mut child) {
+        panic!("the job ended ({status}) before the stop");
+    }
+    let stop = std::thread::scope(|s| {
+        let stop = s.spawn(|| sb.weir(&["stop", "--addr", &addr, "--savepoint", "sp"]));
+        if let Err(status) = sb.wait_for_or_exit(
+            "run.log",
+            "it is complete once the sink has committed its output",
+            1,
+            &mut child,
+        ) {
+            panic!("the job ended ({status}) before the savepoint was written");
+        }
+        // The stop's commit waits 3 s: the broker dies meanwhile.
+        cluster.kill_broker(1);
+        stop.join().unwrap()
+    });
+    let line = stop.fails_with(&["the sink could not commit checkpoint"]);
+    eprintln!("{line}");
+    assert!(
+        std::fs::read_dir(sb.path("sp")).map_or(0, |d| d.count()) == 0,
+        "the failed savepoint was left"
+    );
+    cluster.restart();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}\n{}", sb.read("run.log"));
+    let got = read_committed(&b, &out);
+    assert_same_sequences(
+        "a stop whose commit failed, then the job went on",
+        &sequences(&got),
+        &expected_counts(&back),
+    );
+}
