@@ -372,7 +372,7 @@ addr = "127.0.0.1:0"
 
 /// The Kafka partitions of a savepoint's `inspect --json`, wherever they
 /// are: `(partition, offset)`.
-fn kafka_offsets(v: &serde_json::Value) -> Option<Vec<(i64, i64)>> {
+pub(crate) fn kafka_offsets(v: &serde_json::Value) -> Option<Vec<(i64, i64)>> {
     match v {
         serde_json::Value::Object(m) => {
             if let Some(serde_json::Value::Array(parts)) = m.get("partitions") {

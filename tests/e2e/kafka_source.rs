@@ -25,6 +25,7 @@ use crate::harness::kafka::{
     create_topic, produce, read_committed, services, services_ok, topics, unique, Cluster, Record,
 };
 use crate::harness::{ev, events, kafka, operator, toml_path, Ev, Sandbox};
+use crate::kafka::kafka_offsets;
 use crate::savepoints::{http, rest_addr};
 
 /// librdkafka settings for a source that reads a few records per fetch (as
@@ -95,27 +96,6 @@ fn upper(input: &[Record]) -> Vec<Ev> {
         .collect();
     out.sort();
     out
-}
-
-/// The Kafka partitions of a savepoint's `inspect --json`, wherever they
-/// are: `(partition, offset)`.
-fn kafka_offsets(v: &serde_json::Value) -> Option<Vec<(i64, i64)>> {
-    match v {
-        serde_json::Value::Object(m) => {
-            if let Some(serde_json::Value::Array(parts)) = m.get("partitions") {
-                let found: Option<Vec<(i64, i64)>> = parts
-                    .iter()
-                    .map(|p| Some((p["partition"].as_i64()?, p["offset"].as_i64()?)))
-                    .collect();
-                if found.is_some() {
-                    return found;
-                }
-            }
-            m.values().find_map(kafka_offsets)
-        }
-        serde_json::Value::Array(a) => a.iter().find_map(kafka_offsets),
-        _ => None,
-    }
 }
 
 /// The first run: `map_job` reading `topic` with no stop, stopped with a

@@ -19,6 +19,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::metadata::Metadata;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::model::config::{Fields, JobError, Table};
@@ -97,30 +98,34 @@ impl KafkaCluster {
         config
     }
 
-    /// The number of brokers in the cluster.
-    pub fn brokers(&self) -> Result<usize, String> {
+    /// The one-line message of a client that could not be created.
+    pub fn no_client(&self, e: &KafkaError) -> String {
+        format!("cannot create a Kafka client for `{}`: {e}", self.bootstrap)
+    }
+
+    /// The cluster's metadata, of `topic` only when given (never creating
+    /// it); waits at most `connect_timeout`.
+    fn metadata(&self, topic: Option<&str>) -> Result<Metadata, String> {
         let consumer: BaseConsumer = self
             .client_config()
+            .set("allow.auto.create.topics", "false")
             .create()
-            .map_err(|e| format!("cannot create a Kafka client for `{}`: {e}", self.bootstrap))?;
-        let metadata = consumer
-            .fetch_metadata(None, self.connect_timeout)
-            .map_err(|e| self.unreachable(&e))?;
-        Ok(metadata.brokers().len())
+            .map_err(|e| self.no_client(&e))?;
+        consumer
+            .fetch_metadata(topic, self.connect_timeout)
+            .map_err(|e| self.unreachable(&e))
+    }
+
+    /// The number of brokers in the cluster.
+    pub fn brokers(&self) -> Result<usize, String> {
+        Ok(self.metadata(None)?.brokers().len())
     }
 
     /// The replication factor of `topic` (its first partition's replicas);
     /// `None` when it does not exist.
     pub fn replicas(&self, topic: &str) -> Result<Option<usize>, String> {
-        let consumer: BaseConsumer = self
-            .client_config()
-            .set("allow.auto.create.topics", "false")
-            .create()
-            .map_err(|e| format!("cannot create a Kafka client for `{}`: {e}", self.bootstrap))?;
-        let metadata = consumer
-            .fetch_metadata(Some(topic), self.connect_timeout)
-            .map_err(|e| self.unreachable(&e))?;
-        Ok(metadata
+        Ok(self
+            .metadata(Some(topic))?
             .topics()
             .iter()
             .find(|t| t.name() == topic && t.error().is_none())
@@ -132,14 +137,7 @@ impl KafkaCluster {
     /// Waits at most `connect_timeout` for the cluster to answer; an
     /// unreachable cluster is an error naming the address.
     pub fn partitions(&self, topic: &str) -> Result<Option<i32>, String> {
-        let consumer: BaseConsumer = self
-            .client_config()
-            .set("allow.auto.create.topics", "false")
-            .create()
-            .map_err(|e| format!("cannot create a Kafka client for `{}`: {e}", self.bootstrap))?;
-        let metadata = consumer
-            .fetch_metadata(Some(topic), self.connect_timeout)
-            .map_err(|e| self.unreachable(&e))?;
+        let metadata = self.metadata(Some(topic))?;
         let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
             return Ok(None);
         };
@@ -206,7 +204,7 @@ impl KafkaCluster {
         let admin: AdminClient<DefaultClientContext> = self
             .client_config()
             .create()
-            .map_err(|e| format!("cannot create a Kafka client for `{}`: {e}", self.bootstrap))?;
+            .map_err(|e| self.no_client(&e))?;
         let mut new = NewTopic::new(
             topic,
             create.partitions,

@@ -369,12 +369,7 @@ pub fn lock_prefix(config: &KafkaSinkConfig) -> Result<PrefixLock, String> {
         .set("auto.offset.reset", "latest")
         .set("allow.auto.create.topics", "false")
         .create()
-        .map_err(|e| {
-            format!(
-                "cannot create a Kafka client for `{}`: {e}",
-                cluster.bootstrap
-            )
-        })?;
+        .map_err(|e| cluster.no_client(&e))?;
     consumer
         .subscribe(&[&topic])
         .map_err(|e| format!("cannot join Kafka group `{group}`: {e}"))?;
@@ -512,12 +507,7 @@ pub fn last_committed(config: &KafkaSinkConfig) -> Result<Option<Committed>, Str
             format!("{}-recovery", config.transactional_id_prefix),
         )
         .create()
-        .map_err(|e| {
-            format!(
-                "cannot create a Kafka client for `{}`: {e}",
-                cluster.bootstrap
-            )
-        })?;
+        .map_err(|e| cluster.no_client(&e))?;
     let (low, high) = consumer
         .fetch_watermarks(&marker_topic, 0, cluster.connect_timeout)
         .map_err(|e| cluster.unreachable(&e))?;
