@@ -818,10 +818,6 @@ impl Coordinator {
             savepoint: saved,
         });
         let _ = self.commits.send(SinkNotice::Complete(p.id));
-        if self.store.is_some() {
-            // Retention may free the checkpoint before: this one is durable.
-            self.free_old(p.id);
-        }
         let last = stopped_at.is_some() || p.stop_failed.is_some() || p.last;
         if last && !self.await_published(p.id) {
             // The sink failed (its commit, or before it): the run fails, and
@@ -921,13 +917,13 @@ impl Coordinator {
         }
     }
 
-    /// Applies retention: the `retain` newest checkpoints, the one the
-    /// sink's last commit names and `also` are kept.
-    fn free_old(&self, also: u64) {
+    /// Applies retention, once the output of checkpoint `committed` is
+    /// committed: the `retain` newest checkpoints and `committed` are kept.
+    fn free_old(&self, committed: u64) {
         if let Some(store) = &self.store {
-            if let Err(e) = store.retain(self.retain, false, &[self.committed.get(), also]) {
-                // Old checkpoints stay a little longer; the next completion retries.
-                tracing::warn!(checkpoint_id = also, "cannot free old checkpoints: {e}");
+            if let Err(e) = store.retain(self.retain, false, &[committed]) {
+                // Old checkpoints stay a little longer; the next commit retries.
+                tracing::warn!(checkpoint_id = committed, "cannot free old checkpoints: {e}");
             }
         }
     }
