@@ -923,7 +923,10 @@ impl Coordinator {
         if let Some(store) = &self.store {
             if let Err(e) = store.retain(self.retain, false, &[committed]) {
                 // Old checkpoints stay a little longer; the next commit retries.
-                tracing::warn!(checkpoint_id = committed, "cannot free old checkpoints: {e}");
+                tracing::warn!(
+                    checkpoint_id = committed,
+                    "cannot free old checkpoints: {e}"
+                );
             }
         }
     }
