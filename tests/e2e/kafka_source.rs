@@ -167,6 +167,17 @@ fn out_of_range_line(topic: &str, offset: i64, range: (i64, i64), why: &str) -> 
 const RETENTION: &str = "records deleted by retention, or the topic was recreated";
 const RECREATED: &str = "past the end: the topic was recreated, or its log truncated";
 
+/// Asserts that the log `stderr` has a warning line containing `warning`.
+#[track_caller]
+fn assert_warned(stderr: &str, warning: &str) {
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains(warning)),
+        "no warning {warning:?} in:\n{stderr}"
+    );
+}
+
 #[test]
 fn kafka_source_restore_below_the_log_start_fails_in_one_line_or_reads_on_from_earliest() {
     let b = kafka();
@@ -211,13 +222,7 @@ fn kafka_source_restore_below_the_log_start_fails_in_one_line_or_reads_on_from_e
     let warning = format!(
         "Kafka topic `{topic}` partition 0: the restored offset 100 is out of range [150, 200) ({RETENTION}); on_out_of_range = \"earliest\": reading on from offset 150"
     );
-    assert!(
-        run.stderr
-            .lines()
-            .any(|l| l.contains("WARN") && l.contains(&warning)),
-        "no warning {warning:?} in:\n{}",
-        run.stderr
-    );
+    assert_warned(&run.stderr, &warning);
     let mut want = upper(&input[..100]);
     want.extend(upper(&input[150..]));
     want.sort();
@@ -294,13 +299,7 @@ fn kafka_source_restore_into_a_recreated_topic_fails_in_one_line_or_goes_on_as_a
     let warning = format!(
         "Kafka topic `{topic}` partition 0: the restored offset 100 is out of range [0, 30) ({RECREATED}); on_out_of_range = \"latest\": reading on from offset 30"
     );
-    assert!(
-        run.stderr
-            .lines()
-            .any(|l| l.contains("WARN") && l.contains(&warning)),
-        "no warning {warning:?} in:\n{}",
-        run.stderr
-    );
+    assert_warned(&run.stderr, &warning);
     assert_eq!(events(&sb.read("out.jsonl")), upper(&old));
 
     // `earliest`, from the same savepoint: the new topic's records.
