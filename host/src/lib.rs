@@ -6,7 +6,8 @@
 //! | layer | holds |
 //! | --- | --- |
 //! | [`api`] | the REST API and `weir bench`'s in-process measurements (the CLI is the binary's `cli` module) |
-//! | [`engine`] | the dataflow: the job file, channels, partitioner, subtasks, source and sink stages, checkpoint coordinator, control plane, runtime |
+//! | [`engine`] | runs a job: channels, restore selection, live swaps and shadow runs, control plane, checkpoint coordinator, dataflow, runtime (its parts have an order of their own, listed in its docs) |
+//! | [`job`] | the job file: parsing and checking it into a [`job::JobSpec`] |
 //! | [`connectors`], [`wasm`] | sources and sinks (file, stdio, generator, blackhole, dead letters); operators as components, the only place that names a WIT-generated type |
 //! | [`state`] | keyed state, timers, the checkpoint store, the savepoint format, restore planning |
 //! | [`model`] | the host's own types: batches, state specs, time domains, positions, the source and sink traits |
@@ -20,6 +21,7 @@ pub mod api;
 pub mod build;
 pub mod connectors;
 pub mod engine;
+pub mod job;
 pub mod model;
 pub mod scaffold;
 pub mod state;
@@ -40,8 +42,17 @@ mod layers {
             "state" => &["state", "model"],
             "wasm" => &["wasm", "state", "model"],
             "connectors" => &["connectors", "state", "model"],
-            "engine" => &["engine", "wasm", "connectors", "state", "model"],
-            "api" => &["api", "engine", "wasm", "connectors", "state", "model"],
+            "job" => &["job", "wasm", "connectors", "state", "model"],
+            "engine" => &["engine", "job", "wasm", "connectors", "state", "model"],
+            "api" => &[
+                "api",
+                "engine",
+                "job",
+                "wasm",
+                "connectors",
+                "state",
+                "model",
+            ],
             "build" => &["build"],
             "scaffold" => &["scaffold", "build"],
             other => panic!("host/src/{other}: a folder or file of no known layer"),
@@ -57,6 +68,110 @@ mod layers {
                 out.push(path);
             }
         }
+    }
+
+    /// The parts of `engine/`, from the bottom up: a part names only
+    /// itself and the parts before it (see `engine/mod.rs`).
+    const ENGINE_ORDER: &[&str] = &[
+        "channel",
+        "recovery",
+        "errors",
+        "logic",
+        "connect",
+        "restore",
+        "upgrades",
+        "control",
+        "coordinator",
+        "dataflow",
+        "runtime",
+    ];
+
+    /// The `crate::engine::…` parts and `super::…` paths that a line of
+    /// code names; a group (`crate::engine::{a, b}`) names each of its members.
+    fn engine_parts_named(line: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (at, _) in line.match_indices("crate::engine::") {
+            let rest = &line[at + "crate::engine::".len()..];
+            let names: Vec<&str> = match rest.strip_prefix('{') {
+                Some(group) => group
+                    .split('}')
+                    .next()
+                    .unwrap_or("")
+                    .split(',')
+                    .map(str::trim)
+                    .collect(),
+                None => vec![rest],
+            };
+            for name in names {
+                let part: String = name
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if !part.is_empty() {
+                    out.push(part);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn engine_parts_point_down() {
+        let engine = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/engine");
+        let mut files = Vec::new();
+        visit(&engine, &mut files);
+        let mut wrong = Vec::new();
+        for file in &files {
+            let rel = file.strip_prefix(&engine).unwrap();
+            let first = rel
+                .components()
+                .next()
+                .unwrap()
+                .as_os_str()
+                .to_str()
+                .unwrap();
+            let part = first.trim_end_matches(".rs");
+            if part == "mod" {
+                continue;
+            }
+            let Some(rank) = ENGINE_ORDER.iter().position(|p| *p == part) else {
+                wrong.push(format!("engine/{}: a part not in the order", rel.display()));
+                continue;
+            };
+            let text = std::fs::read_to_string(file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                if line.trim_start().starts_with("//") {
+                    continue;
+                }
+                if line.contains("super::super") {
+                    wrong.push(format!(
+                        "engine/{}:{}: reaches out with `super::super`",
+                        rel.display(),
+                        n + 1
+                    ));
+                }
+                for named in engine_parts_named(line) {
+                    match ENGINE_ORDER.iter().position(|p| *p == named) {
+                        Some(r) if r <= rank => {}
+                        Some(_) => wrong.push(format!(
+                            "engine/{}:{}: `{part}` names `{named}`, a part above it",
+                            rel.display(),
+                            n + 1
+                        )),
+                        None => wrong.push(format!(
+                            "engine/{}:{}: names `crate::engine::{named}`, a part not in the order",
+                            rel.display(),
+                            n + 1
+                        )),
+                    }
+                }
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "engine parts out of order:\n{}",
+            wrong.join("\n")
+        );
     }
 
     #[test]

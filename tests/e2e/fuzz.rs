@@ -9,7 +9,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use weir_host::engine::job::JobSpec;
+use weir_host::job::JobSpec;
 use weir_host::state::savepoint::{decode_data, Savepoint};
 
 use crate::harness::{operator, root, Rng, Sandbox};

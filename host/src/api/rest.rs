@@ -110,7 +110,9 @@ async fn swap(
         Err(r) => return r.into_response(),
     };
     let probation = match b.probation.as_deref().map(str::parse) {
-        None => crate::engine::swap::Probation::Time(crate::engine::swap::DEFAULT_PROBATION),
+        None => crate::engine::upgrades::swap::Probation::Time(
+            crate::engine::upgrades::swap::DEFAULT_PROBATION,
+        ),
         Some(Ok(p)) => p,
         Some(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
     };
@@ -120,7 +122,7 @@ async fn swap(
         probation,
         max_dead_letter_share: b
             .max_dead_letter_share
-            .unwrap_or(crate::engine::swap::DEFAULT_MAX_DEAD_LETTER_SHARE),
+            .unwrap_or(crate::engine::upgrades::swap::DEFAULT_MAX_DEAD_LETTER_SHARE),
     };
     // Loading and compiling the component blocks: off the async workers.
     match tokio::task::spawn_blocking(move || c.request_swap(request)).await {
@@ -246,7 +248,7 @@ async fn start_shadow(
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
-    let request = crate::engine::shadow::ShadowRequest {
+    let request = crate::engine::upgrades::shadow::ShadowRequest {
         operator,
         wasm: b.wasm.into(),
         queue: b.queue,

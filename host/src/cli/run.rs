@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 
-use weir_host::engine::job::JobSpec;
 use weir_host::engine::runtime;
+use weir_host::job::JobSpec;
 
 /// Arguments of `weir run`.
 #[derive(Debug, Args)]

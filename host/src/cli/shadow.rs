@@ -1,5 +1,5 @@
 //! `weir shadow`: run a candidate `.wasm` beside an operator's current
-//! logic and diff their outputs (see `weir_host::engine::shadow`).
+//! logic and diff their outputs (see `weir_host::engine::upgrades::shadow`).
 //!
 //! - `weir shadow [JOB.toml] --from-savepoint DIR --input FILE --operator ID
 //!   --wasm CANDIDATE.wasm [--json] [--diff-file PATH]`: offline, replays
@@ -22,8 +22,8 @@ use anyhow::{anyhow, bail};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use weir_host::engine::job::JobSpec;
-use weir_host::engine::shadow;
+use weir_host::engine::upgrades::shadow;
+use weir_host::job::JobSpec;
 
 use super::client;
 

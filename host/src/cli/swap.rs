@@ -1,7 +1,7 @@
 //! `weir swap --operator ID --wasm NEW.wasm [--probation 30s] [--addr HOST:PORT]`:
 //! a live swap through a running job's REST API
 //! (`POST /jobs/{id}/operators/{operator}/swap`, see
-//! [`weir_host::engine::swap`]). It waits for the outcome and prints it: exit 0
+//! [`weir_host::engine::upgrades::swap`]). It waits for the outcome and prints it: exit 0
 //! when the swap COMPLETED, 1 when it was refused or ROLLED_BACK (with why).
 
 use std::path::PathBuf;
@@ -29,7 +29,7 @@ pub struct SwapArgs {
     probation: String,
     /// Roll back when the new logic sends more than this share of events
     /// to the dead-letter output on probation (0 to 1).
-    #[arg(long, value_name = "SHARE", default_value_t = weir_host::engine::swap::DEFAULT_MAX_DEAD_LETTER_SHARE)]
+    #[arg(long, value_name = "SHARE", default_value_t = weir_host::engine::upgrades::swap::DEFAULT_MAX_DEAD_LETTER_SHARE)]
     max_dead_letter_share: f64,
     /// The job's REST address.
     #[arg(long, value_name = "HOST:PORT", default_value = client::DEFAULT_ADDR)]
@@ -42,7 +42,7 @@ pub struct SwapArgs {
 impl SwapArgs {
     pub fn execute(self) -> anyhow::Result<()> {
         self.probation
-            .parse::<weir_host::engine::swap::Probation>()
+            .parse::<weir_host::engine::upgrades::swap::Probation>()
             .map_err(|e| anyhow!("--probation: {e}"))?;
         let wasm = client::absolute(&self.wasm)?;
         let job = client::job_id(&self.addr)?;

@@ -1,6 +1,6 @@
 //! `weir upgrade plan JOB.toml --from-savepoint DIR [--allow-non-restored-state] [--json]`:
 //! says what a restore of the savepoint into the job would do, per operator
-//! ID and per state, running nothing (see [`weir_host::engine::upgrade`] for
+//! ID and per state, running nothing (see [`weir_host::engine::upgrades::plan`] for
 //! the verdicts and the JSON form). The plan goes to standard output; exit
 //! status 0 when the restore would go ahead, 1 (with the plan printed, and
 //! the first refusal on stderr) when it would not. Input that cannot be
@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use weir_host::engine::job::JobSpec;
-use weir_host::engine::upgrade;
+use weir_host::engine::upgrades::plan as upgrade;
+use weir_host::job::JobSpec;
 
 /// `weir upgrade ...`
 #[derive(Debug, Subcommand)]

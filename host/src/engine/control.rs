@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
 
-use crate::engine::swap::{Probation, SwapOrder};
+use crate::engine::upgrades::swap::{Probation, SwapOrder};
 use crate::model::now_ms;
 use crate::state::checkpoint::CheckpointStore;
 use crate::wasm::component::Components;
@@ -323,8 +323,8 @@ pub struct JobControl {
     pub metrics: Metrics,
     /// Latencies a `latency = true` blackhole sink recorded, when it ends.
     pub latency: crate::connectors::blackhole::LatencySlot,
-    /// Shadow runs of candidate logic ([`crate::engine::shadow`]).
-    pub shadow: Arc<crate::engine::shadow::ShadowControl>,
+    /// Shadow runs of candidate logic ([`crate::engine::upgrades::shadow`]).
+    pub shadow: Arc<crate::engine::upgrades::shadow::ShadowControl>,
     started_at_ms: i64,
     base_dir: PathBuf,
     default_target: Option<PathBuf>,
@@ -579,11 +579,11 @@ impl JobControl {
         Ok("stopping at a last checkpoint".to_string())
     }
 
-    /// Starts a shadow run (see [`crate::engine::shadow::ShadowControl::start`]);
+    /// Starts a shadow run (see [`crate::engine::upgrades::shadow::ShadowControl::start`]);
     /// refused once the job has ended.
     pub fn start_shadow(
         &self,
-        request: &crate::engine::shadow::ShadowRequest,
+        request: &crate::engine::upgrades::shadow::ShadowRequest,
     ) -> Result<serde_json::Value, Refused> {
         let state = self.state();
         if matches!(
@@ -701,7 +701,7 @@ impl JobControl {
         )
     }
 
-    /// Asks for a live swap ([`crate::engine::swap`]): loads, compiles and
+    /// Asks for a live swap ([`crate::engine::upgrades::swap`]): loads, compiles and
     /// checks the new logic now (a refusal says why, and nothing changes),
     /// then hands it to the coordinator for the next barrier. Returns the
     /// request ID. Compiles: call it off the async workers.
@@ -801,7 +801,7 @@ impl JobControl {
             request.operator,
             path.display()
         );
-        let plan = crate::engine::shadow::plan_states(
+        let plan = crate::engine::upgrades::shadow::plan_states(
             &what,
             &request.operator,
             Some(saved),

@@ -64,9 +64,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::engine::channel::Barrier;
 use crate::engine::control::{CheckpointSummary, JobControl, SavepointRequest};
-use crate::engine::stream::Barrier;
-use crate::engine::swap::{Probation, SwapBoard, SwapOrder};
+use crate::engine::upgrades::swap::{Probation, SwapBoard, SwapOrder};
 use crate::model::now_ms;
 use crate::model::{SinkState, SourcePosition, SourceState};
 use crate::state::checkpoint::{
@@ -190,7 +190,7 @@ impl OperatorInfo {
     }
 }
 
-/// The coordinator's side of a live swap ([`crate::engine::swap`]).
+/// The coordinator's side of a live swap ([`crate::engine::upgrades::swap`]).
 #[derive(Default)]
 pub struct SwapTrack {
     /// An accepted swap waiting for its barrier.

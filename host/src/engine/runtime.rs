@@ -21,30 +21,32 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::connectors;
 use crate::connectors::dead_letter::{self, DeadLetter};
-use crate::connectors::file::SinkMode;
-use crate::connectors::kafka::sink::{Delivery, KafkaSinkConfig};
-use crate::connectors::latency::BatchClock;
+use crate::engine::channel::{self, Inputs, Message, StageError};
+use crate::engine::connect::{
+    batch_clock, check_savepoint_committed, kafka_exactly_once, open_sink, open_source, record_sink,
+};
 use crate::engine::control::{JobControl, JobState, OperatorStatus};
 use crate::engine::coordinator::{
     Ack, Coordinator, CoordinatorEnd, OperatorInfo, SinkNotice, Trigger,
 };
-use crate::engine::job::{
+use crate::engine::dataflow::partition::{Router, Routing};
+use crate::engine::dataflow::sink::SinkCheckpointing;
+use crate::engine::dataflow::source::SourceCheckpointing;
+use crate::engine::dataflow::subtask::Subtask;
+use crate::engine::errors::RunError;
+use crate::engine::logic::{load_operators, logic_at};
+use crate::engine::restore::{
+    check_source_position, choose_checkpoint, first_checkpoint_id, open_savepoint, savepoint_meta,
+};
+use crate::engine::upgrades::plan::plan_restore;
+use crate::job::{
     CheckpointMode, InputMode, JobSpec, RestartSpec, RestartStrategy, SinkSpec, SourceConnector,
 };
-use crate::engine::partition::{Router, Routing};
-use crate::engine::recovery::{self, Marker};
-use crate::engine::stages::{SinkCheckpointing, SourceCheckpointing};
-use crate::engine::stream::{self, Inputs, Message, StageError};
-use crate::engine::subtask::Subtask;
 use crate::model::keygroup;
-use crate::model::SourcePosition;
 use crate::model::TaskInfo;
-use crate::model::{SinkWriter, SourceReader};
-use crate::state::checkpoint::{CheckpointMeta, CheckpointStore, OperatorMeta};
-use crate::state::restore::{self, Restore, RestorePlan, RestoreSource};
-use crate::state::savepoint::Savepoint;
+use crate::state::checkpoint::CheckpointStore;
+use crate::state::restore::{self, Restore, RestoreSource};
 use crate::wasm::component::Components;
-use crate::wasm::native::NativeLogic;
 use crate::wasm::operator::OperatorImpl;
 
 /// What a finished job did.
@@ -70,17 +72,6 @@ pub struct JobReport {
     pub resume: Option<String>,
 }
 
-/// Why a job did not run to its end. The message is one line.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// A check before the job started failed; nothing was written.
-    #[error("{0}")]
-    Setup(String),
-    /// The job failed while running.
-    #[error("{0}")]
-    Failed(String),
-}
-
 /// The wiring of one edge of the job graph: for each upstream instance, the
 /// senders it routes over; for each downstream instance, its receivers.
 struct Edge {
@@ -96,7 +87,7 @@ fn wire(upstream: usize, downstream: usize, one_to_one: bool) -> Edge {
             if one_to_one && u != d {
                 continue;
             }
-            let (tx, rx) = stream::channel();
+            let (tx, rx) = channel::channel();
             out.push(tx);
             ins.push(rx);
         }
@@ -139,544 +130,6 @@ pub type ServeFn = fn(
 ) -> std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<std::net::SocketAddr, String>> + Send>,
 >;
-
-/// Loads every operator of `spec`, with messages that name the job file
-/// line; an operator ID in `native` runs that native logic instead (benchmarks).
-pub fn load_operators(
-    components: &Components,
-    spec: &JobSpec,
-    job_file: &Path,
-    native: &BTreeMap<String, String>,
-) -> Result<Vec<OperatorImpl>, RunError> {
-    for id in native.keys() {
-        if !spec.operators.iter().any(|o| &o.id == id) {
-            return Err(RunError::Setup(format!(
-                "--native-operator: the job has no operator `{id}`"
-            )));
-        }
-    }
-    spec.operators
-        .iter()
-        .map(|op| {
-            if let Some(name) = native.get(&op.id) {
-                let logic = NativeLogic::from_name(name).map_err(RunError::Setup)?;
-                return Ok(OperatorImpl::Native(logic, logic.spec()));
-            }
-            components
-                .load(&op.wasm)
-                .map(OperatorImpl::Wasm)
-                .map_err(|e| {
-                    RunError::Setup(format!(
-                        "operator `{}` ({}:{}): {e}",
-                        op.id,
-                        job_file.display(),
-                        op.line
-                    ))
-                })
-        })
-        .collect()
-}
-
-/// The clock that lets a `latency = true` blackhole sink measure from when
-/// a wall-clock generator made each batch, to the µs: for such jobs only.
-fn batch_clock(spec: &JobSpec) -> Option<Arc<BatchClock>> {
-    let generator = matches!(&spec.source.connector, SourceConnector::Generator(c) if c.wall_clock);
-    let sink = matches!(&spec.sink, SinkSpec::Blackhole(c) if c.latency);
-    (generator && sink).then(|| Arc::new(BatchClock::default()))
-}
-
-/// Opens source subtask `subtask` of the job's source.
-fn open_source(
-    spec: &JobSpec,
-    restore: Option<&Restore>,
-    subtask: u32,
-    clock: Option<&Arc<BatchClock>>,
-) -> Result<Box<dyn SourceReader>, RunError> {
-    let position = restore.map(|r| &r.meta.source.position);
-    let batch_size = spec.source.batch_size;
-    let reader: Box<dyn SourceReader> = match &spec.source.connector {
-        SourceConnector::File(c) => {
-            connectors::file::open_source(&c.path, c.format, batch_size, c.max_line_size, position)
-                .map_err(RunError::Setup)?
-        }
-        SourceConnector::Stdin(c) => Box::new(connectors::stdio::StdinSource::start(
-            c.format,
-            batch_size,
-            c.max_line_size,
-        )),
-        SourceConnector::Generator(c) => {
-            let mut generator = connectors::generator::Generator::new(
-                c.count,
-                c.keys,
-                c.value_size,
-                c.seed,
-                c.rate,
-                batch_size,
-            )
-            .with_wall_clock(c.wall_clock)
-            .with_batch_clock(clock.cloned());
-            match position {
-                Some(SourcePosition::Generator { next }) => generator.seek(*next),
-                Some(other) => {
-                    return Err(RunError::Setup(format!(
-                        "the checkpoint holds a {other:?} position, not a generator position"
-                    )))
-                }
-                None => {}
-            }
-            Box::new(generator)
-        }
-        SourceConnector::Kafka(c) => Box::new(
-            connectors::kafka::source::KafkaSource::open(
-                c,
-                subtask,
-                c.parallelism,
-                batch_size,
-                position,
-            )
-            .map_err(RunError::Setup)?,
-        ),
-    };
-    Ok(reader)
-}
-
-fn open_sink(
-    spec: &JobSpec,
-    restore: Option<&Restore>,
-    latency_out: &Arc<JobControl>,
-    store: Option<&CheckpointStore>,
-    clock: Option<&Arc<BatchClock>>,
-) -> Result<Box<dyn SinkWriter>, RunError> {
-    let mode = match spec.checkpoint.as_ref().filter(|c| c.interval.is_some()) {
-        None => SinkMode::Direct,
-        Some(c) if c.mode == CheckpointMode::AtLeastOnce => SinkMode::AtLeastOnce,
-        Some(_) => SinkMode::ExactlyOnce,
-    };
-    Ok(match &spec.sink {
-        SinkSpec::File(c) => {
-            let path = &c.path;
-            let restored = restore.map(|r| {
-                let state = r.meta.sink.as_ref();
-                let len = std::fs::metadata(path).map_or(0, |m| m.len());
-                let state = match (&r.source, state) {
-                    // A savepoint restored where its output is not (a moved job,
-                    // a new output file): the output is appended to, not cut.
-                    (RestoreSource::Savepoint(_), Some(s)) if len < s.output_len => {
-                        tracing::warn!(
-                            "sink file `{}` is shorter ({len} bytes) than when the savepoint was taken ({} bytes): appending to it",
-                            path.display(),
-                            s.output_len
-                        );
-                        None
-                    }
-                    _ => state,
-                };
-                (r.meta.id, state)
-            });
-            Box::new(
-                connectors::file::FileSink::open(path, c.format, mode, restored)
-                    .map_err(RunError::Setup)?,
-            )
-        }
-        SinkSpec::Stdout(c) => Box::new(connectors::stdio::StdoutSink::new(c.format)),
-        SinkSpec::Blackhole(c) => Box::new(connectors::blackhole::BlackholeSink::new(
-            c.latency.then(|| latency_out.latency.clone()),
-            clock.cloned(),
-        )),
-        SinkSpec::Kafka(c) => {
-            let exactly_once = kafka_exactly_once(spec, c)?;
-            let instance = match (exactly_once, store) {
-                (true, Some(store)) => store
-                    .instance()
-                    .map_err(|e| RunError::Setup(e.to_string()))?,
-                _ => String::new(),
-            };
-            Box::new(
-                connectors::kafka::sink::KafkaSink::open(c, exactly_once, &instance)
-                    .map_err(RunError::Setup)?,
-            )
-        }
-    })
-}
-
-/// Whether a Kafka sink writes exactly once: its `delivery`, else exactly
-/// once when the job takes checkpoints in exactly-once mode. Exactly-once
-/// needs periodic checkpoints in that mode, and a transaction timeout that
-/// outlasts a checkpoint (checked here, before anything runs).
-fn kafka_exactly_once(spec: &JobSpec, c: &KafkaSinkConfig) -> Result<bool, RunError> {
-    let checkpoint = spec.checkpoint.as_ref().filter(|c| c.interval.is_some());
-    let aligned = checkpoint.is_some_and(|c| c.mode == CheckpointMode::ExactlyOnce);
-    match c.delivery {
-        Some(Delivery::AtLeastOnce) => Ok(false),
-        None if !aligned => Ok(false),
-        Some(Delivery::ExactlyOnce) if !aligned => Err(RunError::Setup(format!(
-            "[sink] delivery = \"exactly-once\" needs periodic checkpoints in exactly-once mode ([checkpoint] interval{}): Kafka transactions are committed at checkpoints (or set delivery = \"at-least-once\")",
-            if checkpoint.is_some() { " with mode = \"exactly-once\"" } else { "" }
-        ))),
-        _ => {
-            let cp = checkpoint.expect("aligned implies a checkpoint");
-            let restart_delay = spec.restart.as_ref().map_or(Duration::ZERO, |r| {
-                if r.strategy == RestartStrategy::Exponential {
-                    r.max_delay.unwrap_or(r.delay * (1u32 << r.attempts.min(20)))
-                } else {
-                    r.delay
-                }
-            });
-            connectors::kafka::sink::check_transaction_timeout(
-                c.transaction_timeout,
-                cp.interval.expect("filtered"),
-                cp.timeout,
-                restart_delay,
-            )
-            .map_err(RunError::Setup)?;
-            Ok(true)
-        }
-    }
-}
-
-/// What the exactly-once Kafka sink's commit markers say about `store`.
-/// Fences the producer of an earlier run first, so that its open
-/// transaction is settled.
-fn commit_marker(c: &KafkaSinkConfig, store: &CheckpointStore) -> Result<Marker, RunError> {
-    let instance = store
-        .instance()
-        .map_err(|e| RunError::Setup(e.to_string()))?;
-    let last = connectors::kafka::sink::last_committed(c).map_err(RunError::Setup)?;
-    Ok(match last {
-        Some(m) if m.store == instance => Marker::Own(m.checkpoint),
-        Some(m) => {
-            tracing::info!(
-                "the last Kafka transaction committed under `{}` is checkpoint {} of another state directory",
-                c.transactional_id_prefix,
-                m.checkpoint
-            );
-            Marker::Foreign(m.checkpoint)
-        }
-        None => Marker::None,
-    })
-}
-
-/// Picks the checkpoint to restore, if any ([`recovery::choose`]), from
-/// the completed checkpoints of `store` with an ID of at least `min_id`;
-/// with an exactly-once Kafka sink, by its commit markers. Completed
-/// checkpoints above the one whose output was committed last are forgotten:
-/// their output never was.
-fn choose_checkpoint(
-    store: &CheckpointStore,
-    options: &RunOptions,
-    min_id: u64,
-    kafka_eos: Option<&KafkaSinkConfig>,
-) -> Result<Option<CheckpointMeta>, RunError> {
-    let setup = |e: crate::state::checkpoint::CheckpointError| RunError::Setup(e.to_string());
-    let completed = store.list().map_err(setup)?;
-    if options.fresh && !completed.is_empty() {
-        tracing::warn!(
-            "--fresh: ignoring {} checkpoint(s) in `{}`; the job starts from the beginning",
-            completed.len(),
-            store.dir().display()
-        );
-    }
-    let record = store.sink_record().map_err(setup)?;
-    let marker = match kafka_eos {
-        Some(c) if !options.fresh => Some(commit_marker(c, store)?),
-        _ => None,
-    };
-    let ids: Vec<u64> = completed.iter().map(|m| m.id).collect();
-    let dir = store.dir().display().to_string();
-    let situation = recovery::Situation {
-        completed: &ids,
-        fresh: options.fresh,
-        from_checkpoint: options.from_checkpoint,
-        min_id,
-        commits: kafka_eos
-            .zip(marker.clone())
-            .map(|(c, marker)| recovery::Commits {
-                marker,
-                record: record.as_ref(),
-                prefix: &c.transactional_id_prefix,
-            }),
-        dir: &dir,
-    };
-    let chosen = recovery::choose(&situation).map_err(RunError::Setup)?;
-    if let (Some(Marker::Own(c)), None) = (&marker, options.from_checkpoint) {
-        let forgotten = store.forget_above(*c).map_err(setup)?;
-        if !forgotten.is_empty() {
-            tracing::warn!(
-                "checkpoint(s) {forgotten:?} completed but their Kafka transaction was not committed (the last committed is checkpoint {c}): the job restores {} and recomputes what came after",
-                chosen.map_or("from the beginning".to_string(), |id| format!("checkpoint {id}"))
-            );
-        }
-    }
-    Ok(chosen.and_then(|id| completed.into_iter().find(|m| m.id == id)))
-}
-
-/// Refuses a savepoint whose output an exactly-once Kafka sink never
-/// committed (the process died between writing it and the commit, or the
-/// commit failed): restoring it would lose that output. Checked with the
-/// commit markers, as a checkpoint restore is ([`recovery::savepoint_committed`]).
-fn check_savepoint_committed(c: &KafkaSinkConfig, sp: &Savepoint) -> Result<(), RunError> {
-    let Some(commit) = &sp.meta.sink_commit else {
-        return Ok(());
-    };
-    if commit.transactional_id_prefix != c.transactional_id_prefix {
-        return Ok(());
-    }
-    let last = connectors::kafka::sink::last_committed(c).map_err(RunError::Setup)?;
-    recovery::savepoint_committed(
-        &sp.dir.display().to_string(),
-        sp.meta.id,
-        &commit.store,
-        &c.transactional_id_prefix,
-        last.as_ref().map(|m| (m.store.as_str(), m.checkpoint)),
-    )
-    .map_err(RunError::Setup)
-}
-
-/// A savepoint's manifest, as the checkpoint metadata the runtime restores from.
-pub(crate) fn savepoint_meta(sp: &Savepoint) -> CheckpointMeta {
-    let m = &sp.meta;
-    CheckpointMeta {
-        format: crate::state::checkpoint::FORMAT_VERSION,
-        id: m.id,
-        chain: Vec::new(),
-        job: m.job.clone(),
-        max_parallelism: m.max_parallelism,
-        triggered_at_ms: m.created_at_ms,
-        completed_at_ms: m.created_at_ms,
-        bytes_written: 0,
-        finished: m.finished,
-        source: m.source.clone(),
-        sink: m.sink.clone(),
-        watermark: m.watermark,
-        operators: m
-            .operators
-            .iter()
-            .map(|o| OperatorMeta {
-                id: o.id.clone(),
-                parallelism: o.parallelism,
-                states: o
-                    .states
-                    .iter()
-                    .map(|s| (s.name.clone(), s.kind.clone(), s.version))
-                    .collect(),
-                keys: o.states.iter().map(|s| s.keys).sum(),
-                state_bytes: o.state_bytes,
-                bytes_written: 0,
-            })
-            .collect(),
-    }
-}
-
-/// Opens and checks a savepoint (manifest and every data file's checksum).
-pub(crate) fn open_savepoint(dir: &Path) -> Result<Savepoint, RunError> {
-    let started = Instant::now();
-    let sp = Savepoint::open(dir).map_err(|e| RunError::Setup(e.to_string()))?;
-    let (files, bytes) = sp.verify().map_err(|e| RunError::Setup(e.to_string()))?;
-    tracing::info!(
-        "checked savepoint `{}`: {files} data files, {bytes} bytes, in {:.1} ms",
-        dir.display(),
-        started.elapsed().as_secs_f64() * 1e3
-    );
-    Ok(sp)
-}
-
-/// The logic to run from checkpoint `meta`, and the swaps it records: for
-/// each operator, the `.wasm` the checkpoint says it ran when that came
-/// from a live swap and the job file still names the `.wasm` it named then
-/// (its kept copy, [`CheckpointStore::wasm_path`]); else the job file's.
-fn logic_at(
-    components: &Components,
-    store: &CheckpointStore,
-    meta: &CheckpointMeta,
-    job_loaded: &[OperatorImpl],
-    spec: &JobSpec,
-) -> Result<(Vec<OperatorImpl>, Vec<serde_json::Value>), RunError> {
-    let mut out = job_loaded.to_vec();
-    let Some(logic) = store
-        .logic(meta.id)
-        .map_err(|e| RunError::Setup(e.to_string()))?
-    else {
-        return Ok((out, Vec::new()));
-    };
-    for (i, op) in spec.operators.iter().enumerate() {
-        let Some(l) = logic.operators.iter().find(|l| l.id == op.id) else {
-            continue;
-        };
-        if l.sha256 == l.job_sha256 || l.sha256 == job_loaded[i].sha256() {
-            continue;
-        }
-        if l.job_sha256 != job_loaded[i].sha256() {
-            tracing::info!(
-                "operator `{}`: checkpoint {} ran {} {} swapped in live, but the job file now names another .wasm: it runs the job file's",
-                op.id,
-                meta.id,
-                l.name,
-                l.version
-            );
-            continue;
-        }
-        let path = store.wasm_path(&l.sha256);
-        let swapped = components.load(&path).map_err(|e| {
-            RunError::Setup(format!(
-                "operator `{}`: checkpoint {} ran {} {} (swapped in live), whose kept copy cannot be loaded: {e}",
-                op.id, meta.id, l.name, l.version
-            ))
-        })?;
-        tracing::info!(
-            "operator `{}` runs {} {} ({}), swapped in live before checkpoint {}",
-            op.id,
-            l.name,
-            l.version,
-            path.display(),
-            meta.id
-        );
-        out[i] = OperatorImpl::Wasm(swapped);
-    }
-    Ok((out, logic.swaps))
-}
-
-/// What a restore from `source` is called in messages.
-pub(crate) fn restore_what(meta: &CheckpointMeta, source: &RestoreSource) -> String {
-    match source {
-        RestoreSource::Savepoint(sp) => format!("savepoint `{}`", sp.dir.display()),
-        RestoreSource::Checkpoint(_) => format!("checkpoint {}", meta.id),
-    }
-}
-
-/// Plans how `meta` maps onto the job's operators, every verdict and every
-/// refusal included ([`restore::plan_all`]): a savepoint taken with another
-/// `max_parallelism` is re-keyed, a checkpoint is refused.
-pub(crate) fn restore_plan(
-    spec: &JobSpec,
-    loaded: &[OperatorImpl],
-    meta: &CheckpointMeta,
-    source: &RestoreSource,
-    allow_non_restored: bool,
-) -> RestorePlan {
-    let what = restore_what(meta, source);
-    let saved: Vec<restore::SavedOperatorStates> = meta
-        .operators
-        .iter()
-        .map(|o| (o.id.clone(), o.states.clone()))
-        .collect();
-    let job: Vec<(String, Vec<crate::model::StateSpec>)> = spec
-        .operators
-        .iter()
-        .zip(loaded)
-        .map(|(o, l)| (o.id.clone(), l.spec().states.clone()))
-        .collect();
-    let mut plan = restore::plan_all(&what, &saved, &job, allow_non_restored);
-    if meta.max_parallelism != spec.max_parallelism {
-        match source {
-            RestoreSource::Savepoint(_) => {
-                plan.rekey = Some((meta.max_parallelism, spec.max_parallelism));
-            }
-            RestoreSource::Checkpoint(_) => plan.errors.insert(
-                0,
-                format!(
-                    "{what} was taken with max_parallelism {}, the job has {}: key groups cannot change",
-                    meta.max_parallelism, spec.max_parallelism
-                ),
-            ),
-        }
-    }
-    plan
-}
-
-/// Checks that `meta` fits the job and plans how its state maps onto the
-/// job's operators; prints the plan (see [`crate::engine::upgrade`]) and
-/// fails with its first refusal.
-fn plan_restore(
-    spec: &JobSpec,
-    loaded: &[OperatorImpl],
-    meta: CheckpointMeta,
-    source: RestoreSource,
-    allow_non_restored: bool,
-) -> Result<Restore, RunError> {
-    let fix = match &source {
-        RestoreSource::Savepoint(_) => "",
-        RestoreSource::Checkpoint(_) => " (use --fresh to start over)",
-    };
-    let plan = restore_plan(spec, loaded, &meta, &source, allow_non_restored);
-    let shown = crate::engine::upgrade::describe(spec, loaded, &meta, &source, &plan);
-    if plan.restorable() {
-        tracing::info!("{}", shown.text().trim_end());
-    } else {
-        tracing::warn!("{}", shown.text().trim_end());
-    }
-    if let Some(e) = plan.errors.first() {
-        return Err(RunError::Setup(format!("{e}{fix}")));
-    }
-    if !plan.dropped_operators.is_empty()
-        || plan.operators.iter().any(|o| !o.dropped_states.is_empty())
-    {
-        tracing::warn!(
-            "restoring {}: saved state is dropped (--allow-non-restored-state), see the plan above",
-            shown.restore
-        );
-    }
-    Ok(Restore {
-        meta,
-        source,
-        plan: Arc::new(plan),
-    })
-}
-
-/// Checks, before anything runs, that the job's source can resume from the
-/// position `restore` holds: the same kind of source, and a file not shorter.
-fn check_source_position(
-    spec: &JobSpec,
-    job_file: &Path,
-    restore: &Restore,
-) -> Result<(), RunError> {
-    let what = restore_what(&restore.meta, &restore.source);
-    source_fits(spec, job_file, &what, &restore.meta.source.position).map_err(RunError::Setup)
-}
-
-/// Whether the job's source (of `job_file`) can resume from `position`,
-/// held by `what`: the same kind of source, and a file not shorter.
-pub(crate) fn source_fits(
-    spec: &JobSpec,
-    job_file: &Path,
-    what: &str,
-    position: &SourcePosition,
-) -> Result<(), String> {
-    let mismatch = |source: &str| {
-        format!(
-            "{what} holds a {} position and the job ({}) reads {source}: a source resumes only from a position of its own kind",
-            position.kind(),
-            job_file.display()
-        )
-    };
-    match (&spec.source.connector, position) {
-        (SourceConnector::File(c), SourcePosition::File { offset, .. }) => {
-            let path = &c.path;
-            let len = std::fs::metadata(path).map_or(0, |m| m.len());
-            if *offset > len {
-                return Err(format!(
-                    "source file `{}` is shorter ({len} bytes) than the position in {what} ({offset} bytes): was it replaced?",
-                    path.display()
-                ));
-            }
-            Ok(())
-        }
-        (SourceConnector::Generator(_), SourcePosition::Generator { .. }) => Ok(()),
-        (SourceConnector::Kafka(c), SourcePosition::Kafka { topic, .. }) => {
-            if *topic != c.topic {
-                return Err(format!(
-                    "{what} holds offsets of Kafka topic `{topic}` and the job ({}) reads topic `{}`: a source resumes only from its own topic's offsets",
-                    job_file.display(),
-                    c.topic
-                ));
-            }
-            Ok(())
-        }
-        (SourceConnector::Kafka(_), _) => Err(mismatch("Kafka")),
-        (SourceConnector::File(_), _) => Err(mismatch("a file")),
-        (SourceConnector::Generator(_), _) => Err(mismatch("a generator")),
-        (SourceConnector::Stdin(_), _) => Err(mismatch("stdin")),
-    }
-}
 
 /// Runs the job described by `spec` (read from `job_file`) to the end of its
 /// input (or until stopped with a savepoint), restoring from a checkpoint or
@@ -764,7 +217,13 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
         let Some(store) = store.get()? else {
             return Ok(None);
         };
-        match choose_checkpoint(&store, options, min_id, kafka_eos)? {
+        match choose_checkpoint(
+            &store,
+            options.fresh,
+            options.from_checkpoint,
+            min_id,
+            kafka_eos,
+        )? {
             Some(meta) => {
                 let (logic, swaps) = logic_at(&components, &store, &meta, &job_loaded, spec)?;
                 *loaded = logic;
@@ -1046,7 +505,7 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
 fn handle_signals(
     plane: &tokio::runtime::Runtime,
     control: &Arc<JobControl>,
-    shutdown: &crate::engine::job::ShutdownSpec,
+    shutdown: &crate::job::ShutdownSpec,
     job: &str,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -1219,7 +678,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
         .unzip();
     let (commit_tx, commit_rx) = crossbeam_channel::unbounded::<SinkNotice>();
     let (cancel_tx, cancel_rx) = crossbeam_channel::bounded::<()>(1);
-    let swaps = Arc::new(crate::engine::swap::SwapBoard::default());
+    let swaps = Arc::new(crate::engine::upgrades::swap::SwapBoard::default());
 
     // Start every subtask and wait until each has restored and opened, before any output is touched.
     let opening = Instant::now();
@@ -1266,7 +725,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
             let source = spec.source.clone();
             let swaps = swaps.clone();
             let task_info = task.clone();
-            let shadow = Some(crate::engine::shadow::ShadowTap::new(
+            let shadow = Some(crate::engine::upgrades::shadow::ShadowTap::new(
                 control.shadow.clone(),
                 &op.id,
                 i as u32,
@@ -1378,7 +837,13 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
     });
     let first_id = first_checkpoint_id(store.as_ref(), restore);
     let clock = batch_clock(spec);
-    let sink = open_sink(spec, restore, control, store.as_ref(), clock.as_ref())?;
+    let sink = open_sink(
+        spec,
+        restore,
+        &control.latency,
+        store.as_ref(),
+        clock.as_ref(),
+    )?;
     let dead_file = match &spec.dead_letter {
         Some(d) => Some((
             dead_letter::open(&d.path, restore.is_some()).map_err(RunError::Setup)?,
@@ -1402,7 +867,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
     let done = done_tx.clone();
     let sink_control = control.clone();
     spawn("weir-sink", move || {
-        let _ = done.send(Done::Sink(crate::engine::stages::run_sink(
+        let _ = done.send(Done::Sink(crate::engine::dataflow::sink::run_sink(
             sink_inputs,
             sink,
             sink_cp,
@@ -1472,9 +937,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
         timeout: spec
             .checkpoint
             .as_ref()
-            .map_or(crate::engine::job::DEFAULT_CHECKPOINT_TIMEOUT, |c| {
-                c.timeout
-            }),
+            .map_or(crate::job::DEFAULT_CHECKPOINT_TIMEOUT, |c| c.timeout),
         tolerable_failures: checkpoint.map_or(0, |c| c.tolerable_failures),
         swaps: swaps.clone(),
         swap: Default::default(),
@@ -1514,7 +977,7 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
             format!("weir-source-{i}")
         };
         spawn(&name, move || {
-            let _ = done.send(Done::Source(crate::engine::stages::run_source(
+            let _ = done.send(Done::Source(crate::engine::dataflow::source::run_source(
                 reader,
                 router,
                 watermark_delay,
@@ -1535,44 +998,6 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
     report.elapsed = started.elapsed();
     report.latency = control.latency.lock().expect("latency lock").take();
     Ok(report)
-}
-
-/// Records in the state directory which prefix its exactly-once Kafka
-/// sink commits under (see [`recovery`]); when the prefix changed, first
-/// aborts a transaction an earlier run may have left open under the old
-/// one, so that it does not hold `read_committed` consumers up until it
-/// times out.
-fn record_sink(store: &CheckpointStore, c: &KafkaSinkConfig) -> Result<(), RunError> {
-    let setup = |e: crate::state::checkpoint::CheckpointError| RunError::Setup(e.to_string());
-    let old = store.sink_record().map_err(setup)?;
-    if old
-        .as_ref()
-        .is_some_and(|r| r.prefix == c.transactional_id_prefix)
-    {
-        return Ok(());
-    }
-    if let Some(old) = &old {
-        if let Err(e) = connectors::kafka::sink::abort_left_open(c, &old.prefix) {
-            tracing::warn!(
-                "the job's transactional id prefix was `{}`: cannot abort a transaction left open under `{}-0` ({e}); abort it with Kafka's tools, or wait for its timeout",
-                old.prefix,
-                old.prefix
-            );
-        }
-    }
-    store
-        .set_sink_record(&crate::state::checkpoint::SinkRecord {
-            prefix: c.transactional_id_prefix.clone(),
-            committed: false,
-        })
-        .map_err(setup)
-}
-
-/// The first checkpoint ID of this run: above every checkpoint in the
-/// store and above the restored snapshot's.
-fn first_checkpoint_id(store: Option<&CheckpointStore>, restore: Option<&Restore>) -> u64 {
-    let above_restore = restore.map_or(1, |r| r.meta.id + 1);
-    store.map_or(1, CheckpointStore::next_id).max(above_restore)
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), RunError> {

@@ -15,7 +15,7 @@
 //!   checkpoint; restoring such a tree replaces the timers before it);
 //! - its [`CheckpointLogic`] in the `logic` tree (JSON): which `.wasm` each
 //!   operator ran at its barrier, whether it was taken while a live swap was
-//!   on probation, and the job's swaps so far (see [`crate::engine::swap`]);
+//!   on probation, and the job's swaps so far (see [`crate::engine::upgrades::swap`]);
 //!   a store written before live swaps has none, and reads as the job
 //!   file's logic;
 //! - last, its [`CheckpointMeta`] in the `meta` tree, after sled has flushed

@@ -717,7 +717,7 @@ impl OperatorImpl {
 
 impl OperatorImpl {
     /// Starts this logic in place of a subtask's instance in a live swap
-    /// ([`crate::engine::swap`]): over `sub`, the state and timers the old
+    /// ([`crate::engine::upgrades::swap`]): over `sub`, the state and timers the old
     /// instance held at the swap barrier, with the new logic's states
     /// declared and migrated as `plan` says.
     pub fn swap_in(

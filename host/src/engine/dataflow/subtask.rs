@@ -33,13 +33,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use crate::connectors::dead_letter::{DeadLetter, DeadLetterTx};
+use crate::engine::channel::Barrier;
+use crate::engine::channel::{Inputs, Message, Offsets, Received, StageError};
 use crate::engine::coordinator::Ack;
-use crate::engine::job::SourceSpec;
-use crate::engine::partition::Router;
-use crate::engine::shadow::ShadowTap;
-use crate::engine::stream::Barrier;
-use crate::engine::stream::{Inputs, Message, Offsets, Received, StageError};
-use crate::engine::swap::{ProbationCount, SwapBoard, SwapOrder};
+use crate::engine::dataflow::partition::Router;
+use crate::engine::upgrades::shadow::ShadowTap;
+use crate::engine::upgrades::swap::{ProbationCount, SwapBoard, SwapOrder};
+use crate::job::SourceSpec;
 use crate::model::batch::EventRef;
 use crate::model::now_ms;
 use crate::model::{Batch, Blobs, GuestError, TaskInfo, TimeDomain, Timers};
@@ -73,11 +73,11 @@ pub struct Subtask {
     pub task: TaskInfo,
     /// See [`Subtask::task`].
     pub setup: Setup,
-    /// The live swap under way, if any ([`crate::engine::swap`]).
+    /// The live swap under way, if any ([`crate::engine::upgrades::swap`]).
     pub swaps: Arc<SwapBoard>,
     /// Logic swapped in here, while on probation: what it has done.
     pub probation: Option<ProbationCount>,
-    /// The link to shadow runs of this operator ([`crate::engine::shadow`]).
+    /// The link to shadow runs of this operator ([`crate::engine::upgrades::shadow`]).
     pub shadow: Option<ShadowTap>,
 }
 

@@ -235,10 +235,25 @@ pub enum StageError {
     Failed(String),
 }
 
-impl From<crate::engine::partition::Closed> for StageError {
-    fn from(_: crate::engine::partition::Closed) -> Self {
+/// The downstream stage went away: it failed, and the job is stopping.
+#[derive(Debug)]
+pub struct Closed;
+
+impl From<Closed> for StageError {
+    fn from(_: Closed) -> Self {
         StageError::Cancelled
     }
+}
+
+/// The watermark once the highest timestamp seen is `max_ts`, with a
+/// watermark delay of `delay_ms`: `max_ts - delay_ms - 1`, saturating at
+/// `i64::MIN` (no watermark yet). It is below `i64::MAX` for every
+/// `max_ts`, since `i64::MAX` means the end of the input.
+pub fn watermark_after(max_ts: i64, delay_ms: i64) -> i64 {
+    if max_ts == i64::MIN {
+        return i64::MIN;
+    }
+    max_ts.saturating_sub(delay_ms.max(0)).saturating_sub(1)
 }
 
 #[cfg(test)]
@@ -301,5 +316,30 @@ mod tests {
         }))
         .unwrap();
         assert!(matches!(inputs.recv(None), Received::Barrier(b) if b.id == 7));
+    }
+
+    #[test]
+    fn the_watermark_is_one_below_the_highest_timestamp_less_the_delay() {
+        // An event at the newest timestamp may still come: it must not be behind the watermark.
+        assert_eq!(watermark_after(1999, 0), 1998);
+        assert_eq!(watermark_after(5000, 2000), 2999);
+        assert_eq!(watermark_after(0, 0), -1);
+        assert_eq!(watermark_after(-5, 10), -16);
+    }
+
+    #[test]
+    fn the_watermark_saturates_and_never_reaches_the_end_of_input() {
+        // Nothing seen yet: no watermark.
+        assert_eq!(watermark_after(i64::MIN, 0), i64::MIN);
+        assert_eq!(watermark_after(i64::MIN, 1000), i64::MIN);
+        // Just above the minimum: saturates rather than wrapping.
+        assert_eq!(watermark_after(i64::MIN + 1, 0), i64::MIN);
+        assert_eq!(watermark_after(i64::MIN + 1, 1000), i64::MIN);
+        assert_eq!(watermark_after(0, i64::MAX), i64::MIN);
+        assert_eq!(watermark_after(i64::MAX, i64::MAX), -1);
+        // `i64::MAX` is the end of the input; an event stamped with it does not claim it.
+        assert_eq!(watermark_after(i64::MAX, 0), i64::MAX - 1);
+        // A negative delay cannot come from a duration; it counts as none.
+        assert_eq!(watermark_after(10, -5), 9);
     }
 }

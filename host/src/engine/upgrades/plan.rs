@@ -66,11 +66,14 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::engine::job::{JobSpec, SourceConnector};
-use crate::engine::runtime::{self, RunError};
+use crate::engine::errors::RunError;
+use crate::engine::{logic, restore};
+use crate::job::{JobSpec, SourceConnector};
 use crate::state::checkpoint::CheckpointMeta;
 use crate::state::keyed::kind_name;
-use crate::state::restore::{RestorePlan, RestoreSource, StatePlan};
+use std::sync::Arc;
+
+use crate::state::restore::{Restore, RestorePlan, RestoreSource, StatePlan};
 use crate::wasm::component::Components;
 use crate::wasm::operator::OperatorImpl;
 
@@ -414,7 +417,7 @@ pub fn describe(
         });
     }
     UpgradePlan {
-        restore: runtime::restore_what(meta, source),
+        restore: restore::restore_what(meta, source),
         job: spec.name.clone(),
         restorable: plan.restorable(),
         allow_non_restored_state: plan.allow_non_restored,
@@ -453,13 +456,13 @@ pub fn plan_savepoint(
 ) -> Result<UpgradePlan, RunError> {
     let components =
         Components::new().map_err(|e| RunError::Setup(format!("cannot start wasmtime: {e}")))?;
-    let loaded = runtime::load_operators(&components, spec, job_file, &Default::default())?;
-    let sp = std::sync::Arc::new(runtime::open_savepoint(dir)?);
-    let meta = runtime::savepoint_meta(&sp);
+    let loaded = logic::load_operators(&components, spec, job_file, &Default::default())?;
+    let sp = std::sync::Arc::new(restore::open_savepoint(dir)?);
+    let meta = restore::savepoint_meta(&sp);
     let source = RestoreSource::Savepoint(sp);
-    let plan = runtime::restore_plan(spec, &loaded, &meta, &source, allow_non_restored);
+    let plan = restore::restore_plan(spec, &loaded, &meta, &source, allow_non_restored);
     let mut shown = describe(spec, &loaded, &meta, &source, &plan);
-    let what = runtime::restore_what(&meta, &source);
+    let what = restore::restore_what(&meta, &source);
     let missing_file = match &spec.source.connector {
         SourceConnector::File(c) if !c.path.is_file() => Some(format!(
             "source file `{}` does not exist ({} [source] path)",
@@ -469,7 +472,7 @@ pub fn plan_savepoint(
         _ => None,
     };
     let error = missing_file
-        .or_else(|| runtime::source_fits(spec, job_file, &what, &meta.source.position).err());
+        .or_else(|| restore::source_fits(spec, job_file, &what, &meta.source.position).err());
     if let Some(e) = &error {
         shown.errors.push(e.clone());
         shown.restorable = false;
@@ -480,6 +483,45 @@ pub fn plan_savepoint(
         error,
     });
     Ok(shown)
+}
+
+/// Checks that `meta` fits the job and plans how its state maps onto the
+/// job's operators; prints the plan (see [`crate::engine::upgrades::plan`]) and
+/// fails with its first refusal.
+pub(crate) fn plan_restore(
+    spec: &JobSpec,
+    loaded: &[OperatorImpl],
+    meta: CheckpointMeta,
+    source: RestoreSource,
+    allow_non_restored: bool,
+) -> Result<Restore, RunError> {
+    let fix = match &source {
+        RestoreSource::Savepoint(_) => "",
+        RestoreSource::Checkpoint(_) => " (use --fresh to start over)",
+    };
+    let plan = restore::restore_plan(spec, loaded, &meta, &source, allow_non_restored);
+    let shown = describe(spec, loaded, &meta, &source, &plan);
+    if plan.restorable() {
+        tracing::info!("{}", shown.text().trim_end());
+    } else {
+        tracing::warn!("{}", shown.text().trim_end());
+    }
+    if let Some(e) = plan.errors.first() {
+        return Err(RunError::Setup(format!("{e}{fix}")));
+    }
+    if !plan.dropped_operators.is_empty()
+        || plan.operators.iter().any(|o| !o.dropped_states.is_empty())
+    {
+        tracing::warn!(
+            "restoring {}: saved state is dropped (--allow-non-restored-state), see the plan above",
+            shown.restore
+        );
+    }
+    Ok(Restore {
+        meta,
+        source,
+        plan: Arc::new(plan),
+    })
 }
 
 #[cfg(test)]

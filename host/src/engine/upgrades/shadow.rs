@@ -64,8 +64,8 @@ use serde::Serialize;
 
 use crate::connectors::file::FileSourceConfig;
 use crate::connectors::json::Format;
-use crate::engine::job::{JobSpec, SourceConnector, SourceSpec};
-use crate::engine::stages::watermark_after;
+use crate::engine::channel::watermark_after;
+use crate::job::{JobSpec, SourceConnector, SourceSpec};
 use crate::model::{now_ms, Batch, Blobs, GuestError, StateSpec, TaskInfo, TimeDomain, Timers};
 use crate::state::keyed::{StateChange, StateSnapshot};
 use crate::state::restore::{self, OperatorPlan, Restore, RestorePlan, RestoreSource};
@@ -609,7 +609,7 @@ pub fn replay(o: &ReplayOptions) -> Result<ShadowReport, String> {
             .map(|st| (st.name.clone(), st.kind.clone(), st.version))
             .collect::<Vec<_>>()
     });
-    let meta = crate::engine::runtime::savepoint_meta(&sp);
+    let meta = crate::engine::restore::savepoint_meta(&sp);
     let max_p = spec.max_parallelism;
     let sp = Arc::new(sp);
     let start = |loaded: &LoadedOperator, who: &str| -> Result<Side, String> {

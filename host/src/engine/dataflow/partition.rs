@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 
-use crate::engine::stream::{Message, Offsets};
+use crate::engine::channel::{Closed, Message, Offsets};
 use crate::model::keygroup;
 use crate::model::Batch;
 
@@ -29,10 +29,6 @@ pub enum Routing {
         max_parallelism: u32,
     },
 }
-
-/// The downstream stage went away: it failed, and the job is stopping.
-#[derive(Debug)]
-pub struct Closed;
 
 /// Sends a stage's output downstream.
 pub struct Router {
@@ -149,7 +145,7 @@ impl Router {
     }
 
     /// Sends a checkpoint barrier to every connected subtask.
-    pub fn send_barrier(&mut self, barrier: crate::engine::stream::Barrier) -> Result<(), Closed> {
+    pub fn send_barrier(&mut self, barrier: crate::engine::channel::Barrier) -> Result<(), Closed> {
         for s in &self.senders {
             send(s, Message::Barrier(barrier), &mut self.blocked)?;
         }
@@ -172,7 +168,7 @@ mod tests {
     #[test]
     fn key_routing_splits_offsets_with_their_events() {
         let (senders, receivers): (Vec<_>, Vec<_>) =
-            (0..3).map(|_| crate::engine::stream::channel()).unzip();
+            (0..3).map(|_| crate::engine::channel::channel()).unzip();
         let mut router = Router::new(
             senders,
             Routing::Key {

@@ -139,7 +139,7 @@ impl SourceSpec {
         }
     }
 
-    /// Where the event at `offset` (see [`crate::engine::stream::Offsets`]) is, for
+    /// Where the event at `offset` (see [`crate::engine::channel::Offsets`]) is, for
     /// messages: ``offset 40 (line 41 of `/data/in.jsonl`)``.
     pub fn locate(&self, offset: u64) -> String {
         match &self.connector {
