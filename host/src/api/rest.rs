@@ -35,6 +35,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::engine::control::JobControl;
+use crate::engine::errors::{Refusal, RefusalKind};
 
 type Shared = State<Arc<JobControl>>;
 
@@ -181,13 +182,21 @@ fn found<T: serde::Serialize>(kind: &str, request: &str, job: &str, status: Opti
     }
 }
 
-fn accepted(result: Result<String, crate::engine::control::Refused>) -> Response {
+/// The HTTP status of a refusal.
+fn status_of(kind: RefusalKind) -> StatusCode {
+    match kind {
+        RefusalKind::Invalid => StatusCode::BAD_REQUEST,
+        RefusalKind::NotFound => StatusCode::NOT_FOUND,
+        RefusalKind::Conflict => StatusCode::CONFLICT,
+        RefusalKind::Busy => StatusCode::TOO_MANY_REQUESTS,
+        RefusalKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn accepted(result: Result<String, Refusal>) -> Response {
     match result {
         Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "request-id": id }))).into_response(),
-        Err(r) => error(
-            StatusCode::from_u16(r.status).unwrap_or(StatusCode::CONFLICT),
-            r.message,
-        ),
+        Err(r) => error(status_of(r.kind), r.message),
     }
 }
 
@@ -258,10 +267,7 @@ async fn start_shadow(
     let c2 = c.clone();
     match tokio::task::spawn_blocking(move || c2.start_shadow(&request)).await {
         Ok(Ok(v)) => (StatusCode::ACCEPTED, Json(v)).into_response(),
-        Ok(Err(r)) => error(
-            StatusCode::from_u16(r.status).unwrap_or(StatusCode::CONFLICT),
-            r.message,
-        ),
+        Ok(Err(r)) => error(status_of(r.kind), r.message),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }

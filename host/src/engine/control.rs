@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
 
+use crate::engine::errors::{refused, Refusal, RefusalKind};
 use crate::engine::upgrades::swap::{Probation, SwapOrder};
 use crate::model::now_ms;
 use crate::state::checkpoint::CheckpointStore;
@@ -349,23 +350,6 @@ pub struct JobControl {
     swap_requesting: Mutex<()>,
 }
 
-/// Why a request was refused: an HTTP status and a one-line message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
-    /// 400 (bad request), 404, 409 (conflict with the job's state) or 429
-    /// (too many savepoint requests in progress).
-    pub status: u16,
-    /// What is wrong.
-    pub message: String,
-}
-
-fn refused(status: u16, message: impl Into<String>) -> Refused {
-    Refused {
-        status,
-        message: message.into(),
-    }
-}
-
 impl JobControl {
     /// A handle for job `job`. Relative savepoint directories are relative
     /// to `base_dir` (the job file's directory); `default_target` is the job
@@ -420,16 +404,16 @@ impl JobControl {
         &self,
         target: Option<&str>,
         stop: Option<bool>,
-    ) -> Result<String, Refused> {
+    ) -> Result<String, Refusal> {
         if !self.replayable {
             return Err(refused(
-                409,
+                RefusalKind::Conflict,
                 "savepoints need a source that can be read again (file or generator); this job reads stdin",
             ));
         }
         let target = match target {
             Some(t) if t.trim().is_empty() => {
-                return Err(refused(400, "`target-directory` is empty"));
+                return Err(refused(RefusalKind::Invalid, "`target-directory` is empty"));
             }
             Some(t) => {
                 let p = PathBuf::from(t);
@@ -441,7 +425,7 @@ impl JobControl {
             }
             None => self.default_target.clone().ok_or_else(|| {
                 refused(
-                    400,
+                    RefusalKind::Invalid,
                     "no `target-directory` given and the job file has no [savepoint] dir",
                 )
             })?,
@@ -452,13 +436,13 @@ impl JobControl {
             JobState::Finished | JobState::Stopped | JobState::Failed
         ) {
             return Err(refused(
-                409,
+                RefusalKind::Conflict,
                 format!("the job is {state:?}: no savepoint can be taken").to_lowercase(),
             ));
         }
         if let Some(s) = self.swap_under_way() {
             return Err(refused(
-                409,
+                RefusalKind::Conflict,
                 format!(
                     "swap {} of operator `{}` is under way: savepoints and stops wait until it completes or rolls back (GET /jobs/{}/swaps/{})",
                     s.request_id, s.operator, self.job, s.request_id
@@ -467,10 +451,13 @@ impl JobControl {
         }
         if stop.is_some() {
             if self.stopping.swap(true, Ordering::SeqCst) {
-                return Err(refused(409, "the job is already stopping"));
+                return Err(refused(
+                    RefusalKind::Conflict,
+                    "the job is already stopping",
+                ));
             }
         } else if self.stopping.load(Ordering::SeqCst) {
-            return Err(refused(409, "the job is stopping"));
+            return Err(refused(RefusalKind::Conflict, "the job is stopping"));
         }
         let mut all = self.savepoints.lock().expect("savepoints lock");
         let in_progress = all
@@ -482,7 +469,7 @@ impl JobControl {
                 self.stopping.store(false, Ordering::SeqCst);
             }
             return Err(refused(
-                429,
+                RefusalKind::Busy,
                 format!("{in_progress} savepoint requests are in progress, the most this job queues: wait until one completes or fails (GET /jobs/{}/savepoints)", self.job),
             ));
         }
@@ -584,20 +571,18 @@ impl JobControl {
     pub fn start_shadow(
         &self,
         request: &crate::engine::upgrades::shadow::ShadowRequest,
-    ) -> Result<serde_json::Value, Refused> {
+    ) -> Result<serde_json::Value, Refusal> {
         let state = self.state();
         if matches!(
             state,
             JobState::Finished | JobState::Stopped | JobState::Failed
         ) {
             return Err(refused(
-                409,
+                RefusalKind::Conflict,
                 format!("the job is {state:?}: no shadow run can start").to_lowercase(),
             ));
         }
-        self.shadow
-            .start(request)
-            .map_err(|(status, message)| refused(status, message))
+        self.shadow.start(request)
     }
 
     /// Sets the job's checkpoint database, once it is open.
@@ -705,20 +690,20 @@ impl JobControl {
     /// checks the new logic now (a refusal says why, and nothing changes),
     /// then hands it to the coordinator for the next barrier. Returns the
     /// request ID. Compiles: call it off the async workers.
-    pub fn request_swap(&self, request: SwapRequest) -> Result<String, Refused> {
+    pub fn request_swap(&self, request: SwapRequest) -> Result<String, Refusal> {
         let state = self.state();
         if state != JobState::Running {
             return Err(refused(
-                409,
+                RefusalKind::Conflict,
                 format!("the job is {state:?}: no swap can start now").to_lowercase(),
             ));
         }
         if self.stopping.load(Ordering::SeqCst) {
-            return Err(refused(409, "the job is stopping"));
+            return Err(refused(RefusalKind::Conflict, "the job is stopping"));
         }
         if !(0.0..=1.0).contains(&request.max_dead_letter_share) {
             return Err(refused(
-                400,
+                RefusalKind::Invalid,
                 format!(
                     "the largest share of dead letters must be from 0 to 1, not {}",
                     request.max_dead_letter_share
@@ -726,20 +711,23 @@ impl JobControl {
             ));
         }
         if matches!(request.probation, Probation::Events(0)) {
-            return Err(refused(400, "a probation of 0 events: give at least 1"));
+            return Err(refused(
+                RefusalKind::Invalid,
+                "a probation of 0 events: give at least 1",
+            ));
         }
         let _one_at_a_time = self.swap_requesting.lock().expect("swap request lock");
         // A copy: loading, compiling and the dry-run migration take a
         // while, and the lock must not hold up a restart or a completion.
         let ctx = self.swap_ctx.lock().expect("swap lock").clone();
         let Some(ctx) = ctx.as_ref() else {
-            return Err(refused(409, "the job is not running yet"));
+            return Err(refused(RefusalKind::Conflict, "the job is not running yet"));
         };
         let ops = self.operators.lock().expect("operators lock").clone();
         let Some(index) = ops.iter().position(|o| o.id == request.operator) else {
             let ids: Vec<&str> = ops.iter().map(|o| o.id.as_str()).collect();
             return Err(refused(
-                404,
+                RefusalKind::NotFound,
                 format!(
                     "the job has no operator `{}` (its operators: {})",
                     request.operator,
@@ -749,14 +737,14 @@ impl JobControl {
         };
         let Some(store) = &ctx.store else {
             return Err(refused(
-                409,
+                RefusalKind::Conflict,
                 "a live swap needs periodic checkpoints ([checkpoint] interval): it happens at a checkpoint barrier, and rolls back to it",
             ));
         };
         if let (Probation::Time(d), Some(timeout)) = (request.probation, ctx.transaction_timeout) {
             if d * 2 >= timeout {
                 return Err(refused(
-                    400,
+                    RefusalKind::Invalid,
                     format!(
                         "a probation of {} holds the Kafka sink's transaction open that long; it must be under half its transaction_timeout ({})",
                         request.probation,
@@ -767,7 +755,7 @@ impl JobControl {
         }
         if let Some(s) = self.swap_under_way() {
             return Err(refused(
-                409,
+                RefusalKind::Conflict,
                 format!(
                     "swap {} of operator `{}` is {:?}: one swap at a time",
                     s.request_id, s.operator, s.status
@@ -784,11 +772,11 @@ impl JobControl {
         let loaded = ctx
             .components
             .load(&path)
-            .map_err(|e| refused(400, e.to_string()))?;
+            .map_err(|e| refused(RefusalKind::Invalid, e.to_string()))?;
         let current = &ctx.logic[index];
         if matches!(current, OperatorImpl::Native(..)) {
             return Err(refused(
-                409,
+                RefusalKind::Conflict,
                 format!(
                     "operator `{}` runs native logic (a benchmark): it cannot be swapped",
                     request.operator
@@ -809,7 +797,7 @@ impl JobControl {
         )
         .map_err(|e| {
                 refused(
-                    400,
+                    RefusalKind::Invalid,
                     e.replace(
                         "pass --allow-non-restored-state to drop it",
                         "a live swap cannot drop state: take a savepoint and restore it with --allow-non-restored-state",
@@ -820,16 +808,20 @@ impl JobControl {
             .remove(0);
         let loaded = OperatorImpl::Wasm(loaded);
         dry_migrate(ctx, store, index, &request.operator, &loaded, &plan)
-            .map_err(|e| refused(400, format!("{what}: {e}")))?;
+            .map_err(|e| refused(RefusalKind::Invalid, format!("{what}: {e}")))?;
         let OperatorImpl::Wasm(loaded) = loaded else {
             unreachable!("loaded as a component just above")
         };
-        let bytes = std::fs::read(&path)
-            .map_err(|e| refused(400, format!("cannot read `{}`: {e}", path.display())))?;
+        let bytes = std::fs::read(&path).map_err(|e| {
+            refused(
+                RefusalKind::Invalid,
+                format!("cannot read `{}`: {e}", path.display()),
+            )
+        })?;
         // The copy kept under its SHA-256 must be what was checked.
         if crate::state::savepoint::sha256_hex(&bytes) != loaded.sha256 {
             return Err(refused(
-                409,
+                RefusalKind::Conflict,
                 format!(
                     "`{}` changed while it was being checked: ask again",
                     path.display()
@@ -838,7 +830,7 @@ impl JobControl {
         }
         store
             .keep_wasm(&loaded.sha256, &bytes)
-            .map_err(|e| refused(500, e.to_string()))?;
+            .map_err(|e| refused(RefusalKind::Internal, e.to_string()))?;
         let n = self.next_request.fetch_add(1, Ordering::SeqCst);
         let id = format!(
             "{:016x}",

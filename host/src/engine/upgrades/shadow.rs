@@ -65,6 +65,7 @@ use serde::Serialize;
 use crate::connectors::file::FileSourceConfig;
 use crate::connectors::json::Format;
 use crate::engine::channel::watermark_after;
+use crate::engine::errors::{refused, Refusal, RefusalKind};
 use crate::job::{JobSpec, SourceConnector, SourceSpec};
 use crate::model::{now_ms, Batch, Blobs, GuestError, StateSpec, TaskInfo, TimeDomain, Timers};
 use crate::state::keyed::{StateChange, StateSnapshot};
@@ -1085,9 +1086,6 @@ struct OperatorInfo {
     live: Option<Logic>,
 }
 
-/// Why a shadow request was refused: an HTTP status and one line.
-pub type ShadowRefusal = (u16, String);
-
 /// The job's shadow runs: one at a time. Requests come from the REST API;
 /// each live subtask reaches it through its [`ShadowTap`].
 #[derive(Default)]
@@ -1161,14 +1159,17 @@ impl ShadowControl {
     /// world; its states against the live operator's, by the rules of a
     /// restore) before anything changes; the live subtasks join at their
     /// next checkpoint barrier. Returns the run's status.
-    pub fn start(&self, request: &ShadowRequest) -> Result<serde_json::Value, ShadowRefusal> {
+    pub fn start(&self, request: &ShadowRequest) -> Result<serde_json::Value, Refusal> {
         let job = self.job.lock().expect("shadow job lock");
         let Some(job) = job.as_ref() else {
-            return Err((409, "the job has not started yet".to_string()));
+            return Err(refused(
+                RefusalKind::Conflict,
+                "the job has not started yet".to_string(),
+            ));
         };
         if !job.periodic {
-            return Err((
-                409,
+            return Err(refused(
+                RefusalKind::Conflict,
                 "a shadow run starts at a checkpoint barrier and the job takes no periodic checkpoints: set `[checkpoint] interval` in its job file".to_string(),
             ));
         }
@@ -1178,8 +1179,8 @@ impl ShadowControl {
             .find(|o| o.id == request.operator)
             .ok_or_else(|| {
                 let ids: Vec<&str> = job.operators.iter().map(|o| o.id.as_str()).collect();
-                (
-                    404,
+                refused(
+                    RefusalKind::NotFound,
                     format!(
                         "the job has no operator `{}` (it has {})",
                         request.operator,
@@ -1188,12 +1189,15 @@ impl ShadowControl {
                 )
             })?;
         let Some(live) = op.live.clone() else {
-            return Err((409, format!("operator `{}` runs native logic", op.id)));
+            return Err(refused(
+                RefusalKind::Conflict,
+                format!("operator `{}` runs native logic", op.id),
+            ));
         };
         if let Some(run) = self.run.lock().expect("shadow run lock").as_ref() {
             if !run.is_over() {
-                return Err((
-                    409,
+                return Err(refused(
+                    RefusalKind::Conflict,
                     format!(
                         "a shadow run of operator `{}` is already going on: stop it first (`weir shadow stop`)",
                         run.operator
@@ -1203,7 +1207,10 @@ impl ShadowControl {
         }
         let queue = request.queue.unwrap_or(DEFAULT_QUEUE);
         if queue == 0 {
-            return Err((400, "`queue` must be at least 1 batch".to_string()));
+            return Err(refused(
+                RefusalKind::Invalid,
+                "`queue` must be at least 1 batch".to_string(),
+            ));
         }
         let wasm = if request.wasm.is_absolute() {
             request.wasm.clone()
@@ -1215,21 +1222,29 @@ impl ShadowControl {
             .lock()
             .expect("shadow lock")
             .clone()
-            .ok_or((409, "the job has not started yet".to_string()))?;
+            .ok_or(refused(
+                RefusalKind::Conflict,
+                "the job has not started yet".to_string(),
+            ))?;
         let candidate = components
             .load(&wasm)
-            .map_err(|e| (400, format!("candidate refused: {e}")))?;
+            .map_err(|e| refused(RefusalKind::Invalid, format!("candidate refused: {e}")))?;
         let saved = restore::recorded(&op.states);
         let what = format!("the running operator `{}`", op.id);
-        let plan = plan_states(&what, &op.id, Some(saved), &candidate.spec.states)
-            .map_err(|e| (400, format!("candidate `{}` refused: {e}", wasm.display())))?;
+        let plan =
+            plan_states(&what, &op.id, Some(saved), &candidate.spec.states).map_err(|e| {
+                refused(
+                    RefusalKind::Invalid,
+                    format!("candidate `{}` refused: {e}", wasm.display()),
+                )
+            })?;
         let plan = plan.operators.into_iter().next().unwrap_or_default();
         let diff_path = match &request.diff_file {
             Some(p) if p.is_absolute() => p.clone(),
             Some(p) => job.base_dir.join(p),
             None => default_diff_file(&job.base_dir, &op.id),
         };
-        let file = DiffFile::create(&diff_path).map_err(|e| (400, e))?;
+        let file = DiffFile::create(&diff_path).map_err(|e| refused(RefusalKind::Invalid, e))?;
         let run = Arc::new(ShadowRun {
             operator: op.id.clone(),
             parallelism: op.parallelism,
