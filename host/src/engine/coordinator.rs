@@ -55,9 +55,23 @@
 //! wait that long between writing a checkpoint's data and marking it
 //! complete, so that a kill lands in the middle of checkpoint writes.
 
+mod chain;
+mod failures;
+mod messages;
+mod pending;
+mod publishing;
+mod requests;
+
+pub use messages::{Ack, SinkNotice, Trigger};
+pub use pending::BarrierKind;
+pub use publishing::{PublishQueue, Publishing};
+
+use chain::Chain;
+use failures::FailureCount;
+use pending::{Pending, PendingSavepoint};
+use requests::Requests;
+
 use std::cell::RefCell;
-use std::collections::{BTreeSet, VecDeque};
-use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,95 +82,10 @@ use crate::engine::channel::Barrier;
 use crate::engine::control::{CheckpointSummary, JobControl, SavepointRequest};
 use crate::engine::upgrades::swap::{Probation, SwapBoard, SwapOrder};
 use crate::model::now_ms;
-use crate::model::{SinkState, SourcePosition, SourceState};
 use crate::state::checkpoint::{
     CheckpointLogic, CheckpointMeta, CheckpointStore, OperatorLogic, OperatorMeta, FORMAT_VERSION,
 };
-use crate::state::keyed::StateSnapshot;
-use crate::state::savepoint::{
-    self, DataFile, SavedOperator, SavedState, SavepointKind, SavepointWriter,
-};
-use crate::state::timers::TimerSnapshot;
-
-/// What a stage tells the coordinator.
-pub enum Ack {
-    /// A source subtask injected barrier `id` at this position.
-    Source {
-        /// Checkpoint ID.
-        id: u64,
-        /// Which source subtask.
-        subtask: u32,
-        /// Its position; `None` for a source that cannot seek (stdin), which
-        /// takes part only in the final barrier of a job without checkpoints.
-        state: Option<SourceState>,
-    },
-    /// A subtask's snapshot at barrier `id`.
-    Subtask {
-        /// Checkpoint ID.
-        id: u64,
-        /// Index of the operator in the job.
-        operator: usize,
-        /// Index of the subtask.
-        subtask: u32,
-        /// The key groups it owns.
-        key_groups: Range<u32>,
-        /// Changed (or, for a full checkpoint, all) state, shared
-        /// copy-on-write with the subtask: its records are made here.
-        state: StateSnapshot,
-        /// Its timers (all, or for a delta what changed), copy-on-write:
-        /// turned into records here.
-        timers: TimerSnapshot,
-        /// Its watermark.
-        watermark: i64,
-        /// Keys it holds.
-        keys: u64,
-        /// Bytes of keys and values it holds.
-        state_bytes: u64,
-        /// Events the logic swapped in live has processed here, while on probation.
-        swapped_events: u64,
-    },
-    /// The sink pre-committed everything before barrier `id`.
-    Sink {
-        /// Checkpoint ID.
-        id: u64,
-        /// Its state, if it takes part in checkpoints.
-        state: Option<SinkState>,
-    },
-    /// A source subtask has read its whole input and waits for the final
-    /// checkpoint (which comes once every source subtask has).
-    EndOfInput,
-    /// The sink published (committed) what checkpoint `id` covers.
-    Committed {
-        /// Checkpoint ID.
-        id: u64,
-    },
-    /// The sink could not publish what checkpoint `id` covers: it fails.
-    CommitFailed {
-        /// Checkpoint ID.
-        id: u64,
-        /// Why, in one line.
-        why: String,
-    },
-}
-
-/// What the coordinator tells the sink about a barrier it pre-committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SinkNotice {
-    /// The checkpoint is complete and durable: publish what it covers.
-    Complete(u64),
-    /// The checkpoint was aborted: what it covers goes with the next one.
-    Aborted(u64),
-}
-
-/// A request to the source to inject a barrier.
-#[derive(Debug, Clone, Copy)]
-pub struct Trigger {
-    /// The barrier.
-    pub barrier: Barrier,
-    /// For a last barrier while input remains (a stop): first send a
-    /// watermark of +∞, so that every event-time timer fires.
-    pub drain: bool,
-}
+use crate::state::savepoint::{self, SavedOperator, SavedState, SavepointKind, SavepointWriter};
 
 /// The job's operators, as checkpoint metadata describes them.
 #[derive(Debug, Clone)]
@@ -216,12 +145,10 @@ pub struct Coordinator {
     /// Completed checkpoints to keep (besides the one the sink's last
     /// commit names, which is always kept).
     pub retain: usize,
-    /// The checkpoint whose output the sink committed last, as far as this
-    /// run knows (the restored one; 0: none of this store's).
-    pub committed: std::cell::Cell<u64>,
     /// Completed checkpoints whose sink commit has not been acknowledged
-    /// yet, oldest first.
-    pub publishing: RefCell<VecDeque<Publishing>>,
+    /// yet, and the last one committed (as far as this run knows: the
+    /// restored one; 0: none of this store's).
+    pub publishing: RefCell<PublishQueue>,
     /// Where an exactly-once sink records its commits (savepoints say so).
     pub sink_commit: Option<savepoint::SinkCommit>,
     /// The chain of the checkpoint this run restored from (empty: none).
@@ -251,82 +178,6 @@ pub struct Coordinator {
     pub swap: RefCell<SwapTrack>,
 }
 
-/// A completed checkpoint whose output the sink is publishing: what waits
-/// for the commit (a savepoint is reported completed, and the sources'
-/// consumer groups and retention learn of the checkpoint, only once the
-/// output it covers is committed).
-pub struct Publishing {
-    /// Checkpoint ID.
-    pub id: u64,
-    /// The savepoint it carries: its request ID and directory.
-    pub savepoint: Option<(String, PathBuf)>,
-}
-
-/// A savepoint riding on a pending barrier.
-struct PendingSavepoint {
-    request: SavepointRequest,
-    writer: SavepointWriter,
-    /// Per operator: data files, keys per state, timers.
-    files: Vec<Vec<DataFile>>,
-    keys: Vec<std::collections::BTreeMap<String, u64>>,
-    timers: Vec<u64>,
-}
-
-struct Pending {
-    id: u64,
-    full: bool,
-    last: bool,
-    triggered_at_ms: i64,
-    started: Instant,
-    /// Each source subtask's acknowledgement: `Some(None)` for a source
-    /// with no position (stdin).
-    sources: Vec<Option<Option<SourceState>>>,
-    sink: Option<Option<SinkState>>,
-    subtasks: usize,
-    bytes: u64,
-    watermark: i64,
-    keys: Vec<u64>,
-    state_bytes: Vec<u64>,
-    op_bytes: Vec<u64>,
-    savepoint: Option<PendingSavepoint>,
-    /// The input had ended: the last barrier finishes the job.
-    finished: bool,
-    /// (operator, subtask) that have acknowledged.
-    acked: BTreeSet<(usize, u32)>,
-    /// This stop's savepoint failed while being written: why.
-    stop_failed: Option<String>,
-    /// The live swap whose barrier this is.
-    swap: Option<Arc<SwapOrder>>,
-    /// Events the logic swapped in has processed, as of this barrier.
-    swapped_events: u64,
-    /// The last barrier of a shutdown (a signal).
-    shutdown: bool,
-}
-
-impl Pending {
-    /// What this barrier is, for messages: `checkpoint 7`, `savepoint 7`.
-    fn what(&self) -> String {
-        if self.savepoint.is_some() {
-            format!("savepoint {}", self.id)
-        } else if self.last {
-            format!("final checkpoint {}", self.id)
-        } else {
-            format!("checkpoint {}", self.id)
-        }
-    }
-}
-
-/// What a barrier to trigger is, besides a savepoint it may carry.
-#[derive(Debug, Clone, Copy, Default)]
-struct BarrierKind {
-    /// The last barrier: the source ends after it.
-    last: bool,
-    /// The input has ended (the final checkpoint).
-    input_ended: bool,
-    /// A graceful shutdown on a signal.
-    shutdown: bool,
-}
-
 /// Why a barrier was not triggered.
 enum Untriggered {
     /// The stages are gone: the run is over.
@@ -353,6 +204,20 @@ pub enum CoordinatorEnd {
 }
 
 impl Coordinator {
+    /// When pending barrier `p` times out ([`Pending::expiry`]).
+    fn expiry(&self, p: &Pending) -> Option<Instant> {
+        p.expiry(self.store.is_some(), self.timeout)
+    }
+
+    /// Each operator's ID and parallelism, in job order.
+    fn operator_ids(&self) -> Vec<(String, u32)> {
+        self.operators
+            .borrow()
+            .iter()
+            .map(|o| (o.id.clone(), o.parallelism))
+            .collect()
+    }
+
     fn subtasks(&self) -> usize {
         self.operators
             .borrow()
@@ -361,27 +226,13 @@ impl Coordinator {
             .sum()
     }
 
-    /// Full when starting a chain, else when the chain's deltas add up to
-    /// more than its full checkpoint (or it is long): restores stay cheap.
-    fn next_is_full(&self, chain: &[u64], chain_bytes: &[u64]) -> bool {
-        if self.store.is_none() {
-            return false;
-        }
-        if chain.is_empty() || chain.len() >= 32 {
-            return true;
-        }
-        let full = chain_bytes.first().copied().unwrap_or(0);
-        let deltas: u64 = chain_bytes.iter().skip(1).sum();
-        deltas > full.max(1 << 20)
-    }
-
     /// Runs until the final checkpoint completes or the stages go away. A
     /// savepoint that could not complete is reported failed, and its
     /// partial directory removed.
     pub fn run(self) -> Result<CoordinatorEnd, String> {
         let mut pending: Option<Pending> = None;
-        let mut waiting: VecDeque<SavepointRequest> = VecDeque::new();
-        let result = self.run_until_done(&mut pending, &mut waiting);
+        let mut requests = Requests::new(self.triggers.len());
+        let result = self.run_until_done(&mut pending, &mut requests);
         let why = match &result {
             Err(e) => format!("the job failed: {e}"),
             Ok(_) => "the job stopped before the savepoint completed".to_string(),
@@ -391,7 +242,7 @@ impl Coordinator {
             sp.writer.abort();
         }
         self.unpublished(&format!("{why}, before the sink committed its output"));
-        for request in waiting {
+        for request in requests.into_waiting() {
             self.control.savepoint_failed(&request.id, &why);
         }
         result
@@ -400,85 +251,47 @@ impl Coordinator {
     fn run_until_done(
         &self,
         pending: &mut Option<Pending>,
-        waiting: &mut VecDeque<SavepointRequest>,
+        requests: &mut Requests,
     ) -> Result<CoordinatorEnd, String> {
-        let mut chain = self.parent_chain.clone();
-        let mut chain_bytes: Vec<u64> = Vec::new();
-        if let (Some(&last), Some(store)) = (chain.last(), &self.store) {
-            if let Ok(Some(meta)) = store.get(last) {
-                for id in &meta.chain {
-                    let b = store
-                        .get(*id)
-                        .ok()
-                        .flatten()
-                        .map(|m| m.bytes_written)
-                        .unwrap_or(0);
-                    chain_bytes.push(b);
-                }
-            }
-        }
+        let mut chain = Chain::restored(self.store.as_ref(), &self.parent_chain);
         let mut next_id = self
             .store
             .as_ref()
             .map_or(1, CheckpointStore::next_id)
             .max(self.first_id);
-        let mut end_requested = false;
-        let mut ended_sources = 0usize;
-        let mut stopping = false;
-        let mut shutdown_requested = false;
         let mut next_trigger = self.interval.map(|i| Instant::now() + i);
-        // Checkpoint failures in a row.
-        let mut failures = 0u32;
-        let requests = self.control.requests();
+        let mut failures = FailureCount::new(self.tolerable_failures);
+        let control_requests = self.control.requests();
         let swap_orders = self.control.swap_orders();
         loop {
             if let Some(expiry) = pending.as_ref().and_then(|p| self.expiry(p)) {
                 if Instant::now() >= expiry {
                     let p = pending.take().expect("checked");
-                    let reason = self.timed_out(&p);
-                    self.abort(p, &reason, &mut chain, &mut chain_bytes, &mut failures)?;
+                    let reason = p.timed_out(&self.operator_ids(), self.timeout);
+                    self.abort(p, &reason, &mut chain, &mut failures)?;
                     next_trigger = self.interval.map(|i| Instant::now() + i);
                 }
             }
-            if pending.is_none() && !stopping {
-                let swapping = {
-                    let t = self.swap.borrow();
-                    t.waiting.is_some() || t.probation.is_some()
-                };
-                // A shutdown (a signal) stops at a last checkpoint, swap or not.
-                let shutdown = shutdown_requested;
-                if shutdown {
-                    for r in waiting.drain(..) {
-                        self.control
-                            .savepoint_failed(&r.id, "the job is shutting down");
-                    }
-                }
-                if swapping {
-                    for r in waiting.drain(..) {
-                        self.control.savepoint_failed(
-                            &r.id,
-                            "a live swap is under way: savepoints are taken once it completes or rolls back",
-                        );
-                    }
+            let swapping = {
+                let t = self.swap.borrow();
+                t.waiting.is_some() || t.probation.is_some()
+            };
+            if let Some(next) = pending.is_none().then(|| requests.next(swapping)).flatten() {
+                for (r, why) in &next.failed {
+                    self.control.savepoint_failed(&r.id, why);
                 }
                 // A requested savepoint goes first; the final checkpoint carries one if asked.
-                let savepoint = waiting
-                    .pop_front()
+                let savepoint = next
+                    .savepoint
+                    .clone()
                     .and_then(|r| self.prepare_savepoint(r, next_id));
-                if end_requested || savepoint.is_some() || shutdown {
-                    let stop =
-                        shutdown || savepoint.as_ref().is_some_and(|s| s.request.stop.is_some());
-                    let last = end_requested || stop;
-                    let kind = BarrierKind {
-                        last,
-                        input_ended: end_requested,
-                        shutdown,
-                    };
-                    match self.trigger(next_id, kind, savepoint, &chain, &chain_bytes) {
+                let prepared = savepoint.as_ref().map(|s| s.request.stop);
+                if let Some(kind) = next.barrier(prepared) {
+                    let stop = kind.shutdown || prepared.is_some_and(|stop| stop.is_some());
+                    match self.trigger(next_id, kind, savepoint, &chain) {
                         Ok(p) => {
                             *pending = Some(p);
-                            stopping = stop;
-                            shutdown_requested = false;
+                            requests.triggered(stop);
                         }
                         Err(Untriggered::Gone) => return Ok(CoordinatorEnd::Stopped),
                         // A shutdown is tried again at the next round.
@@ -487,8 +300,7 @@ impl Coordinator {
                     next_id += 1;
                 } else if self.swap.borrow().waiting.is_some() {
                     // A swap rides on the next checkpoint barrier, now.
-                    match self.trigger(next_id, BarrierKind::default(), None, &chain, &chain_bytes)
-                    {
+                    match self.trigger(next_id, BarrierKind::default(), None, &chain) {
                         Ok(p) => *pending = Some(p),
                         Err(Untriggered::Gone) => return Ok(CoordinatorEnd::Stopped),
                         Err(Untriggered::Busy(_)) => {}
@@ -515,16 +327,9 @@ impl Coordinator {
                     }
                     continue;
                 }
-                recv(requests) -> request => {
-                    if let Ok(request) = request {
-                        if request.checkpoint_only {
-                            // A stop under way already ends the job.
-                            shutdown_requested = !stopping;
-                        } else if stopping {
-                            self.control.savepoint_failed(&request.id, "the job is stopping");
-                        } else {
-                            waiting.push_back(request);
-                        }
+                recv(control_requests) -> request => {
+                    if let Some((refused, why)) = request.ok().and_then(|r| requests.request(r)) {
+                        self.control.savepoint_failed(&refused.id, why);
                     }
                     continue;
                 }
@@ -537,7 +342,7 @@ impl Coordinator {
                 }
             };
             let Some(ack) = ack else {
-                match self.trigger(next_id, BarrierKind::default(), None, &chain, &chain_bytes) {
+                match self.trigger(next_id, BarrierKind::default(), None, &chain) {
                     Ok(p) => *pending = Some(p),
                     Err(Untriggered::Gone) => return Ok(CoordinatorEnd::Stopped),
                     Err(Untriggered::Busy(sp)) => {
@@ -551,20 +356,15 @@ impl Coordinator {
             match ack {
                 Ack::Committed { id } => self.published(id),
                 Ack::CommitFailed { id, why } => self.publish_failed(id, &why),
-                Ack::EndOfInput => {
-                    ended_sources += 1;
-                    end_requested = ended_sources >= self.triggers.len();
-                }
+                Ack::EndOfInput => requests.source_ended(),
                 Ack::Source { id, subtask, state } => {
                     if let Some(p) = pending.as_mut().filter(|p| p.id == id) {
-                        if let Some(slot) = p.sources.get_mut(subtask as usize) {
-                            *slot = Some(state);
-                        }
+                        p.source_acked(subtask, state);
                     }
                 }
                 Ack::Sink { id, state } => {
                     if let Some(p) = pending.as_mut().filter(|p| p.id == id) {
-                        p.sink = Some(state);
+                        p.sink_acked(state);
                     }
                 }
                 Ack::Subtask {
@@ -599,13 +399,7 @@ impl Coordinator {
                                 Err(e) => {
                                     let p = pending.take().expect("matched");
                                     let reason = format!("{} could not be stored: {e}", p.what());
-                                    self.abort(
-                                        p,
-                                        &reason,
-                                        &mut chain,
-                                        &mut chain_bytes,
-                                        &mut failures,
-                                    )?;
+                                    self.abort(p, &reason, &mut chain, &mut failures)?;
                                     next_trigger = self.interval.map(|i| Instant::now() + i);
                                     continue;
                                 }
@@ -631,22 +425,16 @@ impl Coordinator {
                                 }
                             }
                         }
-                        p.keys[operator] += keys;
-                        p.state_bytes[operator] += state_bytes;
-                        p.watermark = p.watermark.min(watermark);
-                        p.subtasks += 1;
-                        p.acked.insert((operator, subtask));
+                        p.subtask_acked(operator, subtask, keys, state_bytes, watermark);
                     }
                 }
             }
-            let complete = pending.as_ref().is_some_and(|p| {
-                p.sources.iter().all(Option::is_some)
-                    && p.sink.is_some()
-                    && p.subtasks == self.subtasks()
-            });
+            let complete = pending
+                .as_ref()
+                .is_some_and(|p| p.is_complete(self.subtasks()));
             if complete {
                 let p = pending.take().expect("complete implies pending");
-                if let Some(end) = self.complete(p, &mut chain, &mut chain_bytes, &mut failures)? {
+                if let Some(end) = self.complete(p, &mut chain, &mut failures)? {
                     return Ok(end);
                 }
                 next_trigger = self.interval.map(|i| Instant::now() + i);
@@ -658,22 +446,16 @@ impl Coordinator {
     fn complete(
         &self,
         mut p: Pending,
-        chain: &mut Vec<u64>,
-        chain_bytes: &mut Vec<u64>,
-        failures: &mut u32,
+        chain: &mut Chain,
+        failures: &mut FailureCount,
     ) -> Result<Option<CoordinatorEnd>, String> {
-        if p.full {
-            chain.clear();
-            chain_bytes.clear();
-        }
-        chain.push(p.id);
-        chain_bytes.push(p.bytes);
-        let source = merge_sources(std::mem::take(&mut p.sources));
+        chain.completed(p.id, p.bytes, p.full);
+        let source = p.take_source();
         let sink = p.sink.take().expect("checked");
         let meta = CheckpointMeta {
             format: FORMAT_VERSION,
             id: p.id,
-            chain: chain.clone(),
+            chain: chain.ids().to_vec(),
             job: self.job.clone(),
             max_parallelism: self.max_parallelism,
             triggered_at_ms: p.triggered_at_ms,
@@ -729,10 +511,10 @@ impl Coordinator {
         if let Some(store) = &self.store {
             if let Err(e) = store.complete_with(&meta, &logic) {
                 let reason = format!("{} could not be stored: {e}", p.what());
-                self.abort(p, &reason, chain, chain_bytes, failures)?;
+                self.abort(p, &reason, chain, failures)?;
                 return Ok(None);
             }
-            *failures = 0;
+            failures.completed();
             tracing::info!(
                 checkpoint_id = p.id,
                 bytes = p.bytes,
@@ -813,10 +595,7 @@ impl Coordinator {
             return Ok(None);
         }
         // The sink publishes what the checkpoint covers; it may be gone if the job failed.
-        self.publishing.borrow_mut().push_back(Publishing {
-            id: p.id,
-            savepoint: saved,
-        });
+        self.publishing.borrow_mut().push(p.id, saved);
         let _ = self.commits.send(SinkNotice::Complete(p.id));
         let last = stopped_at.is_some() || p.stop_failed.is_some() || p.last;
         if last && !self.await_published(p.id) {
@@ -850,17 +629,10 @@ impl Coordinator {
     /// commit their offsets to their consumer groups, and retention may
     /// free what recovery no longer needs.
     fn published(&self, id: u64) {
-        let mut done = Vec::new();
-        {
-            let mut publishing = self.publishing.borrow_mut();
-            while publishing.front().is_some_and(|p| p.id <= id) {
-                done.extend(publishing.pop_front());
-            }
-        }
+        let done = self.publishing.borrow_mut().committed(id);
         if done.is_empty() {
             return;
         }
-        self.committed.set(id);
         for p in &done {
             if let Some((request_id, dir)) = &p.savepoint {
                 tracing::info!(
@@ -905,7 +677,7 @@ impl Coordinator {
     /// Fails the savepoints whose output was not committed, for `why`, and
     /// removes them: restoring one would lose that output.
     fn unpublished(&self, why: &str) {
-        let failed: Vec<Publishing> = self.publishing.borrow_mut().drain(..).collect();
+        let failed = self.publishing.borrow_mut().drain();
         for p in failed {
             if let Some((request_id, dir)) = p.savepoint {
                 tracing::warn!(checkpoint_id = p.id, "savepoint {} failed: {why}", p.id);
@@ -936,7 +708,7 @@ impl Coordinator {
     /// failed, or the run was cancelled, first.
     fn await_published(&self, id: u64) -> bool {
         loop {
-            if self.committed.get() >= id && self.publishing.borrow().is_empty() {
+            if self.publishing.borrow().published(id) {
                 return true;
             }
             crossbeam_channel::select! {
@@ -1031,13 +803,7 @@ impl Coordinator {
     fn prepare_savepoint(&self, request: SavepointRequest, id: u64) -> Option<PendingSavepoint> {
         let n_ops = self.operators.borrow().len();
         match SavepointWriter::create(&request.target, &self.job, id, now_ms()) {
-            Ok(writer) => Some(PendingSavepoint {
-                request,
-                writer,
-                files: vec![Vec::new(); n_ops],
-                keys: vec![Default::default(); n_ops],
-                timers: vec![0; n_ops],
-            }),
+            Ok(writer) => Some(PendingSavepoint::new(request, writer, n_ops)),
             Err(e) => {
                 tracing::warn!("savepoint request {} failed: {e}", request.id);
                 self.control.savepoint_failed(&request.id, &e.to_string());
@@ -1051,8 +817,7 @@ impl Coordinator {
         id: u64,
         kind: BarrierKind,
         savepoint: Option<PendingSavepoint>,
-        chain: &[u64],
-        chain_bytes: &[u64],
+        chain: &Chain,
     ) -> Result<Pending, Untriggered> {
         let BarrierKind {
             last,
@@ -1066,7 +831,7 @@ impl Coordinator {
             self.swap.borrow().waiting.clone()
         };
         let full = savepoint.is_some()
-            || self.next_is_full(chain, chain_bytes)
+            || (self.store.is_some() && chain.next_is_full())
             || std::mem::take(&mut self.swap.borrow_mut().force_full);
         let drain = savepoint
             .as_ref()
@@ -1116,70 +881,15 @@ impl Coordinator {
                 triggers.send(trigger).map_err(|_| Untriggered::Gone)?;
             }
         }
-        Ok(Pending {
+        Ok(Pending::new(
             id,
             full,
-            last,
-            triggered_at_ms: now_ms(),
-            started: Instant::now(),
-            sources: vec![None; self.triggers.len()],
-            sink: None,
-            subtasks: 0,
-            bytes: 0,
-            watermark: i64::MAX,
-            keys: vec![0; n_ops],
-            state_bytes: vec![0; n_ops],
-            op_bytes: vec![0; n_ops],
+            kind,
+            self.triggers.len(),
+            n_ops,
             savepoint,
-            finished: last && input_ended,
-            acked: BTreeSet::new(),
-            stop_failed: None,
             swap,
-            swapped_events: 0,
-            shutdown: shutdown && last && !input_ended,
-        })
-    }
-
-    /// When pending barrier `p` times out: checkpoints and savepoints do;
-    /// the final barrier of a job without checkpoints does not.
-    fn expiry(&self, p: &Pending) -> Option<Instant> {
-        (self.store.is_some() || p.savepoint.is_some()).then(|| p.started + self.timeout)
-    }
-
-    /// The one-line reason of a barrier that timed out, with the stages it waits for.
-    fn timed_out(&self, p: &Pending) -> String {
-        let mut missing = Vec::new();
-        for (i, s) in p.sources.iter().enumerate() {
-            if s.is_none() {
-                missing.push(if p.sources.len() == 1 {
-                    "the source".to_string()
-                } else {
-                    format!("source subtask {i}")
-                });
-            }
-        }
-        for (i, o) in self.operators.borrow().iter().enumerate() {
-            for sub in 0..o.parallelism {
-                if !p.acked.contains(&(i, sub)) {
-                    missing.push(format!("operator `{}` subtask {sub}", o.id));
-                }
-            }
-        }
-        if p.sink.is_none() {
-            missing.push("the sink".to_string());
-        }
-        const SHOWN: usize = 6;
-        let more = missing.len().saturating_sub(SHOWN);
-        missing.truncate(SHOWN);
-        let mut waiting = missing.join(", ");
-        if more > 0 {
-            waiting += &format!(" and {more} more");
-        }
-        format!(
-            "{} timed out after {:?} (`[checkpoint] timeout`) waiting for {waiting}",
-            p.what(),
-            self.timeout
-        )
+        ))
     }
 
     /// Aborts pending barrier `p` for `reason`: drops what it stored,
@@ -1190,9 +900,8 @@ impl Coordinator {
         &self,
         p: Pending,
         reason: &str,
-        chain: &mut Vec<u64>,
-        chain_bytes: &mut Vec<u64>,
-        failures: &mut u32,
+        chain: &mut Chain,
+        failures: &mut FailureCount,
     ) -> Result<(), String> {
         if let Some(store) = &self.store {
             if let Err(e) = store.abort(p.id) {
@@ -1203,8 +912,7 @@ impl Coordinator {
                 );
             }
             // Its changes are lost with it: the next checkpoint starts a chain.
-            chain.clear();
-            chain_bytes.clear();
+            chain.broken();
         }
         // What the sink pre-committed (or will, when the barrier reaches
         // it) goes with the next checkpoint.
@@ -1233,29 +941,13 @@ impl Coordinator {
             return Ok(());
         }
         self.control.checkpoint_failed(p.id, reason);
-        *failures += 1;
-        let n = *failures;
-        let in_a_row = if n == 1 {
-            "1 checkpoint failure".to_string()
-        } else {
-            format!("{n} checkpoint failures in a row")
-        };
-        if n > self.tolerable_failures {
-            tracing::error!(
-                checkpoint_id = p.id,
-                "{reason} ({in_a_row}, over `[checkpoint] tolerable_failures` = {}): failing the job",
-                self.tolerable_failures
-            );
-            return Err(format!(
-                "{reason} ({in_a_row}, over `[checkpoint] tolerable_failures` = {})",
-                self.tolerable_failures
-            ));
+        match failures.failed(reason) {
+            Ok(tolerated) => tracing::warn!(checkpoint_id = p.id, "{tolerated}"),
+            Err(fails) => {
+                tracing::error!(checkpoint_id = p.id, "{fails}: failing the job");
+                return Err(fails);
+            }
         }
-        tracing::warn!(
-            checkpoint_id = p.id,
-            "{reason} ({in_a_row}, `[checkpoint] tolerable_failures` = {}): the job goes on",
-            self.tolerable_failures
-        );
         Ok(())
     }
 
@@ -1297,24 +989,6 @@ impl Coordinator {
             }
             None => tracing::debug!("checkpoint skipped: {WHY}"),
         }
-    }
-}
-
-/// The source's part of a checkpoint, from each source subtask's: their
-/// positions merged ([`SourcePosition::merge`]), the highest timestamp any
-/// saw. A source with no position (stdin) stores a placeholder.
-fn merge_sources(parts: Vec<Option<Option<SourceState>>>) -> SourceState {
-    let states: Vec<SourceState> = parts.into_iter().flatten().flatten().collect();
-    let max_timestamp = states
-        .iter()
-        .map(|s| s.max_timestamp)
-        .max()
-        .unwrap_or(i64::MIN);
-    let position = SourcePosition::merge(states.into_iter().map(|s| s.position).collect())
-        .unwrap_or(SourcePosition::Generator { next: 0 });
-    SourceState {
-        position,
-        max_timestamp,
     }
 }
 

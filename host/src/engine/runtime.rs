@@ -27,7 +27,7 @@ use crate::engine::connect::{
 };
 use crate::engine::control::{JobControl, JobState, OperatorStatus};
 use crate::engine::coordinator::{
-    Ack, Coordinator, CoordinatorEnd, OperatorInfo, SinkNotice, Trigger,
+    Ack, Coordinator, CoordinatorEnd, OperatorInfo, PublishQueue, SinkNotice, Trigger,
 };
 use crate::engine::dataflow::partition::{Router, Routing};
 use crate::engine::dataflow::sink::SinkCheckpointing;
@@ -910,12 +910,11 @@ fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
         ),
         interval: checkpoint.and_then(|c| c.interval),
         retain,
-        committed: std::cell::Cell::new(
+        publishing: std::cell::RefCell::new(PublishQueue::new(
             restore
                 .filter(|r| matches!(r.source, RestoreSource::Checkpoint(_)))
                 .map_or(0, |r| r.meta.id),
-        ),
-        publishing: Default::default(),
+        )),
         sink_commit: match (&spec.sink, &store) {
             (SinkSpec::Kafka(c), Some(s)) if kafka_exactly_once(spec, c)? => {
                 Some(crate::state::savepoint::SinkCommit {
