@@ -998,3 +998,6 @@ fn test_pause() -> Option<Duration> {
         .and_then(|v| v.parse().ok())
         .map(Duration::from_millis)
 }
+
+#[cfg(test)]
+mod tests;
