@@ -47,8 +47,8 @@ pub(crate) fn choose_checkpoint(
     let dir = store.dir().display().to_string();
     let situation = recovery::Situation {
         completed: &ids,
-        fresh: fresh,
-        from_checkpoint: from_checkpoint,
+        fresh,
+        from_checkpoint,
         min_id,
         commits: kafka_eos
             .zip(marker.clone())

@@ -85,10 +85,12 @@ mod tests {
         q.committed(id).iter().map(|p| p.id).collect()
     }
 
+    /// Being published, committed, covered, nothing left being published, last committed.
+    type Case = (&'static [u64], u64, &'static [u64], bool, u64);
+
     #[test]
     fn a_commit_covers_every_checkpoint_up_to_its_own() {
-        // (being published, committed, covered, left being published, last committed)
-        let cases: &[(&[u64], u64, &[u64], bool, u64)] = &[
+        let cases: &[Case] = &[
             (&[3], 3, &[3], true, 3),
             (&[3, 4, 5], 4, &[3, 4], false, 4),
             (&[3, 4, 5], 5, &[3, 4, 5], true, 5),
