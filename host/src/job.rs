@@ -51,12 +51,7 @@ use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
-use crate::connectors::blackhole::BlackholeConfig;
-use crate::connectors::file::{FileSinkConfig, FileSourceConfig};
-use crate::connectors::generator::GeneratorConfig;
-use crate::connectors::kafka::sink::KafkaSinkConfig;
-use crate::connectors::kafka::source::KafkaSourceConfig;
-use crate::connectors::stdio::{StdinConfig, StdoutConfig};
+pub use crate::connectors::registry::{SinkSpec, SourceConnector};
 use crate::model::config::{describe, Entries, Field, Fields, JobError, JobFile, Table};
 use crate::wasm::limits::{Capabilities, Limits, RawCapabilities, RawLimits};
 use crate::wasm::operator::Setup;
@@ -111,50 +106,19 @@ pub struct SourceSpec {
     pub batch_size: usize,
 }
 
-/// The source connectors, by `type`; each owns its table's fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceConnector {
-    /// `type = "file"`.
-    File(FileSourceConfig),
-    /// `type = "stdin"`.
-    Stdin(StdinConfig),
-    /// `type = "generator"`.
-    Generator(GeneratorConfig),
-    /// `type = "kafka"`.
-    Kafka(KafkaSourceConfig),
-}
-
 /// Fields of `[source]` that every source type has.
 const SOURCE_FIELDS: &[&str] = &["type", "watermark_delay", "batch_size"];
 
 impl SourceSpec {
-    /// How many subtasks read the source: a Kafka source's `parallelism`,
-    /// else 1.
+    /// How many subtasks read the source (a Kafka source's `parallelism`).
     pub fn parallelism(&self) -> u32 {
-        match &self.connector {
-            SourceConnector::Kafka(c) => c.parallelism,
-            SourceConnector::File(_)
-            | SourceConnector::Stdin(_)
-            | SourceConnector::Generator(_) => 1,
-        }
+        self.connector.get().parallelism()
     }
 
     /// Where the event at `offset` (see [`crate::engine::channel::Offsets`]) is, for
     /// messages: ``offset 40 (line 41 of `/data/in.jsonl`)``.
     pub fn locate(&self, offset: u64) -> String {
-        match &self.connector {
-            SourceConnector::File(c) => format!(
-                "offset {offset} (line {} of `{}`)",
-                offset.saturating_add(1),
-                c.path.display()
-            ),
-            SourceConnector::Stdin(_) => format!(
-                "offset {offset} (line {} of standard input)",
-                offset.saturating_add(1)
-            ),
-            SourceConnector::Generator(_) => format!("offset {offset} of the generator"),
-            SourceConnector::Kafka(c) => format!("offset {offset} of Kafka topic `{}`", c.topic),
-        }
+        self.connector.get().locate(offset)
     }
 }
 
@@ -199,20 +163,6 @@ pub enum InputMode {
     Forward,
     /// `"key"`: events are routed by the hash of their key over the key groups.
     Key,
-}
-
-/// The job's sink (`[sink]`): the connector that `type` selects, with its
-/// own fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SinkSpec {
-    /// `type = "file"`.
-    File(FileSinkConfig),
-    /// `type = "stdout"`.
-    Stdout(StdoutConfig),
-    /// `type = "blackhole"`.
-    Blackhole(BlackholeConfig),
-    /// `type = "kafka"`.
-    Kafka(KafkaSinkConfig),
 }
 
 /// `[dead_letter]`: where events rejected as bad input go.
@@ -272,6 +222,19 @@ pub struct RestartSpec {
     pub delay: Duration,
     /// Upper bound of the delay for `exponential`; `None` means unbounded.
     pub max_delay: Option<Duration>,
+}
+
+impl RestartSpec {
+    /// The longest delay before a restart: `delay`, or for `exponential`
+    /// `max_delay` (else the delay before the last attempt).
+    pub fn longest_delay(&self) -> Duration {
+        if self.strategy == RestartStrategy::Exponential {
+            self.max_delay
+                .unwrap_or(self.delay * (1u32 << self.attempts.min(20)))
+        } else {
+            self.delay
+        }
+    }
 }
 
 /// How a failed job is restarted.
@@ -347,22 +310,23 @@ impl JobSpec {
     }
 }
 
-/// One connector of a `[source]` or `[sink]` table: its `type`, what the
-/// engine calls it, and the fields it reads itself.
-type Connector<K> = (&'static str, K, &'static [&'static str]);
-
 /// Reads `type` out of a `[source]` or `[sink]` table (`table`) and returns
 /// the connector it names, after checking that every other field is one that
 /// connector reads or one of `common`: a field of another connector is
 /// ``source: `count` does not apply to a `file` source``, any other is
 /// ``unknown field `x`, expected one of ...``.
-fn connector_type<K: Copy>(
+fn connector_type(
     s: &Table<'_, '_>,
     f: &mut Fields,
     table: &str,
-    connectors: &[Connector<K>],
+    kinds: &[(&'static str, &'static [&'static str])],
     common: &[&str],
-) -> Result<K, JobError> {
+) -> Result<usize, JobError> {
+    let connectors: Vec<(&str, usize, &[&str])> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, (name, fields))| (*name, i, *fields))
+        .collect();
     let names: Vec<String> = connectors.iter().map(|(n, ..)| format!("`{n}`")).collect();
     let type_field = f.take("type");
     let hint = format!(" (one of {})", names.join(", "));
@@ -654,25 +618,13 @@ impl JobFile<'_> {
     }
 
     fn source(&self, raw: &Spanned<RawSource>) -> Result<SourceSpec, JobError> {
-        #[derive(Clone, Copy)]
-        enum Kind {
-            File,
-            Stdin,
-            Generator,
-            Kafka,
-        }
         let s = self.section("source", raw.span());
         let mut f = raw.get_ref().0.clone();
         let kind = connector_type(
             &s,
             &mut f,
             "source",
-            &[
-                ("file", Kind::File, FileSourceConfig::FIELDS),
-                ("stdin", Kind::Stdin, StdinConfig::FIELDS),
-                ("generator", Kind::Generator, GeneratorConfig::FIELDS),
-                ("kafka", Kind::Kafka, KafkaSourceConfig::FIELDS),
-            ],
+            SourceConnector::KINDS,
             &SOURCE_FIELDS[1..],
         )?;
         let watermark_delay = s
@@ -685,12 +637,7 @@ impl JobFile<'_> {
                 s.int("batch_size", v, 1, MAX_BATCH_SIZE as i64)
             })?
             .unwrap_or(DEFAULT_BATCH_SIZE);
-        let connector = match kind {
-            Kind::File => SourceConnector::File(FileSourceConfig::from_table(&s, &mut f)?),
-            Kind::Stdin => SourceConnector::Stdin(StdinConfig::from_table(&s, &mut f)?),
-            Kind::Generator => SourceConnector::Generator(GeneratorConfig::from_table(&s, &mut f)?),
-            Kind::Kafka => SourceConnector::Kafka(KafkaSourceConfig::from_table(&s, &mut f)?),
-        };
+        let connector = SourceConnector::from_table(kind, &s, &mut f)?;
         Ok(SourceSpec {
             connector,
             watermark_delay,
@@ -805,33 +752,10 @@ impl JobFile<'_> {
     }
 
     fn sink(&self, raw: &Spanned<RawSink>, job_name: &str) -> Result<SinkSpec, JobError> {
-        #[derive(Clone, Copy)]
-        enum Kind {
-            File,
-            Stdout,
-            Blackhole,
-            Kafka,
-        }
         let s = self.section("sink", raw.span());
         let mut f = raw.get_ref().0.clone();
-        let kind = connector_type(
-            &s,
-            &mut f,
-            "sink",
-            &[
-                ("file", Kind::File, FileSinkConfig::FIELDS),
-                ("stdout", Kind::Stdout, StdoutConfig::FIELDS),
-                ("blackhole", Kind::Blackhole, BlackholeConfig::FIELDS),
-                ("kafka", Kind::Kafka, KafkaSinkConfig::FIELDS),
-            ],
-            &[],
-        )?;
-        Ok(match kind {
-            Kind::File => SinkSpec::File(FileSinkConfig::from_table(&s, &mut f)?),
-            Kind::Stdout => SinkSpec::Stdout(StdoutConfig::from_table(&s, &mut f)?),
-            Kind::Blackhole => SinkSpec::Blackhole(BlackholeConfig::from_table(&s, &mut f)?),
-            Kind::Kafka => SinkSpec::Kafka(KafkaSinkConfig::from_table(&s, &mut f, job_name)?),
-        })
+        let kind = connector_type(&s, &mut f, "sink", SinkSpec::KINDS, &[])?;
+        SinkSpec::from_table(kind, &s, &mut f, job_name)
     }
 
     fn checkpoint(&self, raw: &Spanned<RawCheckpoint>) -> Result<CheckpointSpec, JobError> {
@@ -985,8 +909,12 @@ impl JobFile<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connectors::blackhole::BlackholeConfig;
     use crate::connectors::file::DEFAULT_MAX_LINE_SIZE;
+    use crate::connectors::file::{FileSinkConfig, FileSourceConfig};
+    use crate::connectors::generator::GeneratorConfig;
     use crate::connectors::json::Format;
+    use crate::connectors::stdio::{StdinConfig, StdoutConfig};
     use crate::model::config::format_size;
 
     const EXAMPLE: &str = r#"name = "wordcount"

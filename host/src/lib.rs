@@ -86,6 +86,11 @@ mod layers {
         "runtime",
     ];
 
+    /// What of `connectors/` the engine may name: the registry (through
+    /// which it opens every source and sink), the dead-letter writer and the
+    /// latency clock; never a connector of its own.
+    const CONNECTORS_SEEN_BY_THE_ENGINE: &[&str] = &["registry", "dead_letter", "latency"];
+
     /// The `crate::engine::…` parts and `super::…` paths that a line of
     /// code names; a group (`crate::engine::{a, b}`) names each of its members.
     fn engine_parts_named(line: &str) -> Vec<String> {
@@ -149,6 +154,19 @@ mod layers {
                         rel.display(),
                         n + 1
                     ));
+                }
+                for (at, _) in line.match_indices("crate::connectors::") {
+                    let named: String = line[at + "crate::connectors::".len()..]
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    if !CONNECTORS_SEEN_BY_THE_ENGINE.contains(&named.as_str()) {
+                        wrong.push(format!(
+                            "engine/{}:{}: names the connector `{named}` (the engine reaches connectors through `connectors::registry`)",
+                            rel.display(),
+                            n + 1
+                        ));
+                    }
                 }
                 for named in engine_parts_named(line) {
                     match ENGINE_ORDER.iter().position(|p| *p == named) {

@@ -31,6 +31,9 @@ use std::path::{Path, PathBuf};
 use super::json::{decode_line, encode_event};
 use crate::connectors::json::format_field;
 use crate::connectors::json::Format;
+use crate::connectors::registry::{
+    other_kind, Sink, SinkKind, SinkOpen, Source, SourceKind, SourceOpen,
+};
 use crate::model::config::{Field, Fields, JobError, Table};
 use crate::model::Batch;
 use crate::model::{SinkState, SourcePosition};
@@ -303,16 +306,7 @@ pub fn open_source(
     Ok(Box::new(source))
 }
 
-/// How the file sink takes part in checkpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SinkMode {
-    /// No checkpoints: write straight to the output.
-    Direct,
-    /// At-least-once: write straight to the output, record its length at each checkpoint.
-    AtLeastOnce,
-    /// Exactly-once: two-phase commit through the staging directory.
-    ExactlyOnce,
-}
+pub use crate::connectors::registry::SinkMode;
 
 /// Writes events to a file, one line each.
 pub struct FileSink {
@@ -606,6 +600,110 @@ impl SinkWriter for FileSink {
 
     fn describe(&self) -> String {
         format!("sink file `{}`", self.path.display())
+    }
+}
+
+impl SourceKind for FileSourceConfig {
+    const FIELDS: &'static [&'static str] = FileSourceConfig::FIELDS;
+
+    fn from_table(t: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
+        FileSourceConfig::from_table(t, f)
+    }
+}
+
+impl Source for FileSourceConfig {
+    fn check(&self, job_file: &Path) -> Result<(), String> {
+        if !self.path.is_file() {
+            return Err(format!(
+                "source file `{}` does not exist ({} [source] path)",
+                self.path.display(),
+                job_file.display()
+            ));
+        }
+        Ok(())
+    }
+
+    fn reads(&self) -> &'static str {
+        "a file"
+    }
+
+    fn open(&self, o: &SourceOpen<'_>) -> Result<Box<dyn SourceReader>, String> {
+        open_source(
+            &self.path,
+            self.format,
+            o.batch_size,
+            self.max_line_size,
+            o.position,
+        )
+    }
+
+    fn resumes_from(
+        &self,
+        position: &SourcePosition,
+        what: &str,
+        job_file: &Path,
+    ) -> Result<(), String> {
+        let SourcePosition::File { offset, .. } = position else {
+            return Err(other_kind(self, position, what, job_file));
+        };
+        let path = &self.path;
+        let len = std::fs::metadata(path).map_or(0, |m| m.len());
+        if *offset > len {
+            return Err(format!(
+                "source file `{}` is shorter ({len} bytes) than the position in {what} ({offset} bytes): was it replaced?",
+                path.display()
+            ));
+        }
+        Ok(())
+    }
+
+    fn locate(&self, offset: u64) -> String {
+        format!(
+            "offset {offset} (line {} of `{}`)",
+            offset.saturating_add(1),
+            self.path.display()
+        )
+    }
+
+    fn json_lines(&self) -> Option<(Format, usize)> {
+        Some((self.format, self.max_line_size))
+    }
+}
+
+impl SinkKind for FileSinkConfig {
+    const FIELDS: &'static [&'static str] = FileSinkConfig::FIELDS;
+
+    fn from_table(t: &Table<'_, '_>, f: &mut Fields, _job_name: &str) -> Result<Self, JobError> {
+        FileSinkConfig::from_table(t, f)
+    }
+}
+
+impl Sink for FileSinkConfig {
+    fn open(&self, o: &SinkOpen<'_>) -> Result<Box<dyn SinkWriter>, String> {
+        let path = &self.path;
+        let restored = o.restored.as_ref().map(|r| {
+            let len = std::fs::metadata(path).map_or(0, |m| m.len());
+            let state = match r.state {
+                // A savepoint restored where its output is not (a moved job,
+                // a new output file): the output is appended to, not cut.
+                Some(s) if r.savepoint && len < s.output_len => {
+                    tracing::warn!(
+                        "sink file `{}` is shorter ({len} bytes) than when the savepoint was taken ({} bytes): appending to it",
+                        path.display(),
+                        s.output_len
+                    );
+                    None
+                }
+                state => state,
+            };
+            (r.id, state)
+        });
+        Ok(Box::new(FileSink::open(
+            path,
+            self.format,
+            o.mode,
+            restored,
+        )?))
     }
 }
 

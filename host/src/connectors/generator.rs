@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::latency::BatchClock;
+use crate::connectors::registry::{other_kind, Source, SourceKind, SourceOpen};
 use crate::model::config::{Fields, JobError, Table};
 use crate::model::Batch;
+use crate::model::SourcePosition;
 use crate::model::SourceReader;
 
 /// `[source] type = "generator"`: a deterministic generator for tests and benchmarks.
@@ -207,6 +209,63 @@ impl SourceReader for Generator {
             batch.timestamps.iter_mut().for_each(|t| *t = now);
         }
         Ok(Some(batch))
+    }
+}
+
+impl SourceKind for GeneratorConfig {
+    const FIELDS: &'static [&'static str] = GeneratorConfig::FIELDS;
+
+    fn from_table(t: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
+        GeneratorConfig::from_table(t, f)
+    }
+}
+
+impl Source for GeneratorConfig {
+    fn reads(&self) -> &'static str {
+        "a generator"
+    }
+
+    fn open(&self, o: &SourceOpen<'_>) -> Result<Box<dyn SourceReader>, String> {
+        let mut generator = Generator::new(
+            self.count,
+            self.keys,
+            self.value_size,
+            self.seed,
+            self.rate,
+            o.batch_size,
+        )
+        .with_wall_clock(self.wall_clock)
+        .with_batch_clock(o.clock.cloned());
+        match o.position {
+            Some(SourcePosition::Generator { next }) => generator.seek(*next),
+            Some(other) => {
+                return Err(format!(
+                    "the checkpoint holds a {other:?} position, not a generator position"
+                ))
+            }
+            None => {}
+        }
+        Ok(Box::new(generator))
+    }
+
+    fn resumes_from(
+        &self,
+        position: &SourcePosition,
+        what: &str,
+        job_file: &std::path::Path,
+    ) -> Result<(), String> {
+        match position {
+            SourcePosition::Generator { .. } => Ok(()),
+            _ => Err(other_kind(self, position, what, job_file)),
+        }
+    }
+
+    fn locate(&self, offset: u64) -> String {
+        format!("offset {offset} of the generator")
+    }
+
+    fn wall_clock(&self) -> bool {
+        self.wall_clock
     }
 }
 

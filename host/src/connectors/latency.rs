@@ -5,6 +5,7 @@
 //! stay milliseconds; only the measurement gets finer.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Slots, one per millisecond, reused after this many (a bit over a minute).
 const SLOTS: usize = 1 << 16;
@@ -57,6 +58,94 @@ impl BatchClock {
         }
     }
 }
+
+/// Latencies in microseconds: a count per µs below 100 ms, per ms up to a
+/// minute, the rest in one overflow bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    counts: Vec<u64>,
+    total: u64,
+    max: i64,
+}
+
+/// Below this (µs), a bucket per µs.
+const FINE_US: i64 = 100_000;
+/// Below this (µs), a bucket per ms.
+const COARSE_US: i64 = 60_000_000;
+/// The overflow bucket.
+const BUCKETS: usize = (FINE_US + (COARSE_US - FINE_US) / 1000) as usize;
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            counts: vec![0; BUCKETS + 1],
+            total: 0,
+            max: 0,
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// Records `n` events of latency `us` µs (negative counts as 0).
+    pub fn record_us(&mut self, us: i64, n: u64) {
+        let us = us.max(0);
+        let bucket = if us < FINE_US {
+            us as usize
+        } else if us < COARSE_US {
+            (FINE_US + (us - FINE_US) / 1000) as usize
+        } else {
+            BUCKETS
+        };
+        self.counts[bucket] += n;
+        self.total += n;
+        self.max = self.max.max(us);
+    }
+
+    /// Events recorded.
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
+    /// The largest latency recorded, in µs.
+    pub fn max_us(&self) -> i64 {
+        self.max
+    }
+
+    /// The latency (µs) that a fraction `q` of the events did not exceed
+    /// (to the µs below 100 ms, to the ms above).
+    pub fn quantile_us(&self, q: f64) -> i64 {
+        let want = ((self.total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (b, n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                let b = b as i64;
+                let us = if b < FINE_US {
+                    b
+                } else if (b as usize) < BUCKETS {
+                    FINE_US + (b - FINE_US) * 1000
+                } else {
+                    self.max
+                };
+                return us.min(self.max);
+            }
+        }
+        self.max
+    }
+
+    /// [`LatencyHistogram::quantile_us`] in milliseconds.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        self.quantile_us(q) as f64 / 1000.0
+    }
+
+    /// [`LatencyHistogram::max_us`] in milliseconds.
+    pub fn max_ms(&self) -> f64 {
+        self.max as f64 / 1000.0
+    }
+}
+
+/// Where a blackhole sink leaves its latencies when the job ends.
+pub type LatencySlot = Arc<Mutex<Option<LatencyHistogram>>>;
 
 #[cfg(test)]
 mod tests {

@@ -10,4 +10,5 @@ pub mod generator;
 pub mod json;
 pub mod kafka;
 pub mod latency;
+pub mod registry;
 pub mod stdio;

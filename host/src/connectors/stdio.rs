@@ -16,8 +16,12 @@ use super::json::{decode_line, encode_event};
 use crate::connectors::file::max_line_size_field;
 use crate::connectors::json::format_field;
 use crate::connectors::json::Format;
+use crate::connectors::registry::{
+    other_kind, Sink, SinkKind, SinkOpen, Source, SourceKind, SourceOpen,
+};
 use crate::model::config::{Fields, JobError, Table};
 use crate::model::Batch;
+use crate::model::SourcePosition;
 use crate::model::{SinkWriter, SourceReader};
 
 /// `[source] type = "stdin"`: events read from standard input.
@@ -191,5 +195,65 @@ impl SinkWriter for StdoutSink {
 
     fn describe(&self) -> String {
         "standard output".to_string()
+    }
+}
+
+impl SourceKind for StdinConfig {
+    const FIELDS: &'static [&'static str] = StdinConfig::FIELDS;
+
+    fn from_table(t: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
+        StdinConfig::from_table(t, f)
+    }
+}
+
+impl Source for StdinConfig {
+    fn replayable(&self) -> bool {
+        false
+    }
+
+    fn reads(&self) -> &'static str {
+        "stdin"
+    }
+
+    fn open(&self, o: &SourceOpen<'_>) -> Result<Box<dyn SourceReader>, String> {
+        Ok(Box::new(StdinSource::start(
+            self.format,
+            o.batch_size,
+            self.max_line_size,
+        )))
+    }
+
+    fn resumes_from(
+        &self,
+        position: &SourcePosition,
+        what: &str,
+        job_file: &std::path::Path,
+    ) -> Result<(), String> {
+        Err(other_kind(self, position, what, job_file))
+    }
+
+    fn locate(&self, offset: u64) -> String {
+        format!(
+            "offset {offset} (line {} of standard input)",
+            offset.saturating_add(1)
+        )
+    }
+
+    fn json_lines(&self) -> Option<(Format, usize)> {
+        Some((self.format, self.max_line_size))
+    }
+}
+
+impl SinkKind for StdoutConfig {
+    const FIELDS: &'static [&'static str] = StdoutConfig::FIELDS;
+
+    fn from_table(t: &Table<'_, '_>, f: &mut Fields, _job_name: &str) -> Result<Self, JobError> {
+        StdoutConfig::from_table(t, f)
+    }
+}
+
+impl Sink for StdoutConfig {
+    fn open(&self, _o: &SinkOpen<'_>) -> Result<Box<dyn SinkWriter>, String> {
+        Ok(Box::new(StdoutSink::new(self.format)))
     }
 }

@@ -323,7 +323,7 @@ pub struct JobControl {
     /// Live counters.
     pub metrics: Metrics,
     /// Latencies a `latency = true` blackhole sink recorded, when it ends.
-    pub latency: crate::connectors::blackhole::LatencySlot,
+    pub latency: crate::connectors::latency::LatencySlot,
     /// Shadow runs of candidate logic ([`crate::engine::upgrades::shadow`]).
     pub shadow: Arc<crate::engine::upgrades::shadow::ShadowControl>,
     started_at_ms: i64,

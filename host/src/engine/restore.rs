@@ -6,11 +6,11 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::connectors::kafka::sink::KafkaSinkConfig;
+use crate::connectors::registry::Committer;
 use crate::engine::connect::commit_marker;
 use crate::engine::errors::RunError;
 use crate::engine::recovery::{self, Marker};
-use crate::job::{JobSpec, SourceConnector};
+use crate::job::JobSpec;
 use crate::model::SourcePosition;
 use crate::state::checkpoint::{CheckpointMeta, CheckpointStore, OperatorMeta};
 use crate::state::restore::{self, Restore, RestorePlan, RestoreSource};
@@ -27,7 +27,7 @@ pub(crate) fn choose_checkpoint(
     fresh: bool,
     from_checkpoint: Option<u64>,
     min_id: u64,
-    kafka_eos: Option<&KafkaSinkConfig>,
+    committer: Option<&dyn Committer>,
 ) -> Result<Option<CheckpointMeta>, RunError> {
     let setup = |e: crate::state::checkpoint::CheckpointError| RunError::Setup(e.to_string());
     let completed = store.list().map_err(setup)?;
@@ -39,7 +39,7 @@ pub(crate) fn choose_checkpoint(
         );
     }
     let record = store.sink_record().map_err(setup)?;
-    let marker = match kafka_eos {
+    let marker = match committer {
         Some(c) if !fresh => Some(commit_marker(c, store)?),
         _ => None,
     };
@@ -50,12 +50,12 @@ pub(crate) fn choose_checkpoint(
         fresh,
         from_checkpoint,
         min_id,
-        commits: kafka_eos
+        commits: committer
             .zip(marker.clone())
             .map(|(c, marker)| recovery::Commits {
                 marker,
                 record: record.as_ref(),
-                prefix: &c.transactional_id_prefix,
+                prefix: c.prefix(),
             }),
         dir: &dir,
     };
@@ -187,41 +187,10 @@ pub(crate) fn source_fits(
     what: &str,
     position: &SourcePosition,
 ) -> Result<(), String> {
-    let mismatch = |source: &str| {
-        format!(
-            "{what} holds a {} position and the job ({}) reads {source}: a source resumes only from a position of its own kind",
-            position.kind(),
-            job_file.display()
-        )
-    };
-    match (&spec.source.connector, position) {
-        (SourceConnector::File(c), SourcePosition::File { offset, .. }) => {
-            let path = &c.path;
-            let len = std::fs::metadata(path).map_or(0, |m| m.len());
-            if *offset > len {
-                return Err(format!(
-                    "source file `{}` is shorter ({len} bytes) than the position in {what} ({offset} bytes): was it replaced?",
-                    path.display()
-                ));
-            }
-            Ok(())
-        }
-        (SourceConnector::Generator(_), SourcePosition::Generator { .. }) => Ok(()),
-        (SourceConnector::Kafka(c), SourcePosition::Kafka { topic, .. }) => {
-            if *topic != c.topic {
-                return Err(format!(
-                    "{what} holds offsets of Kafka topic `{topic}` and the job ({}) reads topic `{}`: a source resumes only from its own topic's offsets",
-                    job_file.display(),
-                    c.topic
-                ));
-            }
-            Ok(())
-        }
-        (SourceConnector::Kafka(_), _) => Err(mismatch("Kafka")),
-        (SourceConnector::File(_), _) => Err(mismatch("a file")),
-        (SourceConnector::Generator(_), _) => Err(mismatch("a generator")),
-        (SourceConnector::Stdin(_), _) => Err(mismatch("stdin")),
-    }
+    spec.source
+        .connector
+        .get()
+        .resumes_from(position, what, job_file)
 }
 
 /// The first checkpoint ID of this run: above every checkpoint in the

@@ -47,7 +47,7 @@ pub struct JobReport {
     /// The job was stopped with this savepoint.
     pub stopped_with_savepoint: Option<PathBuf>,
     /// End-to-end latencies, from a `latency = true` blackhole sink.
-    pub latency: Option<crate::connectors::blackhole::LatencyHistogram>,
+    pub latency: Option<crate::connectors::latency::LatencyHistogram>,
     /// Stopped gracefully on a signal, at this last checkpoint (0: the job
     /// takes no checkpoints).
     pub shut_down_at: Option<u64>,

@@ -8,6 +8,7 @@
 //! topic that does not exist is an error naming it, unless the job asks for
 //! it with `create = { partitions = N, replication = R }`.
 
+mod registered;
 pub mod sink;
 pub mod source;
 

@@ -12,9 +12,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::connectors::dead_letter::{self, DeadLetter};
 use crate::engine::channel::{self, Inputs, Message, StageError};
-use crate::engine::connect::{
-    batch_clock, kafka_exactly_once, open_sink, open_source, record_sink,
-};
+use crate::engine::connect::{batch_clock, committer, open_sink, open_source, record_sink};
 use crate::engine::control::JobControl;
 use crate::engine::coordinator::{
     Ack, Coordinator, CoordinatorEnd, OperatorInfo, PublishQueue, SinkNotice, Trigger,
@@ -25,7 +23,7 @@ use crate::engine::dataflow::source::SourceCheckpointing;
 use crate::engine::dataflow::subtask::Subtask;
 use crate::engine::errors::RunError;
 use crate::engine::restore::first_checkpoint_id;
-use crate::job::{CheckpointMode, InputMode, JobSpec, SinkSpec};
+use crate::job::{CheckpointMode, InputMode, JobSpec};
 use crate::model::keygroup;
 use crate::model::TaskInfo;
 use crate::state::restore::{self, Restore, RestoreSource};
@@ -271,19 +269,15 @@ pub(super) fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
     if let Some(s) = &store {
         control.set_store(s.clone());
     }
-    if let (Some(s), SinkSpec::Kafka(c)) = (&store, &spec.sink) {
-        if kafka_exactly_once(spec, c)? {
-            record_sink(s, c)?;
-        }
+    let committer = committer(spec)?;
+    if let (Some(s), Some(c)) = (&store, committer) {
+        record_sink(s, c)?;
     }
     control.set_swap_context(crate::engine::control::SwapContext {
         components: components.clone(),
         logic: loaded.to_vec(),
         store: store.clone().filter(|_| checkpoint.is_some()),
-        transaction_timeout: match &spec.sink {
-            SinkSpec::Kafka(c) if kafka_exactly_once(spec, c)? => Some(c.transaction_timeout),
-            _ => None,
-        },
+        transaction_timeout: committer.map(|c| c.transaction_timeout()),
         setups: spec.operators.iter().map(|o| o.setup()).collect(),
         max_parallelism: max_p,
     });
@@ -367,13 +361,11 @@ pub(super) fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
                 .filter(|r| matches!(r.source, RestoreSource::Checkpoint(_)))
                 .map_or(0, |r| r.meta.id),
         )),
-        sink_commit: match (&spec.sink, &store) {
-            (SinkSpec::Kafka(c), Some(s)) if kafka_exactly_once(spec, c)? => {
-                Some(crate::state::savepoint::SinkCommit {
-                    transactional_id_prefix: c.transactional_id_prefix.clone(),
-                    store: s.instance().map_err(|e| RunError::Setup(e.to_string()))?,
-                })
-            }
+        sink_commit: match (committer, &store) {
+            (Some(c), Some(s)) => Some(crate::state::savepoint::SinkCommit {
+                transactional_id_prefix: c.prefix().to_string(),
+                store: s.instance().map_err(|e| RunError::Setup(e.to_string()))?,
+            }),
             _ => None,
         },
         parent_chain,

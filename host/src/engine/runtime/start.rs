@@ -5,21 +5,22 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::connectors;
-use crate::engine::connect::{check_savepoint_committed, kafka_exactly_once};
+use crate::engine::connect::{check_savepoint_committed, committer};
 use crate::engine::errors::RunError;
 use crate::engine::logic::{load_operators, logic_at};
 use crate::engine::restore::{
     check_source_position, choose_checkpoint, open_savepoint, savepoint_meta,
 };
 use crate::engine::upgrades::plan::plan_restore;
-use crate::job::{JobSpec, SinkSpec, SourceConnector};
+use crate::job::JobSpec;
 use crate::state::checkpoint::CheckpointStore;
 use crate::state::restore::{Restore, RestoreSource};
 use crate::wasm::component::Components;
 use crate::wasm::operator::OperatorImpl;
 
-use crate::connectors::kafka::sink::{KafkaSinkConfig, PrefixLock};
+use std::any::Any;
+
+use crate::connectors::registry::Committer;
 
 use super::RunOptions;
 
@@ -91,12 +92,13 @@ pub(super) struct Start<'a> {
     pub history: Vec<serde_json::Value>,
     /// The checkpoint store.
     pub store: LazyStore,
-    /// The job's exactly-once Kafka sink.
-    pub kafka_eos: Option<&'a KafkaSinkConfig>,
+    /// The job's sink, when it commits under markers of its own (an
+    /// exactly-once Kafka sink).
+    pub committer: Option<&'a dyn Committer>,
     /// The source can be read again from a position (not stdin).
     pub replayable: bool,
     /// Held while the job runs: one process per exactly-once Kafka sink prefix.
-    _prefix_lock: Option<PrefixLock>,
+    _prefix_lock: Option<Box<dyn Any>>,
 }
 
 impl<'a> Start<'a> {
@@ -114,17 +116,9 @@ impl<'a> Start<'a> {
         // What the job file names; `loaded` is what runs (a live swap, or a
         // checkpoint taken after one, changes it).
         let job_loaded = load_operators(&components, spec, job_file, &options.native)?;
-        if let SourceConnector::File(c) = &spec.source.connector {
-            let path = &c.path;
-            if !path.is_file() {
-                return Err(RunError::Setup(format!(
-                    "source file `{}` does not exist ({} [source] path)",
-                    path.display(),
-                    job_file.display()
-                )));
-            }
-        }
-        let replayable = !matches!(spec.source.connector, SourceConnector::Stdin(_));
+        let source = spec.source.connector.get();
+        source.check(job_file).map_err(RunError::Setup)?;
+        let replayable = source.replayable();
         if options.from_savepoint.is_some() && !replayable {
             return Err(RunError::Setup(format!(
                 "--from-savepoint: {} reads stdin, which cannot be read from a savepoint's position",
@@ -163,15 +157,12 @@ impl<'a> Start<'a> {
         // whose transaction committed last (see `recovery`). The process holds
         // the sink's transactional id prefix while it runs, so that a second
         // process on it is refused rather than fencing this one.
-        let kafka_eos = match &spec.sink {
-            SinkSpec::Kafka(c) if kafka_exactly_once(spec, c)? => Some(c),
-            _ => None,
-        };
-        let _prefix_lock = match kafka_eos {
-            Some(c) => Some(connectors::kafka::sink::lock_prefix(c).map_err(RunError::Setup)?),
+        let committer = committer(spec)?;
+        let _prefix_lock = match committer {
+            Some(c) => Some(c.lock().map_err(RunError::Setup)?),
             None => None,
         };
-        if let (Some(c), Some(sp)) = (kafka_eos, &savepoint) {
+        if let (Some(c), Some(sp)) = (committer, &savepoint) {
             check_savepoint_committed(c, sp)?;
         }
         let store = LazyStore {
@@ -187,7 +178,7 @@ impl<'a> Start<'a> {
             initial_loaded: Vec::new(),
             history: Vec::new(),
             store,
-            kafka_eos,
+            committer,
             replayable,
             _prefix_lock,
         };
@@ -232,7 +223,7 @@ impl<'a> Start<'a> {
             options.fresh,
             options.from_checkpoint,
             min_id,
-            self.kafka_eos,
+            self.committer,
         )? {
             Some(meta) => {
                 let (logic, swaps) =

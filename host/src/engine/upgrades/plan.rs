@@ -68,7 +68,7 @@ use serde::Serialize;
 
 use crate::engine::errors::RunError;
 use crate::engine::{logic, restore};
-use crate::job::{JobSpec, SourceConnector};
+use crate::job::JobSpec;
 use crate::state::checkpoint::CheckpointMeta;
 use crate::state::keyed::kind_name;
 use std::sync::Arc;
@@ -434,12 +434,7 @@ pub fn describe(
 
 /// The kind of the job's source, as the plan names it.
 fn source_kind(spec: &JobSpec) -> &'static str {
-    match &spec.source.connector {
-        SourceConnector::File(_) => "file",
-        SourceConnector::Stdin(_) => "stdin",
-        SourceConnector::Generator(_) => "generator",
-        SourceConnector::Kafka(_) => "kafka",
-    }
+    spec.source.connector.kind()
 }
 
 /// `weir upgrade plan`: loads and compiles the job's operators (as `weir
@@ -463,14 +458,7 @@ pub fn plan_savepoint(
     let plan = restore::restore_plan(spec, &loaded, &meta, &source, allow_non_restored);
     let mut shown = describe(spec, &loaded, &meta, &source, &plan);
     let what = restore::restore_what(&meta, &source);
-    let missing_file = match &spec.source.connector {
-        SourceConnector::File(c) if !c.path.is_file() => Some(format!(
-            "source file `{}` does not exist ({} [source] path)",
-            c.path.display(),
-            job_file.display()
-        )),
-        _ => None,
-    };
+    let missing_file = spec.source.connector.get().check(job_file).err();
     let error = missing_file
         .or_else(|| restore::source_fits(spec, job_file, &what, &meta.source.position).err());
     if let Some(e) = &error {

@@ -62,11 +62,10 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use serde::Serialize;
 
-use crate::connectors::file::FileSourceConfig;
-use crate::connectors::json::Format;
+use crate::connectors::registry::{recorded_input, SourceOpen};
 use crate::engine::channel::watermark_after;
 use crate::engine::errors::{refused, Refusal, RefusalKind};
-use crate::job::{JobSpec, SourceConnector, SourceSpec};
+use crate::job::{JobSpec, SourceSpec};
 use crate::model::{now_ms, Batch, Blobs, GuestError, StateSpec, TaskInfo, TimeDomain, Timers};
 use crate::state::keyed::{StateChange, StateSnapshot};
 use crate::state::restore::{self, OperatorPlan, Restore, RestorePlan, RestoreSource};
@@ -636,25 +635,15 @@ pub fn replay(o: &ReplayOptions) -> Result<ShadowReport, String> {
     let mut live = start(&current, "the current logic")?;
     let mut cand = start(&candidate, "the candidate")?;
 
-    let (format, max_line_size) = match &spec.source.connector {
-        SourceConnector::File(c) => (c.format, c.max_line_size),
-        SourceConnector::Stdin(c) => (c.format, c.max_line_size),
-        _ => (Format::Json, crate::connectors::file::DEFAULT_MAX_LINE_SIZE),
-    };
     let input = std::path::absolute(&o.input).unwrap_or_else(|_| o.input.clone());
-    let mut reader = crate::connectors::file::open_source(
-        &input,
-        format,
-        spec.source.batch_size,
-        max_line_size,
-        None,
-    )?;
     let mut source = spec.source.clone();
-    source.connector = SourceConnector::File(FileSourceConfig {
-        path: input,
-        format,
-        max_line_size,
-    });
+    source.connector = recorded_input(input, &spec.source.connector);
+    let mut reader = source.connector.get().open(&SourceOpen {
+        subtask: 0,
+        batch_size: spec.source.batch_size,
+        position: None,
+        clock: None,
+    })?;
     let file = DiffFile::create(&o.diff_file)?;
     let mut cmp = Comparator::new(0, Some(source), Some(file));
     let delay = i64::try_from(spec.source.watermark_delay.as_millis()).unwrap_or(i64::MAX);
