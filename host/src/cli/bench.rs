@@ -630,7 +630,7 @@ fn run_with_savepoint(
         }
         let target = std::path::absolute(dir.join("savepoints"))?;
         let _ = std::fs::remove_dir_all(&target);
-        super::client::savepoint_and_wait(
+        weir_host::api::client::savepoint_and_wait(
             &addr,
             "savepoints",
             json!({ "target-directory": target.display().to_string() }),

@@ -45,7 +45,7 @@ use serde_json::{json, Value};
 
 use weir_host::connectors::kafka::{CreateTopic, KafkaCluster};
 
-use super::client;
+use weir_host::api::client;
 
 /// Partitions of every topic the case creates.
 pub const PARTITIONS: i32 = 4;

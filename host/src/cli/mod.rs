@@ -19,7 +19,6 @@ mod bench;
 mod bench_kafka;
 mod build;
 mod checkpoints;
-mod client;
 mod new;
 mod operator;
 mod run;

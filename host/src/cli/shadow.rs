@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use weir_host::engine::job::JobSpec;
 use weir_host::engine::shadow;
 
-use super::client;
+use weir_host::api::client;
 
 /// Arguments of `weir shadow`.
 #[derive(Debug, Args)]
