@@ -5,18 +5,21 @@
 //!
 //! | layer | holds |
 //! | --- | --- |
-//! | [`api`] | the REST API and `weir bench`'s in-process measurements (the CLI is the binary's `cli` module) |
+//! | [`mod@bench`] | `weir bench`: the job cases (each run a child `weir run`), the Kafka case, the in-process measurements (its arguments are the binary's `cli/bench.rs`) |
+//! | [`api`] | the REST API and its client (the CLI is the binary's `cli` module) |
 //! | [`engine`] | the dataflow: the job file, channels, partitioner, subtasks, source and sink stages, checkpoint coordinator, control plane, runtime |
 //! | [`connectors`], [`wasm`] | sources and sinks (file, stdio, generator, blackhole, dead letters); operators as components, the only place that names a WIT-generated type |
 //! | [`state`] | keyed state, timers, the checkpoint store, the savepoint format, restore planning |
 //! | [`model`] | the host's own types: batches, state specs, time domains, positions, the source and sink traits |
 //!
 //! [`build`] and [`scaffold`] (`weir build`, `weir new`) stand aside: they
-//! run language toolchains and use no other layer.
+//! run language toolchains and use no other layer. [`mod@bench`] uses
+//! [`build`] too, to build an example operator whose `.wasm` is missing.
 
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod bench;
 pub mod build;
 pub mod connectors;
 pub mod engine;
@@ -41,6 +44,16 @@ mod layers {
             "wasm" => &["wasm", "state", "model"],
             "connectors" => &["connectors", "state", "model"],
             "engine" => &["engine", "wasm", "connectors", "state", "model"],
+            "bench" => &[
+                "bench",
+                "api",
+                "engine",
+                "wasm",
+                "connectors",
+                "state",
+                "model",
+                "build",
+            ],
             "api" => &["api", "engine", "wasm", "connectors", "state", "model"],
             "build" => &["build"],
             "scaffold" => &["scaffold", "build"],

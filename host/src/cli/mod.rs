@@ -16,7 +16,6 @@ macro_rules! outln {
 }
 
 mod bench;
-mod bench_kafka;
 mod build;
 mod checkpoints;
 mod new;

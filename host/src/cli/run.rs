@@ -69,7 +69,7 @@ impl RunArgs {
                 "events_out": report.events_out,
                 "dead_letters": report.dead_letters,
                 "elapsed_s": report.elapsed.as_secs_f64(),
-                "peak_rss_kib": weir_host::api::bench::peak_rss_kib(),
+                "peak_rss_kib": weir_host::bench::peak_rss_kib(),
                 "latency_ms": report.latency.as_ref().map(|l| serde_json::json!({
                     "p50": l.quantile_ms(0.5), "p99": l.quantile_ms(0.99), "max": l.max_ms(), "count": l.count(),
                 })),
