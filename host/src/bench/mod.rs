@@ -28,7 +28,7 @@
 //! | `jobs.rs` | the job cases: their job files, one run in a child `weir run` and what it measured, a case's row of its runs |
 //! | `kafka.rs` | the `kafka` case: topics, a producer and a `read_committed` reader of its own, throughput and latency |
 //! | `inproc.rs` | what is measured inside this process: checkpoints, savepoints, component start |
-//! | `child.rs` | the benchmark's side of a child `weir run`: its peak memory ([`peak_rss_kib`]) |
+//! | `child.rs` | the benchmark's side of a child `weir run`: the native twins behind operator IDs ([`native_twins`]), its peak memory ([`peak_rss_kib`]) |
 //! | `report.rs` | one line per result, and the machine measured on |
 //! | `stats.rs` | medians, minimums and maximums of runs, defined once for every case |
 //! | `error.rs` | [`BenchError`]: why a case could not run, in one line |
@@ -42,6 +42,6 @@ mod report;
 mod run;
 mod stats;
 
-pub use child::peak_rss_kib;
+pub use child::{native_twins, peak_rss_kib};
 pub use error::BenchError;
 pub use run::{run, Settings};

@@ -49,17 +49,8 @@ impl RunArgs {
             allow_non_restored_state: self.allow_non_restored_state,
             rest_addr: self.rest_addr,
             serve: Some(weir_host::api::rest::serve_boxed),
-            native: self
-                .native_operator
-                .iter()
-                .map(|pair| {
-                    pair.split_once('=')
-                        .map(|(id, name)| (id.to_string(), name.to_string()))
-                        .ok_or_else(|| {
-                            anyhow::anyhow!("--native-operator takes ID=NAME, not `{pair}`")
-                        })
-                })
-                .collect::<anyhow::Result<_>>()?,
+            overrides: weir_host::bench::native_twins(&spec, &self.native_operator)
+                .with_context(|| format!("job `{}`", spec.name))?,
         };
         let report = runtime::run(&spec, &self.job, &options)
             .with_context(|| format!("job `{}`", spec.name))?;

@@ -44,7 +44,6 @@ use crate::state::checkpoint::{CheckpointMeta, CheckpointStore, OperatorMeta};
 use crate::state::restore::{self, Restore, RestorePlan, RestoreSource};
 use crate::state::savepoint::Savepoint;
 use crate::wasm::component::Components;
-use crate::wasm::native::NativeLogic;
 use crate::wasm::operator::OperatorImpl;
 
 /// What a finished job did.
@@ -125,8 +124,8 @@ pub struct RunOptions {
     pub allow_non_restored_state: bool,
     /// Serve the REST API here (overrides the job file's `[rest] addr`).
     pub rest_addr: Option<String>,
-    /// Benchmarks: operator ID → native logic to run instead of its `.wasm`.
-    pub native: BTreeMap<String, String>,
+    /// Operator ID → logic the caller loaded, to run instead of the `.wasm` the job file names.
+    pub overrides: BTreeMap<String, OperatorImpl>,
     /// What serves the REST API when an address is set (the `api` layer's
     /// server, handed down so that the engine does not name the layer above).
     pub serve: Option<ServeFn>,
@@ -141,26 +140,25 @@ pub type ServeFn = fn(
 >;
 
 /// Loads every operator of `spec`, with messages that name the job file
-/// line; an operator ID in `native` runs that native logic instead (benchmarks).
+/// line; an operator ID in `overrides` runs the logic given there instead.
 pub fn load_operators(
     components: &Components,
     spec: &JobSpec,
     job_file: &Path,
-    native: &BTreeMap<String, String>,
+    overrides: &BTreeMap<String, OperatorImpl>,
 ) -> Result<Vec<OperatorImpl>, RunError> {
-    for id in native.keys() {
+    for id in overrides.keys() {
         if !spec.operators.iter().any(|o| &o.id == id) {
             return Err(RunError::Setup(format!(
-                "--native-operator: the job has no operator `{id}`"
+                "the job has no operator `{id}` to run other logic behind"
             )));
         }
     }
     spec.operators
         .iter()
         .map(|op| {
-            if let Some(name) = native.get(&op.id) {
-                let logic = NativeLogic::from_name(name).map_err(RunError::Setup)?;
-                return Ok(OperatorImpl::Native(logic, logic.spec()));
+            if let Some(logic) = overrides.get(&op.id) {
+                return Ok(logic.clone());
             }
             components
                 .load(&op.wasm)
@@ -688,7 +686,7 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
     );
     // What the job file names; `loaded` is what runs (a live swap, or a
     // checkpoint taken after one, changes it).
-    let job_loaded = load_operators(&components, spec, job_file, &options.native)?;
+    let job_loaded = load_operators(&components, spec, job_file, &options.overrides)?;
     let mut loaded = job_loaded.clone();
     if let SourceConnector::File(c) = &spec.source.connector {
         let path = &c.path;
