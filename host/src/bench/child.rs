@@ -10,23 +10,25 @@ use crate::engine::job::JobSpec;
 use crate::wasm::native::NativeLogic;
 use crate::wasm::operator::OperatorImpl;
 
-/// The native twins `--native-operator` asks for (`ID=NAME`, NAME `map` or
-/// `keyed-count`), checked against the job: operator ID → the logic to run
-/// instead of its `.wasm` (the engine's `RunOptions::overrides`).
+/// The native twins `--native-operator ID=NAME` asks for (operator ID →
+/// NAME, `map` or `keyed-count`), checked against the job: operator ID →
+/// the logic to run instead of its `.wasm` (the engine's
+/// `RunOptions::overrides`).
 pub fn native_twins(
     spec: &JobSpec,
-    pairs: &[String],
+    names: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, OperatorImpl>, BenchError> {
-    let mut twins = BTreeMap::new();
-    for pair in pairs {
-        let Some((id, name)) = pair.split_once('=') else {
-            bail!("--native-operator takes ID=NAME, not `{pair}`");
-        };
-        if !spec.operators.iter().any(|o| o.id == id) {
+    for id in names.keys() {
+        if !spec.operators.iter().any(|o| &o.id == id) {
             bail!("--native-operator: the job has no operator `{id}`");
         }
-        let logic = NativeLogic::from_name(name)?;
-        twins.insert(id.to_string(), OperatorImpl::Native(logic, logic.spec()));
+    }
+    let mut twins = BTreeMap::new();
+    for op in &spec.operators {
+        if let Some(name) = names.get(&op.id) {
+            let logic = NativeLogic::from_name(name)?;
+            twins.insert(op.id.clone(), OperatorImpl::Native(logic, logic.spec()));
+        }
     }
     Ok(twins)
 }

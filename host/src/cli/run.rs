@@ -42,6 +42,15 @@ impl RunArgs {
     pub fn execute(self) -> anyhow::Result<()> {
         let spec = JobSpec::load(&self.job)?;
         tracing::info!(job = %spec.name, "starting job `{}`", spec.name);
+        let native = self
+            .native_operator
+            .iter()
+            .map(|pair| {
+                pair.split_once('=')
+                    .map(|(id, name)| (id.to_string(), name.to_string()))
+                    .ok_or_else(|| anyhow::anyhow!("--native-operator takes ID=NAME, not `{pair}`"))
+            })
+            .collect::<anyhow::Result<_>>()?;
         let options = runtime::RunOptions {
             fresh: self.fresh,
             from_checkpoint: self.from_checkpoint,
@@ -49,7 +58,7 @@ impl RunArgs {
             allow_non_restored_state: self.allow_non_restored_state,
             rest_addr: self.rest_addr,
             serve: Some(weir_host::api::rest::serve_boxed),
-            overrides: weir_host::bench::native_twins(&spec, &self.native_operator)
+            overrides: weir_host::bench::native_twins(&spec, &native)
                 .with_context(|| format!("job `{}`", spec.name))?,
         };
         let report = runtime::run(&spec, &self.job, &options)
