@@ -5,7 +5,8 @@
 //!
 //! | layer | holds |
 //! | --- | --- |
-//! | [`api`] | the REST API and `weir bench`'s in-process measurements (the CLI is the binary's `cli` module) |
+//! | [`mod@bench`] | `weir bench`: the job cases (each run a child `weir run`), the Kafka case, the in-process measurements (its arguments are the binary's `cli/bench.rs`) |
+//! | [`api`] | the REST API and its client (the CLI is the binary's `cli` module) |
 //! | [`engine`] | runs a job: channels, restore selection, live swaps and shadow runs, control plane, checkpoint coordinator, dataflow, runtime (its parts have an order of their own, listed in its docs) |
 //! | [`job`] | the job file: parsing and checking it into a [`job::JobSpec`] |
 //! | [`connectors`], [`wasm`] | sources and sinks (file, stdio, generator, blackhole, dead letters); operators as components, the only place that names a WIT-generated type |
@@ -13,11 +14,13 @@
 //! | [`model`] | the host's own types: batches, state specs, time domains, positions, the source and sink traits |
 //!
 //! [`build`] and [`scaffold`] (`weir build`, `weir new`) stand aside: they
-//! run language toolchains and use no other layer.
+//! run language toolchains and use no other layer. [`mod@bench`] uses
+//! [`build`] too, to build an example operator whose `.wasm` is missing.
 
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod bench;
 pub mod build;
 pub mod connectors;
 pub mod engine;
@@ -44,6 +47,17 @@ mod layers {
             "connectors" => &["connectors", "state", "model"],
             "job" => &["job", "wasm", "connectors", "state", "model"],
             "engine" => &["engine", "job", "wasm", "connectors", "state", "model"],
+            "bench" => &[
+                "bench",
+                "api",
+                "engine",
+                "job",
+                "wasm",
+                "connectors",
+                "state",
+                "model",
+                "build",
+            ],
             "api" => &[
                 "api",
                 "engine",

@@ -16,10 +16,8 @@ macro_rules! outln {
 }
 
 mod bench;
-mod bench_kafka;
 mod build;
 mod checkpoints;
-mod client;
 mod new;
 mod operator;
 mod run;

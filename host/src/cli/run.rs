@@ -42,6 +42,15 @@ impl RunArgs {
     pub fn execute(self) -> anyhow::Result<()> {
         let spec = JobSpec::load(&self.job)?;
         tracing::info!(job = %spec.name, "starting job `{}`", spec.name);
+        let native = self
+            .native_operator
+            .iter()
+            .map(|pair| {
+                pair.split_once('=')
+                    .map(|(id, name)| (id.to_string(), name.to_string()))
+                    .ok_or_else(|| anyhow::anyhow!("--native-operator takes ID=NAME, not `{pair}`"))
+            })
+            .collect::<anyhow::Result<_>>()?;
         let options = runtime::RunOptions {
             fresh: self.fresh,
             from_checkpoint: self.from_checkpoint,
@@ -49,17 +58,8 @@ impl RunArgs {
             allow_non_restored_state: self.allow_non_restored_state,
             rest_addr: self.rest_addr,
             serve: Some(weir_host::api::rest::serve_boxed),
-            native: self
-                .native_operator
-                .iter()
-                .map(|pair| {
-                    pair.split_once('=')
-                        .map(|(id, name)| (id.to_string(), name.to_string()))
-                        .ok_or_else(|| {
-                            anyhow::anyhow!("--native-operator takes ID=NAME, not `{pair}`")
-                        })
-                })
-                .collect::<anyhow::Result<_>>()?,
+            overrides: weir_host::bench::native_twins(&spec, &native)
+                .with_context(|| format!("job `{}`", spec.name))?,
         };
         let report = runtime::run(&spec, &self.job, &options)
             .with_context(|| format!("job `{}`", spec.name))?;
@@ -69,7 +69,7 @@ impl RunArgs {
                 "events_out": report.events_out,
                 "dead_letters": report.dead_letters,
                 "elapsed_s": report.elapsed.as_secs_f64(),
-                "peak_rss_kib": weir_host::api::bench::peak_rss_kib(),
+                "peak_rss_kib": weir_host::bench::peak_rss_kib(),
                 "latency_ms": report.latency.as_ref().map(|l| serde_json::json!({
                     "p50": l.quantile_ms(0.5), "p99": l.quantile_ms(0.99), "max": l.max_ms(), "count": l.count(),
                 })),

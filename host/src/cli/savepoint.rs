@@ -45,7 +45,7 @@ impl SavepointCommand {
 #[derive(Debug, Args)]
 pub struct TriggerArgs {
     /// The job's REST address.
-    #[arg(long, value_name = "HOST:PORT", default_value = super::client::DEFAULT_ADDR)]
+    #[arg(long, value_name = "HOST:PORT", default_value = weir_host::api::client::DEFAULT_ADDR)]
     addr: String,
     /// Directory to write the savepoint in (default: the job file's `[savepoint] dir`).
     #[arg(long, value_name = "DIR")]
@@ -59,9 +59,9 @@ impl TriggerArgs {
     pub fn execute(self) -> anyhow::Result<()> {
         let mut body = serde_json::json!({});
         if let Some(dir) = &self.dir {
-            body["target-directory"] = serde_json::json!(super::client::absolute(dir)?);
+            body["target-directory"] = serde_json::json!(weir_host::api::client::absolute(dir)?);
         }
-        let location = super::client::savepoint_and_wait(
+        let location = weir_host::api::client::savepoint_and_wait(
             &self.addr,
             "savepoints",
             body,

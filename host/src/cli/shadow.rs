@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use weir_host::engine::upgrades::shadow;
 use weir_host::job::JobSpec;
 
-use super::client;
+use weir_host::api::client;
 
 /// Arguments of `weir shadow`.
 #[derive(Debug, Args)]

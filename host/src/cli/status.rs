@@ -7,7 +7,7 @@ use anyhow::bail;
 use clap::Args;
 use serde_json::Value;
 
-use super::client;
+use weir_host::api::client;
 
 /// Arguments of `weir status`.
 #[derive(Debug, Args)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::json;
 
-use super::client;
+use weir_host::api::client;
 
 /// Arguments of `weir stop`.
 #[derive(Debug, Args)]

@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail};
 use clap::Args;
 use serde_json::json;
 
-use super::client;
+use weir_host::api::client;
 
 /// Arguments of `weir swap`.
 #[derive(Debug, Args)]

@@ -1,5 +1,5 @@
-//! Which logic each operator runs: the `.wasm` the job file names, a native
-//! override the caller supplies, or the copy of a `.wasm` swapped in live
+//! Which logic each operator runs: the `.wasm` the job file names, logic
+//! the caller supplies instead, or the copy of a `.wasm` swapped in live
 //! that a checkpoint recorded.
 
 use std::collections::BTreeMap;
@@ -9,30 +9,28 @@ use crate::engine::errors::RunError;
 use crate::job::JobSpec;
 use crate::state::checkpoint::{CheckpointMeta, CheckpointStore};
 use crate::wasm::component::Components;
-use crate::wasm::native::NativeLogic;
 use crate::wasm::operator::OperatorImpl;
 
 /// Loads every operator of `spec`, with messages that name the job file
-/// line; an operator ID in `native` runs that native logic instead (benchmarks).
+/// line; an operator ID in `overrides` runs the logic given there instead.
 pub fn load_operators(
     components: &Components,
     spec: &JobSpec,
     job_file: &Path,
-    native: &BTreeMap<String, String>,
+    overrides: &BTreeMap<String, OperatorImpl>,
 ) -> Result<Vec<OperatorImpl>, RunError> {
-    for id in native.keys() {
+    for id in overrides.keys() {
         if !spec.operators.iter().any(|o| &o.id == id) {
             return Err(RunError::Setup(format!(
-                "--native-operator: the job has no operator `{id}`"
+                "the job has no operator `{id}` to run other logic behind"
             )));
         }
     }
     spec.operators
         .iter()
         .map(|op| {
-            if let Some(name) = native.get(&op.id) {
-                let logic = NativeLogic::from_name(name).map_err(RunError::Setup)?;
-                return Ok(OperatorImpl::Native(logic, logic.spec()));
+            if let Some(logic) = overrides.get(&op.id) {
+                return Ok(logic.clone());
             }
             components
                 .load(&op.wasm)

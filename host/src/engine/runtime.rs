@@ -28,6 +28,7 @@ use std::time::Duration;
 use crate::engine::control::{JobControl, OperatorStatus};
 use crate::engine::errors::RunError;
 use crate::job::JobSpec;
+use crate::wasm::operator::OperatorImpl;
 
 use plane::Plane;
 use restart::attempts;
@@ -69,8 +70,8 @@ pub struct RunOptions {
     pub allow_non_restored_state: bool,
     /// Serve the REST API here (overrides the job file's `[rest] addr`).
     pub rest_addr: Option<String>,
-    /// Benchmarks: operator ID → native logic to run instead of its `.wasm`.
-    pub native: BTreeMap<String, String>,
+    /// Operator ID → logic the caller loaded, to run instead of the `.wasm` the job file names.
+    pub overrides: BTreeMap<String, OperatorImpl>,
     /// What serves the REST API when an address is set (the `api` layer's
     /// server, handed down so that the engine does not name the layer above).
     pub serve: Option<ServeFn>,

@@ -657,6 +657,15 @@ pub enum OperatorImpl {
     Native(crate::wasm::native::NativeLogic, OperatorSpec),
 }
 
+impl std::fmt::Debug for OperatorImpl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OperatorImpl::Wasm(l) => f.debug_tuple("Wasm").field(&l.path).finish(),
+            OperatorImpl::Native(logic, _) => f.debug_tuple("Native").field(logic).finish(),
+        }
+    }
+}
+
 impl OperatorImpl {
     /// What the operator says of itself.
     pub fn spec(&self) -> &OperatorSpec {

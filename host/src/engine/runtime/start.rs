@@ -115,7 +115,7 @@ impl<'a> Start<'a> {
         );
         // What the job file names; `loaded` is what runs (a live swap, or a
         // checkpoint taken after one, changes it).
-        let job_loaded = load_operators(&components, spec, job_file, &options.native)?;
+        let job_loaded = load_operators(&components, spec, job_file, &options.overrides)?;
         let source = spec.source.connector.get();
         source.check(job_file).map_err(RunError::Setup)?;
         let replayable = source.replayable();

@@ -17,7 +17,8 @@
 //! output measures, for each record, its wall clock at consume time minus
 //! that timestamp. Records produced before the first output was seen (the
 //! job's start) are not counted. The job is then stopped with a savepoint
-//! through its REST API. With exactly-once, output becomes visible only when
+//! through its REST API, whose address is read from the job's log
+//! (`stderr.log`) once it is up. With exactly-once, output becomes visible only when
 //! the transaction of the checkpoint that covers it commits, so latency is
 //! bounded below by the checkpoint interval; at-least-once is measured
 //! beside it.
@@ -31,7 +32,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, Context as _};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
@@ -43,12 +43,13 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
-use weir_host::connectors::kafka::{CreateTopic, KafkaCluster};
-
-use super::client;
+use super::error::{bail, BenchError, Context as _};
+use super::stats::{self, median};
+use crate::api::client;
+use crate::connectors::kafka::{CreateTopic, KafkaCluster};
 
 /// Partitions of every topic the case creates.
-pub const PARTITIONS: i32 = 4;
+const PARTITIONS: i32 = 4;
 
 /// Distinct keys of the input (as the file-path `keyed-count` case).
 const KEYS: u64 = 10_000;
@@ -60,15 +61,15 @@ const VALUE_SIZE: usize = 100;
 const DELIVERIES: [&str; 2] = ["exactly-once", "at-least-once"];
 
 /// Sizes of the case.
-pub struct KafkaScale {
+pub(super) struct KafkaScale {
     /// Input events of a throughput run.
-    pub events: u64,
+    pub(super) events: u64,
     /// Throughput runs of each delivery.
-    pub runs: usize,
+    pub(super) runs: usize,
     /// Input rate of a latency run, events/s.
-    pub rate: u64,
+    pub(super) rate: u64,
     /// How long a latency run's producer writes.
-    pub duration: Duration,
+    pub(super) duration: Duration,
 }
 
 fn cluster(bootstrap: &str) -> KafkaCluster {
@@ -81,9 +82,9 @@ fn cluster(bootstrap: &str) -> KafkaCluster {
 
 /// Fails in one line, naming the way to start one, when no Kafka answers at
 /// `bootstrap` within 10 s.
-pub fn check_reachable(bootstrap: &str) -> anyhow::Result<()> {
+pub(super) fn check_reachable(bootstrap: &str) -> Result<(), BenchError> {
     cluster(bootstrap).partitions("weir-bench-probe").map_err(|_| {
-        anyhow!("case `kafka`: cannot reach Kafka at `{bootstrap}` within 10 s: start one with `scripts/services.sh up kafka` (or pass --kafka BOOTSTRAP)")
+        BenchError::from(format!("case `kafka`: cannot reach Kafka at `{bootstrap}` within 10 s: start one with `scripts/services.sh up kafka` (or pass --kafka BOOTSTRAP)"))
     })?;
     Ok(())
 }
@@ -91,12 +92,12 @@ pub fn check_reachable(bootstrap: &str) -> anyhow::Result<()> {
 /// Runs the case; returns its rows: `kafka` (exactly-once) and
 /// `kafka-at-least-once` (throughput), then `kafka-latency` and
 /// `kafka-latency-at-least-once`.
-pub fn run(
+pub(super) fn run(
     bootstrap: &str,
     wasm: &Path,
     work: &Path,
     scale: &KafkaScale,
-) -> anyhow::Result<Vec<Value>> {
+) -> Result<Vec<Value>, BenchError> {
     let cluster = cluster(bootstrap);
     let mut topics = Topics {
         cluster: cluster.clone(),
@@ -171,12 +172,12 @@ pub fn run(
             "partitions": PARTITIONS,
             "runs": rates.len(),
             "checkpoints": true,
-            "events_per_s": super::bench::median(&mut rates),
-            "events_per_s_min": rates.iter().copied().fold(f64::INFINITY, f64::min),
-            "events_per_s_max": rates.iter().copied().fold(0.0, f64::max),
-            "peak_rss_mib": super::bench::median(&mut rss),
+            "events_per_s": median(&mut rates),
+            "events_per_s_min": stats::min(&rates),
+            "events_per_s_max": stats::max(&rates),
+            "peak_rss_mib": median(&mut rss),
             "input_produced_per_s": produce_rate,
-            "output_read_per_s": super::bench::median(&mut read_rates[d]),
+            "output_read_per_s": median(&mut read_rates[d]),
         }));
     }
 
@@ -230,22 +231,6 @@ fn row_name(base: &str, delivery: &str) -> String {
     }
 }
 
-/// One line for a latency row.
-pub fn describe_latency(v: &Value) -> String {
-    format!(
-        "{:<20} {}: latency p50 {} ms, p99 {} ms, max {} ms at {} events/s ({} of {} events measured, checkpoints every {} ms)",
-        v["case"].as_str().unwrap_or("?"),
-        v["delivery"].as_str().unwrap_or("?"),
-        v["latency_p50_ms"],
-        v["latency_p99_ms"],
-        v["latency_max_ms"],
-        v["input_rate"],
-        v["measured"],
-        v["events"],
-        v["checkpoint_interval_ms"],
-    )
-}
-
 /// The topics the case created, deleted when it ends however it ends.
 struct Topics {
     cluster: KafkaCluster,
@@ -254,18 +239,16 @@ struct Topics {
 
 impl Topics {
     /// Creates `name` with [`PARTITIONS`] partitions; returns the name.
-    fn create(&mut self, name: &str) -> anyhow::Result<String> {
+    fn create(&mut self, name: &str) -> Result<String, BenchError> {
         self.names.push(name.to_string());
-        self.cluster
-            .ensure_topic(
-                name,
-                Some(CreateTopic {
-                    partitions: PARTITIONS,
-                    replication: 1,
-                }),
-                "weir bench",
-            )
-            .map_err(anyhow::Error::msg)?;
+        self.cluster.ensure_topic(
+            name,
+            Some(CreateTopic {
+                partitions: PARTITIONS,
+                replication: 1,
+            }),
+            "weir bench",
+        )?;
         Ok(name.to_string())
     }
 
@@ -327,7 +310,10 @@ impl ProducerContext for Deliveries {
     }
 }
 
-fn producer(cluster: &KafkaCluster, linger_ms: &str) -> anyhow::Result<BaseProducer<Deliveries>> {
+fn producer(
+    cluster: &KafkaCluster,
+    linger_ms: &str,
+) -> Result<BaseProducer<Deliveries>, BenchError> {
     let mut config: ClientConfig = cluster.client_config();
     config
         .set("partitioner", "murmur2_random")
@@ -351,7 +337,7 @@ fn send(
     key: &[u8],
     value: &[u8],
     timestamp: i64,
-) -> anyhow::Result<()> {
+) -> Result<(), BenchError> {
     let mut record = BaseRecord::to(topic)
         .key(key)
         .payload(value)
@@ -369,7 +355,7 @@ fn send(
 }
 
 /// Flushes a producer and fails if any record was not delivered.
-fn finish(producer: &BaseProducer<Deliveries>, topic: &str) -> anyhow::Result<()> {
+fn finish(producer: &BaseProducer<Deliveries>, topic: &str) -> Result<(), BenchError> {
     producer
         .flush(Duration::from_secs(120))
         .with_context(|| format!("flushing the records into `{topic}`"))?;
@@ -390,7 +376,7 @@ fn finish(producer: &BaseProducer<Deliveries>, topic: &str) -> anyhow::Result<()
 }
 
 /// Produces `events` records up front: keys `key-0` … over [`KEYS`] keys.
-fn produce_all(cluster: &KafkaCluster, topic: &str, events: u64) -> anyhow::Result<()> {
+fn produce_all(cluster: &KafkaCluster, topic: &str, events: u64) -> Result<(), BenchError> {
     let producer = producer(cluster, "20")?;
     let value = [b'v'; VALUE_SIZE];
     let mut key = String::new();
@@ -429,7 +415,7 @@ fn committed_reader(
     cluster: &KafkaCluster,
     topic: &str,
     eof: bool,
-) -> anyhow::Result<BaseConsumer<Reader>> {
+) -> Result<BaseConsumer<Reader>, BenchError> {
     let consumer: BaseConsumer<Reader> = cluster
         .client_config()
         .set("isolation.level", "read_committed")
@@ -450,7 +436,7 @@ fn committed_reader(
 }
 
 /// Counts the committed records of `topic` (to the end of every partition).
-fn count_committed(cluster: &KafkaCluster, topic: &str) -> anyhow::Result<u64> {
+fn count_committed(cluster: &KafkaCluster, topic: &str) -> Result<u64, BenchError> {
     let consumer = committed_reader(cluster, topic, true)?;
     let mut at_end = std::collections::BTreeSet::new();
     let mut n = 0;
@@ -549,7 +535,7 @@ addr = "127.0.0.1:0"
     }
 
     /// Starts the job in a child `weir run` with a fresh state directory.
-    fn start(&self, dir: &Path) -> anyhow::Result<Child> {
+    fn start(&self, dir: &Path) -> Result<Child, BenchError> {
         let dir = dir.join(self.prefix);
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("job.toml"), self.file())?;
@@ -572,14 +558,14 @@ addr = "127.0.0.1:0"
             .to_string()
     }
 
-    fn report(&self, dir: &Path) -> anyhow::Result<Value> {
+    fn report(&self, dir: &Path) -> Result<Value, BenchError> {
         Ok(serde_json::from_slice(&std::fs::read(
             dir.join(self.prefix).join("report.json"),
         )?)?)
     }
 
     /// Runs a bounded job to its end; returns its report.
-    fn run_to_end(&self, dir: &Path) -> anyhow::Result<Value> {
+    fn run_to_end(&self, dir: &Path) -> Result<Value, BenchError> {
         let status = self.start(dir)?.wait()?;
         if !status.success() {
             bail!(
@@ -599,7 +585,7 @@ addr = "127.0.0.1:0"
         dir: &Path,
         cluster: &KafkaCluster,
         scale: &KafkaScale,
-    ) -> anyhow::Result<Latency> {
+    ) -> Result<Latency, BenchError> {
         let mut child = self.start(dir)?;
         let result = self.measure(dir, &mut child, cluster, scale);
         if result.is_err() {
@@ -615,7 +601,7 @@ addr = "127.0.0.1:0"
         child: &mut Child,
         cluster: &KafkaCluster,
         scale: &KafkaScale,
-    ) -> anyhow::Result<Latency> {
+    ) -> Result<Latency, BenchError> {
         let what = format!("case `kafka` latency ({})", self.delivery);
         // The REST address, once the job is up.
         let started = Instant::now();
@@ -646,7 +632,7 @@ addr = "127.0.0.1:0"
             let produced = produced.clone();
             let rate = scale.rate;
             let duration = scale.duration;
-            std::thread::spawn(move || -> anyhow::Result<u64> {
+            std::thread::spawn(move || -> Result<u64, BenchError> {
                 let producer = producer(&cluster, "0")?;
                 let value = [b'v'; VALUE_SIZE];
                 let start = Instant::now();
@@ -680,9 +666,9 @@ addr = "127.0.0.1:0"
             }
             if writer.is_finished() && total == 0 {
                 // The writer failed: its error says why.
-                writer
-                    .join()
-                    .map_err(|_| anyhow!("{what}: the producer thread panicked"))??;
+                writer.join().map_err(|_| {
+                    BenchError::from(format!("{what}: the producer thread panicked"))
+                })??;
                 bail!("{what}: nothing was produced");
             }
             if last_news.elapsed() > Duration::from_secs(60) {
@@ -716,7 +702,7 @@ addr = "127.0.0.1:0"
         }
         let produced = writer
             .join()
-            .map_err(|_| anyhow!("{what}: the producer thread panicked"))??;
+            .map_err(|_| BenchError::from(format!("{what}: the producer thread panicked")))??;
         if seen != produced {
             bail!("{what}: {seen} records reached the output of {produced} produced");
         }

@@ -1,9 +1,9 @@
 //! What `weir bench` measures inside one process: checkpoint cost (value
 //! state; map state with windows and timers) and savepoint cost over the
 //! real state backend, timer service, checkpoint store and savepoint format,
-//! and how long a component takes to start, cold and from the cache; and
-//! the peak memory of a process. The job cases (events/s, latency) run the
-//! real `weir run` in child processes: see the `weir bench` command.
+//! and how long a component takes to start, cold and from the cache. The job
+//! cases (events/s, latency) run the real `weir run` in child processes:
+//! see [`super::jobs`].
 
 use std::path::Path;
 use std::time::Instant;
@@ -16,15 +16,6 @@ use crate::state::savepoint::{self, Record, Savepoint, SavepointKind, SavepointW
 use crate::state::timers::TimerService;
 use crate::wasm::component::Components;
 use crate::wasm::operator::WasmOperator;
-
-/// Peak resident memory of this process (`VmHWM`), in KiB, where Linux tells it.
-pub fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
 
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3

@@ -1,13 +1,24 @@
-//! The client of a running job's REST API for the commands that talk to it
-//! (`weir savepoint trigger`, `weir stop`): JSON in, JSON out, over `ureq`
-//! (plain HTTP/1.1: the API listens on a local address, so no TLS). Errors
-//! are one line that names the address.
+//! The client of a running job's REST API, for the commands that talk to it
+//! (`weir savepoint trigger`, `weir stop`, …) and for `weir bench`: JSON in,
+//! JSON out, over `ureq` (plain HTTP/1.1: the API listens on a local
+//! address, so no TLS). Errors are one line that names the address.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _};
 use serde_json::Value;
+
+/// Why a request to a job's REST API failed: one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ClientError(String);
+
+/// Returns a [`ClientError`] made like `format!`.
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err(ClientError(format!($($arg)*)))
+    };
+}
 
 /// The REST address the commands use unless told otherwise.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8081";
@@ -18,9 +29,9 @@ pub fn request(
     method: &str,
     path: &str,
     body: Option<&Value>,
-) -> anyhow::Result<(u16, Value)> {
+) -> Result<(u16, Value), ClientError> {
     let unreachable = |e: &dyn std::fmt::Display| {
-        anyhow!("cannot reach the REST API of a job at `{addr}`: {e} (is the job running, with `[rest] addr` in its job file or `weir run --rest-addr`?)")
+        ClientError(format!("cannot reach the REST API of a job at `{addr}`: {e} (is the job running, with `[rest] addr` in its job file or `weir run --rest-addr`?)"))
     };
     if !addr
         .rsplit_once(':')
@@ -56,18 +67,22 @@ pub fn request(
         e @ (ureq::Error::ConnectionFailed
         | ureq::Error::HostNotFound
         | ureq::Error::Timeout(_)) => unreachable(&e),
-        e => anyhow!("{method} {path} at `{addr}`: {e}"),
+        e => ClientError(format!("{method} {path} at `{addr}`: {e}")),
     })?;
     let status = response.status().as_u16();
-    let text = response
-        .body_mut()
-        .read_to_string()
-        .with_context(|| format!("reading the answer of `{addr}` to {method} {path}"))?;
+    let text = response.body_mut().read_to_string().map_err(|e| {
+        ClientError(format!(
+            "reading the answer of `{addr}` to {method} {path}: {e}"
+        ))
+    })?;
     let value = if text.is_empty() {
         Value::Null
     } else {
-        serde_json::from_str(&text)
-            .with_context(|| format!("the answer of `{addr}` to {method} {path} is not JSON"))?
+        serde_json::from_str(&text).map_err(|e| {
+            ClientError(format!(
+                "the answer of `{addr}` to {method} {path} is not JSON: {e}"
+            ))
+        })?
     };
     Ok((status, value))
 }
@@ -81,7 +96,7 @@ pub fn message(status: u16, body: &Value) -> String {
 }
 
 /// The ID of the job served at `addr` (one job per process).
-pub fn job_id(addr: &str) -> anyhow::Result<String> {
+pub fn job_id(addr: &str) -> Result<String, ClientError> {
     let (status, body) = request(addr, "GET", "/jobs", None)?;
     if status != 200 {
         bail!("{}", message(status, &body));
@@ -89,13 +104,13 @@ pub fn job_id(addr: &str) -> anyhow::Result<String> {
     body["jobs"][0]["id"]
         .as_str()
         .map(str::to_string)
-        .ok_or_else(|| anyhow!("`{addr}` serves no job"))
+        .ok_or_else(|| ClientError(format!("`{addr}` serves no job")))
 }
 
 /// A directory as an absolute path, for a job whose working directory may differ.
-pub fn absolute(dir: &Path) -> anyhow::Result<String> {
+pub fn absolute(dir: &Path) -> Result<String, ClientError> {
     Ok(std::path::absolute(dir)
-        .with_context(|| format!("`{}`", dir.display()))?
+        .map_err(|e| ClientError(format!("`{}`: {e}", dir.display())))?
         .display()
         .to_string())
 }
@@ -107,7 +122,7 @@ pub fn savepoint_and_wait(
     action: &str,
     body: Value,
     timeout: Duration,
-) -> anyhow::Result<String> {
+) -> Result<String, ClientError> {
     let job = job_id(addr)?;
     let (status, answer) = request(addr, "POST", &format!("/jobs/{job}/{action}"), Some(&body))?;
     if status != 202 {
@@ -115,7 +130,7 @@ pub fn savepoint_and_wait(
     }
     let request_id = answer["request-id"]
         .as_str()
-        .ok_or_else(|| anyhow!("`{addr}` answered without a request id: {answer}"))?
+        .ok_or_else(|| ClientError(format!("`{addr}` answered without a request id: {answer}")))?
         .to_string();
     let deadline = Instant::now() + timeout;
     loop {
@@ -133,7 +148,9 @@ pub fn savepoint_and_wait(
                 return s["location"]
                     .as_str()
                     .map(str::to_string)
-                    .ok_or_else(|| anyhow!("a completed savepoint without a location: {s}"))
+                    .ok_or_else(|| {
+                        ClientError(format!("a completed savepoint without a location: {s}"))
+                    })
             }
             Some("FAILED") => bail!(
                 "the savepoint of job `{job}` failed: {}",
