@@ -75,7 +75,7 @@ pub struct JobSpec {
     /// Where events come from.
     pub source: SourceSpec,
     /// The operators, in the order events flow through them (at least one).
-    pub operators: Vec<OperatorSpec>,
+    pub operators: Vec<JobOperator>,
     /// Where results go.
     pub sink: SinkSpec,
     /// Where events that an operator rejected as bad input are written, if anywhere.
@@ -124,7 +124,7 @@ impl SourceSpec {
 
 /// One `[[operators]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OperatorSpec {
+pub struct JobOperator {
     /// The operator ID: state belongs to it. Non-empty, only `[A-Za-z0-9_.-]`, unique in the job.
     pub id: String,
     /// The `.wasm` component (absolute).
@@ -144,7 +144,7 @@ pub struct OperatorSpec {
     pub line: usize,
 }
 
-impl OperatorSpec {
+impl JobOperator {
     /// What each subtask of this operator is set up with.
     pub fn setup(&self) -> Setup {
         Setup {
@@ -651,7 +651,7 @@ impl JobFile<'_> {
         raw: &Spanned<RawOperator>,
         number: usize,
         max_parallelism: u32,
-    ) -> Result<(OperatorSpec, usize), JobError> {
+    ) -> Result<(JobOperator, usize), JobError> {
         let line = self.line_of(raw.span().start);
         let r = raw.get_ref();
         let anon = self.section(format!("operator #{number}"), raw.span());
@@ -737,7 +737,7 @@ impl JobFile<'_> {
             None => Limits::default(),
         };
         Ok((
-            OperatorSpec {
+            JobOperator {
                 id: id.to_owned(),
                 wasm,
                 parallelism,

@@ -24,6 +24,7 @@ use serde::Serialize;
 use crate::engine::errors::{refused, Refusal, RefusalKind};
 use crate::engine::upgrades::swap::{Probation, SwapOrder};
 use crate::model::now_ms;
+use crate::model::LogicId;
 use crate::state::checkpoint::CheckpointStore;
 use crate::wasm::component::Components;
 use crate::wasm::operator::OperatorImpl;
@@ -107,12 +108,9 @@ pub enum JobState {
 pub struct OperatorStatus {
     /// The operator ID.
     pub id: String,
-    /// The logic's name and version.
-    pub name: String,
-    /// The logic's version.
-    pub version: String,
-    /// Hex SHA-256 of the `.wasm`.
-    pub wasm_sha256: String,
+    /// The logic it runs.
+    #[serde(flatten)]
+    pub logic: LogicId,
     /// Subtasks.
     pub parallelism: u32,
 }
@@ -129,18 +127,6 @@ pub enum SwapState {
     Completed,
     /// The old logic is back: `reason` says why.
     RolledBack,
-}
-
-/// A logic, as a swap names it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct LogicId {
-    /// Its name.
-    pub name: String,
-    /// Its version.
-    pub version: String,
-    /// Hex SHA-256 of its `.wasm`.
-    pub wasm_sha256: String,
 }
 
 /// A live swap, as `GET /jobs/{id}/swaps/{request-id}` shows it.
@@ -836,16 +822,8 @@ impl JobControl {
             "{:016x}",
             xxhash_rust::xxh3::xxh3_64(format!("{}-swap-{n}-{}", self.job, now_ms()).as_bytes())
         );
-        let from = LogicId {
-            name: ops[index].name.clone(),
-            version: ops[index].version.clone(),
-            wasm_sha256: ops[index].wasm_sha256.clone(),
-        };
-        let to = LogicId {
-            name: loaded.spec.name.clone(),
-            version: loaded.spec.version.clone(),
-            wasm_sha256: loaded.sha256.clone(),
-        };
+        let from = ops[index].logic.clone();
+        let to = OperatorImpl::Wasm(loaded.clone()).logic_id();
         tracing::info!(
             "swap {id}: operator `{}` goes from {} {} to {} {} ({}) at the next checkpoint barrier, on probation for {}",
             request.operator,
@@ -1025,9 +1003,7 @@ impl JobControl {
             .iter_mut()
             .find(|o| o.id == operator)
         {
-            o.name = logic.name.clone();
-            o.version = logic.version.clone();
-            o.wasm_sha256 = logic.wasm_sha256.clone();
+            o.logic = logic.clone();
         }
     }
 

@@ -81,7 +81,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::engine::channel::Barrier;
 use crate::engine::control::{CheckpointSummary, JobControl, SavepointRequest};
 use crate::engine::upgrades::swap::{Probation, SwapBoard, SwapOrder};
-use crate::model::now_ms;
+use crate::model::{now_ms, LogicId};
 use crate::state::checkpoint::{
     CheckpointLogic, CheckpointMeta, CheckpointStore, OperatorLogic, OperatorMeta, FORMAT_VERSION,
 };
@@ -89,32 +89,28 @@ use crate::state::savepoint::{self, SavedOperator, SavedState, SavepointKind, Sa
 
 /// The job's operators, as checkpoint metadata describes them.
 #[derive(Debug, Clone)]
-pub struct OperatorInfo {
+pub struct OperatorRecord {
     /// The operator ID.
     pub id: String,
     /// Its parallelism.
     pub parallelism: u32,
     /// Declared states: name, kind, version.
     pub states: Vec<(String, String, u32)>,
-    /// The logic's name, from `describe()`.
-    pub name: String,
-    /// The logic's version.
-    pub version: String,
-    /// Hex SHA-256 of the `.wasm`.
-    pub wasm_sha256: String,
+    /// The logic it runs.
+    pub logic: LogicId,
     /// Hex SHA-256 of the `.wasm` the job file names (see [`OperatorLogic`]).
     pub job_wasm_sha256: String,
 }
 
-impl OperatorInfo {
+impl OperatorRecord {
     /// What a checkpoint records of it.
     fn logic(&self) -> OperatorLogic {
         OperatorLogic {
             id: self.id.clone(),
-            name: self.name.clone(),
-            version: self.version.clone(),
-            sha256: self.wasm_sha256.clone(),
-            job_sha256: self.job_wasm_sha256.clone(),
+            name: self.logic.name.clone(),
+            version: self.logic.version.clone(),
+            wasm_sha256: self.logic.wasm_sha256.clone(),
+            job_wasm_sha256: self.job_wasm_sha256.clone(),
         }
     }
 }
@@ -139,7 +135,7 @@ pub struct Coordinator {
     /// The job's key groups.
     pub max_parallelism: u32,
     /// The operators, in job order, as their logic is now (a live swap changes it).
-    pub operators: RefCell<Vec<OperatorInfo>>,
+    pub operators: RefCell<Vec<OperatorRecord>>,
     /// Time between checkpoints; `None`: only the final one.
     pub interval: Option<Duration>,
     /// Completed checkpoints to keep (besides the one the sink's last
@@ -503,7 +499,7 @@ impl Coordinator {
                 .operators
                 .borrow()
                 .iter()
-                .map(OperatorInfo::logic)
+                .map(OperatorRecord::logic)
                 .collect(),
             probation_of,
             swaps: self.control.swap_history(),
@@ -738,9 +734,7 @@ impl Coordinator {
             let mut ops = self.operators.borrow_mut();
             let info = &mut ops[order.operator];
             let spec = order.logic.spec();
-            info.name = spec.name.clone();
-            info.version = spec.version.clone();
-            info.wasm_sha256 = order.logic.sha256().to_string();
+            info.logic = order.logic.logic_id();
             info.states = crate::state::restore::recorded(&spec.states);
         }
         let mut track = self.swap.borrow_mut();
@@ -776,9 +770,9 @@ impl Coordinator {
             files.sort_by_key(|f| f.key_groups);
             manifest.operators.push(SavedOperator {
                 id: o.id.clone(),
-                name: o.name.clone(),
-                version: o.version.clone(),
-                wasm_sha256: o.wasm_sha256.clone(),
+                name: o.logic.name.clone(),
+                version: o.logic.version.clone(),
+                wasm_sha256: o.logic.wasm_sha256.clone(),
                 parallelism: o.parallelism,
                 states: o
                     .states

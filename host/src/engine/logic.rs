@@ -69,10 +69,10 @@ pub(crate) fn logic_at(
         let Some(l) = logic.operators.iter().find(|l| l.id == op.id) else {
             continue;
         };
-        if l.sha256 == l.job_sha256 || l.sha256 == job_loaded[i].sha256() {
+        if l.wasm_sha256 == l.job_wasm_sha256 || l.wasm_sha256 == job_loaded[i].sha256() {
             continue;
         }
-        if l.job_sha256 != job_loaded[i].sha256() {
+        if l.job_wasm_sha256 != job_loaded[i].sha256() {
             tracing::info!(
                 "operator `{}`: checkpoint {} ran {} {} swapped in live, but the job file now names another .wasm: it runs the job file's",
                 op.id,
@@ -82,7 +82,7 @@ pub(crate) fn logic_at(
             );
             continue;
         }
-        let path = store.wasm_path(&l.sha256);
+        let path = store.wasm_path(&l.wasm_sha256);
         let swapped = components.load(&path).map_err(|e| {
             RunError::Setup(format!(
                 "operator `{}`: checkpoint {} ran {} {} (swapped in live), whose kept copy cannot be loaded: {e}",

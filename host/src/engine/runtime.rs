@@ -135,9 +135,7 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
             .zip(&loaded)
             .map(|(o, l)| OperatorStatus {
                 id: o.id.clone(),
-                name: l.spec().name.clone(),
-                version: l.spec().version.clone(),
-                wasm_sha256: l.sha256().to_string(),
+                logic: l.logic_id(),
                 parallelism: o.parallelism,
             })
             .collect(),

@@ -9,11 +9,13 @@ pub mod batch;
 pub mod config;
 pub mod connector;
 pub mod keygroup;
+pub mod logic;
 pub mod position;
 pub mod types;
 
 pub use batch::{show_bytes, Batch, Blobs, EventRef};
 pub use connector::{SinkWriter, SourceReader};
+pub use logic::LogicId;
 pub use position::{KafkaPartition, SinkState, SourcePosition, SourceState};
 pub use types::{
     hex, now_ms, GuestError, OperatorSpec, Rejected, StateKind, StateSpec, TaskInfo, TimeDomain,

@@ -229,12 +229,15 @@ pub struct OperatorLogic {
     pub name: String,
     /// Its version.
     pub version: String,
-    /// Hex SHA-256 of the `.wasm` it ran.
-    pub sha256: String,
-    /// Hex SHA-256 of the `.wasm` the job file named then: when it differs
-    /// from `sha256`, the logic came from a live swap, and a copy of it is
-    /// kept in the state directory ([`CheckpointStore::wasm_path`]).
-    pub job_sha256: String,
+    /// Hex SHA-256 of the `.wasm` it ran (stored as `sha256`).
+    #[serde(rename = "sha256")]
+    pub wasm_sha256: String,
+    /// Hex SHA-256 of the `.wasm` the job file named then (stored as
+    /// `job_sha256`): when it differs from `wasm_sha256`, the logic came
+    /// from a live swap, and a copy of it is kept in the state directory
+    /// ([`CheckpointStore::wasm_path`]).
+    #[serde(rename = "job_sha256")]
+    pub job_wasm_sha256: String,
 }
 
 /// What a checkpoint records of the logic behind it (the `logic` tree).

@@ -683,6 +683,15 @@ impl OperatorImpl {
         }
     }
 
+    /// Which logic it is: its name and version and its `.wasm`'s hash.
+    pub fn logic_id(&self) -> crate::model::LogicId {
+        crate::model::LogicId {
+            name: self.spec().name.clone(),
+            version: self.spec().version.clone(),
+            wasm_sha256: self.sha256().to_string(),
+        }
+    }
+
     /// Starts a subtask's instance (see [`WasmOperator::start`]).
     pub fn start(
         &self,

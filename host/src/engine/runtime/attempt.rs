@@ -15,7 +15,7 @@ use crate::engine::channel::{self, Inputs, Message, StageError};
 use crate::engine::connect::{batch_clock, committer, open_sink, open_source, record_sink};
 use crate::engine::control::JobControl;
 use crate::engine::coordinator::{
-    Ack, Coordinator, CoordinatorEnd, OperatorInfo, PublishQueue, SinkNotice, Trigger,
+    Ack, Coordinator, CoordinatorEnd, OperatorRecord, PublishQueue, SinkNotice, Trigger,
 };
 use crate::engine::dataflow::partition::{Router, Routing};
 use crate::engine::dataflow::sink::SinkCheckpointing;
@@ -343,13 +343,11 @@ pub(super) fn run_attempt(w: Wiring<'_>) -> Result<JobReport, RunError> {
                 .iter()
                 .zip(loaded)
                 .zip(job_loaded)
-                .map(|((o, l), j)| OperatorInfo {
+                .map(|((o, l), j)| OperatorRecord {
                     id: o.id.clone(),
                     parallelism: o.parallelism,
                     states: restore::recorded(&l.spec().states),
-                    name: l.spec().name.clone(),
-                    version: l.spec().version.clone(),
-                    wasm_sha256: l.sha256().to_string(),
+                    logic: l.logic_id(),
                     job_wasm_sha256: j.sha256().to_string(),
                 })
                 .collect(),

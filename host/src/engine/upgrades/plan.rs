@@ -69,6 +69,7 @@ use serde::Serialize;
 use crate::engine::errors::RunError;
 use crate::engine::{logic, restore};
 use crate::job::JobSpec;
+use crate::model::LogicId;
 use crate::state::checkpoint::CheckpointMeta;
 use crate::state::keyed::kind_name;
 use std::sync::Arc;
@@ -130,15 +131,23 @@ pub struct SourceVerdict {
     pub error: Option<String>,
 }
 
-/// An operator's logic: what it says of itself and its `.wasm` hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Logic {
-    /// Its name, from `describe()`.
-    pub name: String,
-    /// Its version, from `describe()`.
-    pub version: String,
-    /// Hex SHA-256 of its `.wasm` (`native` for native benchmark logic).
-    pub wasm_sha256: String,
+/// The plan's JSON spells a logic's fields in snake case, as the rest of
+/// the plan (the REST API spells them in kebab case).
+fn snake_case<S: serde::Serializer>(logic: &Option<LogicId>, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Snake<'a> {
+        name: &'a str,
+        version: &'a str,
+        wasm_sha256: &'a str,
+    }
+    logic
+        .as_ref()
+        .map(|l| Snake {
+            name: &l.name,
+            version: &l.version,
+            wasm_sha256: &l.wasm_sha256,
+        })
+        .serialize(s)
 }
 
 /// What happens to one operator ID.
@@ -149,9 +158,11 @@ pub struct OperatorVerdict {
     /// `restore`, `new` or `drop`.
     pub verdict: &'static str,
     /// The logic that saved its state (savepoints only).
-    pub old: Option<Logic>,
+    #[serde(serialize_with = "snake_case")]
+    pub old: Option<LogicId>,
     /// The job's logic for it.
-    pub new: Option<Logic>,
+    #[serde(serialize_with = "snake_case")]
+    pub new: Option<LogicId>,
     /// Per state.
     pub states: Vec<StateVerdict>,
 }
@@ -302,7 +313,7 @@ impl UpgradePlan {
 }
 
 /// `name version (wasm 0123456789ab)`.
-fn logic(l: &Logic) -> String {
+fn logic(l: &LogicId) -> String {
     let short: String = l.wasm_sha256.chars().take(12).collect();
     format!("{} {} (wasm {short})", l.name, l.version)
 }
@@ -325,7 +336,7 @@ pub fn describe(
     plan: &RestorePlan,
 ) -> UpgradePlan {
     let saved_logic = |id: &str| match source {
-        RestoreSource::Savepoint(sp) => sp.meta.operator(id).map(|o| Logic {
+        RestoreSource::Savepoint(sp) => sp.meta.operator(id).map(|o| LogicId {
             name: o.name.clone(),
             version: o.version.clone(),
             wasm_sha256: o.wasm_sha256.clone(),
@@ -337,10 +348,10 @@ pub fn describe(
             .ok()
             .flatten()
             .and_then(|l| l.operators.into_iter().find(|o| o.id == id))
-            .map(|o| Logic {
+            .map(|o| LogicId {
                 name: o.name,
                 version: o.version,
-                wasm_sha256: o.sha256,
+                wasm_sha256: o.wasm_sha256,
             }),
     };
     let saved_states = |id: &str| {
@@ -396,11 +407,7 @@ pub fn describe(
             id: id.clone(),
             verdict: if op_plan.restored { "restore" } else { "new" },
             old: saved_logic(id),
-            new: Some(Logic {
-                name: l.spec().name.clone(),
-                version: l.spec().version.clone(),
-                wasm_sha256: l.sha256().to_string(),
-            }),
+            new: Some(l.logic_id()),
             states,
         });
     }
@@ -532,8 +539,8 @@ mod tests {
         }
     }
 
-    fn logic_of(version: &str, sha: char) -> Logic {
-        Logic {
+    fn logic_of(version: &str, sha: char) -> LogicId {
+        LogicId {
             name: "keyed-count".into(),
             version: version.into(),
             wasm_sha256: std::iter::repeat_n(sha, 64).collect(),

@@ -4,9 +4,9 @@
 //!
 //! # Matching
 //!
-//! Outputs are compared per *trigger*: one input batch handed to the
+//! Outputs are compared per *cause*: one input batch handed to the
 //! operator, or one firing of its timers (the watermark passing a time, or
-//! the clock). The output of a trigger is grouped by output key, keeping
+//! the clock). The output of a cause is grouped by output key, keeping
 //! the order each side emitted it in; within a key, the `i`-th event of
 //! the live side is paired with the `i`-th of the candidate: a pair whose
 //! value and timestamp agree is *equal*, else *different*; the events past
@@ -14,7 +14,7 @@
 //! every pair and every unpaired event. Operators need not emit in the same
 //! order across keys, but do within a key (a per-key running result, the
 //! usual shape, always does). A difference names its key and, when the
-//! trigger was an input batch from the source, the source offset of the
+//! cause was an input batch from the source, the source offset of the
 //! input event of that key at the same place (the `i`-th event of the key
 //! in the batch, else its last): for an operator that emits one event per
 //! input, exactly the event that caused it.
@@ -66,7 +66,9 @@ use crate::connectors::registry::{recorded_input, SourceOpen};
 use crate::engine::channel::watermark_after;
 use crate::engine::errors::{refused, Refusal, RefusalKind};
 use crate::job::{JobSpec, SourceSpec};
-use crate::model::{now_ms, Batch, Blobs, GuestError, StateSpec, TaskInfo, TimeDomain, Timers};
+use crate::model::{
+    now_ms, Batch, Blobs, GuestError, LogicId, StateSpec, TaskInfo, TimeDomain, Timers,
+};
 use crate::state::keyed::{StateChange, StateSnapshot};
 use crate::state::restore::{self, OperatorPlan, Restore, RestorePlan, RestoreSource};
 use crate::state::savepoint::Savepoint;
@@ -150,7 +152,7 @@ pub struct Difference {
 
 /// What a set of outputs was produced by.
 #[derive(Debug, Clone, Copy)]
-pub enum Trigger<'a> {
+pub enum Cause<'a> {
     /// One input batch; its events' source offsets when it came from the source.
     Input {
         /// The batch.
@@ -207,7 +209,7 @@ impl DiffFile {
     }
 }
 
-/// Compares the live output with the candidate's, trigger by trigger (see
+/// Compares the live output with the candidate's, cause by cause (see
 /// the module doc), and counts and records the differences.
 pub struct Comparator {
     /// The counts so far.
@@ -261,11 +263,11 @@ impl Comparator {
         }
     }
 
-    /// Compares what `trigger` made the live logic emit (`live`) with what
+    /// Compares what `cause` made the live logic emit (`live`) with what
     /// it made the candidate emit; returns the differences found.
     pub fn compare(
         &mut self,
-        trigger: Trigger<'_>,
+        cause: Cause<'_>,
         live: &[Batch],
         candidate: &[Batch],
     ) -> Result<usize, String> {
@@ -273,7 +275,7 @@ impl Comparator {
         let mut index = HashMap::new();
         let live_groups = by_key(live, &mut order, &mut index);
         let cand_groups = by_key(candidate, &mut order, &mut index);
-        if let Trigger::Input { batch, .. } = trigger {
+        if let Cause::Input { batch, .. } = cause {
             self.counts.inputs += batch.len() as u64;
         }
         let mut diffs = Vec::new();
@@ -301,7 +303,7 @@ impl Comparator {
                     }
                     (None, None) => continue,
                 };
-                let (offset, at) = self.place(trigger, *key, j);
+                let (offset, at) = self.place(cause, *key, j);
                 let emitted = |e: &(&[u8], i64)| Emitted {
                     value: text(e.0),
                     timestamp: e.1,
@@ -342,10 +344,10 @@ impl Comparator {
         }
     }
 
-    /// The offset and place of the `j`-th output of `key` for `trigger`.
-    fn place(&self, trigger: Trigger<'_>, key: Option<&[u8]>, j: usize) -> (Option<u64>, String) {
-        match trigger {
-            Trigger::Input { batch, offsets } => {
+    /// The offset and place of the `j`-th output of `key` for `cause`.
+    fn place(&self, cause: Cause<'_>, key: Option<&[u8]>, j: usize) -> (Option<u64>, String) {
+        match cause {
+            Cause::Input { batch, offsets } => {
                 let of_key: Vec<usize> = batch
                     .iter()
                     .enumerate()
@@ -374,7 +376,7 @@ impl Comparator {
                     (None, _) => (None, "an input batch with no event of this key".to_string()),
                 }
             }
-            Trigger::Timers { domain, time } => {
+            Cause::Timers { domain, time } => {
                 let what = match domain {
                     TimeDomain::EventTime => "event-time timers at watermark",
                     TimeDomain::ProcessingTime => "processing-time timers at",
@@ -478,28 +480,34 @@ impl Side {
     }
 }
 
-/// Which logic a side runs, for reports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Logic {
+/// Which logic a side runs, and from which `.wasm`, for reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SideLogic {
     /// The `.wasm`.
     pub wasm: String,
-    /// Name, from its `describe()`.
-    pub name: String,
-    /// Version, from its `describe()`.
-    pub version: String,
-    /// Hex SHA-256 of the `.wasm`.
-    pub sha256: String,
+    /// The logic.
+    pub logic: LogicId,
 }
 
-impl Logic {
+impl SideLogic {
     fn of(loaded: &LoadedOperator) -> Self {
-        Logic {
+        SideLogic {
             wasm: loaded.path.display().to_string(),
-            name: loaded.spec.name.clone(),
-            version: loaded.spec.version.clone(),
-            sha256: loaded.sha256.clone(),
+            logic: OperatorImpl::Wasm(loaded.clone()).logic_id(),
         }
+    }
+}
+
+/// A shadow report shows a side's logic as `wasm`, `name`, `version` and `sha256`.
+impl Serialize for SideLogic {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("SideLogic", 4)?;
+        st.serialize_field("wasm", &self.wasm)?;
+        st.serialize_field("name", &self.logic.name)?;
+        st.serialize_field("version", &self.logic.version)?;
+        st.serialize_field("sha256", &self.logic.wasm_sha256)?;
+        st.end()
     }
 }
 
@@ -534,9 +542,9 @@ pub struct ShadowReport {
     /// Why it stopped, failed or fell behind.
     pub reason: Option<String>,
     /// The logic it is compared with.
-    pub live: Logic,
+    pub live: SideLogic,
     /// The candidate.
-    pub candidate: Logic,
+    pub candidate: SideLogic,
     /// The counts.
     pub counts: Counts,
     /// Events the candidate rejected as bad input (skipped, written nowhere).
@@ -671,11 +679,11 @@ pub fn replay(o: &ReplayOptions) -> Result<ShadowReport, String> {
                     return Ok(());
                 }
             };
-            let trigger = Trigger::Input {
+            let cause = Cause::Input {
                 batch: &batch,
                 offsets: Some(&offsets),
             };
-            cmp.compare(trigger, &l, &c)?;
+            cmp.compare(cause, &l, &c)?;
             if let Some(&m) = batch.timestamps.iter().max() {
                 max_ts = max_ts.max(m);
             }
@@ -721,8 +729,8 @@ pub fn replay(o: &ReplayOptions) -> Result<ShadowReport, String> {
         }
         .to_string(),
         reason: failure,
-        live: Logic::of(&current),
-        candidate: Logic::of(&candidate),
+        live: SideLogic::of(&current),
+        candidate: SideLogic::of(&candidate),
         counts: cmp.counts,
         candidate_rejected: cand.rejected,
         differences: cmp.first.clone(),
@@ -753,7 +761,7 @@ fn fire_both(
             return Ok(false);
         }
     };
-    cmp.compare(Trigger::Timers { domain, time }, &l, &c)?;
+    cmp.compare(Cause::Timers { domain, time }, &l, &c)?;
     Ok(true)
 }
 
@@ -826,7 +834,7 @@ pub struct ShadowRun {
     parallelism: u32,
     max_parallelism: u32,
     candidate: LoadedOperator,
-    live: Logic,
+    live: SideLogic,
     plan: OperatorPlan,
     setup: Setup,
     queue: usize,
@@ -970,7 +978,7 @@ impl ShadowRun {
                 .unwrap_or_default(),
             reason: s.reason.clone(),
             live: self.live.clone(),
-            candidate: Logic::of(&self.candidate),
+            candidate: SideLogic::of(&self.candidate),
             counts,
             candidate_rejected: rejected,
             differences: first,
@@ -1028,18 +1036,18 @@ fn run_shadow(
                         Some(o) => format!("{e} (in a batch from {})", cmp.place_of(o)),
                         None => e,
                     })?;
-                    let trigger = Trigger::Input {
+                    let cause = Cause::Input {
                         batch: &batch,
                         offsets: offsets.as_deref(),
                     };
-                    cmp.compare(trigger, &live, &c)?;
+                    cmp.compare(cause, &live, &c)?;
                 }
                 Item::Fire { domain, time, live } => {
                     let c = match domain {
                         TimeDomain::EventTime => side.advance(time)?,
                         TimeDomain::ProcessingTime => side.fire(domain, time)?,
                     };
-                    cmp.compare(Trigger::Timers { domain, time }, &live, &c)?;
+                    cmp.compare(Cause::Timers { domain, time }, &live, &c)?;
                 }
             }
             run.update(subtask, &cmp, side.rejected);
@@ -1064,15 +1072,15 @@ struct JobInfo {
     periodic: bool,
     max_parallelism: u32,
     source: SourceSpec,
-    operators: Vec<OperatorInfo>,
+    operators: Vec<ShadowedOperator>,
 }
 
-struct OperatorInfo {
+struct ShadowedOperator {
     id: String,
     parallelism: u32,
     setup: Setup,
     states: Vec<StateSpec>,
-    live: Option<Logic>,
+    live: Option<SideLogic>,
 }
 
 /// The job's shadow runs: one at a time. Requests come from the REST API;
@@ -1107,13 +1115,13 @@ impl ShadowControl {
             .operators
             .iter()
             .zip(loaded)
-            .map(|(o, l)| OperatorInfo {
+            .map(|(o, l)| ShadowedOperator {
                 id: o.id.clone(),
                 parallelism: o.parallelism,
                 setup: o.setup(),
                 states: l.spec().states.clone(),
                 live: match l {
-                    OperatorImpl::Wasm(w) => Some(Logic::of(w)),
+                    OperatorImpl::Wasm(w) => Some(SideLogic::of(w)),
                     OperatorImpl::Native(..) => None,
                 },
             })
@@ -1137,7 +1145,7 @@ impl ShadowControl {
             if let Some(op) = job.operators.iter_mut().find(|o| o.id == id) {
                 op.states = logic.spec().states.clone();
                 op.live = match logic {
-                    OperatorImpl::Wasm(w) => Some(Logic::of(w)),
+                    OperatorImpl::Wasm(w) => Some(SideLogic::of(w)),
                     OperatorImpl::Native(..) => None,
                 };
             }
@@ -1296,10 +1304,10 @@ pub struct ShadowTap {
     subtask: u32,
     feed: Option<(Arc<ShadowRun>, Sender<Item>)>,
     /// What the current input batch or timer firing is, and its live output so far.
-    pending: Option<(Pending, Vec<Batch>)>,
+    pending: Option<(TapCall, Vec<Batch>)>,
 }
 
-enum Pending {
+enum TapCall {
     Input(Batch, Option<Vec<u64>>),
     Fire(TimeDomain, i64),
 }
@@ -1359,7 +1367,7 @@ impl ShadowTap {
     /// An input batch is about to be processed.
     pub fn begin_input(&mut self, batch: &Batch, offsets: Option<&[u64]>) {
         if self.feeding() {
-            let input = Pending::Input(batch.clone(), offsets.map(<[u64]>::to_vec));
+            let input = TapCall::Input(batch.clone(), offsets.map(<[u64]>::to_vec));
             self.pending = Some((input, Vec::new()));
         }
     }
@@ -1367,7 +1375,7 @@ impl ShadowTap {
     /// Timers of `domain` due at `time` are about to fire.
     pub fn begin_fire(&mut self, domain: TimeDomain, time: i64) {
         if self.feeding() {
-            self.pending = Some((Pending::Fire(domain, time), Vec::new()));
+            self.pending = Some((TapCall::Fire(domain, time), Vec::new()));
         }
     }
 
@@ -1387,12 +1395,12 @@ impl ShadowTap {
             return;
         };
         let item = match what {
-            Pending::Input(batch, offsets) => Item::Input {
+            TapCall::Input(batch, offsets) => Item::Input {
                 batch,
                 offsets,
                 live,
             },
-            Pending::Fire(domain, time) => Item::Fire { domain, time, live },
+            TapCall::Fire(domain, time) => Item::Fire { domain, time, live },
         };
         match tx.try_send(item) {
             Ok(()) => {}
@@ -1429,13 +1437,13 @@ mod tests {
         let input = batch(&[(Some("a"), "x", 1), (Some("b"), "y", 2)]);
         let out = batch(&[(Some("a"), "1", 1), (Some("b"), "1", 2)]);
         let mut c = Comparator::new(0, None, None);
-        let trigger = Trigger::Input {
+        let cause = Cause::Input {
             batch: &input,
             offsets: Some(&[0, 1]),
         };
         assert_eq!(
             c.compare(
-                trigger,
+                cause,
                 std::slice::from_ref(&out),
                 std::slice::from_ref(&out)
             )
@@ -1466,11 +1474,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = DiffFile::create(&dir.path().join("d/diff.jsonl")).unwrap();
         let mut c = Comparator::new(3, None, Some(file.clone()));
-        let trigger = Trigger::Input {
+        let cause = Cause::Input {
             batch: &input,
             offsets: Some(&[10, 11, 12]),
         };
-        assert_eq!(c.compare(trigger, &live, &cand).unwrap(), 3);
+        assert_eq!(c.compare(cause, &live, &cand).unwrap(), 3);
         assert_eq!(
             c.counts,
             Counts {
@@ -1506,16 +1514,16 @@ mod tests {
     #[test]
     fn timestamps_count_and_timer_firings_are_named() {
         let mut c = Comparator::new(0, None, None);
-        let trigger = Trigger::Timers {
+        let cause = Cause::Timers {
             domain: TimeDomain::EventTime,
             time: 99,
         };
         let live = [batch(&[(Some("k"), "v", 1)])];
         let cand = [batch(&[(Some("k"), "v", 2)])];
-        assert_eq!(c.compare(trigger, &live, &cand).unwrap(), 1);
+        assert_eq!(c.compare(cause, &live, &cand).unwrap(), 1);
         assert_eq!(c.counts.inputs, 0);
         assert_eq!(c.first[0].at, "event-time timers at watermark 99");
-        assert_eq!(c.compare(trigger, &live, &[]).unwrap(), 1);
+        assert_eq!(c.compare(cause, &live, &[]).unwrap(), 1);
         assert_eq!(c.counts.only_live, 1);
     }
 
@@ -1543,15 +1551,15 @@ mod tests {
         let mut again = native("keyed-count");
         let mut cmp = Comparator::new(0, None, None);
         let theirs = again.process(&input).unwrap();
-        let trigger = Trigger::Input {
+        let cause = Cause::Input {
             batch: &input,
             offsets: None,
         };
-        assert_eq!(cmp.compare(trigger, &out, &theirs).unwrap(), 0);
+        assert_eq!(cmp.compare(cause, &out, &theirs).unwrap(), 0);
         // Other logic: every output differs.
         let mut map = native("map");
         let mapped = map.process(&input).unwrap();
-        assert_eq!(cmp.compare(trigger, &out, &mapped).unwrap(), 3);
+        assert_eq!(cmp.compare(cause, &out, &mapped).unwrap(), 3);
         assert_eq!(cmp.counts.different, 2);
         assert_eq!(cmp.counts.only_candidate, 1);
         assert_eq!(
@@ -1563,13 +1571,13 @@ mod tests {
     #[test]
     fn keeps_only_the_first_differences() {
         let mut c = Comparator::new(0, None, None);
-        let trigger = Trigger::Timers {
+        let cause = Cause::Timers {
             domain: TimeDomain::ProcessingTime,
             time: 1,
         };
         for i in 0..(DIFFERENCES_KEPT + 5) {
             let live = [batch(&[(Some("k"), &i.to_string(), 0)])];
-            c.compare(trigger, &live, &[]).unwrap();
+            c.compare(cause, &live, &[]).unwrap();
         }
         assert_eq!(c.first.len(), DIFFERENCES_KEPT);
         assert_eq!(c.counts.only_live as usize, DIFFERENCES_KEPT + 5);
