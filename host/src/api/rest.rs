@@ -34,6 +34,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::api::views;
 use crate::engine::control::JobControl;
 use crate::engine::errors::{Refusal, RefusalKind};
 
@@ -147,15 +148,15 @@ async fn swap_status(State(c): Shared, Path((id, request)): Path<(String, String
 }
 
 async fn jobs(State(c): Shared) -> Response {
-    let status = c.status_json();
-    Json(json!({ "jobs": [{ "id": c.job, "state": status["state"] }] })).into_response()
+    let status = c.status();
+    Json(json!({ "jobs": [{ "id": status.job, "state": status.state }] })).into_response()
 }
 
 async fn job(State(c): Shared, Path(id): Path<String>) -> Response {
     if let Err(r) = check_job(&c, &id) {
         return r.into_response();
     }
-    Json(c.status_json()).into_response()
+    Json(views::job_status(&c)).into_response()
 }
 
 async fn checkpoints(State(c): Shared, Path(id): Path<String>) -> Response {
@@ -164,7 +165,7 @@ async fn checkpoints(State(c): Shared, Path(id): Path<String>) -> Response {
     }
     // sled reads may block briefly: off the async workers.
     let c2 = c.clone();
-    match tokio::task::spawn_blocking(move || c2.checkpoints_json()).await {
+    match tokio::task::spawn_blocking(move || views::checkpoints(&c2)).await {
         Ok(Ok(v)) => Json(v).into_response(),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),

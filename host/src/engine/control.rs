@@ -291,6 +291,35 @@ struct Status {
     rate: (f64, f64),
 }
 
+/// The job's status, as the control plane reports it.
+#[derive(Debug, Clone)]
+pub struct JobStatus {
+    /// The job's name (its ID).
+    pub job: String,
+    /// Where it is.
+    pub state: JobState,
+    /// When this process started it (ms since the Unix epoch).
+    pub started_at_ms: i64,
+    /// Restarts after failures so far.
+    pub attempt: u32,
+    /// The last failure, in one line.
+    pub last_failure: Option<String>,
+    /// Events read by the source.
+    pub events_in: u64,
+    /// Events written by the sink.
+    pub events_out: u64,
+    /// Events in and out per second, over the last second or so.
+    pub rate: (f64, f64),
+    /// The last completed checkpoint.
+    pub last_checkpoint: Option<CheckpointSummary>,
+    /// Checkpoints that failed, over the life of the process.
+    pub failed_checkpoints: u64,
+    /// The last checkpoint that failed.
+    pub last_failed_checkpoint: Option<CheckpointFailure>,
+    /// The job takes checkpoints.
+    pub checkpointing: bool,
+}
+
 /// Counters the stages update as they go.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -649,27 +678,6 @@ impl JobControl {
         for id in ids {
             self.savepoint_failed(&id, why);
         }
-    }
-
-    /// The operators and the logic each runs, with its swaps, as JSON.
-    pub fn operators_json(&self) -> serde_json::Value {
-        let ops = self.operators.lock().expect("operators lock").clone();
-        let swaps = self.swaps.lock().expect("swaps lock").clone();
-        serde_json::Value::Array(
-            ops.iter()
-                .map(|o| {
-                    let mut v = serde_json::to_value(o).unwrap_or_default();
-                    v["swaps"] = serde_json::to_value(
-                        swaps
-                            .iter()
-                            .filter(|s| s.operator == o.id)
-                            .collect::<Vec<_>>(),
-                    )
-                    .unwrap_or_default();
-                    v
-                })
-                .collect(),
-        )
     }
 
     /// Asks for a live swap ([`crate::engine::upgrades::swap`]): loads, compiles and
@@ -1091,61 +1099,32 @@ impl JobControl {
         }
     }
 
-    /// The job's status as JSON (`GET /jobs/{id}`).
-    pub fn status_json(&self) -> serde_json::Value {
-        let s = self.status.lock().expect("status lock");
-        serde_json::json!({
-            "id": self.job,
-            "name": self.job,
-            "state": s.state,
-            "started-at-ms": self.started_at_ms,
-            "attempt": s.attempt,
-            "last-failure": s.failure,
-            "operators": self.operators_json(),
-            "events-in": self.metrics.events_in.load(Ordering::Relaxed),
-            "events-out": self.metrics.events_out.load(Ordering::Relaxed),
-            "throughput": {
-                "events-in-per-second": s.rate.0,
-                "events-out-per-second": s.rate.1,
-            },
-            "last-checkpoint": s.last_checkpoint,
-            "failed-checkpoints": s.failed_checkpoints,
-            "last-failed-checkpoint": s.last_failed_checkpoint,
-            "checkpointing": self.store.lock().expect("store lock").is_some(),
-        })
+    /// The operators and the logic each runs.
+    pub fn operators(&self) -> Vec<OperatorStatus> {
+        self.operators.lock().expect("operators lock").clone()
     }
 
-    /// The completed checkpoints as JSON (`GET /jobs/{id}/checkpoints`).
-    pub fn checkpoints_json(&self) -> Result<serde_json::Value, String> {
-        let Some(store) = self.store.lock().expect("store lock").clone() else {
-            return Ok(serde_json::json!({ "checkpointing": false, "checkpoints": [] }));
-        };
-        let list = store.list().map_err(|e| e.to_string())?;
-        let items: Vec<serde_json::Value> = list
-            .iter()
-            .map(|m| {
-                serde_json::json!({
-                    "id": m.id,
-                    "full": m.is_full(),
-                    "chain": m.chain,
-                    "triggered-at-ms": m.triggered_at_ms,
-                    "completed-at-ms": m.completed_at_ms,
-                    "bytes-written": m.bytes_written,
-                    "finished": m.finished,
-                    "watermark": m.watermark,
-                    "operators": m.operators.iter().map(|o| serde_json::json!({
-                        "id": o.id,
-                        "parallelism": o.parallelism,
-                        "keys": o.keys,
-                        "state-bytes": o.state_bytes,
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        Ok(serde_json::json!({
-            "checkpointing": true,
-            "directory": store.dir().display().to_string(),
-            "checkpoints": items,
-        }))
+    /// The job's status now.
+    pub fn status(&self) -> JobStatus {
+        let s = self.status.lock().expect("status lock");
+        JobStatus {
+            job: self.job.clone(),
+            state: s.state,
+            started_at_ms: self.started_at_ms,
+            attempt: s.attempt,
+            last_failure: s.failure.clone(),
+            events_in: self.metrics.events_in.load(Ordering::Relaxed),
+            events_out: self.metrics.events_out.load(Ordering::Relaxed),
+            rate: s.rate,
+            last_checkpoint: s.last_checkpoint.clone(),
+            failed_checkpoints: s.failed_checkpoints,
+            last_failed_checkpoint: s.last_failed_checkpoint.clone(),
+            checkpointing: self.store.lock().expect("store lock").is_some(),
+        }
+    }
+
+    /// The job's checkpoint store, once open (none: it takes no checkpoints).
+    pub fn store(&self) -> Option<CheckpointStore> {
+        self.store.lock().expect("store lock").clone()
     }
 }
