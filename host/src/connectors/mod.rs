@@ -1,6 +1,7 @@
 //! Sources and sinks: each connector implements [`crate::model::SourceReader`]
 //! or [`crate::model::SinkWriter`], which the engine drives
-//! ([`crate::engine::dataflow::stages`]). Connectors use only [`crate::model`] and
+//! ([`crate::engine::dataflow`]) after opening them through the registry
+//! ([`registry`]). Connectors use only [`crate::model`] and
 //! [`crate::state`].
 
 pub mod blackhole;

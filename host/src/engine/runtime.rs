@@ -11,9 +11,9 @@
 //! selects over several inputs with a deadline (processing-time timers) from
 //! a plain thread, and will hold back inputs for barrier alignment.
 //!
-//! Its parts: [`start`] checks the job and chooses what the first attempt
-//! restores; [`plane`] serves the control plane; [`restart`] runs attempts
-//! and restarts after failures; [`attempt`] wires and watches one attempt.
+//! Its parts: `start` checks the job and chooses what the first attempt
+//! restores; `plane` serves the control plane; `restart` runs attempts
+//! and restarts after failures; `attempt` wires and watches one attempt.
 
 mod attempt;
 mod plane;

@@ -100,7 +100,7 @@ fn complete(reader: &mut dyn SourceReader, id: u64, taken: &mut Vec<(u64, Source
 ///
 /// The watermark follows the reader's [`SourceReader::watermark_basis`]
 /// when it has one (a Kafka source: the lowest of its partitions'), else
-/// the highest timestamp read; an idle reader sends [`Message::Idle`]
+/// the highest timestamp read; an idle reader sends [`crate::engine::channel::Message::Idle`]
 /// once, so that it holds back no one, until it reads again.
 pub fn run_source(
     mut reader: Box<dyn SourceReader>,
