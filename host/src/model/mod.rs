@@ -16,6 +16,6 @@ pub use batch::{show_bytes, Batch, Blobs, EventRef};
 pub use connector::{SinkWriter, SourceReader};
 pub use position::{KafkaPartition, SinkState, SourcePosition, SourceState};
 pub use types::{
-    hex, now_ms, GuestError, OperatorSpec, Rejected, StateKind, StateSpec, TaskInfo, TimeDomain,
-    Timers,
+    hex, now_ms, rfc3339, rfc3339_millis, GuestError, OperatorSpec, Rejected, StateKind, StateSpec,
+    TaskInfo, TimeDomain, Timers,
 };
