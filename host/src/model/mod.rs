@@ -12,7 +12,7 @@ pub mod keygroup;
 pub mod position;
 pub mod types;
 
-pub use batch::{show_bytes, Batch, Blobs, EventRef};
+pub use batch::{show_bytes, show_key, Batch, Blobs, EventRef};
 pub use connector::{SinkWriter, SourceReader};
 pub use position::{KafkaPartition, SinkState, SourcePosition, SourceState};
 pub use types::{

@@ -88,7 +88,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::model::{rfc3339, SinkState, SourceState};
+use crate::model::{rfc3339, show_key, SinkState, SourceState};
 use crate::state::checkpoint::TimerRecord;
 use crate::state::keyed::{StateChange, StoredEntry};
 
@@ -1330,18 +1330,6 @@ fn held_bytes(entry: &StoredEntry, key_len: usize) -> u64 {
     (body + key_len) as u64
 }
 
-/// A key for an error message: its text if it is UTF-8, else its base64.
-fn show_key(key: &[u8]) -> String {
-    use base64::Engine as _;
-    match std::str::from_utf8(key) {
-        Ok(s) => format!("`{s}`"),
-        Err(_) => format!(
-            "(base64) `{}`",
-            base64::engine::general_purpose::STANDARD.encode(key)
-        ),
-    }
-}
-
 impl Savepoint {
     /// Every key of state `state` of operator `op`, sorted by key bytes, with
     /// its entry. Each data file is checked first; a key stored twice, or an
@@ -1367,9 +1355,9 @@ impl Savepoint {
                     "holds a {found} entry of state `{state}`, which `_metadata` declares a {kind} state"
                 ));
             }
-            let key = show_key(&change.key);
+            let key = show_key(Some(&change.key));
             if out.insert(change.key, change.entry).is_some() {
-                return Err(format!("holds key {key} of state `{state}` twice"));
+                return Err(format!("holds {key} of state `{state}` twice"));
             }
             Ok(())
         })?;
@@ -1435,8 +1423,8 @@ impl SavepointWriter {
                 return Err(err(
                     &manifest,
                     format!(
-                        "key {} is in key group {kg}, which no data file of operator `{}` holds",
-                        show_key(&key),
+                        "{} is in key group {kg}, which no data file of operator `{}` holds",
+                        show_key(Some(&key)),
                         op.id
                     ),
                 ));

@@ -22,7 +22,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::Store;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
-use crate::model::{Batch, Blobs, GuestError, OperatorSpec, TaskInfo, Timers};
+use crate::model::{show_key, Batch, Blobs, GuestError, OperatorSpec, TaskInfo, Timers};
 use crate::state::keyed::StateBackend;
 use crate::state::restore::{OperatorPlan, Restore, StatePlan};
 use crate::state::timers::TimerService;
@@ -786,13 +786,13 @@ fn migrate(
                 .map_err(|e| call_error(&e, store.data()))?
                 .map(Blobs::from);
             let key_of = |i: usize, chunk: &[(Vec<u8>, Vec<u8>)]| {
-                chunk.get(i).map_or("?".to_string(), |(k, _)| {
-                    String::from_utf8_lossy(k).into_owned()
-                })
+                chunk
+                    .get(i)
+                    .map_or("key `?`".to_string(), |(k, _)| show_key(Some(k)))
             };
             let out = out.map_err(|e| {
                 format!(
-                    "migrate of state `{name}` from version {from} to {to} failed at key `{}`: {}",
+                    "migrate of state `{name}` from version {from} to {to} failed at {}: {}",
                     key_of(e.index as usize, chunk),
                     e.message
                 )
@@ -808,13 +808,13 @@ fn migrate(
             for (i, new) in parts.into_iter().enumerate() {
                 let Some(new) = new else {
                     return Err(format!(
-                        "migrate of state `{name}` returned no value for key `{}`",
+                        "migrate of state `{name}` returned no value for {}",
                         key_of(i, chunk)
                     ));
                 };
                 if new.len() > max_value {
                     return Err(format!(
-                        "migrate of state `{name}` returned a value of {} bytes for key `{}`, over the limit of {max_value}",
+                        "migrate of state `{name}` returned a value of {} bytes for {}, over the limit of {max_value}",
                         new.len(),
                         key_of(i, chunk)
                     ));

@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{create_field, CreateTopic, KafkaCluster};
 use crate::model::config::{Fields, JobError, Table};
-use crate::model::{show_bytes, Batch, SinkState, SinkWriter};
+use crate::model::{show_key, Batch, SinkState, SinkWriter};
 
 /// The default `transaction_timeout`: 15 minutes, the broker's default
 /// `transaction.max.timeout.ms`.
@@ -913,10 +913,7 @@ impl KafkaSink {
             )
         })
         .unwrap_or_default();
-        let key = match key {
-            Some(k) => format!("key `{}`", show_bytes(k)),
-            None => "no key".to_string(),
-        };
+        let key = show_key(key);
         std::io::Error::other(format!(
             "a record of {size} bytes ({key}) is over the Kafka size limit for `{}`: the producer's `message.max.bytes` is {local}{topic_limit} (raise them, in [sink] properties and on the topic)",
             self.config.topic
