@@ -29,7 +29,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use rdkafka::admin::{AdminClient, AdminOptions};
@@ -44,6 +44,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
 use weir_host::connectors::kafka::{CreateTopic, KafkaCluster};
+use weir_host::model::now_ms;
 
 use super::client;
 
@@ -102,11 +103,7 @@ pub fn run(
         cluster: cluster.clone(),
         names: Vec::new(),
     };
-    let base = format!(
-        "weir-bench-{}-{}",
-        std::process::id(),
-        SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis()
-    );
+    let base = format!("weir-bench-{}-{}", std::process::id(), now_ms());
     let dir = work.join("kafka");
     std::fs::create_dir_all(&dir)?;
     let mut rows = Vec::new();
@@ -336,12 +333,6 @@ fn producer(cluster: &KafkaCluster, linger_ms: &str) -> anyhow::Result<BaseProdu
     config
         .create_with_context(Deliveries::default())
         .with_context(|| format!("creating a Kafka producer for `{}`", cluster.bootstrap))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Sends one record, waiting while librdkafka's queue is full.

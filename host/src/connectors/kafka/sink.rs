@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{create_field, CreateTopic, KafkaCluster};
 use crate::model::config::{Fields, JobError, Table};
-use crate::model::{show_key, Batch, SinkState, SinkWriter};
+use crate::model::{now_ms, show_key, Batch, SinkState, SinkWriter};
 
 /// The default `transaction_timeout`: 15 minutes, the broker's default
 /// `transaction.max.timeout.ms`.
@@ -1124,13 +1124,6 @@ impl SinkWriter for KafkaSink {
             self.config.topic, self.config.cluster.bootstrap
         )
     }
-}
-
-/// The wall clock in ms since the Unix epoch (the markers' timestamp).
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]
