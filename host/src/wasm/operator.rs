@@ -22,6 +22,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::Store;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
+use crate::model::config::format_size;
 use crate::model::{show_key, Batch, Blobs, GuestError, OperatorSpec, TaskInfo, Timers};
 use crate::state::keyed::StateBackend;
 use crate::state::restore::{OperatorPlan, Restore, StatePlan};
@@ -105,10 +106,10 @@ impl SubtaskCtx {
             return Err(format!(
                 "its state holds {} ({} bytes of keys and values, {} entries), over its state \
                  memory budget of {} (`[operators.limits] state_memory`)",
-                size_text(held),
+                format_size(held),
                 self.state.bytes(),
                 self.state.entries(),
-                size_text(self.max_state_memory)
+                format_size(self.max_state_memory)
             ));
         }
         Ok(())
@@ -178,8 +179,8 @@ impl wasmtime::ResourceLimiter for MemoryBudget {
             return Err(wasmtime::Error::msg(format!(
                 "its linear memory would grow to {}, over its memory budget of {} \
                  (`[operators.limits] memory`)",
-                mib(desired as u64),
-                mib(self.limit)
+                format_size(desired as u64),
+                format_size(self.limit)
             )));
         }
         Ok(true)
@@ -193,29 +194,6 @@ impl wasmtime::ResourceLimiter for MemoryBudget {
     ) -> wasmtime::Result<bool> {
         // A table element costs a pointer: hold tables to the same budget.
         Ok((desired as u64).saturating_mul(8) <= self.limit)
-    }
-}
-
-/// A size for messages: `64 KiB`, `1.5 MiB`, `100 bytes`.
-fn size_text(bytes: u64) -> String {
-    const UNITS: [(u32, &str); 3] = [(30, "GiB"), (20, "MiB"), (10, "KiB")];
-    for (shift, unit) in UNITS {
-        if bytes >= 1 << shift {
-            return if bytes.is_multiple_of(1 << shift) {
-                format!("{} {unit}", bytes >> shift)
-            } else {
-                format!("{:.1} {unit}", bytes as f64 / (1u64 << shift) as f64)
-            };
-        }
-    }
-    format!("{bytes} bytes")
-}
-
-fn mib(bytes: u64) -> String {
-    if bytes.is_multiple_of(1 << 20) {
-        format!("{} MiB", bytes >> 20)
-    } else {
-        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
     }
 }
 
