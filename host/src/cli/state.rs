@@ -36,7 +36,7 @@ use base64::Engine as _;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value};
 
-use weir_host::connectors::json::json_bytes_field;
+use weir_host::model::json::json_bytes_field;
 use weir_host::model::keygroup::key_group;
 use weir_host::state::keyed::StoredEntry;
 use weir_host::state::savepoint::{SavedOperator, SavedState, Savepoint};
