@@ -1370,6 +1370,13 @@ pub fn kind_name(kind: StateKind) -> &'static str {
     }
 }
 
+/// The kind [`kind_name`] names `name`, if any.
+pub fn kind_from_name(name: &str) -> Option<StateKind> {
+    [StateKind::Value, StateKind::Map, StateKind::List]
+        .into_iter()
+        .find(|k| kind_name(*k) == name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,11 +90,14 @@
 //! - `write`: [`SavepointWriter`], which makes a savepoint durable and
 //!   renames it into place;
 //! - `edit`: the surgery of `weir savepoint edit` and `weir state
-//!   export|import` (one state read, rewritten or copied).
+//!   export|import` (one state read, rewritten or copied);
+//! - `jsonl`: one state as JSON lines, what `weir state export` writes
+//!   ([`encode_jsonl`]) and `weir state import` reads ([`decode_jsonl`]).
 
 mod data;
 mod edit;
 mod format;
+mod jsonl;
 mod read;
 mod write;
 
@@ -105,5 +108,6 @@ pub use format::{
     SavepointError, SavepointKind, SinkCommit, DATA_MAGIC, FORMAT, FORMAT_VERSION, METADATA,
     METADATA_SHA256,
 };
+pub use jsonl::{decode_jsonl, encode_jsonl, JsonLinesError};
 pub use read::{manifest_format_version, Savepoint};
 pub use write::SavepointWriter;
