@@ -915,7 +915,6 @@ mod tests {
     use crate::connectors::generator::GeneratorConfig;
     use crate::connectors::json::Format;
     use crate::connectors::stdio::{StdinConfig, StdoutConfig};
-    use crate::model::config::format_size;
 
     const EXAMPLE: &str = r#"name = "wordcount"
 max_parallelism = 128            # key groups; fixed for the life of the job's state
@@ -1527,14 +1526,6 @@ type = "stdout"
             e,
             "/jobs/job.toml:4: source: `batch_size` must be between 1 and 65536, found 70000"
         );
-    }
-
-    #[test]
-    fn sizes_are_shown_in_their_largest_unit() {
-        assert_eq!(format_size(1 << 20), "1 MiB");
-        assert_eq!(format_size(64 << 10), "64 KiB");
-        assert_eq!(format_size(3 << 29), "1.5 GiB");
-        assert_eq!(format_size(100), "100 bytes");
     }
 
     #[test]

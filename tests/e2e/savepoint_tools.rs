@@ -779,7 +779,7 @@ fn import_errors_name_the_line() {
         (
             "dup.jsonl",
             format!("{ok}{{\"key\":\"b\",\"value\":\"1\"}}\n{ok}"),
-            &["dup.jsonl:3", "\"a\"", "already on line 1"],
+            &["dup.jsonl:3", "key `a`", "already on line 1"],
         ),
         (
             "field.jsonl",

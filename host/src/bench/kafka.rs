@@ -30,7 +30,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::{ClientContext, DefaultClientContext};
@@ -47,6 +47,7 @@ use super::error::{bail, BenchError, Context as _};
 use super::stats::{self, median};
 use crate::api::client;
 use crate::connectors::kafka::{CreateTopic, KafkaCluster};
+use crate::model::now_ms;
 
 /// Partitions of every topic the case creates.
 const PARTITIONS: i32 = 4;
@@ -103,11 +104,7 @@ pub(super) fn run(
         cluster: cluster.clone(),
         names: Vec::new(),
     };
-    let base = format!(
-        "weir-bench-{}-{}",
-        std::process::id(),
-        SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis()
-    );
+    let base = format!("weir-bench-{}-{}", std::process::id(), now_ms());
     let dir = work.join("kafka");
     std::fs::create_dir_all(&dir)?;
     let mut rows = Vec::new();
@@ -322,12 +319,6 @@ fn producer(
     config
         .create_with_context(Deliveries::default())
         .with_context(|| format!("creating a Kafka producer for `{}`", cluster.bootstrap))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Sends one record, waiting while librdkafka's queue is full.

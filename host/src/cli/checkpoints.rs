@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use weir_host::model::rfc3339_millis;
 use weir_host::state::checkpoint::CheckpointStore;
 
 /// `weir checkpoints ...`
@@ -33,28 +34,6 @@ impl CheckpointsCommand {
     }
 }
 
-fn rfc3339(ms: i64) -> String {
-    // Civil date from days since the epoch (Howard Hinnant's algorithm), UTC.
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms.rem_euclid(1000)
-    )
-}
-
 impl ListArgs {
     fn execute(self) -> anyhow::Result<()> {
         if !self.dir.join("checkpoints.sled").exists() {
@@ -71,7 +50,7 @@ impl ListArgs {
                 .map(|m| {
                     json!({
                         "id": m.id,
-                        "completed_at": rfc3339(m.completed_at_ms),
+                        "completed_at": rfc3339_millis(m.completed_at_ms),
                         "duration_ms": m.completed_at_ms - m.triggered_at_ms,
                         "bytes_written": m.bytes_written,
                         "full": m.is_full(),
@@ -119,7 +98,7 @@ impl ListArgs {
             outln!(
                 "{:>6}  {:<24}  {:>8}  {:>12}  {:<5}  {}{}",
                 m.id,
-                rfc3339(m.completed_at_ms),
+                rfc3339_millis(m.completed_at_ms),
                 m.completed_at_ms - m.triggered_at_ms,
                 m.bytes_written,
                 if m.is_full() { "full" } else { "delta" },
@@ -129,17 +108,5 @@ impl ListArgs {
         }
         outln!("database size on disk: {} bytes", store.size_on_disk());
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn formats_utc_times() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            super::rfc3339(1_700_000_000_123),
-            "2023-11-14T22:13:20.123Z"
-        );
     }
 }

@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 use weir_host::engine::upgrades::shadow;
 use weir_host::job::JobSpec;
+use weir_host::model::show_key;
 
 use weir_host::api::client;
 
@@ -252,9 +253,7 @@ fn show(s: &Value, json: bool) {
         outln!("  first differences:");
     }
     for d in diffs {
-        let key = d["key"]
-            .as_str()
-            .map_or("no key".to_string(), |k| format!("key `{k}`"));
+        let key = show_key(d["key"].as_str().map(str::as_bytes));
         let ev = |e: &Value| {
             if e.is_null() {
                 "nothing".to_string()

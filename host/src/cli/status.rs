@@ -70,7 +70,7 @@ impl StatusArgs {
             for sw in op["swaps"].as_array().into_iter().flatten() {
                 let when = sw["requested-at-ms"]
                     .as_i64()
-                    .map_or("-".to_string(), weir_host::state::savepoint::rfc3339);
+                    .map_or("-".to_string(), weir_host::model::rfc3339);
                 outln!(
                     "  swap {} at {when}: {} {} ({}) -> {} {} ({}), {}{}{}",
                     text(&sw["request-id"]),

@@ -15,8 +15,8 @@ use std::path::Path;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::connectors::json::json_bytes_field;
 use crate::model::batch::EventRef;
+use crate::model::json::json_bytes_field;
 
 /// One rejected event.
 #[derive(Debug)]

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::model::batch::EventRef;
 use crate::model::config::{Field, JobError, Table};
+use crate::model::json::json_bytes_field;
 use crate::model::Batch;
 
 /// How events are encoded in a line-oriented file or stream.
@@ -90,24 +91,6 @@ pub fn decode_line(format: Format, line: &[u8], batch: &mut Batch) -> Result<(),
     }
 }
 
-fn write_field(out: &mut Vec<u8>, name: &str, bytes: &[u8]) {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => {
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
-            serde_json::to_writer(&mut *out, text).expect("writing to a Vec cannot fail");
-        }
-        Err(_) => {
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"_b64\":\"");
-            out.extend_from_slice(B64.encode(bytes).as_bytes());
-            out.push(b'"');
-        }
-    }
-}
-
 /// Appends one event, encoded as a line with its newline, to `out`.
 pub fn encode_event(format: Format, event: &EventRef<'_>, out: &mut Vec<u8>) {
     match format {
@@ -117,28 +100,12 @@ pub fn encode_event(format: Format, event: &EventRef<'_>, out: &mut Vec<u8>) {
         }
         Format::Json => {
             out.push(b'{');
-            match event.key {
-                Some(k) => write_field(out, "key", k),
-                None => out.extend_from_slice(b"\"key\":null"),
-            }
+            json_bytes_field(out, "key", event.key);
             out.push(b',');
-            write_field(out, "value", event.value);
+            json_bytes_field(out, "value", Some(event.value));
             out.extend_from_slice(b",\"timestamp\":");
             out.extend_from_slice(event.timestamp.to_string().as_bytes());
             out.extend_from_slice(b"}\n");
-        }
-    }
-}
-
-/// Encodes a JSON object field for `bytes` (`"name": "text"` or
-/// `"name_b64": "..."`), for other JSON-lines writers such as the dead-letter file.
-pub fn json_bytes_field(out: &mut Vec<u8>, name: &str, bytes: Option<&[u8]>) {
-    match bytes {
-        Some(b) => write_field(out, name, b),
-        None => {
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":null");
         }
     }
 }

@@ -46,6 +46,22 @@ pub fn show_bytes(bytes: &[u8]) -> String {
     shown
 }
 
+/// A key shown in a one-line message: ``key `k` `` ([`show_bytes`]) if it
+/// is UTF-8, ``key (base64) `/w==` `` (standard base64, cut as
+/// [`show_bytes`] cuts) if it is not, so that it can be found in a file that
+/// writes it as `key_b64`; or `no key`.
+pub fn show_key(key: Option<&[u8]>) -> String {
+    use base64::Engine as _;
+    match key {
+        Some(key) if std::str::from_utf8(key).is_ok() => format!("key `{}`", show_bytes(key)),
+        Some(key) => {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+            format!("key (base64) `{}`", show_bytes(b64.as_bytes()))
+        }
+        None => "no key".to_string(),
+    }
+}
+
 /// One event borrowed from a [`Batch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventRef<'a> {
@@ -288,6 +304,15 @@ pub fn split_blobs<'a>(data: &'a [u8], lens: &[i32]) -> Result<Vec<Option<&'a [u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_shown_as_text_or_base64() {
+        assert_eq!(show_key(Some(b"k\"1\n")), "key `k\\\"1\\n`");
+        assert_eq!(show_key(Some(&[0xfe, 0xff])), "key (base64) `/v8=`");
+        assert_eq!(show_key(None), "no key");
+        let long = show_key(Some(&[0xff; 300]));
+        assert!(long.ends_with("…`") && long.chars().count() < 130, "{long}");
+    }
 
     #[test]
     fn bytes_are_shown_on_one_line_and_cut() {

@@ -553,6 +553,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sizes_are_shown_in_their_largest_unit() {
+        assert_eq!(format_size(1 << 20), "1 MiB");
+        assert_eq!(format_size(64 << 10), "64 KiB");
+        assert_eq!(format_size(3 << 29), "1.5 GiB");
+        assert_eq!(format_size(100), "100 bytes");
+    }
+
+    #[test]
     fn parse_durations() {
         let ok = [
             ("250ms", Duration::from_millis(250)),

@@ -1,23 +1,24 @@
 //! The host's own types, which every other layer uses and which use nothing
 //! of the host: events and batches in flat form, what an operator declares
-//! and how its calls fail, key groups, time, the positions sources and sinks
-//! store in checkpoints, and the [`SourceReader`] and [`SinkWriter`] traits
-//! that connectors implement and the engine drives (so connectors never
-//! import the engine).
+//! and how its calls fail, key groups, time, bytes as JSON fields, the
+//! positions sources and sinks store in checkpoints, and the
+//! [`SourceReader`] and [`SinkWriter`] traits that connectors implement and
+//! the engine drives (so connectors never import the engine).
 
 pub mod batch;
 pub mod config;
 pub mod connector;
+pub mod json;
 pub mod keygroup;
 pub mod logic;
 pub mod position;
 pub mod types;
 
-pub use batch::{show_bytes, Batch, Blobs, EventRef};
+pub use batch::{show_bytes, show_key, Batch, Blobs, EventRef};
 pub use connector::{SinkWriter, SourceReader};
 pub use logic::LogicId;
 pub use position::{KafkaPartition, SinkState, SourcePosition, SourceState};
 pub use types::{
-    hex, now_ms, GuestError, OperatorSpec, Rejected, StateKind, StateSpec, TaskInfo, TimeDomain,
-    Timers,
+    hex, now_ms, rfc3339, rfc3339_millis, GuestError, OperatorSpec, Rejected, StateKind, StateSpec,
+    TaskInfo, TimeDomain, Timers,
 };

@@ -66,11 +66,11 @@ const MIN_SHARDS: usize = 256;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StateError {
     /// The key is not in this subtask's key groups.
-    #[error("state `{state}` was used with key `{key}` (key group {key_group}), which subtask {subtask} does not own (it owns key groups {owned:?}): an operator may use keyed state only under the keys routed to it, with `input = \"key\"` (or parallelism 1)")]
+    #[error("state `{state}` was used with {key} (key group {key_group}), which subtask {subtask} does not own (it owns key groups {owned:?}): an operator may use keyed state only under the keys routed to it, with `input = \"key\"` (or parallelism 1)")]
     ForeignKey {
         /// The state's name.
         state: String,
-        /// The key, escaped and cut to 100 characters.
+        /// The key, as [`crate::model::show_key`] shows it.
         key: String,
         /// The key's key group.
         key_group: u32,
@@ -351,7 +351,7 @@ impl StateBackend {
         if !self.key_groups.contains(&kg) {
             return Err(StateError::ForeignKey {
                 state: self.states[state].spec.name.clone(),
-                key: crate::model::batch::show_bytes(key),
+                key: crate::model::show_key(Some(key)),
                 key_group: kg,
                 subtask: self.subtask,
                 owned: self.key_groups.clone(),
@@ -1368,6 +1368,13 @@ pub fn kind_name(kind: StateKind) -> &'static str {
         StateKind::Map => "map",
         StateKind::List => "list",
     }
+}
+
+/// The kind [`kind_name`] names `name`, if any.
+pub fn kind_from_name(name: &str) -> Option<StateKind> {
+    [StateKind::Value, StateKind::Map, StateKind::List]
+        .into_iter()
+        .find(|k| kind_name(*k) == name)
 }
 
 #[cfg(test)]

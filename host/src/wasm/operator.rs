@@ -22,7 +22,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime::Store;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
-use crate::model::{Batch, Blobs, GuestError, OperatorSpec, TaskInfo, Timers};
+use crate::model::config::format_size;
+use crate::model::{show_key, Batch, Blobs, GuestError, OperatorSpec, TaskInfo, Timers};
 use crate::state::keyed::StateBackend;
 use crate::state::restore::{OperatorPlan, Restore, StatePlan};
 use crate::state::timers::TimerService;
@@ -105,10 +106,10 @@ impl SubtaskCtx {
             return Err(format!(
                 "its state holds {} ({} bytes of keys and values, {} entries), over its state \
                  memory budget of {} (`[operators.limits] state_memory`)",
-                size_text(held),
+                format_size(held),
                 self.state.bytes(),
                 self.state.entries(),
-                size_text(self.max_state_memory)
+                format_size(self.max_state_memory)
             ));
         }
         Ok(())
@@ -178,8 +179,8 @@ impl wasmtime::ResourceLimiter for MemoryBudget {
             return Err(wasmtime::Error::msg(format!(
                 "its linear memory would grow to {}, over its memory budget of {} \
                  (`[operators.limits] memory`)",
-                mib(desired as u64),
-                mib(self.limit)
+                format_size(desired as u64),
+                format_size(self.limit)
             )));
         }
         Ok(true)
@@ -193,29 +194,6 @@ impl wasmtime::ResourceLimiter for MemoryBudget {
     ) -> wasmtime::Result<bool> {
         // A table element costs a pointer: hold tables to the same budget.
         Ok((desired as u64).saturating_mul(8) <= self.limit)
-    }
-}
-
-/// A size for messages: `64 KiB`, `1.5 MiB`, `100 bytes`.
-fn size_text(bytes: u64) -> String {
-    const UNITS: [(u32, &str); 3] = [(30, "GiB"), (20, "MiB"), (10, "KiB")];
-    for (shift, unit) in UNITS {
-        if bytes >= 1 << shift {
-            return if bytes.is_multiple_of(1 << shift) {
-                format!("{} {unit}", bytes >> shift)
-            } else {
-                format!("{:.1} {unit}", bytes as f64 / (1u64 << shift) as f64)
-            };
-        }
-    }
-    format!("{bytes} bytes")
-}
-
-fn mib(bytes: u64) -> String {
-    if bytes.is_multiple_of(1 << 20) {
-        format!("{} MiB", bytes >> 20)
-    } else {
-        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
     }
 }
 
@@ -804,13 +782,13 @@ fn migrate(
                 .map_err(|e| call_error(&e, store.data()))?
                 .map(Blobs::from);
             let key_of = |i: usize, chunk: &[(Vec<u8>, Vec<u8>)]| {
-                chunk.get(i).map_or("?".to_string(), |(k, _)| {
-                    String::from_utf8_lossy(k).into_owned()
-                })
+                chunk
+                    .get(i)
+                    .map_or("key `?`".to_string(), |(k, _)| show_key(Some(k)))
             };
             let out = out.map_err(|e| {
                 format!(
-                    "migrate of state `{name}` from version {from} to {to} failed at key `{}`: {}",
+                    "migrate of state `{name}` from version {from} to {to} failed at {}: {}",
                     key_of(e.index as usize, chunk),
                     e.message
                 )
@@ -826,13 +804,13 @@ fn migrate(
             for (i, new) in parts.into_iter().enumerate() {
                 let Some(new) = new else {
                     return Err(format!(
-                        "migrate of state `{name}` returned no value for key `{}`",
+                        "migrate of state `{name}` returned no value for {}",
                         key_of(i, chunk)
                     ));
                 };
                 if new.len() > max_value {
                     return Err(format!(
-                        "migrate of state `{name}` returned a value of {} bytes for key `{}`, over the limit of {max_value}",
+                        "migrate of state `{name}` returned a value of {} bytes for {}, over the limit of {max_value}",
                         new.len(),
                         key_of(i, chunk)
                     ));

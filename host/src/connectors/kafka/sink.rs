@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{create_field, CreateTopic, KafkaCluster};
 use crate::model::config::{Fields, JobError, Table};
-use crate::model::{show_bytes, Batch, SinkState, SinkWriter};
+use crate::model::{now_ms, show_key, Batch, SinkState, SinkWriter};
 
 /// The default `transaction_timeout`: 15 minutes, the broker's default
 /// `transaction.max.timeout.ms`.
@@ -913,10 +913,7 @@ impl KafkaSink {
             )
         })
         .unwrap_or_default();
-        let key = match key {
-            Some(k) => format!("key `{}`", show_bytes(k)),
-            None => "no key".to_string(),
-        };
+        let key = show_key(key);
         std::io::Error::other(format!(
             "a record of {size} bytes ({key}) is over the Kafka size limit for `{}`: the producer's `message.max.bytes` is {local}{topic_limit} (raise them, in [sink] properties and on the topic)",
             self.config.topic
@@ -1127,13 +1124,6 @@ impl SinkWriter for KafkaSink {
             self.config.topic, self.config.cluster.bootstrap
         )
     }
-}
-
-/// The wall clock in ms since the Unix epoch (the markers' timestamp).
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -213,7 +213,7 @@ impl Subtask {
                     ),
                 };
                 let what = match key {
-                    Some(_) => show_key(key),
+                    Some(_) => crate::model::show_key(key),
                     None => "an event with no key".to_string(),
                 };
                 format!("at {what}, {place}")
@@ -410,7 +410,10 @@ impl Subtask {
                         TimeDomain::EventTime => "event-time",
                         TimeDomain::ProcessingTime => "processing-time",
                     };
-                    format!("at the {domain} timer for {time} of {}", show_key(key))
+                    format!(
+                        "at the {domain} timer for {time} of {}",
+                        crate::model::show_key(key)
+                    )
                 }
                 None => format!(
                     "in a call with {} timers, no one of which fails on its own",
@@ -419,13 +422,5 @@ impl Subtask {
             };
             return Err(self.fail(format!("{failure}; {at}")));
         }
-    }
-}
-
-/// A key for messages: ``key `k` `` (see [`crate::model::batch::show_bytes`]), or `no key`.
-fn show_key(key: Option<&[u8]>) -> String {
-    match key {
-        Some(key) => format!("key `{}`", crate::model::batch::show_bytes(key)),
-        None => "no key".to_string(),
     }
 }

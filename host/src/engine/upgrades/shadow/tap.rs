@@ -123,7 +123,7 @@ impl ShadowTap {
         match tx.try_send(item) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+                let at = crate::model::rfc3339(crate::model::now_ms());
                 run.end(
                     RunState::FellBehind,
                     format!(
