@@ -125,6 +125,10 @@ pub struct RunOptions {
     pub allow_non_restored_state: bool,
     /// Serve the REST API here (overrides the job file's `[rest] addr`).
     pub rest_addr: Option<String>,
+    /// Once the REST API listens, write its address here (`HOST:PORT` and a
+    /// newline), atomically: a script or a test waits for this file instead
+    /// of reading the log.
+    pub ready_file: Option<PathBuf>,
     /// Benchmarks: operator ID → native logic to run instead of its `.wasm`.
     pub native: BTreeMap<String, String>,
     /// What serves the REST API when an address is set (the `api` layer's
@@ -678,6 +682,19 @@ pub(crate) fn source_fits(
     }
 }
 
+/// Writes `addr` and a newline to `path` atomically (a file beside it,
+/// then renamed over it): whoever sees the file reads the whole address.
+fn write_ready_file(path: &Path, addr: std::net::SocketAddr) -> Result<(), String> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, format!("{addr}\n"))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("cannot write the ready file `{}`: {e}", path.display())
+        })
+}
+
 /// Runs the job described by `spec` (read from `job_file`) to the end of its
 /// input (or until stopped with a savepoint), restoring from a checkpoint or
 /// savepoint and restarting after failures as the job file and `options`
@@ -867,6 +884,9 @@ pub fn run(spec: &JobSpec, job_file: &Path, options: &RunOptions) -> Result<JobR
                 .map_err(RunError::Setup)?;
             // Printed whatever WEIR_LOG says: scripts and tests read it.
             eprintln!("weir: REST API of job `{}` at http://{bound}", spec.name);
+            if let Some(path) = &options.ready_file {
+                write_ready_file(path, bound).map_err(RunError::Setup)?;
+            }
             true
         }
         None => false,
