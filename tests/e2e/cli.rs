@@ -1,7 +1,7 @@
 //! The CLI around running jobs: `weir build`, `weir operator inspect`, the
 //! component cache.
 
-use crate::harness::{operator, root, toml_path, Sandbox};
+use crate::harness::{operator, root, toml_path, Sandbox, Weir};
 
 #[test]
 fn inspect_prints_name_version_and_states() {
@@ -74,13 +74,13 @@ fn a_second_start_uses_the_compiled_component_cache() {
         ),
     );
     let env = [("WEIR_LOG", "weir_host::wasm::component=debug")];
-    let first = sb.weir_with(&["run", "job.toml"], &env, None).ok();
+    let first = sb.cmd(&["run", "job.toml"]).envs(&env).run().ok();
     assert!(
         first.stderr.contains("component compiled"),
         "{}",
         first.stderr
     );
-    let second = sb.weir_with(&["run", "job.toml"], &env, None).ok();
+    let second = sb.cmd(&["run", "job.toml"]).envs(&env).run().ok();
     assert!(
         second.stderr.contains("component loaded from cache"),
         "{}",
@@ -99,9 +99,9 @@ fn a_closed_standard_output_ends_a_command_quietly() {
     // `weir operator inspect … | true`: the reader is gone before weir writes.
     let wasm = operator("probe");
     for _ in 0..3 {
-        let mut child = std::process::Command::new(crate::harness::weir_bin())
-            .args(["operator", "inspect"])
+        let mut child = Weir::new(&["operator", "inspect"])
             .arg(&wasm)
+            .into_command()
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
