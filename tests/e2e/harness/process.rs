@@ -24,11 +24,14 @@ pub fn weir_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_weir"))
 }
 
-/// Calls `check` until it gives a value, or `until` passes (`None`); the
-/// pause between calls grows from 5 ms to 50 ms.
+/// Calls `check` until it gives a value, or `until` passes (`None`). The
+/// pause between calls is 5 ms, then 10, then 20 ms, or as long as a call
+/// took if that is longer (a check that runs a command polls no faster
+/// than it can run).
 fn poll<T>(until: Instant, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let mut pause = Duration::from_millis(5);
     loop {
+        let started = Instant::now();
         if let Some(v) = check() {
             return Some(v);
         }
@@ -36,8 +39,8 @@ fn poll<T>(until: Instant, mut check: impl FnMut() -> Option<T>) -> Option<T> {
         if now >= until {
             return None;
         }
-        std::thread::sleep(pause.min(until - now));
-        pause = (pause * 2).min(Duration::from_millis(50));
+        std::thread::sleep(pause.max(now - started).min(until - now));
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 
@@ -69,8 +72,11 @@ fn count_in(path: &Path, needle: &str) -> usize {
 /// input closed and `WEIR_LOG` unset (so logs are at `info`) unless told.
 pub struct Weir {
     cmd: Command,
-    /// Where it runs; its log and the harness's files for it go there too.
+    /// Where it runs; a log file the test names goes there too.
     dir: Option<PathBuf>,
+    /// Where the harness's own files for it go (a sandbox's `.weir`), else
+    /// a temporary folder.
+    files: Option<PathBuf>,
     stdin: Option<Vec<u8>>,
     /// Its log file's name (in `dir`), when the test names it.
     log: Option<String>,
@@ -93,6 +99,7 @@ impl Weir {
         Weir {
             cmd,
             dir: None,
+            files: None,
             stdin: None,
             log: None,
             rest: false,
@@ -112,6 +119,13 @@ impl Weir {
     pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Weir {
         self.cmd.current_dir(dir.as_ref());
         self.dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// The harness's own files for it (its stdout, its log if the test
+    /// names none, its ready file) go into `dir`, not a temporary folder.
+    pub fn files_in(mut self, dir: PathBuf) -> Weir {
+        self.files = Some(dir);
         self
     }
 
@@ -139,8 +153,9 @@ impl Weir {
     }
 
     /// A started process's log (stderr) goes to the file `name` in its
-    /// folder, created anew, for the test to read and to wait on
-    /// ([`Process::wait_for`]); else to a file of the harness's.
+    /// folder ([`Weir::current_dir`]), created anew, for the test to read
+    /// and to wait on ([`Process::wait_for`]); else to a file of the
+    /// harness's.
     pub fn log(mut self, name: &str) -> Weir {
         self.log = Some(name.to_string());
         self
@@ -198,15 +213,15 @@ impl Weir {
     /// Starts it. Its output goes to files (never to a pipe that could fill
     /// up): stderr to its log ([`Weir::log`], else a file of the harness's),
     /// stdout to a file of the harness's; [`Process::finish`] reads them.
-    /// The harness's files are in the folder `.weir` of its folder, else in a
-    /// temporary folder the process keeps.
+    /// The harness's files are in [`Weir::files_in`], else in a temporary
+    /// folder the process keeps.
     pub fn start(mut self) -> Process {
         assert!(
             self.stdin.is_none(),
             "standard input is for a run to its end"
         );
-        let (files, temporary) = match &self.dir {
-            Some(dir) => (dir.join(".weir"), None),
+        let (files, temporary) = match &self.files {
+            Some(files) => (files.clone(), None),
             None => {
                 let t = tempfile::tempdir().unwrap();
                 (t.path().to_path_buf(), Some(t))
@@ -218,7 +233,7 @@ impl Weir {
         let own = |ext: &str| files.join(format!("{}-{n}.{ext}", std::process::id()));
         let log = match (&self.log, &self.dir) {
             (Some(name), Some(dir)) => dir.join(name),
-            (Some(name), None) => PathBuf::from(name),
+            (Some(name), None) => files.join(name),
             (None, _) => own("log"),
         };
         let out = own("out");

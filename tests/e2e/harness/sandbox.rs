@@ -36,10 +36,12 @@ impl Sandbox {
     }
 
     /// The command `weir ARGS` in the sandbox, with its own component cache,
-    /// to configure, then run or start.
+    /// to configure, then run or start; the harness's files for it are in
+    /// the sandbox's `.weir` folder.
     pub fn cmd(&self, args: &[&str]) -> Weir {
         Weir::new(args)
             .current_dir(self.dir.path())
+            .files_in(self.path(".weir"))
             .env("WEIR_CACHE_DIR", &self.cache)
     }
 
