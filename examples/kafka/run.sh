@@ -90,17 +90,18 @@ committed() {
   kafka kafka-console-consumer --topic $counts --from-beginning --isolation-level read_committed \
     --max-messages "$1" --timeout-ms 120000 --formatter-property print.key=true
 }
-# Starts a job file in the background; sets $pid and $addr (its REST API).
+# Starts a job file in the background; sets $pid and $addr (its REST API,
+# which weir writes to the --ready-file once it listens).
 start() {
   local job=$1; shift
-  $weir run "$job" "$@" 2> "${job%.toml}.log" &
+  rm -f "${job%.toml}.addr"
+  $weir run "$job" "$@" --ready-file "${job%.toml}.addr" 2> "${job%.toml}.log" &
   pid=$!
-  addr=""
-  until addr=$(grep -o 'http://[0-9.:]*' "${job%.toml}.log" | head -n 1) && [ -n "$addr" ]; do
+  until [ -s "${job%.toml}.addr" ]; do
     kill -0 "$pid" 2>/dev/null || { cat "${job%.toml}.log" >&2; exit 1; }
     sleep 0.1
   done
-  addr=${addr#http://}
+  addr=$(cat "${job%.toml}.addr")
 }
 
 echo "== 3,000 events into $events (kafka-console-producer, keys user-0 .. user-9)"

@@ -3,7 +3,7 @@
 //! how fast: speed is measured by the benchmarks themselves (BENCHMARKS.md).
 
 use crate::harness::kafka::topics;
-use crate::harness::{kafka, operator, polyglot, root, weir_bin, LANGUAGES};
+use crate::harness::{kafka, operator, polyglot, root, wait_until, Weir, LANGUAGES};
 
 #[test]
 fn every_benchmark_case_runs_and_reports() {
@@ -14,15 +14,12 @@ fn every_benchmark_case_runs_and_reports() {
     for lang in LANGUAGES {
         polyglot(lang, "keyed-count");
     }
-    let out = std::process::Command::new(weir_bin())
-        .args(["bench", "--quick", "--json"])
+    let out = Weir::new(&["bench", "--quick", "--json"])
         .current_dir(root())
-        .env_remove("WEIR_LOG")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .run();
+    let stderr = &out.stderr;
     assert!(out.status.success(), "weir bench failed: {stderr}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let results = v["results"].as_array().unwrap();
     let case = |name: &str| -> &serde_json::Value {
         results
@@ -81,13 +78,9 @@ fn every_benchmark_case_runs_and_reports() {
     assert!(start["cold_ms"].as_f64().unwrap() > 0.0 && start["cached_ms"].as_f64().unwrap() > 0.0);
 
     // A case that does not exist is an error that lists the ones there are.
-    let out = std::process::Command::new(weir_bin())
-        .args(["bench", "nope"])
-        .current_dir(root())
-        .output()
-        .unwrap();
+    let out = Weir::new(&["bench", "nope"]).current_dir(root()).run();
     assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert!(
         stderr.contains("no benchmark case `nope`") && stderr.contains("keyed-count-1m"),
         "{stderr}"
@@ -99,14 +92,11 @@ fn every_benchmark_case_runs_and_reports() {
 /// broker: BENCHMARKS.md).
 #[test]
 fn the_kafka_case_without_a_broker_says_how_to_start_one() {
-    let out = std::process::Command::new(weir_bin())
-        .args(["bench", "kafka", "--quick", "--kafka", "127.0.0.1:1"])
+    let out = Weir::new(&["bench", "kafka", "--quick", "--kafka", "127.0.0.1:1"])
         .current_dir(root())
-        .env_remove("WEIR_LOG")
-        .output()
-        .unwrap();
+        .run();
     assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains("`127.0.0.1:1`") && stderr.contains("scripts/services.sh up kafka"),
@@ -123,20 +113,15 @@ fn the_kafka_case_without_a_broker_says_how_to_start_one() {
 fn kafka_bench_quick_reports_both_deliveries() {
     let b = kafka();
     operator("keyed-count");
-    let child = std::process::Command::new(weir_bin())
-        .args(["bench", "kafka", "--quick", "--json", "--kafka", &b])
+    let child = Weir::new(&["bench", "kafka", "--quick", "--json", "--kafka", &b])
         .current_dir(root())
-        .env_remove("WEIR_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .start();
     let pid = child.id();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = child.finish();
+    let stderr = &out.stderr;
     assert!(out.status.success(), "weir bench kafka failed: {stderr}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let v: serde_json::Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
     let results = v["results"].as_array().unwrap();
     let case = |name: &str| -> &serde_json::Value {
         results
@@ -194,19 +179,14 @@ fn kafka_bench_quick_reports_both_deliveries() {
 
     // Every topic the case made (`weir-bench-<pid>-...`) is gone.
     let prefix = format!("weir-bench-{pid}-");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
+    wait_until(|| {
         let left: Vec<String> = topics(&b)
             .into_iter()
             .filter(|t| t.starts_with(&prefix))
             .collect();
         if left.is_empty() {
-            break;
+            return Ok(());
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "topics left after the bench: {left:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
+        Err(format!("topics left after the bench: {left:?}"))
+    });
 }

@@ -66,7 +66,9 @@ fn an_operator_gets_no_files_environment_or_network_by_default() {
     // weir's own environment has HOME and TZ; the operator must not see them.
     sandbox.write("job.toml", job(""));
     sandbox
-        .weir_with(&["run", "job.toml"], &[("TZ", "Europe/Paris")], None)
+        .cmd(&["run", "job.toml"])
+        .env("TZ", "Europe/Paris")
+        .run()
         .ok();
     let got = answers(&sandbox);
     assert_eq!(got.len(), 9, "{got:?}");
@@ -97,7 +99,9 @@ network = true
         let _ = listener.accept();
     });
     sandbox
-        .weir_with(&["run", "job.toml"], &[("TZ", "Europe/Paris")], None)
+        .cmd(&["run", "job.toml"])
+        .env("TZ", "Europe/Paris")
+        .run()
         .ok();
     let got = answers(&sandbox);
     assert_eq!(

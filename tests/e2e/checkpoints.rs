@@ -3,7 +3,7 @@
 //! checkpoints are incremental; a trapping operator is restarted from the
 //! last checkpoint with exactly-once output.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::{operator, probe_items, sorted_lines, toml_path, Rng, Sandbox};
 
@@ -88,26 +88,16 @@ fn crash_until_done(throttled: &str, other: &str, kills: usize, output: &str) ->
             throttled
         };
         sb.write("job.toml", job);
-        let mut child = sb.spawn(&["run", "job.toml"], &env);
+        let mut child = sb.cmd(&["run", "job.toml"]).envs(&env).start();
         cycles += 1;
         let wait = Duration::from_millis(rng.range(150, 900));
-        let deadline = Instant::now() + wait;
-        let mut finished = None;
-        while Instant::now() < deadline {
-            if let Some(status) = child.try_wait().unwrap() {
-                finished = Some(status);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        match finished {
+        match child.exit_within(wait) {
             Some(status) => {
                 assert!(status.success(), "weir failed in cycle {cycles}: {status}");
                 break;
             }
             None => {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
+                child.kill(); // SIGKILL
                 killed += 1;
             }
         }
@@ -335,10 +325,10 @@ fn at_least_once_loses_nothing_across_kills() {
     sb.write("job.toml", &job);
     let mut rng = Rng::from_env();
     for _ in 0..3 {
-        let mut child = sb.spawn(&["run", "job.toml"], &[]);
-        std::thread::sleep(Duration::from_millis(rng.range(300, 900)));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        let mut child = sb.cmd(&["run", "job.toml"]).start();
+        // Killed at a random moment (the job runs for seconds).
+        child.exit_within(Duration::from_millis(rng.range(300, 900)));
+        child.kill();
     }
     sb.weir(&["run", "job.toml"]).ok();
     let got = sorted_lines(&sb.read("out/result.jsonl"));
@@ -358,10 +348,9 @@ fn restoring_an_older_checkpoint_rolls_the_output_back() {
     let expected = reference(2);
     let sb = Sandbox::new();
     sb.write("job.toml", counting_job(2, Some(8000)));
-    let mut child = sb.spawn_logged(&["run", "job.toml"], "run.log");
-    sb.wait_for("run.log", "complete in", 3);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let mut child = sb.cmd(&["run", "job.toml"]).log("run.log").start();
+    child.wait_for("complete in", 3);
+    child.kill();
     let list = sb.weir(&["checkpoints", "list", "state", "--json"]).ok();
     let all: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
     assert!(all.len() >= 2, "{}", list.stdout);

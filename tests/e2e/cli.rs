@@ -1,7 +1,7 @@
 //! The CLI around running jobs: `weir build`, `weir operator inspect`, the
-//! component cache.
+//! component cache, `weir run --ready-file`.
 
-use crate::harness::{operator, root, toml_path, Sandbox};
+use crate::harness::{counts_job, http, operator, root, toml_path, Sandbox, Weir};
 
 #[test]
 fn inspect_prints_name_version_and_states() {
@@ -74,13 +74,13 @@ fn a_second_start_uses_the_compiled_component_cache() {
         ),
     );
     let env = [("WEIR_LOG", "weir_host::wasm::component=debug")];
-    let first = sb.weir_with(&["run", "job.toml"], &env, None).ok();
+    let first = sb.cmd(&["run", "job.toml"]).envs(&env).run().ok();
     assert!(
         first.stderr.contains("component compiled"),
         "{}",
         first.stderr
     );
-    let second = sb.weir_with(&["run", "job.toml"], &env, None).ok();
+    let second = sb.cmd(&["run", "job.toml"]).envs(&env).run().ok();
     assert!(
         second.stderr.contains("component loaded from cache"),
         "{}",
@@ -99,9 +99,9 @@ fn a_closed_standard_output_ends_a_command_quietly() {
     // `weir operator inspect … | true`: the reader is gone before weir writes.
     let wasm = operator("probe");
     for _ in 0..3 {
-        let mut child = std::process::Command::new(crate::harness::weir_bin())
-            .args(["operator", "inspect"])
+        let mut child = Weir::new(&["operator", "inspect"])
             .arg(&wasm)
+            .into_command()
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -112,4 +112,49 @@ fn a_closed_standard_output_ends_a_command_quietly() {
         assert!(out.status.success(), "{:?}: {stderr}", out.status);
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+#[test]
+fn the_ready_file_holds_the_rest_address_once_it_listens() {
+    let sb = Sandbox::new();
+    let job = counts_job(&operator("keyed-count"), 1, Some(2000), "");
+    sb.write("job.toml", &job);
+    std::fs::create_dir_all(sb.path("ready")).unwrap();
+    let mut child = sb
+        .cmd(&["run", "job.toml", "--ready-file", "ready/addr"])
+        .log("log")
+        .start();
+    sb.wait_for("ready/addr", "\n", 1);
+    let text = sb.read("ready/addr");
+    let addr: std::net::SocketAddr = text
+        .strip_suffix('\n')
+        .unwrap_or_else(|| panic!("{text:?}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{text:?}: {e}"));
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), 0);
+    assert_eq!(
+        std::fs::read_dir(sb.path("ready")).unwrap().count(),
+        1,
+        "a temporary file was left"
+    );
+    assert!(sb.read("log").contains(&format!("at http://{addr}")));
+    let (status, _) = http(&addr.to_string(), "GET", "/jobs/counts", "");
+    assert_eq!(status, 200);
+    sb.weir(&["stop", "--addr", &addr.to_string()]).ok();
+    assert!(child.wait().success(), "{}", sb.read("log"));
+
+    // Without a REST API there is no address to wait for: refused.
+    sb.write(
+        "plain.toml",
+        job.replace("[rest]\naddr = \"127.0.0.1:0\"\n", ""),
+    );
+    sb.weir(&["run", "plain.toml", "--ready-file", "plain.addr"])
+        .fails_with(&[
+            "--ready-file",
+            "serves no REST API",
+            "plain.toml",
+            "--rest-addr",
+        ]);
+    assert!(!sb.path("plain.addr").exists());
 }

@@ -7,9 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::harness::{polyglot, sorted_lines, toml_path, Rng, Sandbox, LANGUAGES};
-use crate::savepoints::{
-    assert_counts_continue, final_counts, reference, run_and_stop_after, windows_job,
+use crate::harness::{
+    assert_counts_continue, counts_job, counts_reference, final_counts, polyglot,
+    run_and_stop_after, sorted_lines, toml_path, windows_job, Rng, Sandbox, LANGUAGES,
 };
 
 /// One JSON-lines event; `key` is JSON (a string, `null`, or absent when
@@ -245,7 +245,7 @@ fn windowed_sum_refuses_a_bad_size_in_every_language() {
 /// Keyed counts restored across languages: Rust → Python → JavaScript → C → Go.
 #[test]
 fn keyed_count_state_moves_across_languages_through_savepoints() {
-    let expected = final_counts(&reference(2));
+    let expected = final_counts(&counts_reference(2));
     let sb = Sandbox::new();
     let chain: Vec<_> = LANGUAGES
         .iter()
@@ -255,7 +255,7 @@ fn keyed_count_state_moves_across_languages_through_savepoints() {
     for (i, (lang, wasm)) in chain.iter().enumerate() {
         let file = format!("{lang}.toml");
         // Slow enough that each language gets a share of the stream.
-        sb.write(&file, crate::savepoints::job(wasm, 2, Some(2500), ""));
+        sb.write(&file, counts_job(wasm, 2, Some(2500), ""));
         let sp = savepoint.as_ref().map(|p| p.to_string_lossy().into_owned());
         let mut args = vec![];
         if let Some(sp) = &sp {

@@ -110,18 +110,6 @@ fn a_batch_that_fails_only_as_a_whole_says_so() {
     ]);
 }
 
-/// Builds `dir` with `weir build`; returns the component's path.
-fn build(dir: &std::path::Path) -> std::path::PathBuf {
-    let result = std::process::Command::new(crate::harness::weir_bin())
-        .arg("build")
-        .arg(dir)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("running weir build");
-    assert!(result.status.success(), "weir build {dir:?} failed");
-    std::path::PathBuf::from(String::from_utf8(result.stdout).unwrap().trim())
-}
-
 #[test]
 fn a_failure_in_any_language_names_the_guest_function_the_key_and_the_offset() {
     // `tests/plugins/boom-<lang>`: keyed-count, but `boom` fails in `explode`.
@@ -143,7 +131,7 @@ fn a_failure_in_any_language_names_the_guest_function_the_key_and_the_offset() {
             ],
         ),
     ] {
-        let wasm = build(&crate::harness::root().join(format!("tests/plugins/boom-{lang}")));
+        let wasm = operator(&format!("boom-{lang}"));
         let sb = Sandbox::new();
         sb.write("in.jsonl", input_with(18, "k2", "boom"));
         let op = format!(

@@ -381,7 +381,9 @@ type = "stdout"
         "{{\"key\": \"a\", \"value\": \"1\"}}\n{{\"key\": \"a\", \"value\": \"{}\"}}\n",
         "y".repeat(64)
     );
-    sb.weir_with(&["run", "job.toml"], &[], Some(input.as_bytes()))
+    sb.cmd(&["run", "job.toml"])
+        .stdin(input.as_bytes())
+        .run()
         .fails_with(&[
             "standard input line 2:",
             "longer than 64 bytes",

@@ -12,8 +12,7 @@ use std::path::Path;
 use weir_host::job::JobSpec;
 use weir_host::state::savepoint::{decode_data, Savepoint};
 
-use crate::harness::{operator, root, Rng, Sandbox};
-use crate::savepoints::{final_counts, run_and_stop_after};
+use crate::harness::{final_counts, operator, root, run_and_stop_after, Rng, Sandbox};
 
 /// One random mutation of `bytes`.
 fn mutate(rng: &mut Rng, bytes: &[u8], tokens: &[&[u8]]) -> Vec<u8> {
@@ -123,7 +122,7 @@ strategy = "exponential"
 fn real_savepoint(sb: &Sandbox) -> std::path::PathBuf {
     sb.write(
         "job.toml",
-        crate::savepoints::job(&operator("keyed-count"), 2, Some(3000), ""),
+        crate::harness::counts_job(&operator("keyed-count"), 2, Some(3000), ""),
     );
     run_and_stop_after(sb, "job.toml", &[], &["--savepoint", "sp"], 300)
 }
@@ -211,7 +210,7 @@ fn a_damaged_checkpoint_store_restores_correctly_or_fails_in_one_line() {
     // A job with a few checkpoints, run to the end.
     let job = format!(
         "{}\n[checkpoint]\ninterval = \"20ms\"\ndir = \"state\"\n",
-        crate::savepoints::job(&operator("keyed-count"), 2, Some(20000), "")
+        crate::harness::counts_job(&operator("keyed-count"), 2, Some(20000), "")
             .replace("[rest]\naddr = \"127.0.0.1:0\"", "")
     );
     sb.write("job.toml", &job);
@@ -263,7 +262,7 @@ fn a_damaged_checkpoint_store_restores_correctly_or_fails_in_one_line() {
         if run.status.success() {
             // Then the restore is right: every count once, in order, to the end.
             let restored_output = sb.read(&format!("out-{round}.jsonl"));
-            crate::savepoints::assert_counts_continue(&restored_output);
+            crate::harness::assert_counts_continue(&restored_output);
             assert_eq!(
                 final_counts(&restored_output),
                 expected,

@@ -15,10 +15,8 @@
 //! triggered, and again until it has seen one complete.
 
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
 
-use crate::harness::{operator, root, toml_path, weir_bin, Run, Sandbox};
+use crate::harness::{operator, root, toml_path, Run, Sandbox};
 
 /// Events per batch from the source.
 const BATCH: usize = 8;
@@ -100,67 +98,20 @@ fn values(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Waits until `weir` has written `needle` to `run.log`; fails the test if
-/// it ends first or takes past a generous deadline.
-#[track_caller]
-fn wait_in_log(sb: &Sandbox, child: &mut Child, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let log = std::fs::read_to_string(sb.path("run.log")).unwrap_or_default();
-        if log.contains(needle) {
-            return;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("weir ended ({status}) before `{needle}`:\n{log}");
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("no `{needle}` after 120 s:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Waits for `weir` to end; a host that hangs fails the test.
-fn wait_exit(sb: &Sandbox, child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("weir hung:\n{}", sb.read("run.log"));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// `weir run job.toml`, opening the gate `one` once a checkpoint has been
 /// triggered and the gate `two` once one has completed.
 fn run_gated(sb: &Sandbox) -> Run {
     std::fs::create_dir_all(sb.path("gates")).unwrap();
-    let log = std::fs::File::create(sb.path("run.log")).unwrap();
-    let mut child = Command::new(weir_bin())
-        .args(["run", "job.toml"])
-        .current_dir(sb.path("."))
-        .env("WEIR_CACHE_DIR", sb.path(".cache"))
-        .env("WEIR_LOG", "info,weir_host::engine::coordinator=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawning weir");
-    wait_in_log(sb, &mut child, "triggering barrier");
+    let mut child = sb
+        .cmd(&["run", "job.toml"])
+        .log_level("info,weir_host::engine::coordinator=debug")
+        .log("run.log")
+        .start();
+    child.wait_for("triggering barrier", 1);
     sb.write("gates/one", "");
-    wait_in_log(sb, &mut child, "complete in");
+    child.wait_for("complete in", 1);
     sb.write("gates/two", "");
-    let status = wait_exit(sb, &mut child);
-    Run {
-        status,
-        stdout: String::new(),
-        stderr: sb.read("run.log"),
-    }
+    child.finish()
 }
 
 /// Fails if the host itself panicked: a panic message that is not a line

@@ -450,11 +450,9 @@ type = "stdout"
         ),
     );
     let run = sb
-        .weir_with(
-            &["run", "job.toml"],
-            &[],
-            Some("hello world\nhello\n".as_bytes()),
-        )
+        .cmd(&["run", "job.toml"])
+        .stdin("hello world\nhello\n".as_bytes())
+        .run()
         .ok();
     assert_eq!(
         events(&run.stdout),

@@ -11,167 +11,14 @@
 //! file → Kafka; each error a user can meet is one line and writes nothing.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::kafka::{
-    closed_port, create_topic, describe_topic, multiset, produce, read_committed, topics, unique,
-    Cluster, Record,
+    assert_same_sequences, closed_port, create_topic, describe_topic, expected_counts, input,
+    input_topic, kafka_offsets, kafka_to_kafka, multiset, produce, read_committed, sequences,
+    topics, unique, Cluster, CHECKPOINT_DONE, DURABLE, SLOW_FETCH,
 };
 use crate::harness::{events, kafka, operator, root, toml_path, weir_bin, Rng, Sandbox};
-use crate::savepoints::rest_addr;
-
-/// librdkafka settings for a test source that reads a few records per
-/// fetch, so that a job over a few thousand records lasts several
-/// checkpoints and kills land mid-job: at most about 200 bytes (a couple of
-/// the console producer's small record batches) per partition per fetch,
-/// and the broker holds each fetch 5 ms (it never has the 1 MB asked for).
-/// Measured by hand: about 1,000 records/s per consumer instead of
-/// 6,000+. Speed is asserted nowhere: this only spreads the run out.
-pub(crate) const SLOW_FETCH: &str = r#"properties = { "fetch.message.max.bytes" = "200", "fetch.min.bytes" = "1000000", "fetch.wait.max.ms" = "5" }"#;
-
-/// `count` keyed records over `keys` keys, as `(key, value)`: key
-/// `k<i*7919 % keys>`, value `v<i>`.
-pub(crate) fn input(count: usize, keys: usize) -> Vec<(String, String)> {
-    (0..count)
-        .map(|i| (format!("k{}", i * 7919 % keys), format!("v{i}")))
-        .collect()
-}
-
-/// A fresh input topic with `records` in it, read back (to know the
-/// timestamps the broker gave them).
-pub(crate) fn input_topic(
-    bootstrap: &str,
-    partitions: u32,
-    replication: u32,
-    records: &[(String, String)],
-) -> (String, Vec<Record>) {
-    let topic = unique("weir-in");
-    create_topic(bootstrap, &topic, partitions, replication, &[]);
-    produce(bootstrap, &topic, records);
-    let back = read_committed(bootstrap, &topic);
-    assert_eq!(back.len(), records.len(), "the input topic is not complete");
-    (topic, back)
-}
-
-/// What `keyed-count` must write for `input`: per key, values 1, 2, 3, ...
-/// with each input record's timestamp, in the key's order.
-pub(crate) fn expected_counts(input: &[Record]) -> BTreeMap<Option<String>, Vec<(String, i64)>> {
-    let mut out: BTreeMap<Option<String>, Vec<(String, i64)>> = BTreeMap::new();
-    for r in input {
-        let seq = out.entry(r.key.clone()).or_default();
-        seq.push(((seq.len() + 1).to_string(), r.timestamp));
-    }
-    out
-}
-
-/// Output records per key as (value, timestamp) in order.
-pub(crate) fn sequences(records: &[Record]) -> BTreeMap<Option<String>, Vec<(String, i64)>> {
-    let mut out: BTreeMap<Option<String>, Vec<(String, i64)>> = BTreeMap::new();
-    for r in records {
-        out.entry(r.key.clone())
-            .or_default()
-            .push((r.value.clone(), r.timestamp));
-    }
-    out
-}
-
-/// Asserts `got` is exactly `expected` per key (nothing missing, nothing
-/// twice), with a short account of the first difference.
-#[track_caller]
-pub(crate) fn assert_same_sequences(
-    what: &str,
-    got: &BTreeMap<Option<String>, Vec<(String, i64)>>,
-    expected: &BTreeMap<Option<String>, Vec<(String, i64)>>,
-) {
-    let total = |m: &BTreeMap<Option<String>, Vec<(String, i64)>>| -> usize {
-        m.values().map(Vec::len).sum()
-    };
-    for (key, want) in expected {
-        let have = got.get(key).map(Vec::as_slice).unwrap_or_default();
-        if have != want.as_slice() {
-            let at = have
-                .iter()
-                .zip(want)
-                .position(|(a, b)| a != b)
-                .unwrap_or(have.len().min(want.len()));
-            panic!(
-                "{what}: key {key:?} has {} records where {} were due; first difference at #{at}: \
-                 {:?} where {:?} was due ({} records in all, {} due)",
-                have.len(),
-                want.len(),
-                have.get(at),
-                want.get(at),
-                total(got),
-                total(expected),
-            );
-        }
-    }
-    let extra: Vec<_> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
-    assert!(extra.is_empty(), "{what}: unexpected keys {extra:?}");
-}
-
-/// A Kafka → `keyed-count` → Kafka job: exactly-once checkpoints every
-/// 200 ms, restarts with a fixed delay, the source bounded (`stop = "latest"`).
-pub(crate) fn kafka_to_kafka(
-    bootstrap: &str,
-    input: &str,
-    output: &str,
-    source_parallelism: u32,
-    parallelism: u32,
-    extra: &str,
-) -> String {
-    format!(
-        r#"
-name = "kafka-counts"
-max_parallelism = 32
-
-[source]
-type = "kafka"
-bootstrap = "{bootstrap}"
-topic = "{input}"
-start = "earliest"
-stop = "latest"
-parallelism = {source_parallelism}
-batch_size = 64
-connect_timeout = "30s"
-{SLOW_FETCH}
-
-[[operators]]
-id = "count"
-wasm = {count}
-parallelism = {parallelism}
-input = "key"
-
-[sink]
-type = "kafka"
-bootstrap = "{bootstrap}"
-topic = "{output}"
-delivery = "exactly-once"
-create = {{ partitions = 3, replication = 1 }}
-connect_timeout = "30s"
-
-[checkpoint]
-interval = "200ms"
-dir = "state"
-retain = 3
-mode = "exactly-once"
-
-[restart]
-strategy = "fixed-delay"
-attempts = 50
-delay = "300ms"
-{extra}
-"#,
-        count = toml_path(&operator("keyed-count")),
-    )
-}
-
-/// The log line the sink writes (with `WEIR_TEST_KAFKA_COMMIT_PAUSE_MS`)
-/// between a checkpoint's completion and its transaction's commit.
-pub(crate) const DURABLE: &str = "is durable; committing its Kafka transaction";
-
-/// The log line of a completed checkpoint.
-pub(crate) const CHECKPOINT_DONE: &str = "complete in";
 
 #[test]
 fn kafka_sigkill_and_restart_gives_the_uninterrupted_output() {
@@ -206,37 +53,29 @@ fn kafka_sigkill_and_restart_gives_the_uninterrupted_output() {
         } else {
             &[]
         };
-        let mut child = sb.spawn_logged_with(&["run", "job.toml"], &log, env);
+        let mut child = sb.cmd(&["run", "job.toml"]).envs(env).log(&log).start();
         let outcome = if in_commit_window {
             // The second commit in cycle 1: the first one is then committed.
             let times = if cycle == 1 { 2 } else { 1 };
-            sb.wait_for_or_exit(&log, DURABLE, times, &mut child)
+            child.wait_for_or_exit(DURABLE, times)
         } else if kills >= 7 {
             // Enough: let it finish.
-            Err(child.wait().unwrap())
+            Err(child.wait())
         } else if rng.range(0, 2) == 0 {
             // A random moment, startup and recovery included.
-            let deadline = Instant::now() + Duration::from_millis(rng.range(50, 1500));
-            loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    break Err(status);
-                }
-                if Instant::now() >= deadline {
-                    break Ok(());
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            let moment = Duration::from_millis(rng.range(50, 1500));
+            child.exit_within(moment).map_or(Ok(()), Err)
         } else {
-            // Just after a checkpoint of this run.
+            // Just after a checkpoint of this run (up to 150 ms after).
             let n = rng.range(1, 4) as usize;
-            let r = sb.wait_for_or_exit(&log, CHECKPOINT_DONE, n, &mut child);
-            std::thread::sleep(Duration::from_millis(rng.range(0, 150)));
-            r
+            let after = Duration::from_millis(rng.range(0, 150));
+            child
+                .wait_for_or_exit(CHECKPOINT_DONE, n)
+                .and_then(|()| child.exit_within(after).map_or(Ok(()), Err))
         };
         match outcome {
             Ok(()) => {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
+                child.kill(); // SIGKILL
                 kills += 1;
                 if in_commit_window {
                     commit_window_kills += 1;
@@ -288,9 +127,9 @@ fn kafka_one_broker_of_three_killed_mid_job_changes_nothing() {
 
     let mut rng = Rng::from_env();
     sb.write("job.toml", kafka_to_kafka(&b, &input, &output, 2, 2, ""));
-    let mut child = sb.spawn_logged_with(&["run", "job.toml"], "log", &[]);
+    let mut child = sb.cmd(&["run", "job.toml"]).log("log").start();
     let after = rng.range(1, 4) as usize;
-    if let Err(status) = sb.wait_for_or_exit("log", CHECKPOINT_DONE, after, &mut child) {
+    if let Err(status) = child.wait_for_or_exit(CHECKPOINT_DONE, after) {
         panic!(
             "the job ended ({status}) before the broker was killed: its input is too small\n{}",
             sb.read("log")
@@ -299,7 +138,7 @@ fn kafka_one_broker_of_three_killed_mid_job_changes_nothing() {
     let victim = rng.range(1, u64::from(cluster.brokers()) + 1) as u32;
     eprintln!("killing broker {victim} after checkpoint {after}");
     cluster.kill_broker(victim);
-    let status = child.wait().unwrap();
+    let status = child.wait();
     assert!(
         status.success(),
         "weir failed: {status}\n{}",
@@ -370,27 +209,6 @@ addr = "127.0.0.1:0"
     )
 }
 
-/// The Kafka partitions of a savepoint's `inspect --json`, wherever they
-/// are: `(partition, offset)`.
-pub(crate) fn kafka_offsets(v: &serde_json::Value) -> Option<Vec<(i64, i64)>> {
-    match v {
-        serde_json::Value::Object(m) => {
-            if let Some(serde_json::Value::Array(parts)) = m.get("partitions") {
-                let found: Option<Vec<(i64, i64)>> = parts
-                    .iter()
-                    .map(|p| Some((p["partition"].as_i64()?, p["offset"].as_i64()?)))
-                    .collect();
-                if found.is_some() {
-                    return found;
-                }
-            }
-            m.values().find_map(kafka_offsets)
-        }
-        serde_json::Value::Array(a) => a.iter().find_map(kafka_offsets),
-        _ => None,
-    }
-}
-
 #[test]
 fn kafka_stop_with_savepoint_and_restore_with_new_logic_at_another_parallelism() {
     let b = kafka();
@@ -401,15 +219,15 @@ fn kafka_stop_with_savepoint_and_restore_with_new_logic_at_another_parallelism()
 
     let sb = Sandbox::new();
     sb.write("job.toml", savepoint_job(&b, &input, "keyed-count", 2, 2));
-    let mut child = sb.spawn_logged_with(&["run", "job.toml"], "run-1.log", &[]);
-    let addr = rest_addr(&sb, "run-1.log");
-    if let Err(status) = sb.wait_for_or_exit("run-1.log", CHECKPOINT_DONE, 2, &mut child) {
+    let mut child = sb.cmd(&["run", "job.toml"]).log("run-1.log").rest().start();
+    let addr = child.rest_addr();
+    if let Err(status) = child.wait_for_or_exit(CHECKPOINT_DONE, 2) {
         panic!("the job ended ({status}) before the stop: its input is too small");
     }
     let stop = sb
         .weir(&["stop", "--addr", &addr, "--savepoint", "sp"])
         .ok();
-    let status = child.wait().unwrap();
+    let status = child.wait();
     assert!(status.success(), "{status}\n{}", sb.read("run-1.log"));
     let sp = stop.stdout.trim().to_string();
     let before = sb.read("out.jsonl").lines().count();
@@ -468,8 +286,8 @@ fn kafka_stop_with_savepoint_and_restore_with_new_logic_at_another_parallelism()
         lines[before..].iter().all(|l| l.contains("last_seen=")),
         "v2 output after the swap"
     );
-    crate::savepoints::assert_counts_continue(&out);
-    let finals = crate::savepoints::final_counts(&out);
+    crate::harness::assert_counts_continue(&out);
+    let finals = crate::harness::final_counts(&out);
     let want: BTreeMap<String, u64> = expected
         .iter()
         .map(|(k, v)| (k.clone().unwrap(), v.len() as u64))
@@ -779,8 +597,8 @@ fn kafka_broker_going_away_restarts_the_job_which_resumes_exactly_once() {
             .replace("attempts = 50", "attempts = 1000")
             .replace("connect_timeout = \"30s\"", "connect_timeout = \"5s\""),
     );
-    let mut child = sb.spawn_logged_with(&["run", "job.toml"], "log", &[]);
-    if let Err(status) = sb.wait_for_or_exit("log", CHECKPOINT_DONE, 2, &mut child) {
+    let mut child = sb.cmd(&["run", "job.toml"]).log("log").start();
+    if let Err(status) = child.wait_for_or_exit(CHECKPOINT_DONE, 2) {
         panic!(
             "the job ended ({status}) before the broker went away: its input is too small\n{}",
             sb.read("log")
@@ -789,14 +607,14 @@ fn kafka_broker_going_away_restarts_the_job_which_resumes_exactly_once() {
     cluster.kill_broker(1);
     // The restart strategy applies: the job fails and restarts (again and
     // again while the broker is away).
-    if let Err(status) = sb.wait_for_or_exit("log", "; restart ", 1, &mut child) {
+    if let Err(status) = child.wait_for_or_exit("; restart ", 1) {
         panic!(
             "weir exited ({status}) instead of restarting:\n{}",
             sb.read("log")
         );
     }
     cluster.restart();
-    let status = child.wait().unwrap();
+    let status = child.wait();
     assert!(
         status.success(),
         "weir failed: {status}\n{}",
@@ -886,8 +704,8 @@ fn kafka_live_swaps_roll_back_and_complete_exactly_once() {
             "[rest]\naddr = \"127.0.0.1:0\"\n",
         ),
     );
-    let mut child = sb.spawn_logged(&["run", "job.toml"], "log");
-    let addr = rest_addr(&sb, "log");
+    let mut child = sb.cmd(&["run", "job.toml"]).log("log").rest().start();
+    let addr = child.rest_addr();
     let trap = operator("swap-trap");
     sb.weir(&[
         "swap",
@@ -916,7 +734,7 @@ fn kafka_live_swaps_roll_back_and_complete_exactly_once() {
         ])
         .ok();
     assert!(done.stdout.starts_with("COMPLETED"), "{}", done.stdout);
-    assert!(child.wait().unwrap().success(), "{}", sb.read("log"));
+    assert!(child.wait().success(), "{}", sb.read("log"));
     let got = read_committed(&b, &output);
     let expected = expected_counts(&back);
     // Counts as 1.0.0 wrote them (2.0.0 adds ` last_seen=T`).

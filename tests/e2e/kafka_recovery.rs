@@ -8,30 +8,11 @@
 //! prefix, a renamed job and a deleted marker topic, each refused in one
 //! line; and a graceful SIGTERM.
 
-use std::process::Child;
-
-use crate::harness::kafka::{read_committed, services_ok, topics, unique};
-use crate::harness::{kafka, operator, Sandbox};
-use crate::kafka::{
-    assert_same_sequences, expected_counts, input, input_topic, kafka_to_kafka, sequences,
-    CHECKPOINT_DONE, DURABLE,
+use crate::harness::kafka::{
+    assert_same_sequences, expected_counts, input, input_topic, kafka_to_kafka, read_committed,
+    sequences, services_ok, topics, unique, CHECKPOINT_DONE, DURABLE,
 };
-use crate::savepoints::rest_addr;
-
-/// Sends `signal` (`TERM`, `INT`, ...) to `child`.
-pub(crate) fn signal(child: &Child, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{signal} {}", child.id());
-}
-
-/// SIGKILLs `child` and reaps it.
-fn kill(child: &mut Child) {
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
+use crate::harness::{kafka, operator, wait_until, Sandbox};
 
 /// The default transactional id prefix of a job's Kafka sink.
 fn prefix(job: &str, topic: &str) -> String {
@@ -68,16 +49,16 @@ fn commit_window_crashes(
     let pause = [("WEIR_TEST_KAFKA_COMMIT_PAUSE_MS", "1500")];
     for cycle in 1..=cycles {
         let log = format!("run-{cycle}.log");
-        let mut child = sb.spawn_logged_with(&["run", "job.toml"], &log, &pause);
+        let mut child = sb.cmd(&["run", "job.toml"]).envs(&pause).log(&log).start();
         // Cycle 1 lets its first commit through and dies in the second.
         let times = if cycle == 1 { 2 } else { 1 };
-        if let Err(status) = sb.wait_for_or_exit(&log, DURABLE, times, &mut child) {
+        if let Err(status) = child.wait_for_or_exit(DURABLE, times) {
             panic!(
                 "retain {retain:?}: the job ended ({status}) in cycle {cycle} (it failed, or its input is too small)\n{}",
                 sb.read(&log)
             );
         }
-        kill(&mut child);
+        child.kill();
         if cycle > 1 {
             let text = sb.read(&log);
             assert!(
@@ -117,18 +98,19 @@ fn kafka_a_crash_after_a_swaps_probation_ends_before_its_commit_loses_nothing() 
     let job = kafka_to_kafka(&b, &input, &out, 2, 2, "[rest]\naddr = \"127.0.0.1:0\"\n")
         .replace("retain = 3\n", "retain = 1\n");
     sb.write("job.toml", &job);
-    let mut child = sb.spawn_logged_with(
-        &["run", "job.toml"],
-        "run-1.log",
-        &[("WEIR_TEST_KAFKA_COMMIT_PAUSE_MS", "1500")],
-    );
-    let addr = rest_addr(&sb, "run-1.log");
-    if let Err(status) = sb.wait_for_or_exit("run-1.log", DURABLE, 2, &mut child) {
+    let mut child = sb
+        .cmd(&["run", "job.toml"])
+        .envs(&[("WEIR_TEST_KAFKA_COMMIT_PAUSE_MS", "1500")])
+        .log("run-1.log")
+        .rest()
+        .start();
+    let addr = child.rest_addr();
+    if let Err(status) = child.wait_for_or_exit(DURABLE, 2) {
         panic!("the job ended ({status}) before the swap");
     }
     let v2 = operator("keyed-count-v2");
-    let swap = sb.spawn(
-        &[
+    let swap = sb
+        .cmd(&[
             "swap",
             "--operator",
             "count",
@@ -138,18 +120,16 @@ fn kafka_a_crash_after_a_swaps_probation_ends_before_its_commit_loses_nothing() 
             "600 events",
             "--addr",
             &addr,
-        ],
-        &[],
-    );
+        ])
+        .start();
     // The probation ended at a checkpoint whose commit waits 1.5 s: killed there.
-    if let Err(status) = sb.wait_for_or_exit("run-1.log", "COMPLETED at checkpoint", 1, &mut child)
-    {
+    if let Err(status) = child.wait_for_or_exit("COMPLETED at checkpoint", 1) {
         panic!(
             "the job ended ({status}) before the swap completed\n{}",
             sb.read("run-1.log")
         );
     }
-    kill(&mut child);
+    child.kill();
     let mut swap = swap;
     let _ = swap.wait();
     sb.write(
@@ -200,9 +180,9 @@ fn stop_then(b: &str, input: &str, back: &[crate::harness::kafka::Record], after
         "[rest]\naddr = \"127.0.0.1:0\"\n[savepoint]\ndir = \"savepoints\"\n",
     );
     sb.write("job.toml", &job);
-    let mut child = sb.spawn_logged(&["run", "job.toml"], "run-1.log");
-    let addr = rest_addr(&sb, "run-1.log");
-    if let Err(status) = sb.wait_for_or_exit("run-1.log", CHECKPOINT_DONE, 3, &mut child) {
+    let mut child = sb.cmd(&["run", "job.toml"]).log("run-1.log").rest().start();
+    let addr = child.rest_addr();
+    if let Err(status) = child.wait_for_or_exit(CHECKPOINT_DONE, 3) {
         panic!("{after:?}: the job ended ({status}) before the stop");
     }
     let stop = sb
@@ -211,21 +191,23 @@ fn stop_then(b: &str, input: &str, back: &[crate::harness::kafka::Record], after
     let sp = stop.stdout.trim().to_string();
     let restored = match after {
         AfterStop::Sigkill => {
-            kill(&mut child);
+            child.kill();
             None
         }
         AfterStop::Sigterm => {
-            signal(&child, "TERM");
+            child.signal("TERM");
             let _ = child.wait();
             None
         }
-        AfterStop::RestoreAtOnce => {
-            Some(sb.spawn_logged(&["run", "job.toml", "--from-savepoint", &sp], "run-2.log"))
-        }
+        AfterStop::RestoreAtOnce => Some(
+            sb.cmd(&["run", "job.toml", "--from-savepoint", &sp])
+                .log("run-2.log")
+                .start(),
+        ),
     };
     let done = match restored {
         Some(mut restore) => {
-            let status = restore.wait().unwrap();
+            let status = restore.wait();
             let _ = child.wait();
             assert!(status.success(), "{status}\n{}", sb.read("run-2.log"));
             true
@@ -273,8 +255,8 @@ fn kafka_a_second_copy_a_renamed_job_and_a_lost_marker_topic_are_refused_in_one_
     let job = kafka_to_kafka(&b, &input, &out, 2, 2, "").replace("stop = \"latest\"\n", "");
     let sa = Sandbox::new();
     sa.write("job.toml", &job);
-    let mut a = sa.spawn_logged(&["run", "job.toml"], "a.log");
-    if let Err(status) = sa.wait_for_or_exit("a.log", CHECKPOINT_DONE, 2, &mut a) {
+    let mut a = sa.cmd(&["run", "job.toml"]).log("a.log").start();
+    if let Err(status) = a.wait_for_or_exit(CHECKPOINT_DONE, 2) {
         panic!("the job ended ({status})\n{}", sa.read("a.log"));
     }
     // A copy of the job folder, on the same prefix, while the first runs.
@@ -287,18 +269,14 @@ fn kafka_a_second_copy_a_renamed_job_and_a_lost_marker_topic_are_refused_in_one_
     ]);
     // The first was not fenced: it reads everything, and SIGTERM stops it
     // gracefully with all of it committed.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
+    wait_until(|| {
         if read_committed(&b, &out).len() == back.len() {
-            break;
+            return Ok(());
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the output never became complete"
-        );
-    }
-    signal(&a, "TERM");
-    let status = a.wait().unwrap();
+        Err("the output never became complete".to_string())
+    });
+    a.signal("TERM");
+    let status = a.wait();
     assert!(status.success(), "SIGTERM: {status}\n{}", sa.read("a.log"));
     assert!(
         sa.read("a.log").contains("stopped on a signal"),
@@ -329,14 +307,12 @@ fn kafka_a_second_copy_a_renamed_job_and_a_lost_marker_topic_are_refused_in_one_
         "--topic",
         &markers,
     ]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while topics(&b).contains(&markers) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{markers} was not deleted"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    wait_until(|| {
+        if !topics(&b).contains(&markers) {
+            return Ok(());
+        }
+        Err(format!("{markers} was not deleted"))
+    });
     sa.weir(&["run", "job.toml"])
         .fails_with(&["holds no commit marker", "--fresh"]);
     // Nothing was written twice by the refused starts.
@@ -361,27 +337,27 @@ fn kafka_a_savepoint_whose_output_never_committed_is_refused() {
         "[rest]\naddr = \"127.0.0.1:0\"\n[savepoint]\ndir = \"savepoints\"\n",
     );
     sb.write("job.toml", &job);
-    let mut child = sb.spawn_logged_with(
-        &["run", "job.toml"],
-        "run-1.log",
-        &[("WEIR_TEST_KAFKA_COMMIT_PAUSE_MS", "4000")],
-    );
-    let addr = rest_addr(&sb, "run-1.log");
-    if let Err(status) = sb.wait_for_or_exit("run-1.log", DURABLE, 2, &mut child) {
+    let mut child = sb
+        .cmd(&["run", "job.toml"])
+        .envs(&[("WEIR_TEST_KAFKA_COMMIT_PAUSE_MS", "4000")])
+        .log("run-1.log")
+        .rest()
+        .start();
+    let addr = child.rest_addr();
+    if let Err(status) = child.wait_for_or_exit(DURABLE, 2) {
         panic!("the job ended ({status}) before the stop");
     }
-    let mut stop = sb.spawn(&["stop", "--addr", &addr, "--savepoint", "sp"], &[]);
+    let mut stop = sb
+        .cmd(&["stop", "--addr", &addr, "--savepoint", "sp"])
+        .start();
     // Written, and its commit waits: killed there.
-    if let Err(status) = sb.wait_for_or_exit(
-        "run-1.log",
-        "it is complete once the sink has committed its output",
-        1,
-        &mut child,
-    ) {
+    if let Err(status) =
+        child.wait_for_or_exit("it is complete once the sink has committed its output", 1)
+    {
         panic!("the job ended ({status}) before the savepoint was written");
     }
-    kill(&mut child);
-    let stopped = stop.wait().unwrap();
+    child.kill();
+    let stopped = stop.wait();
     assert!(
         !stopped.success(),
         "weir stop succeeded for a savepoint never completed"
@@ -439,26 +415,24 @@ fn kafka_group_offsets_are_committed_after_the_transaction_so_start_committed_re
     );
     let first = Sandbox::new();
     first.write("job.toml", &job);
-    let mut child = first.spawn_logged_with(
-        &["run", "job.toml"],
-        "run-1.log",
-        &[("WEIR_TEST_KAFKA_COMMIT_PAUSE_MS", "8000")],
-    );
-    if let Err(status) = first.wait_for_or_exit("run-1.log", DURABLE, 2, &mut child) {
+    let mut child = first
+        .cmd(&["run", "job.toml"])
+        .envs(&[("WEIR_TEST_KAFKA_COMMIT_PAUSE_MS", "8000")])
+        .log("run-1.log")
+        .start();
+    if let Err(status) = child.wait_for_or_exit(DURABLE, 2) {
         panic!("the job ended ({status}) before the kill");
     }
     // The first commit's offsets reached the group (asynchronously).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while group_offsets(&b, &group, &input)
-        .iter()
-        .filter(|o| o.is_some())
-        .count()
-        < 4
-    {
-        assert!(std::time::Instant::now() < deadline, "no group offsets");
-    }
+    wait_until(|| {
+        let offsets = group_offsets(&b, &group, &input);
+        if offsets.iter().filter(|o| o.is_some()).count() >= 4 {
+            return Ok(());
+        }
+        Err(format!("no group offsets: {offsets:?}"))
+    });
     // Killed while the second checkpoint's transaction waits for its commit.
-    kill(&mut child);
+    child.kill();
     assert_eq!(
         first.read("run-1.log").matches(DURABLE).count(),
         2,
@@ -501,15 +475,15 @@ fn kafka_a_transaction_left_open_under_an_old_prefix_is_aborted() {
     };
     let sb = Sandbox::new();
     sb.write("job.toml", job(&old));
-    let mut child = sb.spawn_logged_with(
-        &["run", "job.toml"],
-        "run-1.log",
-        &[("WEIR_TEST_KAFKA_COMMIT_PAUSE_MS", "3000")],
-    );
-    if let Err(status) = sb.wait_for_or_exit("run-1.log", DURABLE, 2, &mut child) {
+    let mut child = sb
+        .cmd(&["run", "job.toml"])
+        .envs(&[("WEIR_TEST_KAFKA_COMMIT_PAUSE_MS", "3000")])
+        .log("run-1.log")
+        .start();
+    if let Err(status) = child.wait_for_or_exit(DURABLE, 2) {
         panic!("the job ended ({status}) before the kill");
     }
-    kill(&mut child);
+    child.kill();
     let committed = read_committed(&b, &out).len();
     sb.write("job.toml", job(&new));
     sb.weir(&["run", "job.toml"]).fails_with(&[&format!(
@@ -561,23 +535,21 @@ fn kafka_a_stop_whose_final_commit_fails_fails_and_the_job_goes_on() {
     )
     .replace("connect_timeout = \"30s\"", "connect_timeout = \"5s\"");
     sb.write("job.toml", &job);
-    let mut child = sb.spawn_logged_with(
-        &["run", "job.toml"],
-        "run.log",
-        &[("WEIR_TEST_KAFKA_COMMIT_PAUSE_MS", "3000")],
-    );
-    let addr = rest_addr(&sb, "run.log");
-    if let Err(status) = sb.wait_for_or_exit("run.log", DURABLE, 2, &mut child) {
+    let mut child = sb
+        .cmd(&["run", "job.toml"])
+        .envs(&[("WEIR_TEST_KAFKA_COMMIT_PAUSE_MS", "3000")])
+        .log("run.log")
+        .rest()
+        .start();
+    let addr = child.rest_addr();
+    if let Err(status) = child.wait_for_or_exit(DURABLE, 2) {
         panic!("the job ended ({status}) before the stop");
     }
     let stop = std::thread::scope(|s| {
         let stop = s.spawn(|| sb.weir(&["stop", "--addr", &addr, "--savepoint", "sp"]));
-        if let Err(status) = sb.wait_for_or_exit(
-            "run.log",
-            "it is complete once the sink has committed its output",
-            1,
-            &mut child,
-        ) {
+        if let Err(status) =
+            child.wait_for_or_exit("it is complete once the sink has committed its output", 1)
+        {
             panic!("the job ended ({status}) before the savepoint was written");
         }
         // The stop's commit waits 3 s: the broker dies meanwhile.
@@ -591,7 +563,7 @@ fn kafka_a_stop_whose_final_commit_fails_fails_and_the_job_goes_on() {
         "the failed savepoint was left"
     );
     cluster.restart();
-    let status = child.wait().unwrap();
+    let status = child.wait();
     assert!(status.success(), "{status}\n{}", sb.read("run.log"));
     let got = read_committed(&b, &out);
     assert_same_sequences(

@@ -16,23 +16,16 @@
 //!   without the pause.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use crate::harness::kafka::{
-    create_topic, produce, read_committed, services, services_ok, topics, unique, Cluster, Record,
+    create_topic, kafka_offsets, produce, read_committed, services, services_ok, topics, unique,
+    Cluster, Record, SLOW_FETCH,
 };
-use crate::harness::{ev, events, kafka, operator, toml_path, Ev, Sandbox};
-use crate::kafka::kafka_offsets;
-use crate::savepoints::{http, rest_addr};
-
-/// librdkafka settings for a source that reads a few records per fetch (as
-/// in `kafka.rs`): at most about 200 bytes per partition per fetch, the
-/// broker holding each fetch 5 ms. It only spreads a run out; no speed is
-/// asserted.
-const SLOW_FETCH: &str = r#"properties = { "fetch.message.max.bytes" = "200", "fetch.min.bytes" = "1000000", "fetch.wait.max.ms" = "5" }"#;
+use crate::harness::{ev, events, http, kafka, operator, toml_path, wait_until, Ev, Sandbox};
 
 /// A generous guard against a test hanging, not a timed assertion.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -108,32 +101,29 @@ fn read_all_and_stop_with_savepoint(
     n: usize,
 ) -> String {
     sb.write("job.toml", map_job(bootstrap, topic, "never", ""));
-    let mut child = sb.spawn_logged(&["run", "job.toml"], "run-1.log");
-    let addr = rest_addr(sb, "run-1.log");
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    let mut child = sb.cmd(&["run", "job.toml"]).log("run-1.log").rest().start();
+    let addr = child.rest_addr();
+    wait_until(|| {
         let lines = std::fs::read_to_string(sb.path("out.jsonl"))
             .unwrap_or_default()
             .lines()
             .count();
         if lines >= n {
             assert_eq!(lines, n, "more output than input");
-            break;
+            return Ok(());
         }
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.exited() {
             panic!("the job ended ({status}):\n{}", sb.read("run-1.log"));
         }
-        assert!(
-            Instant::now() < deadline,
+        Err(format!(
             "the output has {lines} of {n} records:\n{}",
             sb.read("run-1.log")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        ))
+    });
     let stop = sb
         .weir(&["stop", "--addr", &addr, "--savepoint", "sp"])
         .ok();
-    let status = child.wait().unwrap();
+    let status = child.wait();
     assert!(status.success(), "{status}\n{}", sb.read("run-1.log"));
     let sp = stop.stdout.trim().to_string();
     let json: serde_json::Value = serde_json::from_str(
@@ -249,13 +239,14 @@ fn kafka_source_restore_into_a_recreated_topic_fails_in_one_line_or_goes_on_as_a
         "--topic",
         &topic,
     ]);
-    let deadline = Instant::now() + PATIENCE;
-    while topics(&b).contains(&topic) {
-        assert!(Instant::now() < deadline, "{topic} is never deleted");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(|| {
+        if !topics(&b).contains(&topic) {
+            return Ok(());
+        }
+        Err(format!("{topic} is never deleted"))
+    });
     // Its deletion may still be under way: try until the broker takes it.
-    loop {
+    wait_until(|| {
         let out = services(&[
             "kafka-topics",
             "--bootstrap-server",
@@ -271,15 +262,13 @@ fn kafka_source_restore_into_a_recreated_topic_fails_in_one_line_or_goes_on_as_a
         .output()
         .unwrap();
         if out.status.success() {
-            break;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
+        Err(format!(
             "cannot create {topic} again:\n{}",
             String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        ))
+    });
     produce(&b, &topic, &records("w", 0, 30));
     let new = read_committed(&b, &topic);
     assert_eq!(new.len(), 30);
@@ -476,21 +465,26 @@ fn kafka_source_a_stalled_broker_makes_no_partition_idle_and_no_record_late() {
         "paused.toml",
         skew_job(&b, &topic, "paused", "[rest]\naddr = \"127.0.0.1:0\""),
     );
-    let mut child = sb.spawn_logged(&["run", "paused.toml"], "paused.log");
-    let addr = rest_addr(&sb, "paused.log");
+    let mut child = sb
+        .cmd(&["run", "paused.toml"])
+        .log("paused.log")
+        .rest()
+        .start();
+    let addr = child.rest_addr();
     let events_in = || {
         let (status, job) = http(&addr, "GET", "/jobs/skew", "");
         assert_eq!(status, 200, "{job}");
         job["events-in"].as_u64().unwrap_or(0)
     };
-    let deadline = Instant::now() + PATIENCE;
-    while events_in() < 100 {
-        if let Some(status) = child.try_wait().unwrap() {
+    wait_until(|| {
+        if events_in() >= 100 {
+            return Ok(());
+        }
+        if let Some(status) = child.exited() {
             panic!("the job ended ({status}):\n{}", sb.read("paused.log"));
         }
-        assert!(Instant::now() < deadline, "{}", sb.read("paused.log"));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        Err(sb.read("paused.log"))
+    });
     cluster.pause_broker(1);
     std::thread::sleep(Duration::from_secs(3));
     let read = events_in();
@@ -501,7 +495,7 @@ fn kafka_source_a_stalled_broker_makes_no_partition_idle_and_no_record_late() {
         "the job had read {read} records when the pause ended: partition 1 may have been read \
          to its end (its input is too small)"
     );
-    let status = child.wait().unwrap();
+    let status = child.wait();
     assert!(status.success(), "{status}\n{}", sb.read("paused.log"));
     assert_no_dead_letters(&sb, "paused-dead.jsonl");
     assert_eq!(events(&sb.read("paused.jsonl")), calm);

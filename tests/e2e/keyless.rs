@@ -8,10 +8,7 @@
 //! restart strategy applies. (State with no key: `hostile.rs`, whose raw-WIT
 //! guest can pass one, which no SDK's state API does.)
 
-use std::time::{Duration, Instant};
-
-use crate::harness::{operator, toml_path, Sandbox};
-use crate::savepoints::rest_addr;
+use crate::harness::{operator, toml_path, wait_until, Sandbox};
 
 /// The probe over `input`, keyed, at `parallelism`, with 64 key groups
 /// (the audit's "outside 32..64"), checkpoints and one restart; `extra` is
@@ -117,32 +114,30 @@ addr = "127.0.0.1:0"
         "job.toml",
         job(generator, 2, r#"config = { mode = "keyless-timers" }"#),
     );
-    let mut child = sb.spawn_logged(&["run", "job.toml"], "run.log");
-    let addr = rest_addr(&sb, "run.log");
+    let mut child = sb.cmd(&["run", "job.toml"]).log("run.log").rest().start();
+    let addr = child.rest_addr();
     // Wait until the probe has emitted (so it has registered timers), or the job has ended.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
+    let status = wait_until(|| {
+        if let Some(status) = child.exited() {
+            return Ok(status);
         }
         let out = std::fs::read_to_string(sb.path("out.jsonl")).unwrap_or_default();
         if out.lines().count() >= 20 {
             let stop = sb.weir(&["stop", "--addr", &addr, "--savepoint", "sp"]);
-            let status = child.wait().unwrap();
+            let status = child.wait();
             eprintln!("weir stop: {:?} {}", stop.status, stop.stderr.trim());
             if stop.status.success() {
                 // A savepoint reported complete must verify (and so restore).
                 let dir = stop.stdout.trim().to_string();
                 sb.weir(&["savepoint", "verify", &dir]).ok();
             }
-            break status;
+            return Ok(status);
         }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("the job neither emitted nor ended:\n{}", sb.read("run.log"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+        Err(format!(
+            "the job neither emitted nor ended:\n{}",
+            sb.read("run.log")
+        ))
+    });
     let log = sb.read("run.log");
     assert_eq!(status.code(), Some(1), "{log}");
     let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("error: ")).collect();

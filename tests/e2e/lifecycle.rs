@@ -14,11 +14,11 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use crate::harness::{operator, toml_path, weir_bin, Sandbox};
-use crate::savepoints::{assert_counts_continue, counts, final_counts, http, rest_addr};
+use crate::harness::{
+    assert_counts_continue, counts, final_counts, http, operator, savepoint_answer, toml_path,
+    wait_until, Process, Sandbox,
+};
 
 /// Events after each gate: far more than the channels hold (batches of 8),
 /// so the source is still reading them while the gate holds.
@@ -92,28 +92,11 @@ addr = "127.0.0.1:0"
 }
 
 /// Starts the job in `sb` with gates closed; returns it and its REST address.
-fn start(sb: &Sandbox) -> (std::process::Child, String) {
+fn start(sb: &Sandbox) -> (Process, String) {
     std::fs::create_dir_all(sb.path("gates")).unwrap();
-    let child = sb.spawn_logged(&["run", "job.toml"], "log");
-    let addr = rest_addr(sb, "log");
+    let mut child = sb.cmd(&["run", "job.toml"]).log("log").rest().start();
+    let addr = child.rest_addr();
     (child, addr)
-}
-
-/// Polls savepoint request `id` until it is no longer IN_PROGRESS.
-fn answer(addr: &str, id: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (status, s) = http(addr, "GET", &format!("/jobs/gated/savepoints/{id}"), "");
-        assert_eq!(status, 200, "{s}");
-        if s["status"] != "IN_PROGRESS" {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "savepoint request {id} got no answer in 120 s: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Posts a savepoint request into `dir`; returns its ID.
@@ -126,21 +109,6 @@ fn request_savepoint(addr: &str, dir: &str) -> String {
     );
     assert_eq!(status, 202, "{r}");
     r["request-id"].as_str().unwrap().to_string()
-}
-
-/// Waits for the job to exit (a hang fails the test).
-fn wait_exit(sb: &Sandbox, child: &mut std::process::Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("weir hung:\n{}", sb.read("log"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The entries of directory `dir`.
@@ -158,29 +126,24 @@ fn a_savepoint_that_cannot_be_written_fails_alone_and_the_job_goes_on() {
     sb.write("in.jsonl", &text);
     sb.write("job.toml", job("out.jsonl", ""));
     let (mut child, addr) = start(&sb);
-    sb.wait_for("log", "gate one holds", 1);
+    child.wait_for("gate one holds", 1);
 
     // Its barrier is stuck behind the gate; meanwhile its directory goes away.
     let id = request_savepoint(&addr, "doomed");
     let doomed = sb.path("doomed");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let partial = loop {
+    let partial = wait_until(|| {
         if let Some(name) = doomed
             .is_dir()
             .then(|| entries(&doomed))
             .and_then(|e| e.into_iter().next())
         {
-            break doomed.join(name);
+            return Ok(doomed.join(name));
         }
-        assert!(
-            Instant::now() < deadline,
-            "no savepoint directory in {doomed:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+        Err(format!("no savepoint directory in {doomed:?}"))
+    });
     std::fs::remove_dir_all(&partial).unwrap();
     sb.write("gates/one", "");
-    let s = answer(&addr, &id);
+    let s = savepoint_answer(&addr, "gated", &id);
     assert_eq!(s["status"], "FAILED", "{s}");
     let failure = s["failure"].as_str().unwrap();
     assert!(
@@ -213,24 +176,20 @@ fn a_savepoint_that_cannot_be_written_fails_alone_and_the_job_goes_on() {
 
     // A savepoint to a good directory then succeeds (gate two holds it back
     // until it is asked for, gate three the job's end until it is answered).
-    let trigger = Command::new(weir_bin())
-        .args(["savepoint", "trigger", "--addr", &addr, "--dir", "good"])
-        .current_dir(sb.path("."))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let trigger = sb
+        .cmd(&["savepoint", "trigger", "--addr", &addr, "--dir", "good"])
+        .start();
     wait_requested(&addr, "good");
     sb.write("gates/two", "");
-    let out = trigger.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = trigger.finish();
+    let stderr = &out.stderr;
     assert!(out.status.success(), "{stderr}\n{}", sb.read("log"));
-    let good = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let good = PathBuf::from(out.stdout.trim());
     assert!(good.starts_with(sb.path("good")), "{good:?}");
     sb.weir(&["savepoint", "verify", good.to_str().unwrap()])
         .ok();
     sb.write("gates/three", "");
-    let status = wait_exit(&sb, &mut child);
+    let status = child.wait();
     assert!(status.success(), "{status}:\n{}", sb.read("log"));
 
     // It restores: the counts go on from where it was taken, to the true totals.
@@ -261,8 +220,7 @@ fn a_savepoint_that_cannot_be_written_fails_alone_and_the_job_goes_on() {
 
 /// Waits until a savepoint request into a directory ending in `dir` is listed.
 fn wait_requested(addr: &str, dir: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    wait_until(|| {
         let (_, all) = http(addr, "GET", "/jobs/gated/savepoints", "");
         if all["savepoints"]
             .as_array()
@@ -270,11 +228,10 @@ fn wait_requested(addr: &str, dir: &str) {
             .iter()
             .any(|s| s["target-directory"].as_str().unwrap().ends_with(dir))
         {
-            return;
+            return Ok(());
         }
-        assert!(Instant::now() < deadline, "no request into {dir}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        Err(format!("no request into {dir}"))
+    })
 }
 
 #[test]
@@ -288,7 +245,7 @@ fn a_stop_whose_savepoint_cannot_be_written_resumes_the_job() {
         job("out.jsonl", "[checkpoint]\ninterval = \"1h\"\n"),
     );
     let (mut child, addr) = start(&sb);
-    sb.wait_for("log", "gate one holds", 1);
+    child.wait_for("gate one holds", 1);
     let (status, r) = http(
         &addr,
         "POST",
@@ -298,24 +255,19 @@ fn a_stop_whose_savepoint_cannot_be_written_resumes_the_job() {
     assert_eq!(status, 202, "{r}");
     let id = r["request-id"].as_str().unwrap().to_string();
     let doomed = sb.path("doomed");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let partial = loop {
+    let partial = wait_until(|| {
         if let Some(name) = doomed
             .is_dir()
             .then(|| entries(&doomed))
             .and_then(|e| e.into_iter().next())
         {
-            break doomed.join(name);
+            return Ok(doomed.join(name));
         }
-        assert!(
-            Instant::now() < deadline,
-            "no savepoint directory in {doomed:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+        Err(format!("no savepoint directory in {doomed:?}"))
+    });
     std::fs::remove_dir_all(&partial).unwrap();
     sb.write("gates/one", "");
-    let s = answer(&addr, &id);
+    let s = savepoint_answer(&addr, "gated", &id);
     assert_eq!(s["status"], "FAILED", "{s}");
     assert!(
         s["failure"].as_str().unwrap().contains("cannot write"),
@@ -323,26 +275,22 @@ fn a_stop_whose_savepoint_cannot_be_written_resumes_the_job() {
     );
     assert_eq!(entries(&doomed), Vec::<String>::new(), "left behind");
     // The job resumes from the stop's checkpoint, without a restart strategy.
-    sb.wait_for("log", "the job resumes from checkpoint", 1);
+    child.wait_for("the job resumes from checkpoint", 1);
     let (_, status) = http(&addr, "GET", "/jobs/gated", "");
     assert_eq!(status["state"], "RUNNING", "{status}");
     assert_eq!(status["attempt"], 0, "{status}");
 
     // A second stop, to a good directory, ends it.
-    let stop = Command::new(weir_bin())
-        .args(["stop", "--addr", &addr, "--savepoint", "good"])
-        .current_dir(sb.path("."))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let stop = sb
+        .cmd(&["stop", "--addr", &addr, "--savepoint", "good"])
+        .start();
     wait_requested(&addr, "good");
     sb.write("gates/two", "");
-    let out = stop.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = stop.finish();
+    let stderr = &out.stderr;
     assert!(out.status.success(), "{stderr}\n{}", sb.read("log"));
-    let good = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-    let status = wait_exit(&sb, &mut child);
+    let good = PathBuf::from(out.stdout.trim());
+    let status = child.wait();
     assert!(status.success(), "{status}:\n{}", sb.read("log"));
 
     // Nothing was lost or repeated across the resume: restore and finish.
@@ -380,8 +328,8 @@ delay = "10ms"
         ),
     );
     let (mut child, addr) = start(&sb);
-    sb.wait_for("log", "gate one holds", 1);
-    sb.wait_for("log", "timed out after 1s", 1);
+    child.wait_for("gate one holds", 1);
+    child.wait_for("timed out after 1s", 1);
 
     // Reported over REST, naming what it waited for.
     let (_, status) = http(&addr, "GET", "/jobs/gated", "");
@@ -420,8 +368,8 @@ delay = "10ms"
     // every event counted exactly once.
     let before = sb.read("log").matches("complete in").count();
     sb.write("gates/one", "");
-    sb.wait_for("log", "complete in", before + 1);
-    let status = wait_exit(&sb, &mut child);
+    child.wait_for("complete in", before + 1);
+    let status = child.wait();
     assert!(status.success(), "{status}:\n{}", sb.read("log"));
     let out = sb.read("out.jsonl");
     assert_counts_continue(&out);
@@ -453,7 +401,7 @@ delay = "10ms"
     );
     let (mut child, _addr) = start(&sb);
     let over = format!("over `[checkpoint] tolerable_failures` = {tolerable}");
-    sb.wait_for("log", &over, 1);
+    child.wait_for(&over, 1);
     let log = sb.read("log");
     assert_eq!(
         log.matches("the job goes on").count(),
@@ -462,14 +410,14 @@ delay = "10ms"
     );
     // The failed run ends once the gate lets its stages go; then it restarts.
     sb.write("gates/one", "");
-    sb.wait_for("log", "restart 1 of 1", 1);
+    child.wait_for("restart 1 of 1", 1);
     let log = sb.read("log");
     let line = log.lines().find(|l| l.contains("restart 1 of 1")).unwrap();
     assert!(
         line.contains("timed out after 1s") && line.contains(&over),
         "{line}"
     );
-    wait_exit(&sb, &mut child);
+    child.wait();
 }
 
 #[test]
@@ -488,7 +436,7 @@ fn the_queue_of_savepoint_requests_is_bounded() {
     sb.write("in.jsonl", input(&["one"]));
     sb.write("job.toml", job("out.jsonl", ""));
     let (mut child, addr) = start(&sb);
-    sb.wait_for("log", "gate one holds", 1);
+    child.wait_for("gate one holds", 1);
     // None can complete while the gate holds.
     for _ in 0..8 {
         request_savepoint(&addr, "sp");
@@ -510,6 +458,5 @@ fn the_queue_of_savepoint_requests_is_bounded() {
         job["state"], "RUNNING",
         "a refused stop leaves the job running"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 }

@@ -138,16 +138,16 @@ fn bad_limits_are_refused_with_field_and_line() {
 
 #[test]
 fn restored_state_past_a_budget_fails_the_job_at_start_naming_it() {
-    use crate::savepoints::{job, run_and_stop_after};
+    use crate::harness::{counts_job, run_and_stop_after};
     let sb = Sandbox::new();
     let count = operator("keyed-count");
     // Counts for 300 keys under the default budgets, stopped with a savepoint.
-    sb.write("job.toml", job(&count, 2, Some(4000), ""));
+    sb.write("job.toml", counts_job(&count, 2, Some(4000), ""));
     let sp = run_and_stop_after(&sb, "job.toml", &[], &["--savepoint", "sp"], 500);
     // Restored under a budget they do not fit: a restart would restore the
     // same, so the job fails at once.
     let small = "[operators.limits]\nstate_memory = \"1KiB\"\n";
-    sb.write("small.toml", job(&count, 2, Some(4000), small));
+    sb.write("small.toml", counts_job(&count, 2, Some(4000), small));
     let err = sb
         .weir(&[
             "run",

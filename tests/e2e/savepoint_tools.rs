@@ -714,23 +714,21 @@ fn import_replaces_a_state_and_adds_new_ones() {
         "fresh.jsonl",
     ])
     .fails_with(&["no state `fresh`", "`sum`", "--kind"]);
-    sb.weir_with(
-        &[
-            "state",
-            "import",
-            "sp",
-            "--operator",
-            "windows",
-            "--state",
-            "fresh",
-            "--kind",
-            "list",
-            "--input",
-            "-",
-        ],
-        &[],
-        Some(sb.read("fresh.jsonl").as_bytes()),
-    )
+    sb.cmd(&[
+        "state",
+        "import",
+        "sp",
+        "--operator",
+        "windows",
+        "--state",
+        "fresh",
+        "--kind",
+        "list",
+        "--input",
+        "-",
+    ])
+    .stdin(sb.read("fresh.jsonl").as_bytes())
+    .run()
     .ok();
     let meta = Savepoint::open(&sb.path("sp-imported")).unwrap().meta;
     assert_eq!(

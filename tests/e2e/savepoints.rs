@@ -3,48 +3,12 @@
 //! new logic that adds a state or migrates one), every check before a
 //! restore, and damaged savepoints refused before the job starts.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::harness::{dir_snapshot, operator, sorted_lines, toml_path, Sandbox};
-
-/// Keyed counts over a throttled generator; REST on a free port.
-pub(crate) fn job(wasm: &Path, parallelism: u32, rate: Option<u64>, extra: &str) -> String {
-    format!(
-        r#"
-name = "counts"
-max_parallelism = 32
-
-[source]
-type = "generator"
-count = 40000
-keys = 300
-value_size = 3
-seed = 5
-batch_size = 128
-{rate}
-
-[[operators]]
-id = "count"
-wasm = {wasm}
-parallelism = {parallelism}
-input = "key"
-
-[sink]
-type = "file"
-path = "out.jsonl"
-
-[savepoint]
-dir = "savepoints"
-
-[rest]
-addr = "127.0.0.1:0"
-{extra}
-"#,
-        rate = rate.map(|r| format!("rate = {r}")).unwrap_or_default(),
-        wasm = toml_path(wasm),
-    )
-}
+use crate::harness::{
+    assert_counts_continue, counts_job, counts_reference, dir_snapshot, final_counts, http,
+    operator, resigned, run_and_stop_after, savepoint_answer, sorted_lines, windows_job, Sandbox,
+};
 
 const CHECKPOINTS: &str = r#"
 [checkpoint]
@@ -52,115 +16,10 @@ interval = "150ms"
 dir = "state"
 "#;
 
-/// Waits for the job logging to `log` to print its REST address.
-pub(crate) fn rest_addr(sb: &Sandbox, log: &str) -> String {
-    sb.wait_for(log, "REST API of job", 1);
-    let text = sb.read(log);
-    let at = text.find("http://").expect("an address") + "http://".len();
-    text[at..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-/// One HTTP request to the job's REST API: (status, JSON body).
-pub(crate) fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .proxy(None)
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let url = format!("http://{addr}{path}");
-    let mut response = match method {
-        "GET" => agent.get(&url).call(),
-        "POST" => agent.post(&url).content_type("application/json").send(body),
-        other => panic!("no {other} in these tests"),
-    }
-    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().unwrap();
-    let body = if text.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap()
-    };
-    (status, body)
-}
-
-/// Each output line's key and running count (the first word of its value:
-/// v2 writes `N last_seen=T`).
-pub(crate) fn counts(output: &str) -> impl Iterator<Item = (String, u64)> + '_ {
-    output.lines().map(|line| {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let n = v["value"].as_str().unwrap().split(' ').next().unwrap();
-        (v["key"].as_str().unwrap().to_string(), n.parse().unwrap())
-    })
-}
-
-/// Counts per key: the largest running count each key reached.
-pub(crate) fn final_counts(output: &str) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for (key, n) in counts(output) {
-        let e = out.entry(key).or_insert(0);
-        *e = n.max(*e);
-    }
-    out
-}
-
-/// Every key's counts, in output order, must be 1, 2, 3, ...: nothing lost, nothing twice.
-#[track_caller]
-pub(crate) fn assert_counts_continue(output: &str) {
-    let mut next: BTreeMap<String, u64> = BTreeMap::new();
-    for (key, n) in counts(output) {
-        let expected = next.entry(key.clone()).or_insert(1);
-        assert_eq!(
-            n, *expected,
-            "key {key}: count {n} where {expected} was due"
-        );
-        *expected += 1;
-    }
-}
-
-/// The uninterrupted run's output.
-pub(crate) fn reference(parallelism: u32) -> String {
-    let sb = Sandbox::new();
-    sb.run_job(&job(&operator("keyed-count"), parallelism, None, ""))
-        .ok();
-    sb.read("out.jsonl")
-}
-
 /// Starts the job, waits for some output, stops it with a savepoint through
 /// `weir stop`; returns the savepoint directory.
 fn run_and_stop(sb: &Sandbox, job_file: &str, extra_args: &[&str], stop_args: &[&str]) -> PathBuf {
     run_and_stop_after(sb, job_file, extra_args, stop_args, 2000)
-}
-
-/// [`run_and_stop`], once the output has `lines` lines.
-pub(crate) fn run_and_stop_after(
-    sb: &Sandbox,
-    job_file: &str,
-    extra_args: &[&str],
-    stop_args: &[&str],
-    lines: usize,
-) -> PathBuf {
-    let mut args = vec!["run", job_file];
-    args.extend_from_slice(extra_args);
-    let log = format!("{job_file}.log");
-    // Count from what the output already holds (a restored run appends to it).
-    let before = std::fs::read_to_string(sb.path("out.jsonl")).map_or(0, |t| t.lines().count());
-    let mut child = sb.spawn_logged(&args, &log);
-    let addr = rest_addr(sb, &log);
-    sb.wait_for("out.jsonl", "\n", before + lines);
-    let mut stop = vec!["stop", "--addr", &addr];
-    stop.extend_from_slice(stop_args);
-    let run = sb.weir(&stop).ok();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "job exit {status:?}:\n{}", sb.read(&log));
-    let dir = PathBuf::from(run.stdout.trim());
-    assert!(dir.join("_metadata").is_file(), "{dir:?}");
-    dir
 }
 
 #[test]
@@ -168,11 +27,11 @@ fn rest_api_reports_the_job_and_refuses_bad_requests() {
     let sb = Sandbox::new();
     sb.write(
         "job.toml",
-        job(&operator("keyed-count"), 2, Some(4000), CHECKPOINTS),
+        counts_job(&operator("keyed-count"), 2, Some(4000), CHECKPOINTS),
     );
-    let mut child = sb.spawn_logged(&["run", "job.toml"], "log");
-    let addr = rest_addr(&sb, "log");
-    sb.wait_for("log", "checkpoint 2 complete", 1);
+    let mut child = sb.cmd(&["run", "job.toml"]).log("log").rest().start();
+    let addr = child.rest_addr();
+    child.wait_for("checkpoint 2 complete", 1);
 
     let (status, jobs) = http(&addr, "GET", "/jobs", "");
     assert_eq!(status, 200);
@@ -206,13 +65,10 @@ fn rest_api_reports_the_job_and_refuses_bad_requests() {
     let (status, r) = http(&addr, "POST", "/jobs/counts/savepoints", "");
     assert_eq!(status, 202, "{r}");
     let id = r["request-id"].as_str().unwrap().to_string();
-    let location = loop {
-        let (_, s) = http(&addr, "GET", &format!("/jobs/counts/savepoints/{id}"), "");
-        match s["status"].as_str().unwrap() {
-            "COMPLETED" => break s["location"].as_str().unwrap().to_string(),
-            "IN_PROGRESS" => std::thread::sleep(std::time::Duration::from_millis(20)),
-            other => panic!("savepoint {other}: {s}"),
-        }
+    let s = savepoint_answer(&addr, "counts", &id);
+    let location = match s["status"].as_str().unwrap() {
+        "COMPLETED" => s["location"].as_str().unwrap().to_string(),
+        other => panic!("savepoint {other}: {s}"),
     };
     assert!(Path::new(&location).starts_with(sb.path("savepoints")));
     sb.weir(&["savepoint", "verify", &location]).ok();
@@ -230,34 +86,29 @@ fn rest_api_reports_the_job_and_refuses_bad_requests() {
     );
     assert_eq!(status, 202);
     let id = r["request-id"].as_str().unwrap().to_string();
-    loop {
-        let (_, s) = http(&addr, "GET", &format!("/jobs/counts/savepoints/{id}"), "");
-        match s["status"].as_str().unwrap() {
-            "FAILED" => {
-                assert!(s["failure"].as_str().unwrap().contains("blocker"), "{s}");
-                break;
-            }
-            "IN_PROGRESS" => std::thread::sleep(std::time::Duration::from_millis(20)),
-            other => panic!("expected FAILED, got {other}: {s}"),
+    let s = savepoint_answer(&addr, "counts", &id);
+    match s["status"].as_str().unwrap() {
+        "FAILED" => {
+            assert!(s["failure"].as_str().unwrap().contains("blocker"), "{s}");
         }
+        other => panic!("expected FAILED, got {other}: {s}"),
     }
     let (_, job) = http(&addr, "GET", "/jobs/counts", "");
     assert_eq!(job["state"], "RUNNING");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 }
 
 #[test]
 fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
-    let expected = reference(2);
+    let expected = counts_reference(2);
     let sb = Sandbox::new();
     sb.write(
         "job.toml",
-        job(&operator("keyed-count"), 2, Some(8000), CHECKPOINTS),
+        counts_job(&operator("keyed-count"), 2, Some(8000), CHECKPOINTS),
     );
     // A triggered savepoint through the CLI, while the job runs.
-    let mut child = sb.spawn_logged(&["run", "job.toml"], "log");
-    let addr = rest_addr(&sb, "log");
+    let mut child = sb.cmd(&["run", "job.toml"]).log("log").rest().start();
+    let addr = child.rest_addr();
     sb.wait_for("out.jsonl", "\n", 1000);
     let triggered = sb
         .weir(&["savepoint", "trigger", "--addr", &addr, "--dir", "manual"])
@@ -270,7 +121,7 @@ fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
     let stopped = sb
         .weir(&["stop", "--addr", &addr, "--savepoint", "stops"])
         .ok();
-    assert!(child.wait().unwrap().success(), "{}", sb.read("log"));
+    assert!(child.wait().success(), "{}", sb.read("log"));
     let stopped = PathBuf::from(stopped.stdout.trim());
     let before = sb.read("out.jsonl");
     assert!(before.lines().count() < 40000, "the job stopped early");
@@ -285,7 +136,7 @@ fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
     // Restore it, at another parallelism, from another working state directory.
     sb.write(
         "job.toml",
-        job(&operator("keyed-count"), 3, None, CHECKPOINTS),
+        counts_job(&operator("keyed-count"), 3, None, CHECKPOINTS),
     );
     sb.weir(&[
         "run",
@@ -301,10 +152,13 @@ fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
 
 #[test]
 fn a_moved_savepoint_restores_at_any_parallelism_without_checkpoints() {
-    let expected = reference(1);
+    let expected = counts_reference(1);
     let sb = Sandbox::new();
     // No [checkpoint] table: savepoints work all the same.
-    sb.write("job.toml", job(&operator("keyed-count"), 3, Some(8000), ""));
+    sb.write(
+        "job.toml",
+        counts_job(&operator("keyed-count"), 3, Some(8000), ""),
+    );
     let dir = run_and_stop(&sb, "job.toml", &[], &["--savepoint", "sp"]);
     // Move it somewhere else entirely.
     let moved = sb.path("elsewhere/deeper/the-savepoint");
@@ -321,7 +175,10 @@ fn a_moved_savepoint_restores_at_any_parallelism_without_checkpoints() {
             std::fs::copy(f.path(), copy.join(f.file_name())).unwrap();
         }
         std::fs::copy(sb.path("out.jsonl"), run_dir.path("out.jsonl")).unwrap();
-        run_dir.write("job.toml", job(&operator("keyed-count"), p, None, ""));
+        run_dir.write(
+            "job.toml",
+            counts_job(&operator("keyed-count"), p, None, ""),
+        );
         run_dir
             .weir(&["run", "job.toml", "--from-savepoint", "copied-savepoint"])
             .ok();
@@ -340,7 +197,10 @@ fn a_jobs_savepoint_is_canonical_byte_for_byte() {
     // acknowledge; `weir state import` writes the same state from a sorted
     // list. Equal state: the data files must be equal, byte for byte.
     let sb = Sandbox::new();
-    sb.write("job.toml", job(&operator("keyed-count"), 2, Some(8000), ""));
+    sb.write(
+        "job.toml",
+        counts_job(&operator("keyed-count"), 2, Some(8000), ""),
+    );
     let sp = run_and_stop(&sb, "job.toml", &[], &["--savepoint", "sp"]);
     let sp_s = sp.to_str().unwrap();
     let state = ["--operator", "count", "--state", "count"];
@@ -369,23 +229,26 @@ fn a_jobs_savepoint_is_canonical_byte_for_byte() {
         );
     }
     // And the savepoint restores at another parallelism to the same counts.
-    sb.write("job.toml", job(&operator("keyed-count"), 3, None, ""));
+    sb.write(
+        "job.toml",
+        counts_job(&operator("keyed-count"), 3, None, ""),
+    );
     sb.weir(&["run", "job.toml", "--from-savepoint", "again"])
         .ok();
     assert_eq!(
         sorted_lines(&sb.read("out.jsonl")),
-        sorted_lines(&reference(2))
+        sorted_lines(&counts_reference(2))
     );
 }
 
 #[test]
 fn logic_swap_adds_a_state_then_migrates_one() {
-    let expected = final_counts(&reference(2));
+    let expected = final_counts(&counts_reference(2));
     let sb = Sandbox::new();
     // v1 counts.
     sb.write(
         "job.toml",
-        job(&operator("keyed-count"), 2, Some(8000), CHECKPOINTS),
+        counts_job(&operator("keyed-count"), 2, Some(8000), CHECKPOINTS),
     );
     let sp1 = run_and_stop(&sb, "job.toml", &[], &["--savepoint", "sp"]);
     let v1_lines = sb.read("out.jsonl").lines().count();
@@ -393,7 +256,7 @@ fn logic_swap_adds_a_state_then_migrates_one() {
     // v2 keeps `count` and adds `last_seen`: the counts go on.
     sb.write(
         "job.toml",
-        job(&operator("keyed-count-v2"), 2, Some(8000), CHECKPOINTS),
+        counts_job(&operator("keyed-count-v2"), 2, Some(8000), CHECKPOINTS),
     );
     let sp2 = run_and_stop(
         &sb,
@@ -423,7 +286,7 @@ fn logic_swap_adds_a_state_then_migrates_one() {
     // `last_seen`, which only --allow-non-restored-state may drop.
     sb.write(
         "job.toml",
-        job(&operator("keyed-count-v3"), 3, None, CHECKPOINTS),
+        counts_job(&operator("keyed-count-v3"), 3, None, CHECKPOINTS),
     );
     sb.weir(&["run", "job.toml", "--from-savepoint", sp2.to_str().unwrap()])
         .fails_with(&[
@@ -454,7 +317,10 @@ fn logic_swap_adds_a_state_then_migrates_one() {
 #[test]
 fn restore_checks_run_before_anything_and_change_nothing() {
     let sb = Sandbox::new();
-    sb.write("job.toml", job(&operator("keyed-count"), 2, Some(8000), ""));
+    sb.write(
+        "job.toml",
+        counts_job(&operator("keyed-count"), 2, Some(8000), ""),
+    );
     let sp = run_and_stop(&sb, "job.toml", &[], &["--savepoint", "sp"]);
     let sp_s = sp.to_str().unwrap().to_string();
     let sp_before = dir_snapshot(&sp);
@@ -469,7 +335,7 @@ fn restore_checks_run_before_anything_and_change_nothing() {
     };
 
     // An operator ID the job lacks.
-    let renamed = job(&operator("keyed-count"), 2, None, CHECKPOINTS)
+    let renamed = counts_job(&operator("keyed-count"), 2, None, CHECKPOINTS)
         .replace("id = \"count\"", "id = \"tally\"");
     sb.write("job.toml", &renamed);
     sb.weir(&["run", "job.toml", "--from-savepoint", &sp_s])
@@ -497,7 +363,7 @@ fn restore_checks_run_before_anything_and_change_nothing() {
 
     // A source of another kind cannot resume from the savepoint's position.
     sb.write("input.jsonl", "{\"key\": \"a\", \"value\": \"1\"}\n");
-    let file_source = job(&operator("keyed-count"), 2, None, CHECKPOINTS);
+    let file_source = counts_job(&operator("keyed-count"), 2, None, CHECKPOINTS);
     let at = file_source.find("[source]").unwrap();
     let end = file_source.find("[[operators]]").unwrap();
     let file_source = format!(
@@ -531,7 +397,7 @@ fn restore_checks_run_before_anything_and_change_nothing() {
     }
     sb.write(
         "job.toml",
-        job(&operator("keyed-count"), 2, None, CHECKPOINTS),
+        counts_job(&operator("keyed-count"), 2, None, CHECKPOINTS),
     );
     sb.weir(&[
         "run",
@@ -573,7 +439,7 @@ fn restore_checks_run_before_anything_and_change_nothing() {
     let imported_before = dir_snapshot(Path::new(&imported));
     sb.write(
         "job.toml",
-        job(&operator("keyed-count-v3"), 2, None, CHECKPOINTS),
+        counts_job(&operator("keyed-count-v3"), 2, None, CHECKPOINTS),
     );
     sb.weir(&["run", "job.toml", "--from-savepoint", &imported])
         .fails_with(&["migrate", "state `count`", "key `k-bad`", "is not a count"]);
@@ -584,7 +450,10 @@ fn restore_checks_run_before_anything_and_change_nothing() {
 #[test]
 fn damaged_savepoints_are_refused_before_the_job_starts() {
     let sb = Sandbox::new();
-    sb.write("job.toml", job(&operator("keyed-count"), 2, Some(8000), ""));
+    sb.write(
+        "job.toml",
+        counts_job(&operator("keyed-count"), 2, Some(8000), ""),
+    );
     let sp = run_and_stop(&sb, "job.toml", &[], &["--savepoint", "sp"]);
     let out_before = sb.read("out.jsonl");
     let damage = |name: &str, how: &dyn Fn(&Path)| -> PathBuf {
@@ -682,7 +551,10 @@ fn damaged_savepoints_are_refused_before_the_job_starts() {
             vec!["_metadata", "does not match its checksum"],
         ),
     ];
-    sb.write("job.toml", job(&operator("keyed-count"), 2, None, ""));
+    sb.write(
+        "job.toml",
+        counts_job(&operator("keyed-count"), 2, None, ""),
+    );
     for (what, dir, needles) in cases {
         eprintln!("case: {what}");
         sb.weir(&["run", "job.toml", "--from-savepoint", dir.to_str().unwrap()])
@@ -715,55 +587,6 @@ fn change_a_digit(text: &str, field: &str) -> String {
         (last + 1) as char
     };
     format!("{}{digit}{}", &text[..end - 1], &text[end..])
-}
-
-/// A `_metadata` text whose checksum line is made anew for its other lines,
-/// by the rule docs/operations/savepoints.md gives: the SHA-256 of every line but the last two.
-pub(crate) fn resigned(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    let above = lines[..lines.len() - 2].join("\n") + "\n";
-    let sum = weir_host::state::savepoint::sha256_hex(above.as_bytes());
-    format!("{above}  \"metadata_sha256\": \"{sum}\"\n}}\n")
-}
-
-/// Window sums over a generator (1,000 events a second of event time, 20
-/// keys), checkpointed, with a REST API.
-pub(crate) fn windows_job(wasm: &Path, rate: Option<u64>) -> String {
-    format!(
-        r#"
-name = "windows"
-max_parallelism = 16
-
-[source]
-type = "generator"
-count = 30000
-keys = 20
-value_size = 2
-seed = 3
-batch_size = 100
-{rate}
-
-[[operators]]
-id = "sums"
-wasm = {wasm}
-parallelism = 2
-input = "key"
-config = {{ size_ms = "1000" }}
-
-[sink]
-type = "file"
-path = "out.jsonl"
-
-[checkpoint]
-interval = "100ms"
-dir = "state"
-
-[rest]
-addr = "127.0.0.1:0"
-"#,
-        rate = rate.map(|r| format!("rate = {r}")).unwrap_or_default(),
-        wasm = toml_path(wasm),
-    )
 }
 
 #[test]

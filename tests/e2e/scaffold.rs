@@ -30,7 +30,7 @@ fn a_new_project_in_every_language_builds_and_runs_its_sample_job() {
             .unwrap();
             env.push(("CARGO_TARGET_DIR", target.to_str().unwrap()));
         }
-        let built = sb.weir_with(&["build", &name], &env, None).ok();
+        let built = sb.cmd(&["build", &name]).envs(&env).run().ok();
         let wasm = sb.path(&format!("{name}/{}.wasm", name.replace('-', "_")));
         // The path is printed as given: relative to where weir runs.
         assert_eq!(sb.path(built.stdout.trim()), wasm);
@@ -74,14 +74,12 @@ fn a_missing_toolchain_names_the_command_that_installs_it() {
     ] {
         let dir = root().join("plugins").join(lang).join("keyed-count");
         let err = sb
-            .weir_with(
-                &["build", dir.to_str().unwrap()],
-                &[
-                    ("PATH", "/nonexistent"),
-                    ("WEIR_TOOLCHAINS", "/nonexistent"),
-                ],
-                None,
-            )
+            .cmd(&["build", dir.to_str().unwrap()])
+            .envs(&[
+                ("PATH", "/nonexistent"),
+                ("WEIR_TOOLCHAINS", "/nonexistent"),
+            ])
+            .run()
             .fails_with(&[
                 &format!("`{tool}` was not found"),
                 &format!("scripts/install.sh {lang}"),

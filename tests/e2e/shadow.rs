@@ -5,10 +5,8 @@
 //! before anything runs.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
 
-use crate::harness::{operator, root, Sandbox};
-use crate::savepoints::{job, rest_addr, run_and_stop_after};
+use crate::harness::{counts_job, operator, root, run_and_stop_after, wait_until, Sandbox};
 
 const CHECKPOINTS: &str = r#"
 [checkpoint]
@@ -35,7 +33,7 @@ fn recorded(n: usize) -> (String, BTreeSet<String>) {
 fn savepoint(sb: &Sandbox) -> std::path::PathBuf {
     sb.write(
         "job.toml",
-        job(&operator("keyed-count"), 2, Some(4000), CHECKPOINTS),
+        counts_job(&operator("keyed-count"), 2, Some(4000), CHECKPOINTS),
     );
     run_and_stop_after(sb, "job.toml", &[], &[], 1000)
 }
@@ -164,10 +162,10 @@ fn offline_shadow_of_v2_reports_every_key_seen_as_different() {
 fn live(sb: &Sandbox, candidate: &str, n: u64) -> (serde_json::Value, serde_json::Value) {
     sb.write(
         "job.toml",
-        job(&operator("keyed-count"), 2, Some(3000), CHECKPOINTS),
+        counts_job(&operator("keyed-count"), 2, Some(3000), CHECKPOINTS),
     );
-    let mut child = sb.spawn_logged(&["run", "job.toml"], "log");
-    let addr = rest_addr(sb, "log");
+    let mut child = sb.cmd(&["run", "job.toml"]).log("log").rest().start();
+    let addr = child.rest_addr();
     let wasm = operator(candidate);
     let started = sb
         .weir(&[
@@ -184,8 +182,7 @@ fn live(sb: &Sandbox, candidate: &str, n: u64) -> (serde_json::Value, serde_json
         ])
         .ok();
     assert!(started.stdout.contains("shadow run of operator `count`"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
+    let status = wait_until(|| {
         let run = sb
             .weir(&["shadow", "status", "--json", "--addr", &addr])
             .ok();
@@ -195,16 +192,15 @@ fn live(sb: &Sandbox, candidate: &str, n: u64) -> (serde_json::Value, serde_json
             "the shadow stopped: {s}"
         );
         if s["counts"]["compared"].as_u64().unwrap() >= n {
-            break s;
+            return Ok(s);
         }
-        assert!(Instant::now() < deadline, "too few compared: {s}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+        Err(format!("too few compared: {s}"))
+    });
     let stopped = sb.weir(&["shadow", "stop", "--json", "--addr", &addr]).ok();
     let stopped: serde_json::Value = serde_json::from_str(&stopped.stdout).unwrap();
     assert_eq!(stopped["state"], "STOPPED");
     sb.weir(&["stop", "--addr", &addr]).ok();
-    let exit = child.wait().unwrap();
+    let exit = child.wait();
     assert!(exit.success(), "{}", sb.read("log"));
     (status, stopped)
 }
@@ -256,12 +252,12 @@ fn refused_candidates_answer_at_once_and_the_job_goes_on() {
     let sb = Sandbox::new();
     sb.write(
         "job.toml",
-        job(&operator("keyed-count"), 1, Some(2000), CHECKPOINTS),
+        counts_job(&operator("keyed-count"), 1, Some(2000), CHECKPOINTS),
     );
     let binary = wat::parse_file(root().join("tests/plugins/hostile/wrong-world.wat")).unwrap();
     sb.write("wrong-world.wasm", binary);
-    let mut child = sb.spawn_logged(&["run", "job.toml"], "log");
-    let addr = rest_addr(&sb, "log");
+    let mut child = sb.cmd(&["run", "job.toml"]).log("log").rest().start();
+    let addr = child.rest_addr();
     let start = |wasm: &str| {
         sb.weir(&[
             "shadow",
@@ -297,7 +293,7 @@ fn refused_candidates_answer_at_once_and_the_job_goes_on() {
         .fails_with(&["has no shadow run"]);
     // The job never noticed.
     sb.weir(&["stop", "--addr", &addr]).ok();
-    assert!(child.wait().unwrap().success(), "{}", sb.read("log"));
+    assert!(child.wait().success(), "{}", sb.read("log"));
 }
 
 /// File source → `gate` → `map` (the shadowed operator, ID `up`) → file
@@ -369,19 +365,14 @@ addr = "127.0.0.1:0"
 /// whole. Returns that status.
 fn gated_shadow(sb: &Sandbox, candidate: &str, queue: &str, state: &str) -> serde_json::Value {
     // The coordinator's log says when it triggers a barrier.
-    let log = std::fs::File::create(sb.path("log")).unwrap();
-    let mut child = std::process::Command::new(crate::harness::weir_bin())
-        .args(["run", "job.toml"])
-        .current_dir(sb.path(""))
-        .env("WEIR_CACHE_DIR", sb.path(".cache"))
-        .env("WEIR_LOG", "info,weir_host::engine::coordinator=debug")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let addr = rest_addr(sb, "log");
-    sb.wait_for("log", "gate one holds", 1);
+    let mut child = sb
+        .cmd(&["run", "job.toml"])
+        .log_level("info,weir_host::engine::coordinator=debug")
+        .log("log")
+        .rest()
+        .start();
+    let addr = child.rest_addr();
+    child.wait_for("gate one holds", 1);
     let wasm = operator(candidate);
     sb.weir(&[
         "shadow",
@@ -400,44 +391,33 @@ fn gated_shadow(sb: &Sandbox, candidate: &str, queue: &str, state: &str) -> serd
     // of the special event: the shadow joins there. (One checkpoint is
     // pending at a time: one still pending then is stuck behind the gate.)
     let held_at = sb.read("log").find("gate one holds").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    wait_until(|| {
         let text = sb.read("log");
         let pending =
             text.matches("triggering barrier").count() > text.matches(" complete in ").count();
         if pending || text[held_at..].contains("triggering barrier") {
-            break;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
-            "no barrier was triggered:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        Err(format!("no barrier was triggered:\n{text}"))
+    });
     sb.write("gates/one", "");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
+    let status = wait_until(|| {
         let run = sb
             .weir(&["shadow", "status", "--json", "--addr", &addr])
             .ok();
         let s: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
         if s["state"] == state {
-            break s;
+            return Ok(s);
         }
         assert!(
             s["state"] == "STARTING" || s["state"] == "RUNNING",
             "unexpected: {s}"
         );
-        assert!(
-            Instant::now() < deadline,
-            "never {state}: {s}\n{}",
-            sb.read("log")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+        Err(format!("never {state}: {s}\n{}", sb.read("log")))
+    });
     // The job never noticed: it runs to the end with all its output.
     sb.write("gates/two", "");
-    assert!(child.wait().unwrap().success(), "{}", sb.read("log"));
+    assert!(child.wait().success(), "{}", sb.read("log"));
     status
 }
 
@@ -471,9 +451,12 @@ fn a_shadow_that_falls_behind_stops_and_the_job_goes_on() {
 #[test]
 fn a_job_without_periodic_checkpoints_refuses_a_shadow_run() {
     let sb = Sandbox::new();
-    sb.write("job.toml", job(&operator("keyed-count"), 1, Some(2000), ""));
-    let mut child = sb.spawn_logged(&["run", "job.toml"], "log");
-    let addr = rest_addr(&sb, "log");
+    sb.write(
+        "job.toml",
+        counts_job(&operator("keyed-count"), 1, Some(2000), ""),
+    );
+    let mut child = sb.cmd(&["run", "job.toml"]).log("log").rest().start();
+    let addr = child.rest_addr();
     let wasm = operator("keyed-count");
     sb.weir(&[
         "shadow",
@@ -493,5 +476,5 @@ fn a_job_without_periodic_checkpoints_refuses_a_shadow_run() {
     sb.weir(&["shadow", "stop", "--addr", &addr])
         .fails_with(&["has no shadow run"]);
     sb.weir(&["stop", "--addr", &addr]).ok();
-    assert!(child.wait().unwrap().success(), "{}", sb.read("log"));
+    assert!(child.wait().success(), "{}", sb.read("log"));
 }

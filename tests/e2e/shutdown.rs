@@ -5,7 +5,6 @@
 //! at once, still exactly-once by recovery.
 
 use crate::harness::{operator, sorted_lines, toml_path, Sandbox};
-use crate::kafka_recovery::signal;
 
 /// A keyed count over a throttled generator into a file, with checkpoints.
 fn job(rate: Option<u64>, extra: &str) -> String {
@@ -57,11 +56,12 @@ fn sigterm_and_sigint_stop_at_a_last_checkpoint_and_the_next_start_resumes_there
         let sb = Sandbox::new();
         // 60,000 events at 6,000/s: about 10 s of input.
         sb.write("job.toml", job(Some(6000), ""));
-        let mut child = sb.spawn_logged(&["run", "job.toml"], "run-1.log");
-        sb.wait_for_or_exit("run-1.log", "complete in", 2, &mut child)
+        let mut child = sb.cmd(&["run", "job.toml"]).log("run-1.log").start();
+        child
+            .wait_for_or_exit("complete in", 2)
             .unwrap_or_else(|s| panic!("the job ended ({s}) before the signal"));
-        signal(&child, sig);
-        let status = child.wait().unwrap();
+        child.signal(sig);
+        let status = child.wait();
         let log = sb.read("run-1.log");
         assert!(status.success(), "SIG{sig}: {status}\n{log}");
         assert!(log.contains("stopped on a signal"), "{log}");
@@ -92,11 +92,12 @@ fn sigterm_with_shutdown_savepoint_stops_with_a_savepoint_that_restores() {
             "[savepoint]\ndir = \"savepoints\"\n[shutdown]\nsavepoint = true\n",
         ),
     );
-    let mut child = sb.spawn_logged(&["run", "job.toml"], "run-1.log");
-    sb.wait_for_or_exit("run-1.log", "complete in", 2, &mut child)
+    let mut child = sb.cmd(&["run", "job.toml"]).log("run-1.log").start();
+    child
+        .wait_for_or_exit("complete in", 2)
         .unwrap_or_else(|s| panic!("the job ended ({s}) before the signal"));
-    signal(&child, "TERM");
-    let status = child.wait().unwrap();
+    child.signal("TERM");
+    let status = child.wait();
     let log = sb.read("run-1.log");
     assert!(status.success(), "{status}\n{log}");
     let saved: Vec<_> = std::fs::read_dir(sb.path("savepoints"))
@@ -117,18 +118,20 @@ fn a_second_signal_exits_at_once_and_the_next_start_recovers() {
     sb.write("job.toml", job(Some(6000), ""));
     // Every checkpoint waits a minute between its data and its completion:
     // the graceful stop cannot end before the second signal.
-    let mut child = sb.spawn_logged_with(
-        &["run", "job.toml"],
-        "run-1.log",
-        &[("WEIR_TEST_CHECKPOINT_PAUSE_MS", "60000")],
-    );
-    sb.wait_for_or_exit("run-1.log", "is running", 1, &mut child)
+    let mut child = sb
+        .cmd(&["run", "job.toml"])
+        .env("WEIR_TEST_CHECKPOINT_PAUSE_MS", "60000")
+        .log("run-1.log")
+        .start();
+    child
+        .wait_for_or_exit("is running", 1)
         .unwrap_or_else(|s| panic!("the job ended ({s})\n{}", sb.read("run-1.log")));
-    signal(&child, "TERM");
-    sb.wait_for_or_exit("run-1.log", "SIGTERM: stopping", 1, &mut child)
+    child.signal("TERM");
+    child
+        .wait_for_or_exit("SIGTERM: stopping", 1)
         .unwrap_or_else(|s| panic!("exited ({s}) at the first signal\n{}", sb.read("run-1.log")));
-    signal(&child, "TERM");
-    let status = child.wait().unwrap();
+    child.signal("TERM");
+    let status = child.wait();
     assert_eq!(status.code(), Some(143), "{}", sb.read("run-1.log"));
     assert!(
         sb.read("run-1.log")

@@ -11,8 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::harness::{operator, toml_path, Sandbox};
-use crate::savepoints::{http, rest_addr};
+use crate::harness::{http, operator, toml_path, wait_until, Process, Sandbox};
 
 const EVENTS: u64 = 60_000;
 
@@ -113,8 +112,8 @@ fn swap_status(addr: &str, id: &str) -> serde_json::Value {
 fn a_live_swap_hands_every_count_to_the_new_logic() {
     let sb = Sandbox::new();
     sb.write("job.toml", job(15_000, EVENTS));
-    let mut child = sb.spawn_logged(&["run", "job.toml"], "log");
-    let addr = rest_addr(&sb, "log");
+    let mut child = sb.cmd(&["run", "job.toml"]).log("log").rest().start();
+    let addr = child.rest_addr();
     let v2 = operator("keyed-count-v2");
     let swap = sb
         .weir(&[
@@ -147,7 +146,7 @@ fn a_live_swap_hands_every_count_to_the_new_logic() {
         "{}",
         status.stdout
     );
-    assert!(child.wait().unwrap().success(), "{}", sb.read("log"));
+    assert!(child.wait().success(), "{}", sb.read("log"));
     let v2_lines = assert_every_count_once(&sb.read("out.jsonl"));
     assert!(v2_lines > 0, "2.0.0 wrote nothing");
 }
@@ -157,8 +156,8 @@ fn a_swap_that_traps_on_probation_rolls_back_to_the_old_logic() {
     let sb = Sandbox::new();
     // No [restart]: a rollback must not use restart attempts.
     sb.write("job.toml", job(15_000, EVENTS));
-    let mut child = sb.spawn_logged(&["run", "job.toml"], "log");
-    let addr = rest_addr(&sb, "log");
+    let mut child = sb.cmd(&["run", "job.toml"]).log("log").rest().start();
+    let addr = child.rest_addr();
     let trap = operator("swap-trap");
     let error = sb
         .weir(&[
@@ -182,7 +181,7 @@ fn a_swap_that_traps_on_probation_rolls_back_to_the_old_logic() {
         job["attempt"], 0,
         "a rollback used a restart attempt: {job}"
     );
-    assert!(child.wait().unwrap().success(), "{}", sb.read("log"));
+    assert!(child.wait().success(), "{}", sb.read("log"));
     // The output equals a run that never swapped: the trap's output was held, then dropped.
     let text = sb.read("out.jsonl");
     assert_eq!(assert_every_count_once(&text), 0);
@@ -195,8 +194,8 @@ fn a_swap_that_dead_letters_more_than_its_share_rolls_back() {
     let mut text = job(15_000, EVENTS);
     text.push_str("\n[dead_letter]\npath = \"dead.jsonl\"\n");
     sb.write("job.toml", &text);
-    let mut child = sb.spawn_logged(&["run", "job.toml"], "log");
-    let addr = rest_addr(&sb, "log");
+    let mut child = sb.cmd(&["run", "job.toml"]).log("log").rest().start();
+    let addr = child.rest_addr();
     let reject = operator("swap-reject");
     sb.weir(&[
         "swap",
@@ -216,7 +215,7 @@ fn a_swap_that_dead_letters_more_than_its_share_rolls_back() {
         "dead-letter output on probation",
         "share of 5%",
     ]);
-    assert!(child.wait().unwrap().success(), "{}", sb.read("log"));
+    assert!(child.wait().success(), "{}", sb.read("log"));
     assert_eq!(assert_every_count_once(&sb.read("out.jsonl")), 0);
     // The dead-letter file is at-least-once: what the new logic rejected
     // on probation stays in it, and says why it rolled back.
@@ -229,8 +228,8 @@ fn a_swap_that_dead_letters_more_than_its_share_rolls_back() {
 fn swaps_are_refused_before_the_barrier() {
     let sb = Sandbox::new();
     sb.write("job.toml", job(20_000, EVENTS));
-    let mut child = sb.spawn_logged(&["run", "job.toml"], "log");
-    let addr = rest_addr(&sb, "log");
+    let mut child = sb.cmd(&["run", "job.toml"]).log("log").rest().start();
+    let addr = child.rest_addr();
     let other = wat::parse_str(
         r#"(component
             (core module $m (func (export "run") (result i32) i32.const 0))
@@ -274,32 +273,30 @@ fn swaps_are_refused_before_the_barrier() {
     // The job never noticed.
     let (_, swaps) = http(&addr, "GET", "/jobs/swapped/swaps", "");
     assert_eq!(swaps["swaps"], serde_json::json!([]), "{swaps}");
-    assert!(child.wait().unwrap().success(), "{}", sb.read("log"));
+    assert!(child.wait().success(), "{}", sb.read("log"));
     let text = sb.read("out.jsonl");
     assert_eq!(assert_every_count_once(&text), 0);
 }
 
 /// Starts the job, asks for a swap to 2.0.0 over REST with `probation`,
 /// and waits until it is in `state`; returns the child and the REST address.
-fn swap_until(sb: &Sandbox, probation: &str, state: &str) -> std::process::Child {
+fn swap_until(sb: &Sandbox, probation: &str, state: &str) -> Process {
     sb.write("job.toml", job(8_000, EVENTS));
-    let child = sb.spawn_logged(&["run", "job.toml"], "log");
-    let addr = rest_addr(sb, "log");
+    let mut child = sb.cmd(&["run", "job.toml"]).log("log").rest().start();
+    let addr = child.rest_addr();
     let v2 = operator("keyed-count-v2");
     let body = serde_json::json!({ "wasm": v2, "probation": probation }).to_string();
     let (status, r) = http(&addr, "POST", "/jobs/swapped/operators/count/swap", &body);
     assert_eq!(status, 202, "{r}");
     let id = r["request-id"].as_str().unwrap().to_string();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
+    wait_until(|| {
         let s = swap_status(&addr, &id);
         if s["status"] == state {
-            break;
+            return Ok(());
         }
         assert_ne!(s["status"], "ROLLED_BACK", "{s}");
-        assert!(std::time::Instant::now() < deadline, "never {state}: {s}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+        Err(format!("never {state}: {s}"))
+    });
     child
 }
 
@@ -309,9 +306,8 @@ fn a_crash_after_a_completed_swap_restarts_with_the_new_logic() {
     let mut child = swap_until(&sb, "500 events", "COMPLETED");
     // A checkpoint after the one that completed the swap, then SIGKILL.
     let done = sb.read("log").matches("complete in").count();
-    sb.wait_for("log", "complete in", done + 1);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.wait_for("complete in", done + 1);
+    child.kill();
     let before = sb.read("out.jsonl");
     assert!(
         before.contains("last_seen"),
@@ -333,9 +329,8 @@ fn a_crash_during_probation_restarts_from_the_swap_barrier_with_the_old_logic() 
     let mut child = swap_until(&sb, "1000000000 events", "PROBATION");
     // Checkpoints on probation complete, but publish nothing.
     let done = sb.read("log").matches("complete in").count();
-    sb.wait_for("log", "complete in", done + 2);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.wait_for("complete in", done + 2);
+    child.kill();
     assert!(!sb.read("out.jsonl").contains("last_seen"));
     let again = sb.weir(&["run", "job.toml"]).ok();
     assert!(
@@ -358,16 +353,16 @@ fn a_swap_whose_migrate_fails_on_a_key_is_refused_naming_it() {
     text.push_str("\n[savepoint]\ndir = \"savepoints\"\n");
     sb.write("job.toml", &text);
     // A savepoint of keyed-count 1.0.0 with one value 3.0.0 cannot migrate.
-    let mut child = sb.spawn_logged(&["run", "job.toml"], "log");
-    let addr = rest_addr(&sb, "log");
-    sb.wait_for("log", "complete in", 2);
+    let mut child = sb.cmd(&["run", "job.toml"]).log("log").rest().start();
+    let addr = child.rest_addr();
+    child.wait_for("complete in", 2);
     let sp = sb
         .weir(&["stop", "--savepoint", "sp", "--addr", &addr])
         .ok()
         .stdout
         .trim()
         .to_string();
-    assert!(child.wait().unwrap().success());
+    assert!(child.wait().success());
     let exported = sb
         .weir(&[
             "state",
@@ -398,9 +393,13 @@ fn a_swap_whose_migrate_fails_on_a_key_is_refused_naming_it() {
         "poisoned",
     ])
     .ok();
-    let mut child = sb.spawn_logged(&["run", "job.toml", "--from-savepoint", "poisoned"], "log2");
-    let addr = rest_addr(&sb, "log2");
-    sb.wait_for("log2", "complete in", 1);
+    let mut child = sb
+        .cmd(&["run", "job.toml", "--from-savepoint", "poisoned"])
+        .log("log2")
+        .rest()
+        .start();
+    let addr = child.rest_addr();
+    child.wait_for("complete in", 1);
     let v3 = operator("keyed-count-v3");
     sb.weir(&[
         "swap",
@@ -414,6 +413,6 @@ fn a_swap_whose_migrate_fails_on_a_key_is_refused_naming_it() {
     .fails_with(&["migrate of state `count`", "key `poison`", "refused"]);
     let (_, swaps) = http(&addr, "GET", "/jobs/swapped/swaps", "");
     assert_eq!(swaps["swaps"], serde_json::json!([]), "{swaps}");
-    assert!(child.wait().unwrap().success(), "{}", sb.read("log2"));
+    assert!(child.wait().success(), "{}", sb.read("log2"));
     assert!(!sb.read("out.jsonl").contains("last_seen"));
 }

@@ -6,14 +6,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::harness::{dir_snapshot, operator, sorted_lines, Sandbox};
-use crate::savepoints::{job, reference, resigned, run_and_stop_after, windows_job};
+use crate::harness::{
+    counts_job, counts_reference, dir_snapshot, operator, resigned, run_and_stop_after,
+    sorted_lines, windows_job, Sandbox,
+};
 
 /// A savepoint of `keyed-count` (or `wasm`) over the generator, parallelism 2.
 fn savepoint_of(sb: &Sandbox, wasm: &str, max_parallelism: u32) -> PathBuf {
     sb.write(
         "job.toml",
-        job(&operator(wasm), 2, Some(8000), "").replace(
+        counts_job(&operator(wasm), 2, Some(8000), "").replace(
             "max_parallelism = 32",
             &format!("max_parallelism = {max_parallelism}"),
         ),
@@ -97,7 +99,7 @@ fn state<'a>(plan: &'a serde_json::Value, op: &str, state: &str) -> &'a serde_js
 }
 
 fn keyed_count_job(wasm: &str) -> String {
-    job(&operator(wasm), 2, None, "")
+    counts_job(&operator(wasm), 2, None, "")
 }
 
 #[test]
@@ -307,7 +309,7 @@ fn upgrade_plan_reports_a_rekey_and_bad_input_in_one_line() {
     ])
     .fails_with(&["damaged"]);
     sb.write("not.wasm", "not a component");
-    sb.write("plan.toml", job(&sb.path("not.wasm"), 2, None, ""));
+    sb.write("plan.toml", counts_job(&sb.path("not.wasm"), 2, None, ""));
     sb.weir(&["upgrade", "plan", "plan.toml", "--from-savepoint", sp_s])
         .fails_with(&["operator `count`", "plan.toml"]);
 }
@@ -327,13 +329,13 @@ fn restored(output: &str, job_text: &str, sp: &Path, rekey: &str) -> String {
 
 #[test]
 fn a_savepoint_at_64_key_groups_restores_at_256_and_at_16() {
-    let expected = sorted_lines(&reference(2));
+    let expected = sorted_lines(&counts_reference(2));
     let sb = Sandbox::new();
     let sp = savepoint_of(&sb, "keyed-count", 64);
     let before = sb.read("out.jsonl");
     assert!(before.lines().count() < 40000, "the job stopped early");
     for (m, p) in [(256, 4), (16, 2)] {
-        let text = job(&operator("keyed-count"), p, None, "")
+        let text = counts_job(&operator("keyed-count"), p, None, "")
             .replace("max_parallelism = 32", &format!("max_parallelism = {m}"));
         let out = restored(
             &before,
@@ -342,7 +344,7 @@ fn a_savepoint_at_64_key_groups_restores_at_256_and_at_16() {
             &format!("re-key from 64 to {m} key groups"),
         );
         assert_eq!(sorted_lines(&out), expected, "at max_parallelism {m}");
-        crate::savepoints::assert_counts_continue(&out);
+        crate::harness::assert_counts_continue(&out);
     }
 }
 
@@ -388,15 +390,14 @@ fn a_checkpoint_with_other_key_groups_is_still_refused() {
     let checkpoints = "\n[checkpoint]\ninterval = \"100ms\"\ndir = \"state\"\n";
     sb.write(
         "job.toml",
-        job(&operator("keyed-count"), 2, Some(4000), checkpoints),
+        counts_job(&operator("keyed-count"), 2, Some(4000), checkpoints),
     );
-    let mut child = sb.spawn_logged(&["run", "job.toml"], "log");
-    sb.wait_for("log", "checkpoint 2 complete", 1);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let mut child = sb.cmd(&["run", "job.toml"]).log("log").start();
+    child.wait_for("checkpoint 2 complete", 1);
+    child.kill();
     sb.write(
         "job.toml",
-        job(&operator("keyed-count"), 2, None, checkpoints)
+        counts_job(&operator("keyed-count"), 2, None, checkpoints)
             .replace("max_parallelism = 32", "max_parallelism = 64"),
     );
     sb.weir(&["run", "job.toml"]).fails_with(&[

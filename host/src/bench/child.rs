@@ -41,3 +41,27 @@ pub fn peak_rss_kib() -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
+
+/// The REST address a child `weir run --ready-file PATH` writes once it
+/// listens; an error when the child ends first or nothing comes within
+/// `wait`. `what` names the case in messages.
+pub(super) fn rest_address(
+    path: &std::path::Path,
+    child: &mut std::process::Child,
+    wait: std::time::Duration,
+    what: &str,
+) -> Result<String, BenchError> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return Ok(text.trim().to_string());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("{what}: the job ended ({status}) before its REST API listened");
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("{what}: the job's REST API did not listen within {wait:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

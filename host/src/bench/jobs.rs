@@ -298,7 +298,8 @@ fn run_with_savepoint(
     use std::io::BufRead;
     use std::time::{Duration, Instant};
     let mut child = cmd
-        .args(["--rest-addr", "127.0.0.1:0"])
+        .args(["--rest-addr", "127.0.0.1:0", "--ready-file"])
+        .arg(dir.join("ready"))
         // Checkpoints are logged at `info`: counted from the log.
         .env("WEIR_LOG", "info")
         .stdout(std::process::Stdio::null())
@@ -313,13 +314,8 @@ fn run_with_savepoint(
             .lines()
             .map_while(Result::ok)
         {
-            if let Some((_, addr)) = line
-                .split_once("REST API of job")
-                .and_then(|(_, r)| r.split_once("at http://"))
-            {
-                let _ = tx.send(Some(addr.trim().to_string()));
-            } else if line.contains("checkpoint") && line.contains("complete in") {
-                let _ = tx.send(None);
+            if line.contains("checkpoint") && line.contains("complete in") {
+                let _ = tx.send(());
             }
             log.push_str(&line);
             log.push('\n');
@@ -328,20 +324,11 @@ fn run_with_savepoint(
     });
     let triggered = (|| -> Result<(), BenchError> {
         let wait = Duration::from_secs(120);
-        let addr = loop {
-            match rx.recv_timeout(wait) {
-                Ok(Some(addr)) => break addr,
-                Ok(None) => {}
-                Err(_) => bail!("the job printed no REST address"),
-            }
-        };
+        let what = format!("case `{}`", case.row);
+        let addr = super::child::rest_address(&dir.join("ready"), &mut child, wait, &what)?;
         let started = Instant::now();
         // After the first checkpoint, and at least halfway through the input.
-        while rx
-            .recv_timeout(wait)
-            .context("no checkpoint completed")?
-            .is_some()
-        {}
+        rx.recv_timeout(wait).context("no checkpoint completed")?;
         let half =
             Duration::from_secs_f64(case.events as f64 / case.rate.unwrap_or(1) as f64 / 2.0);
         if let Some(rest) = half.checked_sub(started.elapsed()) {

@@ -17,8 +17,8 @@
 //! output measures, for each record, its wall clock at consume time minus
 //! that timestamp. Records produced before the first output was seen (the
 //! job's start) are not counted. The job is then stopped with a savepoint
-//! through its REST API, whose address is read from the job's log
-//! (`stderr.log`) once it is up. With exactly-once, output becomes visible only when
+//! through its REST API, whose address the job writes to its ready file
+//! (`weir run --ready-file`) once it is up. With exactly-once, output becomes visible only when
 //! the transaction of the checkpoint that covers it commits, so latency is
 //! bounded below by the checkpoint interval; at-least-once is measured
 //! beside it.
@@ -533,7 +533,14 @@ addr = "127.0.0.1:0"
         let me = std::env::current_exe().context("finding the weir binary")?;
         Command::new(me)
             .current_dir(&dir)
-            .args(["run", "job.toml", "--report", "report.json"])
+            .args([
+                "run",
+                "job.toml",
+                "--report",
+                "report.json",
+                "--ready-file",
+                "ready",
+            ])
             .env("WEIR_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("stderr.log"))?)
@@ -595,25 +602,12 @@ addr = "127.0.0.1:0"
     ) -> Result<Latency, BenchError> {
         let what = format!("case `kafka` latency ({})", self.delivery);
         // The REST address, once the job is up.
-        let started = Instant::now();
-        let addr = loop {
-            let log = self.stderr(dir);
-            if let Some(at) = log.find("http://") {
-                let rest = &log[at + "http://".len()..];
-                break rest
-                    .split(|c: char| c.is_whitespace())
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-            }
-            if let Some(status) = child.try_wait()? {
-                bail!("{what}: the job ended ({status}) before it started: {log}");
-            }
-            if started.elapsed() > Duration::from_secs(120) {
-                bail!("{what}: the job did not start within 120 s: {log}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let addr = super::child::rest_address(
+            &dir.join(self.prefix).join("ready"),
+            child,
+            Duration::from_secs(120),
+            &what,
+        )?;
 
         let consumer = committed_reader(cluster, self.output, false)?;
         let produced = Arc::new(AtomicU64::new(0));

@@ -30,6 +30,10 @@ pub struct RunArgs {
     /// Serve the REST API on HOST:PORT (port 0 picks a free one); overrides `[rest] addr`.
     #[arg(long, value_name = "HOST:PORT")]
     rest_addr: Option<String>,
+    /// Once the REST API listens, write its address (HOST:PORT and a newline)
+    /// to FILE, atomically: wait for this file rather than read the log.
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
     /// Benchmarks: run native logic (`map`, `keyed-count`) behind operator ID.
     #[arg(long, value_name = "ID=NAME", hide = true)]
     native_operator: Vec<String>,
@@ -42,6 +46,13 @@ impl RunArgs {
     pub fn execute(self) -> anyhow::Result<()> {
         let spec = JobSpec::load(&self.job)?;
         tracing::info!(job = %spec.name, "starting job `{}`", spec.name);
+        if self.ready_file.is_some() && self.rest_addr.is_none() && spec.rest.is_none() {
+            anyhow::bail!(
+                "--ready-file is given, but the job serves no REST API: \
+                 add `[rest] addr` to `{}`, or pass --rest-addr",
+                self.job.display()
+            );
+        }
         let native = self
             .native_operator
             .iter()
@@ -57,6 +68,7 @@ impl RunArgs {
             from_savepoint: self.from_savepoint,
             allow_non_restored_state: self.allow_non_restored_state,
             rest_addr: self.rest_addr,
+            ready_file: self.ready_file,
             serve: Some(weir_host::api::rest::serve_boxed),
             overrides: weir_host::bench::native_twins(&spec, &native)
                 .with_context(|| format!("job `{}`", spec.name))?,

@@ -70,6 +70,10 @@ pub struct RunOptions {
     pub allow_non_restored_state: bool,
     /// Serve the REST API here (overrides the job file's `[rest] addr`).
     pub rest_addr: Option<String>,
+    /// Once the REST API listens, write its address here (`HOST:PORT` and a
+    /// newline), atomically: a script or a test waits for this file instead
+    /// of reading the log.
+    pub ready_file: Option<PathBuf>,
     /// Operator ID → logic the caller loaded, to run instead of the `.wasm` the job file names.
     pub overrides: BTreeMap<String, OperatorImpl>,
     /// What serves the REST API when an address is set (the `api` layer's

@@ -3,16 +3,21 @@
 //! and stopped with `scripts/services.sh --dir`), and Kafka's own command-line
 //! tools as the independent client: topics are created with `kafka-topics`,
 //! input is produced with `kafka-console-producer`, and output is read back
-//! with `kafka-console-consumer --isolation-level read_committed`.
+//! with `kafka-console-consumer --isolation-level read_committed`. And what
+//! several Kafka tests share: keyed input and the counts it must give, the
+//! Kafka → `keyed-count` → Kafka job, and the log lines they wait for.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
-use super::{root, weir_bin, Sandbox};
+use super::fixtures::{root, toml_path};
+use super::operators::operator;
+use super::process::send_signal;
+use super::sandbox::Sandbox;
 
 /// What to do when the tests have no Kafka (one line).
 const NO_KAFKA: &str = "WEIR_TEST_KAFKA is not set: run the Kafka tests through \
@@ -440,18 +445,12 @@ impl Cluster {
     #[track_caller]
     fn signal_broker(&self, n: u32, signal: &str) {
         let n = n.to_string();
-        let pid = services_ok(&["pid", "kafka", &n, "--dir", self.dir()])
+        let pid = services_ok(&["pid", "kafka", &n, "--dir", self.dir()]);
+        let pid = pid
             .trim()
-            .to_string();
-        assert!(
-            !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()),
-            "scripts/services.sh pid kafka {n}: {pid:?}"
-        );
-        let status = Command::new("kill")
-            .args(["-s", signal, &pid])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -s {signal} {pid}: {status}");
+            .parse()
+            .unwrap_or_else(|_| panic!("scripts/services.sh pid kafka {n}: {pid:?}"));
+        send_signal(pid, signal);
     }
 
     /// Starts again every broker that is down, on its kept data; waits
@@ -481,50 +480,176 @@ impl Drop for Cluster {
     }
 }
 
-impl Sandbox {
-    /// Starts `weir ARGS` with extra environment variables, its log (at
-    /// info level) going to the file `log`.
-    pub fn spawn_logged_with(&self, args: &[&str], log: &str, env: &[(&str, &str)]) -> Child {
-        let file = std::fs::File::create(self.path(log)).unwrap();
-        let mut cmd = Command::new(weir_bin());
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .env("WEIR_CACHE_DIR", &self.cache)
-            .env("WEIR_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.spawn().expect("spawning weir")
-    }
+/// librdkafka settings for a test source that reads a few records per
+/// fetch, so that a job over a few thousand records lasts several
+/// checkpoints and kills land mid-job: at most about 200 bytes (a couple of
+/// the console producer's small record batches) per partition per fetch,
+/// and the broker holds each fetch 5 ms (it never has the 1 MB asked for).
+/// Measured by hand: about 1,000 records/s per consumer instead of
+/// 6,000+. Speed is asserted nowhere: this only spreads the run out.
+pub const SLOW_FETCH: &str = r#"properties = { "fetch.message.max.bytes" = "200", "fetch.min.bytes" = "1000000", "fetch.wait.max.ms" = "5" }"#;
 
-    /// Waits until the file `log` contains `needle` `times` times (`Ok`),
-    /// or `child` exits first (`Err` with its exit status). Fails the test
-    /// after a generous deadline.
-    #[track_caller]
-    pub fn wait_for_or_exit(
-        &self,
-        log: &str,
-        needle: &str,
-        times: usize,
-        child: &mut Child,
-    ) -> Result<(), std::process::ExitStatus> {
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            let text = std::fs::read_to_string(self.path(log)).unwrap_or_default();
-            if text.matches(needle).count() >= times {
-                return Ok(());
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                return Err(status);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "`{needle}` did not appear {times} times in {log}:\n{text}"
+/// `count` keyed records over `keys` keys, as `(key, value)`: key
+/// `k<i*7919 % keys>`, value `v<i>`.
+pub fn input(count: usize, keys: usize) -> Vec<(String, String)> {
+    (0..count)
+        .map(|i| (format!("k{}", i * 7919 % keys), format!("v{i}")))
+        .collect()
+}
+
+/// A fresh input topic with `records` in it, read back (to know the
+/// timestamps the broker gave them).
+pub fn input_topic(
+    bootstrap: &str,
+    partitions: u32,
+    replication: u32,
+    records: &[(String, String)],
+) -> (String, Vec<Record>) {
+    let topic = unique("weir-in");
+    create_topic(bootstrap, &topic, partitions, replication, &[]);
+    produce(bootstrap, &topic, records);
+    let back = read_committed(bootstrap, &topic);
+    assert_eq!(back.len(), records.len(), "the input topic is not complete");
+    (topic, back)
+}
+
+/// What `keyed-count` must write for `input`: per key, values 1, 2, 3, ...
+/// with each input record's timestamp, in the key's order.
+pub fn expected_counts(input: &[Record]) -> BTreeMap<Option<String>, Vec<(String, i64)>> {
+    let mut out: BTreeMap<Option<String>, Vec<(String, i64)>> = BTreeMap::new();
+    for r in input {
+        let seq = out.entry(r.key.clone()).or_default();
+        seq.push(((seq.len() + 1).to_string(), r.timestamp));
+    }
+    out
+}
+
+/// Output records per key as (value, timestamp) in order.
+pub fn sequences(records: &[Record]) -> BTreeMap<Option<String>, Vec<(String, i64)>> {
+    let mut out: BTreeMap<Option<String>, Vec<(String, i64)>> = BTreeMap::new();
+    for r in records {
+        out.entry(r.key.clone())
+            .or_default()
+            .push((r.value.clone(), r.timestamp));
+    }
+    out
+}
+
+/// Asserts `got` is exactly `expected` per key (nothing missing, nothing
+/// twice), with a short account of the first difference.
+#[track_caller]
+pub fn assert_same_sequences(
+    what: &str,
+    got: &BTreeMap<Option<String>, Vec<(String, i64)>>,
+    expected: &BTreeMap<Option<String>, Vec<(String, i64)>>,
+) {
+    let total = |m: &BTreeMap<Option<String>, Vec<(String, i64)>>| -> usize {
+        m.values().map(Vec::len).sum()
+    };
+    for (key, want) in expected {
+        let have = got.get(key).map(Vec::as_slice).unwrap_or_default();
+        if have != want.as_slice() {
+            let at = have
+                .iter()
+                .zip(want)
+                .position(|(a, b)| a != b)
+                .unwrap_or(have.len().min(want.len()));
+            panic!(
+                "{what}: key {key:?} has {} records where {} were due; first difference at #{at}: \
+                 {:?} where {:?} was due ({} records in all, {} due)",
+                have.len(),
+                want.len(),
+                have.get(at),
+                want.get(at),
+                total(got),
+                total(expected),
             );
-            std::thread::sleep(Duration::from_millis(10));
         }
+    }
+    let extra: Vec<_> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
+    assert!(extra.is_empty(), "{what}: unexpected keys {extra:?}");
+}
+
+/// A Kafka → `keyed-count` → Kafka job: exactly-once checkpoints every
+/// 200 ms, restarts with a fixed delay, the source bounded (`stop = "latest"`).
+pub fn kafka_to_kafka(
+    bootstrap: &str,
+    input: &str,
+    output: &str,
+    source_parallelism: u32,
+    parallelism: u32,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+name = "kafka-counts"
+max_parallelism = 32
+
+[source]
+type = "kafka"
+bootstrap = "{bootstrap}"
+topic = "{input}"
+start = "earliest"
+stop = "latest"
+parallelism = {source_parallelism}
+batch_size = 64
+connect_timeout = "30s"
+{SLOW_FETCH}
+
+[[operators]]
+id = "count"
+wasm = {count}
+parallelism = {parallelism}
+input = "key"
+
+[sink]
+type = "kafka"
+bootstrap = "{bootstrap}"
+topic = "{output}"
+delivery = "exactly-once"
+create = {{ partitions = 3, replication = 1 }}
+connect_timeout = "30s"
+
+[checkpoint]
+interval = "200ms"
+dir = "state"
+retain = 3
+mode = "exactly-once"
+
+[restart]
+strategy = "fixed-delay"
+attempts = 50
+delay = "300ms"
+{extra}
+"#,
+        count = toml_path(&operator("keyed-count")),
+    )
+}
+
+/// The log line the sink writes (with `WEIR_TEST_KAFKA_COMMIT_PAUSE_MS`)
+/// between a checkpoint's completion and its transaction's commit.
+pub const DURABLE: &str = "is durable; committing its Kafka transaction";
+
+/// The log line of a completed checkpoint.
+pub const CHECKPOINT_DONE: &str = "complete in";
+
+/// The Kafka partitions of a savepoint's `inspect --json`, wherever they
+/// are: `(partition, offset)`.
+pub fn kafka_offsets(v: &serde_json::Value) -> Option<Vec<(i64, i64)>> {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let Some(serde_json::Value::Array(parts)) = m.get("partitions") {
+                let found: Option<Vec<(i64, i64)>> = parts
+                    .iter()
+                    .map(|p| Some((p["partition"].as_i64()?, p["offset"].as_i64()?)))
+                    .collect();
+                if found.is_some() {
+                    return found;
+                }
+            }
+            m.values().find_map(kafka_offsets)
+        }
+        serde_json::Value::Array(a) => a.iter().find_map(kafka_offsets),
+        _ => None,
     }
 }

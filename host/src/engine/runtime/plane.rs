@@ -2,6 +2,7 @@
 //! API, samples the job's rates, and turns SIGTERM and SIGINT into a
 //! graceful stop. Guest code never runs on it.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,19 @@ fn handle_signals(
     });
 }
 
+/// Writes `addr` and a newline to `path` atomically (a file beside it,
+/// then renamed over it): whoever sees the file reads the whole address.
+fn write_ready_file(path: &Path, addr: std::net::SocketAddr) -> Result<(), String> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, format!("{addr}\n"))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("cannot write the ready file `{}`: {e}", path.display())
+        })
+}
+
 /// The control plane of a run.
 pub(super) struct Plane {
     /// Its tokio runtime.
@@ -103,6 +117,9 @@ impl Plane {
                     .map_err(RunError::Setup)?;
                 // Printed whatever WEIR_LOG says: scripts and tests read it.
                 eprintln!("weir: REST API of job `{}` at http://{bound}", spec.name);
+                if let Some(path) = &options.ready_file {
+                    write_ready_file(path, bound).map_err(RunError::Setup)?;
+                }
                 true
             }
             None => false,
