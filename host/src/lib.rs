@@ -122,10 +122,7 @@ mod layers {
                 None => vec![rest],
             };
             for name in names {
-                let part: String = name
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
+                let part = ident(name);
                 if !part.is_empty() {
                     out.push(part);
                 }
@@ -137,19 +134,8 @@ mod layers {
     #[test]
     fn engine_parts_point_down() {
         let engine = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/engine");
-        let mut files = Vec::new();
-        visit(&engine, &mut files);
         let mut wrong = Vec::new();
-        for file in &files {
-            let rel = file.strip_prefix(&engine).unwrap();
-            let first = rel
-                .components()
-                .next()
-                .unwrap()
-                .as_os_str()
-                .to_str()
-                .unwrap();
-            let part = first.trim_end_matches(".rs");
+        for (rel, part, text) in sources(&engine) {
             if part == "mod" {
                 continue;
             }
@@ -157,28 +143,21 @@ mod layers {
                 wrong.push(format!("engine/{}: a part not in the order", rel.display()));
                 continue;
             };
-            let text = std::fs::read_to_string(file).unwrap();
-            for (n, line) in text.lines().enumerate() {
-                if line.trim_start().starts_with("//") {
-                    continue;
-                }
+            for (n, line) in code_lines(&text) {
                 if line.contains("super::super") {
                     wrong.push(format!(
                         "engine/{}:{}: reaches out with `super::super`",
                         rel.display(),
-                        n + 1
+                        n
                     ));
                 }
                 for (at, _) in line.match_indices("crate::connectors::") {
-                    let named: String = line[at + "crate::connectors::".len()..]
-                        .chars()
-                        .take_while(|c| c.is_alphanumeric() || *c == '_')
-                        .collect();
+                    let named = ident(&line[at + "crate::connectors::".len()..]);
                     if !CONNECTORS_SEEN_BY_THE_ENGINE.contains(&named.as_str()) {
                         wrong.push(format!(
                             "engine/{}:{}: names the connector `{named}` (the engine reaches connectors through `connectors::registry`)",
                             rel.display(),
-                            n + 1
+                            n
                         ));
                     }
                 }
@@ -188,12 +167,12 @@ mod layers {
                         Some(_) => wrong.push(format!(
                             "engine/{}:{}: `{part}` names `{named}`, a part above it",
                             rel.display(),
-                            n + 1
+                            n
                         )),
                         None => wrong.push(format!(
                             "engine/{}:{}: names `crate::engine::{named}`, a part not in the order",
                             rel.display(),
-                            n + 1
+                            n
                         )),
                     }
                 }
@@ -206,54 +185,64 @@ mod layers {
         );
     }
 
+    /// The identifier `text` starts with.
+    fn ident(text: &str) -> String {
+        text.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    }
+
+    /// Every `.rs` file under `dir`: its path from `dir`, the folder or file
+    /// it is in at the top (without `.rs`), and its text.
+    fn sources(dir: &Path) -> Vec<(std::path::PathBuf, String, String)> {
+        let mut files = Vec::new();
+        visit(dir, &mut files);
+        files
+            .into_iter()
+            .map(|file| {
+                let rel = file.strip_prefix(dir).unwrap().to_path_buf();
+                let top = rel.components().next().unwrap().as_os_str();
+                let top = top.to_str().unwrap().trim_end_matches(".rs").to_string();
+                let text = std::fs::read_to_string(&file).unwrap();
+                (rel, top, text)
+            })
+            .collect()
+    }
+
+    /// The lines of code of `text`, numbered from 1: prose (comments) may
+    /// point anywhere, code may not.
+    fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+        text.lines()
+            .enumerate()
+            .map(|(n, line)| (n + 1, line))
+            .filter(|(_, line)| !line.trim_start().starts_with("//"))
+    }
+
     #[test]
     fn no_import_points_up() {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut files = Vec::new();
-        visit(&src, &mut files);
         let mut wrong = Vec::new();
-        for file in &files {
-            let rel = file.strip_prefix(&src).unwrap();
-            let first = rel
-                .components()
-                .next()
-                .unwrap()
-                .as_os_str()
-                .to_str()
-                .unwrap();
-            let layer = first.trim_end_matches(".rs");
+        for (rel, layer, text) in sources(&src) {
             // The binary (main.rs, cli/) sits on top of everything; lib.rs declares the layers.
-            if matches!(layer, "lib" | "main" | "cli") {
+            if matches!(layer.as_str(), "lib" | "main" | "cli") {
                 continue;
             }
-            let allowed = allowed(layer);
-            let text = std::fs::read_to_string(file).unwrap();
-            for (n, line) in text.lines().enumerate() {
-                // Prose may point anywhere; code may not.
-                if line.trim_start().starts_with("//") {
-                    continue;
-                }
+            let allowed = allowed(&layer);
+            for (n, line) in code_lines(&text) {
                 for (at, _) in line.match_indices("crate::") {
                     if at > 0 && line[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_') {
                         continue;
                     }
-                    let named: String = line[at + 7..]
-                        .chars()
-                        .take_while(|c| c.is_alphanumeric() || *c == '_')
-                        .collect();
+                    let named = ident(&line[at + 7..]);
                     if !named.is_empty() && !allowed.contains(&named.as_str()) {
-                        wrong.push(format!(
-                            "{}:{}: names `crate::{named}`",
-                            rel.display(),
-                            n + 1
-                        ));
+                        wrong.push(format!("{}:{}: names `crate::{named}`", rel.display(), n));
                     }
                 }
                 if layer != "wasm" && line.contains("bindings::") {
                     wrong.push(format!(
                         "{}:{}: names the WIT bindings outside wasm/",
                         rel.display(),
-                        n + 1
+                        n
                     ));
                 }
             }
