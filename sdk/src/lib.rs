@@ -72,6 +72,8 @@ mod context;
 mod event;
 mod runtime;
 mod state;
+#[cfg(test)]
+mod vectors;
 
 pub use context::{Config, Context, TaskInfo};
 pub use event::{Error, Event, Output, TimeDomain, Timer};
