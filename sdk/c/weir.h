@@ -454,6 +454,11 @@ bool weir_json_field(weir_bytes json, const char *name, weir_bytes *value);
 /* Iterates an array: start with `*at = 0`; each call gives the next element
  * and returns false at the end (or if `json` is not an array). */
 bool weir_json_next(weir_bytes json, size_t *at, weir_bytes *element);
+/* Iterates the fields of an object in their order: start with `*at = 0`;
+ * each call puts the next field's name, decoded, in `name` (replacing what
+ * it held) and gives its value, and returns false at the end (or if `json`
+ * is not an object). */
+bool weir_json_next_field(weir_bytes json, size_t *at, weir_buf *name, weir_bytes *value);
 
 #ifdef __cplusplus
 }
