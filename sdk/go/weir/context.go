@@ -6,9 +6,6 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
-
-	"weir.dev/sdk/internal/wit/imports/weir_operator_timers"
-	"weir.dev/sdk/internal/wit/imports/weir_operator_types"
 )
 
 // TaskInfo says where a subtask runs.
@@ -231,7 +228,7 @@ func (c *Context) timerOp(domain TimeDomain, register, hasKey bool, key []byte, 
 // the host once per call.
 func (c *Context) Watermark() int64 {
 	if !c.haveWM {
-		c.watermark = weir_operator_timers.CurrentWatermark()
+		c.watermark = imports.currentWatermark()
 		c.haveWM = true
 	}
 	return c.watermark
@@ -239,7 +236,7 @@ func (c *Context) Watermark() int64 {
 
 // ProcessingTime returns the wall clock, ms since the Unix epoch, as
 // processing-time timers see it.
-func (c *Context) ProcessingTime() int64 { return weir_operator_timers.ProcessingTime() }
+func (c *Context) ProcessingTime() int64 { return imports.processingTime() }
 
 func (c *Context) checkDeclared(name string, kind StateKind) error {
 	for _, s := range c.declared {
@@ -285,15 +282,10 @@ func (c *Context) flushTimers() {
 			}
 			times = append(times, op.timestamp)
 		}
-		wit := keys.wit()
-		d := weir_operator_types.TimeDomain_EventTime
-		if domain == ProcessingTime {
-			d = weir_operator_types.TimeDomain_ProcessingTime
-		}
 		if register {
-			weir_operator_timers.RegisterMany(d, wit, times)
+			imports.registerTimers(domain, keys, times)
 		} else {
-			weir_operator_timers.DeleteMany(d, wit, times)
+			imports.deleteTimers(domain, keys, times)
 		}
 		ops = ops[n:]
 	}
