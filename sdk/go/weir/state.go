@@ -142,17 +142,21 @@ type ValueState[T any] struct {
 	values    blobs
 }
 
-// OpenValueState opens the declared value state name, holding values of type T.
+// OpenValueState opens the declared value state name, holding values of
+// type T. Opening it again gives the same handle (another T: an error).
 func OpenValueState[T any](ctx *Context, name string) (*ValueState[T], error) {
 	if err := ctx.checkDeclared(name, ValueKind); err != nil {
 		return nil, err
+	}
+	if s, found, err := reopened[*ValueState[T]](ctx, name, ValueKind); found {
+		return s, err
 	}
 	h, err := imports.openValueState(name)
 	if err != nil {
 		return nil, err
 	}
 	s := &ValueState[T]{name: name, codec: newCodec[T](), handle: h, index: map[string]int32{}}
-	ctx.flushers = append(ctx.flushers, s)
+	ctx.remember(name, s)
 	return s, nil
 }
 
@@ -337,17 +341,21 @@ type MapState[K, V any] struct {
 }
 
 // OpenMapState opens the declared map state name, with user keys of type K
-// and values of type V.
+// and values of type V. Opening it again gives the same handle (other K, V:
+// an error).
 func OpenMapState[K, V any](ctx *Context, name string) (*MapState[K, V], error) {
 	if err := ctx.checkDeclared(name, MapKind); err != nil {
 		return nil, err
+	}
+	if s, found, err := reopened[*MapState[K, V]](ctx, name, MapKind); found {
+		return s, err
 	}
 	h, err := imports.openMapState(name)
 	if err != nil {
 		return nil, err
 	}
 	s := &MapState[K, V]{name: name, codec: newCodec[V](), keyCodec: newCodec[K](), handle: h, index: map[string]int32{}}
-	ctx.flushers = append(ctx.flushers, s)
+	ctx.remember(name, s)
 	return s, nil
 }
 
@@ -576,17 +584,21 @@ type ListState[T any] struct {
 	values blobs
 }
 
-// OpenListState opens the declared list state name, holding values of type T.
+// OpenListState opens the declared list state name, holding values of
+// type T. Opening it again gives the same handle (another T: an error).
 func OpenListState[T any](ctx *Context, name string) (*ListState[T], error) {
 	if err := ctx.checkDeclared(name, ListKind); err != nil {
 		return nil, err
+	}
+	if s, found, err := reopened[*ListState[T]](ctx, name, ListKind); found {
+		return s, err
 	}
 	h, err := imports.openListState(name)
 	if err != nil {
 		return nil, err
 	}
 	s := &ListState[T]{name: name, codec: newCodec[T](), handle: h}
-	ctx.flushers = append(ctx.flushers, s)
+	ctx.remember(name, s)
 	return s, nil
 }
 
