@@ -3,7 +3,7 @@
 //! this SDK: canonical JSON through the state codec, flat batches and fired
 //! timers through the `process` and `on-timer` exports, and whole calls
 //! (state caches, flush order, timers, the reject protocol) through the
-//! exports with a scripted operator and a stand-in host.
+//! exports with a scripted operator and a stand-in host; and `migrate`.
 //!
 //! This SDK keeps what it knows of state from call to call (an optional
 //! optimisation of the contract), so a key a `get-many` names as `known`
@@ -485,4 +485,64 @@ fn reject_vectors() {
 #[test]
 fn timers_vectors() {
     run_all("timers.jsonl", run_case);
+}
+
+/// `migrate.jsonl`: stored values converted or refused.
+#[test]
+fn migrate_vectors() {
+    run_all("migrate.jsonl", |c| {
+        let m = &c["call"];
+        let values = if m["blobs"].is_object() {
+            types::Blobs {
+                data: unhex(&m["blobs"]["data"]),
+                lens: ints(&m["blobs"]["lens"]),
+            }
+        } else {
+            let mut b = types::Blobs {
+                data: Vec::new(),
+                lens: Vec::new(),
+            };
+            for v in m["values"].as_array().ok_or("no values")? {
+                match v.as_str() {
+                    Some(v) => {
+                        b.data.extend_from_slice(v.as_bytes());
+                        b.lens.push(v.len() as i32);
+                    }
+                    None => b.lens.push(-1),
+                }
+            }
+            b
+        };
+        let state = m["state"].as_str().ok_or("no state")?;
+        let from = m["from_version"].as_u64().ok_or("no from_version")? as u32;
+        let result = if c["migrate"] == Value::Bool(false) {
+            crate::runtime::migrate::<script::Plain>(state, from, values)
+        } else {
+            crate::runtime::migrate::<Script>(state, from, values)
+        };
+        let got = match result {
+            Ok(out) => {
+                let mut at = 0usize;
+                let values: Vec<Value> = out
+                    .lens
+                    .iter()
+                    .map(|&len| {
+                        if len < 0 {
+                            return Value::Null;
+                        }
+                        let v = String::from_utf8_lossy(&out.data[at..at + len as usize]);
+                        at += len as usize;
+                        Value::from(v.into_owned())
+                    })
+                    .collect();
+                json!({ "values": values })
+            }
+            Err(e) => json!({"refused": {"index": e.index, "message": e.message}}),
+        };
+        if got == c["result"] {
+            Ok(())
+        } else {
+            Err(format!("returned {got}, expected {}", c["result"]))
+        }
+    });
 }

@@ -5,7 +5,7 @@
  * SDK's JSON readers and writers, flat batches and fired timers through
  * the `process` and `on-timer` exports, and whole calls (state caches,
  * flush order, timers, the reject protocol) through the exports with the
- * scripted operator below and the stand-in host of host.c.
+ * scripted operator below and the stand-in host of host.c; and migrate.
  *
  * Build (sdk/test.sh does): `wit-bindgen c wit --world operator --out-dir
  * B`, then `cc -I sdk/c -I B sdk/c/weir.c sdk/c/weir_util.c
@@ -13,9 +13,11 @@
  * folder as its argument. Each case runs in a child process of its own:
  * a fresh instance of the SDK, as a component instance is.
  *
- * The C SDK has no floats, so the JSON cases marked `float` are skipped;
- * it keeps no state from call to call, so a key a `get-many` names as
- * `known` is fetched again, as the contract requires of such an SDK.
+ * The C SDK has no floats, so the JSON cases marked `float` are skipped,
+ * and so are the migrate cases of an operator without migrate (the
+ * operator here is one constant definition, and it has one); the SDK keeps
+ * no state from call to call, so a key a `get-many` names as `known` is
+ * fetched again, as the contract requires of such an SDK.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -198,6 +200,8 @@ static weir_status script_prefetch(const weir_event *events, size_t n);
 static weir_status script_process(const weir_event *event, weir_output *out);
 static weir_status script_prefetch_timers(const weir_timer *timers, size_t n);
 static weir_status script_on_timer(const weir_timer *timer, weir_output *out);
+static weir_status script_migrate(const char *state, uint32_t from_version, weir_bytes value,
+                                  weir_buf *out);
 
 WEIR_OPERATOR(
     .name = "vectors", .version = "1.0.0",
@@ -205,7 +209,8 @@ WEIR_OPERATOR(
                {names[3], WEIR_MAP, 1}, {names[4], WEIR_MAP, 1}, {names[5], WEIR_MAP, 1},
                {names[6], WEIR_LIST, 1}, {names[7], WEIR_LIST, 1}, {names[8], WEIR_LIST, 1}},
     .open = script_open, .prefetch = script_prefetch, .process = script_process,
-    .prefetch_timers = script_prefetch_timers, .on_timer = script_on_timer, );
+    .prefetch_timers = script_prefetch_timers, .on_timer = script_on_timer,
+    .migrate = script_migrate, );
 
 typedef struct {
     char name[64];
@@ -458,6 +463,20 @@ static weir_status script_prefetch_timers(const weir_timer *timers, size_t n) {
 
 static weir_status script_on_timer(const weir_timer *timer, weir_output *out) {
     return item(timer->key, NULL, timer->timestamp, out);
+}
+
+/* The vectors' migrate: [STATE,FROM,VALUE], refusing the value "refuse". */
+static weir_status script_migrate(const char *state, uint32_t from_version, weir_bytes value,
+                                  weir_buf *out) {
+    if (value.len == 8 && memcmp(value.ptr, "\"refuse\"", 8) == 0)
+        return weir_fatal("refused at version %u", from_version);
+    weir_json_array_begin(out);
+    weir_json_string(out, weir_str(state));
+    weir_json_u64(out, from_version);
+    weir_buf_append(out, ",", 1);
+    weir_buf_append(out, value.ptr, value.len);
+    weir_json_array_end(out);
+    return WEIR_OK;
 }
 
 /* ---------------------------------------------------------------- driving the exports */
@@ -784,6 +803,74 @@ static int check_calls(const char *file, weir_bytes c) {
     return 0;
 }
 
+static int check_migrate(const char *file, weir_bytes c) {
+    weir_bytes m = field(c, "call");
+    weir_buf state = {0};
+    text(field(m, "state"), &state);
+    operator_string_t name = {state.len ? state.data : NULL, state.len};
+    exports_weir_operator_guest_blobs_t values = {0};
+    if (has(m, "blobs")) {
+        weir_bytes b = field(m, "blobs"), lens = field(b, "lens"), e;
+        unhex(field(b, "data"), &values.data.ptr, &values.data.len);
+        values.lens.len = count(lens);
+        values.lens.ptr = malloc((values.lens.len + 1) * sizeof(int32_t));
+        size_t at = 0, i = 0;
+        while (weir_json_next(lens, &at, &e)) values.lens.ptr[i++] = (int32_t)i64(e);
+    } else {
+        weir_bytes list = field(m, "values"), e;
+        weir_buf data = {0}, s = {0};
+        values.lens.len = count(list);
+        values.lens.ptr = malloc((values.lens.len + 1) * sizeof(int32_t));
+        size_t at = 0, i = 0;
+        while (weir_json_next(list, &at, &e)) {
+            if (is_null(e)) {
+                values.lens.ptr[i++] = -1;
+                continue;
+            }
+            text(e, &s);
+            weir_buf_append(&data, s.data, s.len);
+            values.lens.ptr[i++] = (int32_t)s.len;
+        }
+        values.data = (operator_list_u8_t){data.len ? data.data : NULL, data.len};
+        weir_buf_free(&s);
+    }
+    exports_weir_operator_guest_blobs_t ret = {0};
+    exports_weir_operator_guest_migrate_error_t err = {0};
+    bool ok = exports_weir_operator_guest_migrate(&name, (uint32_t)i64(field(m, "from_version")),
+                                                  &values, &ret, &err);
+    weir_buf got = {0};
+    weir_json_object_begin(&got);
+    if (ok) {
+        weir_json_key(&got, "values");
+        weir_json_array_begin(&got);
+        size_t at = 0;
+        for (size_t i = 0; i < ret.lens.len; i++) {
+            if (ret.lens.ptr[i] < 0) {
+                weir_json_null(&got);
+                continue;
+            }
+            weir_json_string(&got, (weir_bytes){ret.data.ptr + at, (size_t)ret.lens.ptr[i]});
+            at += (size_t)ret.lens.ptr[i];
+        }
+        weir_json_array_end(&got);
+    } else {
+        weir_json_key(&got, "refused");
+        weir_json_object_begin(&got);
+        weir_json_key(&got, "index");
+        weir_json_u64(&got, err.index);
+        weir_json_key(&got, "message");
+        weir_json_string(&got, (weir_bytes){err.message.ptr, err.message.len});
+        weir_json_object_end(&got);
+    }
+    weir_json_object_end(&got);
+    if (!same_json(weir_buf_bytes(&got), field(c, "result"))) {
+        weir_buf_append(&got, "", 1);
+        fail_case(file, c, "returned %s", (const char *)got.data);
+        return 1;
+    }
+    return 0;
+}
+
 /* Runs every case of `dir/file` in a child process of its own. */
 static void run_file(const char *dir, const char *file, int (*check_case)(const char *, weir_bytes)) {
     char path[4096];
@@ -805,9 +892,12 @@ static void run_file(const char *dir, const char *file, int (*check_case)(const 
         if (nl) *nl = 0;
         weir_bytes c = weir_str(line);
         if (c.len > 0) {
-            bool is_float = false;
+            /* Skipped: floats (the C SDK has none), and an operator
+             * without migrate (this one is a constant that has one). */
+            bool is_float = false, migrates = true;
             weir_json_read_bool(field(c, "float"), &is_float);
-            if (is_float) {
+            weir_json_read_bool(field(c, "migrate"), &migrates);
+            if (is_float || !migrates) {
                 skipped++;
             } else {
                 fflush(stderr);
@@ -835,7 +925,9 @@ int main(int argc, char **argv) {
     run_file(dir, "state.jsonl", check_calls);
     run_file(dir, "reject.jsonl", check_calls);
     run_file(dir, "timers.jsonl", check_calls);
-    printf("C SDK: %d vectors passed, %d failed, %d skipped (floats: the C SDK has none)\n", passed,
-           failures, skipped);
+    run_file(dir, "migrate.jsonl", check_migrate);
+    printf("C SDK: %d vectors passed, %d failed, %d skipped (floats, which the C SDK has none of, "
+           "and an operator without migrate)\n",
+           passed, failures, skipped);
     return failures ? 1 : 0;
 }

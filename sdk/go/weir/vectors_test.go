@@ -4,9 +4,9 @@ package weir
 // they check, sdk/vectors/README.md their format), run against this package
 // on the host: canonical JSON through the state codec, flat batches and
 // fired timers through the operator's side of the exports (runtime.go),
-// and whole calls (state caches, flush order, timers, the reject protocol)
+// whole calls (state caches, flush order, timers, the reject protocol)
 // with a scripted operator and a stand-in host in place of the imports
-// (host.go). sdk/test.sh runs `go test ./weir` with the Go toolchain weir
+// (host.go), and migrate. sdk/test.sh runs `go test ./weir` with the Go toolchain weir
 // builds operators with.
 //
 // This SDK keeps no state from call to call, so a key a `get-many` names as
@@ -920,3 +920,48 @@ func runCase(c object) string {
 func TestStateVectors(t *testing.T)  { runAll(t, "state.jsonl", runCase) }
 func TestRejectVectors(t *testing.T) { runAll(t, "reject.jsonl", runCase) }
 func TestTimersVectors(t *testing.T) { runAll(t, "timers.jsonl", runCase) }
+
+// ---------------------------------------------------------------- migrate.jsonl
+
+// scriptedMigrate is the vectors' migrate: [STATE,FROM,VALUE], refusing "refuse".
+func scriptedMigrate(state string, fromVersion uint32, value []byte) ([]byte, error) {
+	if string(value) == `"refuse"` {
+		return nil, fmt.Errorf("refused at version %d", fromVersion)
+	}
+	name, _ := json.Marshal(state)
+	return fmt.Appendf(nil, "[%s,%d,%s]", name, fromVersion, value), nil
+}
+
+func TestMigrateVectors(t *testing.T) {
+	runAll(t, "migrate.jsonl", func(c object) string {
+		spec := Spec{Name: "vectors", Version: "1.0.0", Open: openScript}
+		if c["migrate"] != false {
+			spec.Migrate = scriptedMigrate
+		}
+		in := instance{spec: spec}
+		m := c["call"].(object)
+		var values blobs
+		if b, ok := m["blobs"].(object); ok {
+			values = blobs{unhex(b["data"]), ints[int32](b["lens"])}
+		} else {
+			for _, v := range m["values"].([]any) {
+				if s, ok := v.(string); ok {
+					values.push([]byte(s))
+				} else {
+					values.pushAbsent()
+				}
+			}
+		}
+		out, refused := in.migrate(m["state"].(string), uint32(i64(m["from_version"])), values)
+		var got object
+		if refused != nil {
+			got = object{"refused": object{"index": refused.index, "message": refused.message}}
+		} else {
+			got = object{"values": texts(split(out))}
+		}
+		if canon(got) != canon(c["result"]) {
+			return fmt.Sprintf("returned %s, expected %s", canon(got), canon(c["result"]))
+		}
+		return ""
+	})
+}

@@ -3,7 +3,8 @@
 // canonical JSON through `json`, flat batches and fired timers through the
 // `process` and `onTimer` exports, and whole calls (state caches, flush
 // order, timers, the reject protocol) through the exports with a scripted
-// operator and the stand-in host of host.mjs. Run with `node --test sdk/js/tests/`.
+// operator and the stand-in host of host.mjs; and `migrate`. Run with
+// `node --test sdk/js/tests/`.
 //
 // weir.js keeps no state from call to call, so a key a `get-many` names as
 // `known` is fetched again, as the contract requires of such an SDK.
@@ -342,3 +343,53 @@ function runCase(c) {
 test("state.jsonl: the state caches and the order of the host calls", () => runAll("state.jsonl", runCase));
 test("reject.jsonl: what process returns: output, bad input, fatal errors", () => runAll("reject.jsonl", runCase));
 test("timers.jsonl: timer changes and onTimer", () => runAll("timers.jsonl", runCase));
+
+// ---------------------------------------------------------------- migrate.jsonl
+
+/** The vectors' migrate: `[STATE,FROM,VALUE]`, refusing the value `"refuse"`. */
+function scriptedMigrate(state, fromVersion, value) {
+  const text = decodeUtf8(value);
+  if (text === '"refuse"') throw new Error(`refused at version ${fromVersion}`);
+  return `[${JSON.stringify(state)},${fromVersion},${text}]`;
+}
+
+test("migrate.jsonl: stored values converted or refused", () => {
+  runAll("migrate.jsonl", (c) => {
+    const def = { name: "vectors", version: "1.0.0", states: [], process() {} };
+    if (c.migrate !== false) def.migrate = scriptedMigrate;
+    const guest = operator(def);
+    const m = c.call;
+    let values;
+    if (m.blobs !== undefined) {
+      values = { data: unhex(m.blobs.data), lens: Int32Array.from(m.blobs.lens, Number) };
+    } else {
+      const parts = m.values.map((v) => (v === null ? null : encoder.encode(v)));
+      const data = new Uint8Array(parts.reduce((n, p) => n + (p === null ? 0 : p.length), 0));
+      let at = 0;
+      for (const p of parts) {
+        if (p === null) continue;
+        data.set(p, at);
+        at += p.length;
+      }
+      values = { data, lens: Int32Array.from(parts, (p) => (p === null ? -1 : p.length)) };
+    }
+    const r = guest.migrate(m.state, Number(m.from_version), values);
+    let got;
+    if (r !== null && r.tag === "err") {
+      got = { refused: { index: r.val.index, message: r.val.message } };
+    } else {
+      const out = [];
+      let at = 0;
+      for (const len of r.lens) {
+        if (len < 0) {
+          out.push(null);
+          continue;
+        }
+        out.push(decodeUtf8(r.data.subarray(at, at + len)));
+        at += len;
+      }
+      got = { values: out };
+    }
+    return canon(got) === canon(c.result) ? null : `returned ${canon(got)}, expected ${canon(c.result)}`;
+  });
+});

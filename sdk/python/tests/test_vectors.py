@@ -1,9 +1,9 @@
 """The shared test vectors of sdk/vectors/ (sdk/PROTOCOL.md is the contract
 they check, sdk/vectors/README.md their format), run against weir.py:
 canonical JSON through ``dumps``/``loads``, flat batches and fired timers
-through the ``process`` and ``on_timer`` exports, and whole calls (state
+through the ``process`` and ``on_timer`` exports, whole calls (state
 caches, flush order, timers, the reject protocol) through the exports with
-a scripted operator and the stand-in host of host.py.
+a scripted operator and the stand-in host of host.py, and ``migrate``.
 
 weir.py imports the bindings componentize-py generates; they are generated
 here into a temporary folder (``componentize-py bindings``, found as
@@ -152,6 +152,28 @@ class Vectors(unittest.TestCase):
         """timers.jsonl: timer changes and on_timer."""
         self.run_all("timers.jsonl", run_case)
 
+    def test_migrate(self) -> None:
+        """migrate.jsonl: stored values converted or refused."""
+        def check(c: Dict[str, Any]) -> Optional[str]:
+            guest = weir.export(Migrating if c.get("migrate", True) else Script)()
+            m = c["call"]
+            if "blobs" in m:
+                values = types.Blobs(bytes.fromhex(m["blobs"]["data"]), m["blobs"]["lens"])
+            else:
+                parts = [None if v is None else v.encode() for v in m["values"]]
+                values = types.Blobs(b"".join(p for p in parts if p is not None), [-1 if p is None else len(p) for p in parts])
+            try:
+                out = guest.migrate(m["state"], m["from_version"], values)
+                at, got = 0, []
+                for n in out.lens:
+                    got.append(None if n < 0 else bytes(out.data[at:at + n]).decode())
+                    at += max(n, 0)
+                result: Dict[str, Any] = {"values": got}
+            except Err as e:
+                result = {"refused": {"index": e.value.index, "message": e.value.message}}
+            return None if canon(result) == canon(c["result"]) else f"returned {canon(result)}, expected {canon(c['result'])}"
+        self.run_all("migrate.jsonl", check)
+
 
 # ---------------------------------------------------------------- the scripted operator
 
@@ -265,6 +287,16 @@ class Script:
         ops = self.next_item(timer.key, None, timer.timestamp)
         if ops is not None:
             self.run(ctx, ops, out)
+
+
+class Migrating(Script):
+    """The scripted operator with the vectors' migrate: ``[STATE,FROM,VALUE]``, refusing ``"refuse"``."""
+
+    @staticmethod
+    def migrate(state: str, from_version: int, value: bytes) -> bytes:
+        if value == b'"refuse"':
+            raise ValueError(f"refused at version {from_version}")
+        return b"[" + json.dumps(state).encode() + b"," + str(from_version).encode() + b"," + value + b"]"
 
 
 def opened() -> Any:

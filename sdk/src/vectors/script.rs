@@ -269,4 +269,31 @@ impl Operator for Script {
         let ops = PLAN.with_borrow(|p| p.prefetch.clone());
         self.run(ctx, &ops, None)
     }
+
+    /// The vectors' migrate: `[STATE,FROM,VALUE]`, refusing the value `"refuse"`.
+    fn migrate(state: &str, from_version: u32, value: &[u8]) -> Result<Vec<u8>, String> {
+        if value == br#""refuse""# {
+            return Err(format!("refused at version {from_version}"));
+        }
+        let mut out = format!("[{},{from_version},", Value::from(state)).into_bytes();
+        out.extend_from_slice(value);
+        out.push(b']');
+        Ok(out)
+    }
+}
+
+/// An operator without a migrate of its own (the vectors' `"migrate": false`).
+pub(crate) struct Plain;
+
+impl Operator for Plain {
+    const NAME: &'static str = "vectors";
+    const VERSION: &'static str = "1.0.0";
+
+    fn open(_ctx: &mut Context) -> Result<Self, String> {
+        Ok(Plain)
+    }
+
+    fn process(&mut self, _: &mut Context, _: Event<'_>, _: &mut Output) -> Result<(), Error> {
+        Ok(())
+    }
 }
