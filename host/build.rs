@@ -5,7 +5,8 @@
 //! builds operators against exactly the contract it runs, from any folder.
 //!
 //! Generates `$OUT_DIR/embedded.rs`: one `&[(&str, &[u8])]` of relative
-//! paths and contents per folder.
+//! paths and contents per folder. An SDK's tests (`tests/`, `*_test.go`)
+//! are left out.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ fn files(dir: &Path, skip: &[&str], out: &mut Vec<PathBuf>) {
         if name.starts_with('.')
             || skip.contains(&name.as_str())
             || name.ends_with(".wasm")
+            || name.ends_with("_test.go")
             || name == "node_modules"
             || name == "target"
             || name == "__pycache__"
@@ -80,7 +82,8 @@ fn main() {
         table(
             &format!("SDK_{upper}"),
             repo.join("sdk").join(lang),
-            &["README.md", "build.sh"],
+            // The SDKs' tests of the shared vectors are not built into operators.
+            &["README.md", "build.sh", "tests"],
         );
         table(
             &format!("TEMPLATE_{upper}"),

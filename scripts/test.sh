@@ -18,6 +18,8 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 (cd tests/plugins && cargo clippy --target wasm32-wasip2 --all-targets -- -D warnings)
 # The operators' own unit tests (windowed-sum's integer parsing), on the host.
 (cd plugins/rust && cargo test -p windowed-sum)
+# The SDKs' shared contract vectors (sdk/PROTOCOL.md), in each language's own runner.
+./sdk/test.sh
 if [[ -z "${WEIR_TEST_KAFKA:-}" ]]; then
   kafka_dir="$(mktemp -d "${TMPDIR:-/tmp}/weir-test-kafka.XXXXXX")"
   # Stops only the broker started here, by its PID file in $kafka_dir.

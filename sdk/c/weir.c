@@ -591,6 +591,19 @@ static void remember(weir_state_kind kind, void *state) {
     opened[n_opened++] = (opened_state){kind, state};
 }
 
+/* The handle on state `name` opened already, if any: opening a state
+ * again gives the same handle, so that writes through one are seen
+ * through the other (one cache). The kind was checked by check_declared. */
+static void *opened_already(const char *name) {
+    for (size_t i = 0; i < n_opened; i++) {
+        const char *n = opened[i].kind == WEIR_VALUE ? ((weir_value_state *)opened[i].state)->name
+                        : opened[i].kind == WEIR_MAP ? ((weir_map_state *)opened[i].state)->name
+                                                     : ((weir_list_state *)opened[i].state)->name;
+        if (strcmp(n, name) == 0) return opened[i].state;
+    }
+    return NULL;
+}
+
 static bool open_failed(operator_string_t *err) {
     weir_fatal("%.*s", (int)err->len, (const char *)err->ptr);
     operator_string_free(err);
@@ -599,6 +612,8 @@ static bool open_failed(operator_string_t *err) {
 
 weir_value_state *weir_value_state_open(const char *name) {
     if (!check_declared(name, WEIR_VALUE)) return NULL;
+    weir_value_state *already = opened_already(name);
+    if (already) return already;
     operator_string_t n = {(uint8_t *)name, strlen(name)}, err;
     weir_operator_state_own_value_state_t handle;
     if (!weir_operator_state_static_value_state_open(&n, &handle, &err)) {
@@ -615,6 +630,8 @@ weir_value_state *weir_value_state_open(const char *name) {
 
 weir_map_state *weir_map_state_open(const char *name) {
     if (!check_declared(name, WEIR_MAP)) return NULL;
+    weir_map_state *already = opened_already(name);
+    if (already) return already;
     operator_string_t n = {(uint8_t *)name, strlen(name)}, err;
     weir_operator_state_own_map_state_t handle;
     if (!weir_operator_state_static_map_state_open(&n, &handle, &err)) {
@@ -631,6 +648,8 @@ weir_map_state *weir_map_state_open(const char *name) {
 
 weir_list_state *weir_list_state_open(const char *name) {
     if (!check_declared(name, WEIR_LIST)) return NULL;
+    weir_list_state *already = opened_already(name);
+    if (already) return already;
     operator_string_t n = {(uint8_t *)name, strlen(name)}, err;
     weir_operator_state_own_list_state_t handle;
     if (!weir_operator_state_static_list_state_open(&n, &handle, &err)) {
@@ -713,6 +732,7 @@ bool weir_value_get(weir_value_state *s, weir_bytes key, weir_bytes *json) {
                 s->c.pending[s->c.n_pending++] = at;
             }
         }
+        fetch_pending(&s->c, s->name, &s->handle, NULL);
     }
     bool added;
     uint32_t at = value_slot(s, key, &added);

@@ -337,8 +337,9 @@ void weir_log(weir_level level, const char *fmt, ...) __attribute__((format(prin
 /* A declared value state: one value per key. */
 typedef struct weir_value_state weir_value_state;
 
-/* Opens the declared value state `name` (from `open`). NULL on error, with a
- * fatal message recorded: `return WEIR_FATAL`. */
+/* Opens the declared value state `name` (from `open`; opening it again gives
+ * the same handle). NULL on error, with a fatal message recorded:
+ * `return WEIR_FATAL`. */
 weir_value_state *weir_value_state_open(const char *name);
 
 /* The value stored for `key` as JSON bytes: false if there is none. */
@@ -360,7 +361,8 @@ void weir_value_put_u64(weir_value_state *s, weir_bytes key, uint64_t v);
 /* A declared map state: per key, a map from user keys (JSON) to values (JSON). */
 typedef struct weir_map_state weir_map_state;
 
-/* Opens the declared map state `name` (from `open`); NULL on error. */
+/* Opens the declared map state `name` (from `open`; opening it again gives
+ * the same handle); NULL on error. */
 weir_map_state *weir_map_state_open(const char *name);
 
 /* Announces a read of (`key`, `map_key`) so that the reads announced in a
@@ -395,7 +397,8 @@ void weir_map_clear(weir_map_state *m, weir_bytes key);
 /* A declared list state: per key, an ordered list of values (JSON). */
 typedef struct weir_list_state weir_list_state;
 
-/* Opens the declared list state `name` (from `open`); NULL on error. */
+/* Opens the declared list state `name` (from `open`; opening it again gives
+ * the same handle); NULL on error. */
 weir_list_state *weir_list_state_open(const char *name);
 
 /* Appends the JSON text `json` to the list of `key` (buffered). */
@@ -451,6 +454,11 @@ bool weir_json_field(weir_bytes json, const char *name, weir_bytes *value);
 /* Iterates an array: start with `*at = 0`; each call gives the next element
  * and returns false at the end (or if `json` is not an array). */
 bool weir_json_next(weir_bytes json, size_t *at, weir_bytes *element);
+/* Iterates the fields of an object in their order: start with `*at = 0`;
+ * each call puts the next field's name, decoded, in `name` (replacing what
+ * it held) and gives its value, and returns false at the end (or if `json`
+ * is not an object). */
+bool weir_json_next_field(weir_bytes json, size_t *at, weir_buf *name, weir_bytes *value);
 
 #ifdef __cplusplus
 }

@@ -675,3 +675,29 @@ bool weir_json_next(weir_bytes json, size_t *at, weir_bytes *element) {
     *at = (size_t)(c.p - json.ptr);
     return true;
 }
+
+bool weir_json_next_field(weir_bytes json, size_t *at, weir_buf *name, weir_bytes *value) {
+    cursor c = {json.ptr + *at, json.ptr + json.len};
+    if (*at == 0) {
+        /* The whole object is validated once, on the first call. */
+        cursor v;
+        if (!whole_value(json, &v) || *v.p != '{') return false;
+        c.p = v.p + 1;
+    }
+    skip_ws(&c);
+    if (c.p >= c.end || *c.p == '}') return false;
+    if (*c.p == ',') {
+        c.p++;
+        skip_ws(&c);
+    }
+    name->len = 0;
+    read_string(&c, name);
+    skip_ws(&c);
+    c.p++; /* ':' */
+    skip_ws(&c);
+    const uint8_t *start = c.p;
+    skip_value(&c, 0);
+    *value = (weir_bytes){start, (size_t)(c.p - start)};
+    *at = (size_t)(c.p - json.ptr);
+    return true;
+}

@@ -1109,6 +1109,9 @@ export class Context {
     const spec = this.declared.find((s) => s.name === name);
     if (spec === undefined) throw new Error(`state \`${name}\` is not declared in the operator's \`states\``);
     if (spec.kind !== kind) throw new Error(`state \`${name}\` is declared as ${spec.kind} state, not ${kind}`);
+    // Handles on one state share one cache, so that each sees the other's writes.
+    const opened = this.states.find((s) => s.name === name);
+    if (opened !== undefined) return opened;
     const state = new Kind(this, name);
     this.states.push(state);
     return state;
@@ -1296,13 +1299,13 @@ export function operator(def) {
   let instance = null;
   let ctx = null;
 
-  function run(items, prefetch, handle, onBadInput) {
+  function run(items, prefetch, handle, onBadInput, onPrefetchBadInput) {
     out.reset();
     let result = null;
     try {
       if (prefetch) prefetch.call(instance, items, ctx);
     } catch (e) {
-      result = fatal(fatalMessage(e));
+      result = e instanceof BadInput ? onPrefetchBadInput(e.message) : fatal(fatalMessage(e));
     }
     for (let i = 0; result === null && i < items.length; i++) {
       ctx.current = i;
@@ -1356,10 +1359,16 @@ export function operator(def) {
         return fatal(fatalMessage(e));
       }
       ctx.begin(events.map((e) => e.key));
-      return run(events, instance.prefetch, instance.process, (index, message) => ({
-        tag: "err",
-        val: { tag: "bad-input", val: { index, message, output: out.batch() } },
-      }));
+      return run(
+        events,
+        instance.prefetch,
+        instance.process,
+        (index, message) => ({
+          tag: "err",
+          val: { tag: "bad-input", val: { index, message, output: out.batch() } },
+        }),
+        (message) => fatal(`bad input: ${message}`),
+      );
     },
 
     onTimer(fired) {
@@ -1377,9 +1386,8 @@ export function operator(def) {
         return fatal(fatalMessage(e));
       }
       ctx.begin(timers.map((t) => t.key));
-      return run(timers, instance.prefetchTimers, instance.onTimer, (_, message) =>
-        fatal(`on_timer rejected a timer: ${message}`),
-      );
+      const rejected = (message) => fatal(`on_timer rejected a timer: ${message}`);
+      return run(timers, instance.prefetchTimers, instance.onTimer, (_, message) => rejected(message), rejected);
     },
 
     migrate(state, fromVersion, values) {

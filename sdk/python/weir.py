@@ -562,13 +562,13 @@ class ValueState(Generic[T]):
 
     def get(self, key: bytes, default: Any = None) -> Any:
         """The value stored for ``key``, or ``default`` if there is none."""
+        if not self._prefetched:
+            # The first read of a call fetches every key of the call.
+            self._prefetched = True
+            self._fetch(_batch_keys)
         v = self._cache.get(key, _UNKNOWN)
         if v is _UNKNOWN:
-            if not self._prefetched:
-                self._prefetched = True
-                self._fetch(_batch_keys)
-            if key not in self._cache:
-                self._fetch((key,))
+            self._fetch((key,))
             v = self._cache[key]
         return default if v is _ABSENT else v
 
@@ -810,6 +810,8 @@ class Context:
         """The operator's config from the job file (:class:`Config`)."""
         self._declared = {s.name: s for s in declared}
         self._states: List[Any] = []
+        # The handles opened, by state name, with the kinds they were opened with.
+        self._opened: Dict[str, Tuple[Any, Tuple[Optional[type], ...]]] = {}
         self._timer_ops: List[Tuple[TimeDomain, bool, Optional[bytes], int]] = []
         self._watermark: Optional[int] = None
 
@@ -820,29 +822,38 @@ class Context:
         if spec.kind != kind:
             raise Fatal(f"state `{name}` is declared as {spec.kind.name.lower()} state, not {kind.name.lower()}")
 
-    def _open(self, name: str, kind: StateKind, make: Callable[[], Any]) -> Any:
+    def _open(self, name: str, kind: StateKind, kinds: Tuple[Optional[type], ...], make: Callable[[], Any]) -> Any:
         self._check(name, kind)
+        opened = self._opened.get(name)
+        if opened is not None:
+            # Handles on one state share one cache, so that each sees the other's writes.
+            state, opened_kinds = opened
+            if opened_kinds != kinds:
+                raise Fatal(f"{kind.name.lower()} state `{name}` is already open with another value type")
+            return state
         try:
             state = make()
         except Err as e:
             raise Fatal(str(e.value)) from None
         self._states.append(state)
+        self._opened[name] = (state, kinds)
         return state
 
     def value_state(self, name: str, kind: Optional[type] = None) -> ValueState[Any]:
         """Opens the declared value state ``name``; its values are checked to
         be of ``kind`` (``int``, ``float``, ``str``, ``bool``, ``bytes``,
-        ``list``, ``dict``; ``None``: any JSON value) when read."""
-        return self._open(name, StateKind.VALUE, lambda: ValueState(name, kind))
+        ``list``, ``dict``; ``None``: any JSON value) when read. Opening it
+        again gives the same handle."""
+        return self._open(name, StateKind.VALUE, (kind,), lambda: ValueState(name, kind))
 
     def map_state(self, name: str, key_kind: Optional[type] = None, value_kind: Optional[type] = None) -> MapState[Any, Any]:
         """Opens the declared map state ``name`` with user keys of ``key_kind``
         and values of ``value_kind`` (see :meth:`value_state`)."""
-        return self._open(name, StateKind.MAP, lambda: MapState(name, key_kind, value_kind))
+        return self._open(name, StateKind.MAP, (key_kind, value_kind), lambda: MapState(name, key_kind, value_kind))
 
     def list_state(self, name: str, kind: Optional[type] = None) -> ListState[Any]:
         """Opens the declared list state ``name`` with elements of ``kind``."""
-        return self._open(name, StateKind.LIST, lambda: ListState(name, kind))
+        return self._open(name, StateKind.LIST, (kind,), lambda: ListState(name, kind))
 
     def register_timer(self, key: Optional[bytes], timestamp: int, domain: TimeDomain = TimeDomain.EVENT_TIME) -> None:
         """Registers a timer for ``key`` at ``timestamp`` (ms) in ``domain``; the
@@ -935,8 +946,10 @@ def _events(batch: _types.Batch) -> List[Event]:
         raise Fatal("malformed batch: the length lists differ")
     data, out, at = batch.data, [], 0
     for key_len, value_len, ts in zip(batch.key_lens, batch.value_lens, batch.timestamps):
-        if key_len < 0:
+        if key_len == -1:
             key = None
+        elif key_len < 0:
+            raise Fatal("malformed batch: lengths exceed the data")
         else:
             key = data[at:at + key_len]
             at += key_len

@@ -56,6 +56,12 @@
 //! [`MapState`] reads that the SDK cannot guess can be batched with
 //! [`MapState::prefetch`] from [`Operator::prefetch`].
 //!
+//! Every weir SDK follows the same guest runtime contract (`sdk/PROTOCOL.md`
+//! in the weir repository), checked by shared test vectors (`sdk/vectors`),
+//! which `cargo test -p weir-sdk` runs against this crate; keeping state
+//! from call to call and giving the host places are this SDK's optional
+//! optimisations of it.
+//!
 //! # How typed state is stored
 //!
 //! Values (and the user keys of a [`MapState`]) are stored as **JSON**
@@ -72,6 +78,8 @@ mod context;
 mod event;
 mod runtime;
 mod state;
+#[cfg(test)]
+mod vectors;
 
 pub use context::{Config, Context, TaskInfo};
 pub use event::{Error, Event, Output, TimeDomain, Timer};

@@ -27,10 +27,16 @@ pub mod bindings {
     });
 }
 
-/// Short paths to the generated interfaces.
+/// Short paths to the generated interfaces. Under `cargo test` the imported
+/// ones (`state`, `timers`, `logging`) are the stand-in of the shared test
+/// vectors (`crate::vectors::host`): wasm imports do not link on the host.
 pub mod wit {
     pub use super::bindings::exports::weir::operator::guest;
-    pub use super::bindings::weir::operator::{logging, state, timers, types};
+    pub use super::bindings::weir::operator::types;
+    #[cfg(not(test))]
+    pub use super::bindings::weir::operator::{logging, state, timers};
+    #[cfg(test)]
+    pub use crate::vectors::host::{logging, state, timers};
 }
 
 use wit::types;

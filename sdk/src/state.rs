@@ -87,7 +87,7 @@ fn encode<T: Serialize>(state: &str, value: &T) -> Result<Vec<u8>, Error> {
         .map_err(|e| Error::fatal(format!("cannot encode a value of state `{state}`: {e}")))
 }
 
-fn decode<T: DeserializeOwned>(state: &str, bytes: &[u8]) -> Result<T, Error> {
+pub(crate) fn decode<T: DeserializeOwned>(state: &str, bytes: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(bytes).map_err(|e| {
         Error::fatal(format!(
             "state `{state}` holds a value that does not decode as this type: {e}"
@@ -728,7 +728,11 @@ fn pair_at<'a>(arena: &'a [u8], spans: &[(u32, u32, u32)], i: u32) -> (&'a [u8],
 }
 
 /// Appends the JSON encoding of `value` to `buf` (left as it was on an error).
-fn encode_into<T: Serialize>(state: &str, value: &T, buf: &mut Vec<u8>) -> Result<(), Error> {
+pub(crate) fn encode_into<T: Serialize>(
+    state: &str,
+    value: &T,
+    buf: &mut Vec<u8>,
+) -> Result<(), Error> {
     let start = buf.len();
     serde_json::to_writer(Appender(&mut *buf), value).map_err(|e| {
         buf.truncate(start);

@@ -6,9 +6,6 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
-
-	"weir.dev/sdk/internal/wit/imports/weir_operator_timers"
-	"weir.dev/sdk/internal/wit/imports/weir_operator_types"
 )
 
 // TaskInfo says where a subtask runs.
@@ -186,10 +183,13 @@ type timerOp struct {
 // Context is the operator's handle on its subtask, passed to every call:
 // task info, config, state declarations, timers and the watermark.
 type Context struct {
-	task      TaskInfo
-	config    Config
-	declared  []StateSpec
-	flushers  []flusher
+	task     TaskInfo
+	config   Config
+	declared []StateSpec
+	flushers []flusher
+	// The handles opened, by state name: opening a state again gives the
+	// same handle, so that each sees the other's writes (one cache).
+	opened    map[string]any
 	timerOps  []timerOp
 	timerKeys []byte
 	watermark int64
@@ -231,7 +231,7 @@ func (c *Context) timerOp(domain TimeDomain, register, hasKey bool, key []byte, 
 // the host once per call.
 func (c *Context) Watermark() int64 {
 	if !c.haveWM {
-		c.watermark = weir_operator_timers.CurrentWatermark()
+		c.watermark = imports.currentWatermark()
 		c.haveWM = true
 	}
 	return c.watermark
@@ -239,7 +239,29 @@ func (c *Context) Watermark() int64 {
 
 // ProcessingTime returns the wall clock, ms since the Unix epoch, as
 // processing-time timers see it.
-func (c *Context) ProcessingTime() int64 { return weir_operator_timers.ProcessingTime() }
+func (c *Context) ProcessingTime() int64 { return imports.processingTime() }
+
+// reopened is the handle already open on state name, if there is one:
+// found is false if there is none, and err is set if it is not an H.
+func reopened[H any](c *Context, name string, kind StateKind) (h H, found bool, err error) {
+	open, ok := c.opened[name]
+	if !ok {
+		return h, false, nil
+	}
+	if h, ok := open.(H); ok {
+		return h, true, nil
+	}
+	return h, true, fmt.Errorf("%s state `%s` is already open with another value type", strings.ToLower(kind.String()), name)
+}
+
+// remember notes the handle opened on state name, and flushes it at the end of every call.
+func (c *Context) remember(name string, handle flusher) {
+	if c.opened == nil {
+		c.opened = map[string]any{}
+	}
+	c.opened[name] = handle
+	c.flushers = append(c.flushers, handle)
+}
 
 func (c *Context) checkDeclared(name string, kind StateKind) error {
 	for _, s := range c.declared {
@@ -285,15 +307,10 @@ func (c *Context) flushTimers() {
 			}
 			times = append(times, op.timestamp)
 		}
-		wit := keys.wit()
-		d := weir_operator_types.TimeDomain_EventTime
-		if domain == ProcessingTime {
-			d = weir_operator_types.TimeDomain_ProcessingTime
-		}
 		if register {
-			weir_operator_timers.RegisterMany(d, wit, times)
+			imports.registerTimers(domain, keys, times)
 		} else {
-			weir_operator_timers.DeleteMany(d, wit, times)
+			imports.deleteTimers(domain, keys, times)
 		}
 		ops = ops[n:]
 	}

@@ -4,15 +4,12 @@ import (
 	"fmt"
 	"path"
 	"runtime"
-	"runtime/debug"
 	"runtime/metrics"
 	"strings"
-
-	witTypes "go.bytecodealliance.org/pkg/wit/types"
-	guest "weir.dev/sdk/internal/wit/exports/export_weir_operator_guest"
-	_ "weir.dev/sdk/internal/wit/exports/wit_exports" // the component's exports
-	"weir.dev/sdk/internal/wit/imports/weir_operator_types"
 )
+
+// The operator's side of the exported WIT interface, in the SDK's own
+// types: glue_wasip1.go turns the generated bindings' calls into these.
 
 // Operator is the operator logic: one value per subtask, made by Spec.Open.
 // Only declared state survives a restart: the value's fields are rebuilt by Open.
@@ -97,91 +94,61 @@ var current struct {
 	at   int
 }
 
-func init() {
-	// See "Memory" in the package docs: the SDK collects garbage itself.
-	debug.SetGCPercent(-1)
-	current.at = -1
-	guest.Impl = glue{}
-}
+func init() { current.at = -1 }
 
-// glue implements the exported WIT interface on top of the exported Spec.
-type glue struct{}
+// outcome says how a call ended.
+type outcome uint8
 
-type (
-	batchResult   = witTypes.Result[weir_operator_types.Batch, weir_operator_types.Error]
-	migrateResult = witTypes.Result[weir_operator_types.Blobs, weir_operator_types.MigrateError]
+const (
+	succeeded outcome = iota
+	// rejected: bad input at the event `index`, with `message`.
+	rejected
+	// failed: a fatal error, with `message`.
+	failed
 )
 
-func (glue) Describe() weir_operator_types.OperatorSpec {
-	spec := exported.spec
-	states := make([]weir_operator_types.StateSpec, len(spec.States))
-	for i, s := range spec.States {
-		kind := weir_operator_types.StateKind_Value
-		switch s.Kind {
-		case MapKind:
-			kind = weir_operator_types.StateKind_Map
-		case ListKind:
-			kind = weir_operator_types.StateKind_List
-		}
-		states[i] = weir_operator_types.StateSpec{Name: s.Name, Kind: kind, Version: s.Version}
-	}
-	return weir_operator_types.OperatorSpec{Name: spec.Name, Version: spec.Version, States: states}
+// result is how a call ended; its output is in exported.out.
+type result struct {
+	outcome outcome
+	index   uint32
+	message string
 }
 
-func (glue) Open(task weir_operator_types.TaskInfo, config []witTypes.Tuple2[string, string]) (result witTypes.Result[witTypes.Unit, string]) {
+func fatalResult(message string) result { return result{outcome: failed, message: message} }
+
+// open creates the operator of a subtask: task, config (name -> value).
+func (in *instance) open(task TaskInfo, config map[string]string) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			result = witTypes.Err[witTypes.Unit](recovered(p).Error())
+			err = recovered(p)
 		}
 	}()
-	if exported.spec.Open == nil {
-		return witTypes.Err[witTypes.Unit]("no operator: call weir.Export from an init function of package main")
+	if in.spec.Open == nil {
+		return Fatal("no operator: call weir.Export from an init function of package main")
 	}
-	entries := make(map[string]string, len(config))
-	for _, kv := range config {
-		entries[kv.F0] = kv.F1
-	}
-	ctx := &Context{
-		task: TaskInfo{
-			OperatorID:     task.OperatorId,
-			Subtask:        task.Subtask,
-			Parallelism:    task.Parallelism,
-			MaxParallelism: task.MaxParallelism,
-			Attempt:        task.Attempt,
-		},
-		config:   Config{entries: entries},
-		declared: exported.spec.States,
-	}
-	op, err := exported.spec.Open(ctx)
+	ctx := &Context{task: task, config: Config{entries: config}, declared: in.spec.States}
+	op, err := in.spec.Open(ctx)
 	if err == nil {
 		err = ctx.flush()
 	}
 	if err != nil {
-		return witTypes.Err[witTypes.Unit](err.Error())
+		return err
 	}
-	exported.op, exported.ctx = op, ctx
-	return witTypes.Ok[witTypes.Unit, string](witTypes.Unit{})
-}
-
-func fatalResult(message string) batchResult {
-	return witTypes.Err[weir_operator_types.Batch](weir_operator_types.MakeErrorFatal(message))
-}
-
-func (o *Output) wit() weir_operator_types.Batch {
-	return weir_operator_types.Batch{Data: o.data, KeyLens: o.keyLens, ValueLens: o.valueLens, Timestamps: o.times}
+	in.op, in.ctx = op, ctx
+	return nil
 }
 
 // splitBatch turns a flat batch into events (their bytes stay in the batch).
-func splitBatch(b weir_operator_types.Batch, events []Event) ([]Event, string) {
-	n := len(b.Timestamps)
-	if len(b.KeyLens) != n || len(b.ValueLens) != n {
+func splitBatch(b batch, events []Event) ([]Event, string) {
+	n := len(b.timestamps)
+	if len(b.keyLens) != n || len(b.valueLens) != n {
 		return nil, "malformed batch: the length lists differ"
 	}
 	const malformed = "malformed batch: lengths exceed the data"
-	at, data := 0, b.Data
+	at, data := 0, b.data
 	for i := 0; i < n; i++ {
-		e := Event{Timestamp: b.Timestamps[i]}
-		switch kl := b.KeyLens[i]; {
+		e := Event{Timestamp: b.timestamps[i]}
+		switch kl := b.keyLens[i]; {
 		case kl >= 0:
 			end := at + int(kl)
 			if end > len(data) {
@@ -191,7 +158,7 @@ func splitBatch(b weir_operator_types.Batch, events []Event) ([]Event, string) {
 		case kl != -1:
 			return nil, malformed
 		}
-		end := at + int(b.ValueLens[i])
+		end := at + int(b.valueLens[i])
 		if end > len(data) || end < at {
 			return nil, malformed
 		}
@@ -248,8 +215,8 @@ func recovered(p any) error {
 	return Fatalf("panic: %v (in %s)", p, strings.Join(where, " <- "))
 }
 
-func (glue) Process(input weir_operator_types.Batch) batchResult {
-	in := &exported
+// process handles a flat batch; what it emits is left in in.out.
+func (in *instance) process(input batch) result {
 	if in.op == nil {
 		return fatalResult("the operator was called before `open`")
 	}
@@ -267,18 +234,16 @@ func (glue) Process(input weir_operator_types.Batch) batchResult {
 	flushed := ctx.flush()
 	clearCurrent()
 	clear(in.events)
-	defer collectGarbage()
 	if err != nil {
 		if message, bad := badMessage(err); bad && badAt >= 0 {
-			return witTypes.Err[weir_operator_types.Batch](weir_operator_types.MakeErrorBadInput(
-				weir_operator_types.Rejected{Index: uint32(badAt), Message: message, Output: in.out.wit()}))
+			return result{outcome: rejected, index: uint32(badAt), message: message}
 		}
 		return fatalResult(fatalMessage(err))
 	}
 	if flushed != nil {
 		return fatalResult(fatalMessage(flushed))
 	}
-	return witTypes.Ok[weir_operator_types.Batch, weir_operator_types.Error](in.out.wit())
+	return result{}
 }
 
 // processEvents runs the operator over events; on an error it returns the
@@ -304,27 +269,23 @@ func processEvents(in *instance, ctx *Context, events []Event) (at int, err erro
 	return -1, nil
 }
 
-func (glue) OnTimer(fired weir_operator_types.Timers) batchResult {
-	in := &exported
+// onTimer handles fired timers; what it emits is left in in.out.
+func (in *instance) onTimer(domain TimeDomain, keys blobs, timestamps []int64) result {
 	if in.op == nil {
 		return fatalResult("the operator was called before `open`")
 	}
-	domain := EventTime
-	if fired.Domain == weir_operator_types.TimeDomain_ProcessingTime {
-		domain = ProcessingTime
-	}
 	timers := in.timers[:0]
-	if err := splitBlobs(fired.Keys, func(i int, key []byte, ok bool) error {
+	if err := splitBlobs(keys, func(i int, key []byte, ok bool) error {
 		timers = append(timers, Timer{Key: key, HasKey: ok, Domain: domain})
 		return nil
 	}); err != nil {
 		return fatalResult(fatalMessage(err))
 	}
-	if len(timers) != len(fired.Timestamps) {
+	if len(timers) != len(timestamps) {
 		return fatalResult("malformed timers: the length lists differ")
 	}
 	for i := range timers {
-		timers[i].Timestamp = fired.Timestamps[i]
+		timers[i].Timestamp = timestamps[i]
 	}
 	in.timers = timers
 	setCurrent(len(timers), func(i int) ([]byte, bool) { return timers[i].Key, timers[i].HasKey })
@@ -335,7 +296,6 @@ func (glue) OnTimer(fired weir_operator_types.Timers) batchResult {
 	flushed := ctx.flush()
 	clearCurrent()
 	clear(in.timers)
-	defer collectGarbage()
 	if err != nil {
 		if message, bad := badMessage(err); bad {
 			return fatalResult("on_timer rejected a timer: " + message)
@@ -345,7 +305,7 @@ func (glue) OnTimer(fired weir_operator_types.Timers) batchResult {
 	if flushed != nil {
 		return fatalResult(fatalMessage(flushed))
 	}
-	return witTypes.Ok[weir_operator_types.Batch, weir_operator_types.Error](in.out.wit())
+	return result{}
 }
 
 func handleTimers(in *instance, ctx *Context, timers []Timer) (err error) {
@@ -372,43 +332,45 @@ func handleTimers(in *instance, ctx *Context, timers []Timer) (err error) {
 	return nil
 }
 
-func (glue) Migrate(state string, fromVersion uint32, values weir_operator_types.Blobs) (result migrateResult) {
+// refusal is why migrate refused a value: its index, and a message.
+type refusal struct {
+	index   int
+	message string
+}
+
+// migrate converts stored values of state from schema version fromVersion.
+func (in *instance) migrate(state string, fromVersion uint32, values blobs) (out blobs, refused *refusal) {
 	index := 0
-	fail := func(message string) migrateResult {
-		return witTypes.Err[weir_operator_types.Blobs](weir_operator_types.MigrateError{Index: uint32(index), Message: message})
-	}
 	defer func() {
 		if p := recover(); p != nil {
-			result = fail(fmt.Sprintf("panic: %v", p))
+			refused = &refusal{index, fmt.Sprintf("panic: %v", p)}
 		}
 	}()
-	spec := exported.spec
-	var out blobs
+	spec := in.spec
 	at := 0
-	for i, n := range values.Lens {
+	for i, n := range values.lens {
 		index = i
 		if n < 0 {
 			out.pushAbsent()
 			continue
 		}
 		end := at + int(n)
-		if end > len(values.Data) {
-			index = 0
-			return fail(errMalformedBlobs.Error())
+		if end > len(values.data) {
+			return out, &refusal{0, errMalformedBlobs.Error()}
 		}
-		value := values.Data[at:end:end]
+		value := values.data[at:end:end]
 		at = end
 		if spec.Migrate == nil {
-			return fail(fmt.Sprintf("%s %s has no migration for state `%s` from version %d",
-				spec.Name, spec.Version, state, fromVersion))
+			return out, &refusal{i, fmt.Sprintf("%s %s has no migration for state `%s` from version %d",
+				spec.Name, spec.Version, state, fromVersion)}
 		}
 		converted, err := spec.Migrate(state, fromVersion, value)
 		if err != nil {
-			return fail(err.Error())
+			return out, &refusal{i, err.Error()}
 		}
 		out.push(converted)
 	}
-	return witTypes.Ok[weir_operator_types.Blobs, weir_operator_types.MigrateError](out.wit())
+	return out, nil
 }
 
 // Garbage collection: the automatic collector is off (see "Memory" in the

@@ -4,9 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"unsafe"
-
-	"weir.dev/sdk/internal/wit/imports/weir_operator_state"
-	"weir.dev/sdk/internal/wit/imports/weir_operator_types"
 )
 
 // StateKind is the kind of a declared state.
@@ -81,16 +78,12 @@ func (b *blobs) reset() {
 	b.lens = b.lens[:0]
 }
 
-func (b *blobs) wit() weir_operator_types.Blobs {
-	return weir_operator_types.Blobs{Data: b.data, Lens: b.lens}
-}
-
 var errMalformedBlobs = errors.New("malformed blobs from the host")
 
 // splitBlobs calls f with each part of b (nil, false for an absent one).
-func splitBlobs(b weir_operator_types.Blobs, f func(i int, part []byte, ok bool) error) error {
+func splitBlobs(b blobs, f func(i int, part []byte, ok bool) error) error {
 	at := 0
-	for i, n := range b.Lens {
+	for i, n := range b.lens {
 		if n < 0 {
 			if err := f(i, nil, false); err != nil {
 				return err
@@ -98,10 +91,10 @@ func splitBlobs(b weir_operator_types.Blobs, f func(i int, part []byte, ok bool)
 			continue
 		}
 		end := at + int(n)
-		if end > len(b.Data) {
+		if end > len(b.data) {
 			return Fatal(errMalformedBlobs.Error())
 		}
-		if err := f(i, b.Data[at:end:end], true); err != nil {
+		if err := f(i, b.data[at:end:end], true); err != nil {
 			return err
 		}
 		at = end
@@ -136,7 +129,7 @@ type valueSlot[T any] struct {
 type ValueState[T any] struct {
 	name   string
 	codec  codec[T]
-	handle *weir_operator_state.ValueState
+	handle valueHandle
 	// The keys of this call: index[key] is the key's slot.
 	index      map[string]int32
 	slots      []valueSlot[T]
@@ -149,17 +142,21 @@ type ValueState[T any] struct {
 	values    blobs
 }
 
-// OpenValueState opens the declared value state name, holding values of type T.
+// OpenValueState opens the declared value state name, holding values of
+// type T. Opening it again gives the same handle (another T: an error).
 func OpenValueState[T any](ctx *Context, name string) (*ValueState[T], error) {
 	if err := ctx.checkDeclared(name, ValueKind); err != nil {
 		return nil, err
 	}
-	r := weir_operator_state.ValueStateOpen(name)
-	if r.IsErr() {
-		return nil, errors.New(r.Err())
+	if s, found, err := reopened[*ValueState[T]](ctx, name, ValueKind); found {
+		return s, err
 	}
-	s := &ValueState[T]{name: name, codec: newCodec[T](), handle: r.Ok(), index: map[string]int32{}}
-	ctx.flushers = append(ctx.flushers, s)
+	h, err := imports.openValueState(name)
+	if err != nil {
+		return nil, err
+	}
+	s := &ValueState[T]{name: name, codec: newCodec[T](), handle: h, index: map[string]int32{}}
+	ctx.remember(name, s)
 	return s, nil
 }
 
@@ -216,8 +213,8 @@ func (s *ValueState[T]) fetch(keys [][]byte, has []bool, batch bool) error {
 	if len(s.fetched) == 0 {
 		return nil
 	}
-	got := s.handle.GetMany(s.request.wit())
-	if len(got.Lens) != len(s.fetched) {
+	got := s.handle.getMany(s.request)
+	if len(got.lens) != len(s.fetched) {
 		return Fatal(errMalformedBlobs.Error())
 	}
 	return splitBlobs(got, func(j int, part []byte, ok bool) error {
@@ -302,7 +299,7 @@ func (s *ValueState[T]) flush() error {
 		s.keys.lens = append(s.keys.lens, int32(len(slot.key)))
 	}
 	if len(s.keys.lens) > 0 {
-		s.handle.PutMany(s.keys.wit(), s.values.wit())
+		s.handle.putMany(s.keys, s.values)
 	}
 	clear(s.index)
 	clear(s.slots) // drop references to values
@@ -332,7 +329,7 @@ type MapState[K, V any] struct {
 	name     string
 	codec    codec[V]
 	keyCodec codec[K]
-	handle   *weir_operator_state.MapState
+	handle   mapHandle
 	index    map[string]int32
 	slots    []mapSlot[V]
 	scratch  []byte
@@ -344,17 +341,21 @@ type MapState[K, V any] struct {
 }
 
 // OpenMapState opens the declared map state name, with user keys of type K
-// and values of type V.
+// and values of type V. Opening it again gives the same handle (other K, V:
+// an error).
 func OpenMapState[K, V any](ctx *Context, name string) (*MapState[K, V], error) {
 	if err := ctx.checkDeclared(name, MapKind); err != nil {
 		return nil, err
 	}
-	r := weir_operator_state.MapStateOpen(name)
-	if r.IsErr() {
-		return nil, errors.New(r.Err())
+	if s, found, err := reopened[*MapState[K, V]](ctx, name, MapKind); found {
+		return s, err
 	}
-	s := &MapState[K, V]{name: name, codec: newCodec[V](), keyCodec: newCodec[K](), handle: r.Ok(), index: map[string]int32{}}
-	ctx.flushers = append(ctx.flushers, s)
+	h, err := imports.openMapState(name)
+	if err != nil {
+		return nil, err
+	}
+	s := &MapState[K, V]{name: name, codec: newCodec[V](), keyCodec: newCodec[K](), handle: h, index: map[string]int32{}}
+	ctx.remember(name, s)
 	return s, nil
 }
 
@@ -407,8 +408,8 @@ func (s *MapState[K, V]) Prefetch(keys [][]byte, mapKeys []K) error {
 	if len(s.fetched) == 0 {
 		return nil
 	}
-	got := s.handle.GetMany(s.request[0].wit(), s.request[1].wit())
-	if len(got.Lens) != len(s.fetched) {
+	got := s.handle.getMany(s.request[0], s.request[1])
+	if len(got.lens) != len(s.fetched) {
 		return Fatal(errMalformedBlobs.Error())
 	}
 	return splitBlobs(got, func(j int, part []byte, ok bool) error {
@@ -484,7 +485,7 @@ func (s *MapState[K, V]) Entries(key []byte) ([]MapEntry[K, V], error) {
 	if err := s.flush(); err != nil {
 		return nil, err
 	}
-	mks, values := s.handle.Entries(key)
+	mks, values := s.handle.entries(key)
 	var keys [][]byte
 	if err := splitBlobs(mks, func(_ int, part []byte, ok bool) error {
 		if ok {
@@ -520,7 +521,7 @@ func (s *MapState[K, V]) Clear(key []byte) error {
 	if err := s.flush(); err != nil {
 		return err
 	}
-	s.handle.Clear(key)
+	s.handle.clear(key)
 	return nil
 }
 
@@ -564,7 +565,7 @@ func (s *MapState[K, V]) flush() error {
 		s.out[1].lens = append(s.out[1].lens, int32(len(mk)))
 	}
 	if len(s.out[0].lens) > 0 {
-		s.handle.PutMany(s.out[0].wit(), s.out[1].wit(), s.out[2].wit())
+		s.handle.putMany(s.out[0], s.out[1], s.out[2])
 	}
 	clear(s.index)
 	clear(s.slots)
@@ -578,22 +579,26 @@ func (s *MapState[K, V]) flush() error {
 type ListState[T any] struct {
 	name   string
 	codec  codec[T]
-	handle *weir_operator_state.ListState
+	handle listHandle
 	keys   blobs
 	values blobs
 }
 
-// OpenListState opens the declared list state name, holding values of type T.
+// OpenListState opens the declared list state name, holding values of
+// type T. Opening it again gives the same handle (another T: an error).
 func OpenListState[T any](ctx *Context, name string) (*ListState[T], error) {
 	if err := ctx.checkDeclared(name, ListKind); err != nil {
 		return nil, err
 	}
-	r := weir_operator_state.ListStateOpen(name)
-	if r.IsErr() {
-		return nil, errors.New(r.Err())
+	if s, found, err := reopened[*ListState[T]](ctx, name, ListKind); found {
+		return s, err
 	}
-	s := &ListState[T]{name: name, codec: newCodec[T](), handle: r.Ok()}
-	ctx.flushers = append(ctx.flushers, s)
+	h, err := imports.openListState(name)
+	if err != nil {
+		return nil, err
+	}
+	s := &ListState[T]{name: name, codec: newCodec[T](), handle: h}
+	ctx.remember(name, s)
 	return s, nil
 }
 
@@ -618,7 +623,7 @@ func (s *ListState[T]) Get(key []byte) ([]T, error) {
 		return nil, err
 	}
 	var list []T
-	err := splitBlobs(s.handle.Get(key), func(_ int, part []byte, ok bool) error {
+	err := splitBlobs(s.handle.get(key), func(_ int, part []byte, ok bool) error {
 		if !ok {
 			return nil
 		}
@@ -647,7 +652,7 @@ func (s *ListState[T]) Update(key []byte, values []T) error {
 		b.lens = append(b.lens, int32(len(data)-len(b.data)))
 		b.data = data
 	}
-	s.handle.Update(key, b.wit())
+	s.handle.update(key, b)
 	return nil
 }
 
@@ -656,7 +661,7 @@ func (s *ListState[T]) Clear(key []byte) error { return s.Update(key, nil) }
 
 func (s *ListState[T]) flush() error {
 	if len(s.keys.lens) > 0 {
-		s.handle.AddMany(s.keys.wit(), s.values.wit())
+		s.handle.addMany(s.keys, s.values)
 		s.keys.reset()
 		s.values.reset()
 	}
