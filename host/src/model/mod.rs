@@ -6,19 +6,20 @@
 //! the engine drives (so connectors never import the engine).
 
 pub mod batch;
+pub mod clock;
 pub mod config;
 pub mod connector;
+pub mod contract;
 pub mod json;
 pub mod keygroup;
 pub mod logic;
 pub mod position;
-pub mod types;
 
 pub use batch::{show_bytes, show_key, Batch, Blobs, EventRef};
+pub use clock::{now_ms, rfc3339, rfc3339_millis};
 pub use connector::{SinkWriter, SourceReader};
+pub use contract::{
+    hex, GuestError, OperatorSpec, Rejected, StateKind, StateSpec, TaskInfo, TimeDomain, Timers,
+};
 pub use logic::LogicId;
 pub use position::{KafkaPartition, SinkState, SourcePosition, SourceState};
-pub use types::{
-    hex, now_ms, rfc3339, rfc3339_millis, GuestError, OperatorSpec, Rejected, StateKind, StateSpec,
-    TaskInfo, TimeDomain, Timers,
-};
