@@ -238,7 +238,7 @@ impl JobControl {
     pub fn start_shadow(
         &self,
         request: &crate::engine::upgrades::shadow::ShadowRequest,
-    ) -> Result<serde_json::Value, Refusal> {
+    ) -> Result<crate::engine::upgrades::shadow::LiveStatus, Refusal> {
         let state = self.state();
         if matches!(
             state,

@@ -21,6 +21,34 @@ use crate::wasm::operator::{OperatorImpl, Setup, SubtaskCtx, WasmOperator};
 
 use super::*;
 
+/// A live shadow run's status, as `GET /jobs/{id}/shadow` shows it: its
+/// report so far, its queue, and where each subtask is.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveStatus {
+    /// The outcome so far.
+    #[serde(flatten)]
+    pub report: ShadowReport,
+    /// Batches each subtask's queue holds.
+    pub queue: usize,
+    /// Each subtask of the operator.
+    pub subtasks: Vec<SubtaskStatus>,
+}
+
+/// Where one subtask of a live shadow run is.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubtaskStatus {
+    /// Which subtask.
+    pub subtask: u32,
+    /// It joined the run.
+    pub started: bool,
+    /// The barrier it joined at.
+    pub barrier: Option<u64>,
+    /// It left the run.
+    pub ended: bool,
+    /// Outputs it compared.
+    pub compared: u64,
+}
+
 /// Batches a subtask's shadow may fall behind by, unless asked otherwise.
 pub const DEFAULT_QUEUE: usize = 1024;
 
@@ -213,7 +241,7 @@ impl ShadowRun {
     }
 
     /// The run's status as `GET /jobs/{id}/shadow` shows it.
-    pub fn status_json(&self) -> serde_json::Value {
+    pub fn status(&self) -> LiveStatus {
         let s = self.status.lock().expect("shadow status lock");
         let mut counts = Counts::default();
         let mut first = Vec::new();
@@ -238,23 +266,22 @@ impl ShadowRun {
             differences: first,
             diff_file: self.file.path().display().to_string(),
         };
-        let mut v = serde_json::to_value(report).unwrap_or_default();
-        v["queue"] = serde_json::json!(self.queue);
-        v["subtasks"] = s
-            .subtasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                serde_json::json!({
-                    "subtask": i,
-                    "started": t.joined,
-                    "barrier": t.barrier,
-                    "ended": t.ended,
-                    "compared": t.counts.compared,
+        LiveStatus {
+            report,
+            queue: self.queue,
+            subtasks: s
+                .subtasks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| SubtaskStatus {
+                    subtask: i as u32,
+                    started: t.joined,
+                    barrier: t.barrier,
+                    ended: t.ended,
+                    compared: t.counts.compared,
                 })
-            })
-            .collect();
-        v
+                .collect(),
+        }
     }
 }
 
@@ -410,7 +437,7 @@ impl ShadowControl {
     /// world; its states against the live operator's, by the rules of a
     /// restore) before anything changes; the live subtasks join at their
     /// next checkpoint barrier. Returns the run's status.
-    pub fn start(&self, request: &ShadowRequest) -> Result<serde_json::Value, Refusal> {
+    pub fn start(&self, request: &ShadowRequest) -> Result<LiveStatus, Refusal> {
         let job = self.job.lock().expect("shadow job lock");
         let Some(job) = job.as_ref() else {
             return Err(refused(
@@ -520,22 +547,22 @@ impl ShadowControl {
             wasm.display(),
             diff_path.display()
         );
-        let status = run.status_json();
+        let status = run.status();
         *self.run.lock().expect("shadow run lock") = Some(run);
         Ok(status)
     }
 
     /// The current (or last) shadow run's status.
-    pub fn status(&self) -> Option<serde_json::Value> {
+    pub fn status(&self) -> Option<LiveStatus> {
         let run = self.run.lock().expect("shadow run lock").clone()?;
-        Some(run.status_json())
+        Some(run.status())
     }
 
     /// Stops the shadow run; returns its final status.
-    pub fn stop(&self) -> Option<serde_json::Value> {
+    pub fn stop(&self) -> Option<LiveStatus> {
         let run = self.run.lock().expect("shadow run lock").clone()?;
         run.end(RunState::Stopped, "stopped by request".to_string());
-        Some(run.status_json())
+        Some(run.status())
     }
 
     /// The run subtask `subtask` of `operator` should join, if any.
