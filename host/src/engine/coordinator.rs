@@ -51,16 +51,28 @@
 //! the run over through the restart strategy: the source ends when it takes
 //! that barrier, so the run cannot go on.
 //!
+//! ## Its parts
+//!
+//! The loop and the completion of a checkpoint are here. Its collaborators
+//! each have a file and unit tests: the barrier in flight (`pending`), the
+//! incremental chain (`chain`), tolerable failures (`failures`), what to
+//! trigger next (`requests`), what waits for the sink's commit
+//! (`publishing`) and what happens when it comes (`commits`), the
+//! savepoints a barrier carries (`savepoints`), and the messages with the
+//! stages (`messages`); `tests` drives the whole coordinator as a run does.
+//!
 //! For crash tests, `WEIR_TEST_CHECKPOINT_PAUSE_MS` makes the coordinator
 //! wait that long between writing a checkpoint's data and marking it
 //! complete, so that a kill lands in the middle of checkpoint writes.
 
 mod chain;
+mod commits;
 mod failures;
 mod messages;
 mod pending;
 mod publishing;
 mod requests;
+mod savepoints;
 
 pub use messages::{Ack, SinkNotice, Trigger};
 pub use pending::BarrierKind;
@@ -79,13 +91,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::engine::channel::Barrier;
-use crate::engine::control::{CheckpointSummary, JobControl, SavepointRequest};
+use crate::engine::control::{CheckpointSummary, JobControl};
 use crate::engine::upgrades::swap::{Probation, SwapBoard, SwapOrder};
 use crate::model::{now_ms, LogicId};
 use crate::state::checkpoint::{
     CheckpointLogic, CheckpointMeta, CheckpointStore, OperatorLogic, OperatorMeta, FORMAT_VERSION,
 };
-use crate::state::savepoint::{self, SavedOperator, SavedState, SavepointKind, SavepointWriter};
+use crate::state::savepoint::{self};
 
 /// The job's operators, as checkpoint metadata describes them.
 #[derive(Debug, Clone)]
@@ -620,112 +632,6 @@ impl Coordinator {
         Ok(None)
     }
 
-    /// The sink committed what checkpoint `id` covers (and so everything
-    /// before it): the savepoints riding on them are complete, the sources
-    /// commit their offsets to their consumer groups, and retention may
-    /// free what recovery no longer needs.
-    fn published(&self, id: u64) {
-        let done = self.publishing.borrow_mut().committed(id);
-        if done.is_empty() {
-            return;
-        }
-        for p in &done {
-            if let Some((request_id, dir)) = &p.savepoint {
-                tracing::info!(
-                    checkpoint_id = p.id,
-                    "savepoint {} complete: {}",
-                    p.id,
-                    dir.display()
-                );
-                self.control.savepoint_completed(request_id, dir);
-            }
-        }
-        for source in &self.source_completions {
-            let _ = source.send(id);
-        }
-        if let Some(store) = &self.store {
-            match store.sink_record() {
-                Ok(Some(mut r)) if !r.committed => {
-                    r.committed = true;
-                    if let Err(e) = store.set_sink_record(&r) {
-                        tracing::warn!(
-                            checkpoint_id = id,
-                            "cannot record the sink's first commit: {e}"
-                        );
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(checkpoint_id = id, "{e}"),
-            }
-        }
-        self.free_old(id);
-    }
-
-    /// The sink could not commit what checkpoint `id` covers: it fails, and
-    /// so does the run. The savepoints waiting for that commit fail (their
-    /// output was not published, so they are removed).
-    fn publish_failed(&self, id: u64, why: &str) {
-        self.unpublished(&format!(
-            "the sink could not commit checkpoint {id}'s output: {why}"
-        ));
-    }
-
-    /// Fails the savepoints whose output was not committed, for `why`, and
-    /// removes them: restoring one would lose that output.
-    fn unpublished(&self, why: &str) {
-        let failed = self.publishing.borrow_mut().drain();
-        for p in failed {
-            if let Some((request_id, dir)) = p.savepoint {
-                tracing::warn!(checkpoint_id = p.id, "savepoint {} failed: {why}", p.id);
-                self.control.savepoint_failed(&request_id, why);
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
-                    tracing::warn!("cannot remove failed savepoint `{}`: {e}", dir.display());
-                }
-            }
-        }
-    }
-
-    /// Applies retention, once the output of checkpoint `committed` is
-    /// committed: the `retain` newest checkpoints and `committed` are kept.
-    fn free_old(&self, committed: u64) {
-        if let Some(store) = &self.store {
-            if let Err(e) = store.retain(self.retain, false, &[committed]) {
-                // Old checkpoints stay a little longer; the next commit retries.
-                tracing::warn!(
-                    checkpoint_id = committed,
-                    "cannot free old checkpoints: {e}"
-                );
-            }
-        }
-    }
-
-    /// Waits until the sink has committed checkpoint `id` (a last barrier:
-    /// the run ends only with its output published). False when the sink
-    /// failed, or the run was cancelled, first.
-    fn await_published(&self, id: u64) -> bool {
-        loop {
-            if self.publishing.borrow().published(id) {
-                return true;
-            }
-            crossbeam_channel::select! {
-                recv(self.acks) -> msg => match msg {
-                    Ok(Ack::Committed { id }) => self.published(id),
-                    Ok(Ack::CommitFailed { id, why }) => {
-                        self.publish_failed(id, &why);
-                        return false;
-                    }
-                    Ok(_) => {}
-                    Err(_) => break,
-                },
-                recv(self.cancel) -> _ => break,
-            }
-        }
-        self.unpublished(&format!(
-            "the job failed before the sink committed checkpoint {id}'s output"
-        ));
-        false
-    }
-
     /// The subtasks of `order`'s operator swapped at barrier `id`
     /// (triggered at `at_ms`): later checkpoints record the new logic, the
     /// next is full, and the swap is on probation.
@@ -740,70 +646,6 @@ impl Coordinator {
         let mut track = self.swap.borrow_mut();
         track.probation = Some((order.clone(), id, at_ms));
         track.force_full = true;
-    }
-
-    fn finish_savepoint(
-        &self,
-        sp: PendingSavepoint,
-        meta: &CheckpointMeta,
-        p: &Pending,
-    ) -> Result<PathBuf, String> {
-        let kind = match sp.request.stop {
-            None => SavepointKind::Triggered,
-            Some(false) => SavepointKind::Stop,
-            Some(true) => SavepointKind::StopDrain,
-        };
-        let mut manifest = savepoint::new_metadata(
-            &self.job,
-            p.id,
-            kind,
-            p.triggered_at_ms,
-            self.max_parallelism,
-            meta.finished,
-            meta.source.clone(),
-            meta.sink.clone(),
-            meta.watermark,
-        );
-        manifest.sink_commit = self.sink_commit.clone();
-        for (i, o) in self.operators.borrow().iter().enumerate() {
-            let mut files = sp.files[i].clone();
-            files.sort_by_key(|f| f.key_groups);
-            manifest.operators.push(SavedOperator {
-                id: o.id.clone(),
-                name: o.logic.name.clone(),
-                version: o.logic.version.clone(),
-                wasm_sha256: o.logic.wasm_sha256.clone(),
-                parallelism: o.parallelism,
-                states: o
-                    .states
-                    .iter()
-                    .map(|(name, kind, version)| SavedState {
-                        name: name.clone(),
-                        kind: kind.clone(),
-                        version: *version,
-                        keys: sp.keys[i].get(name).copied().unwrap_or(0),
-                    })
-                    .collect(),
-                timers: sp.timers[i],
-                state_bytes: p.state_bytes[i],
-                files,
-            });
-        }
-        sp.writer.finish(&manifest).map_err(|e| e.to_string())
-    }
-
-    /// Starts writing a requested savepoint; on failure (say, a directory
-    /// that cannot be created) the request fails and the job goes on.
-    fn prepare_savepoint(&self, request: SavepointRequest, id: u64) -> Option<PendingSavepoint> {
-        let n_ops = self.operators.borrow().len();
-        match SavepointWriter::create(&request.target, &self.job, id, now_ms()) {
-            Ok(writer) => Some(PendingSavepoint::new(request, writer, n_ops)),
-            Err(e) => {
-                tracing::warn!("savepoint request {} failed: {e}", request.id);
-                self.control.savepoint_failed(&request.id, &e.to_string());
-                None
-            }
-        }
     }
 
     fn trigger(
@@ -943,46 +785,6 @@ impl Coordinator {
             }
         }
         Ok(())
-    }
-
-    /// A savepoint data file could not be written: the savepoint fails and
-    /// is removed; the job goes on. For a stop, whose barrier ends the
-    /// source, returns why: the job resumes from the checkpoint that barrier
-    /// completes; without checkpoints it cannot go on.
-    fn savepoint_write_failed(
-        &self,
-        sp: PendingSavepoint,
-        id: u64,
-        why: &str,
-    ) -> Result<Option<String>, String> {
-        self.control.savepoint_failed(&sp.request.id, why);
-        sp.writer.abort();
-        if sp.request.stop.is_some() {
-            if self.store.is_none() {
-                tracing::error!(checkpoint_id = id, "stop-with-savepoint {id} failed: {why}");
-                return Err(format!("stop-with-savepoint failed: {why}"));
-            }
-            return Ok(Some(why.to_string()));
-        }
-        tracing::warn!(
-            checkpoint_id = id,
-            "savepoint {id} failed: {why}; the job goes on"
-        );
-        Ok(None)
-    }
-
-    /// The source has not taken earlier barriers: a periodic checkpoint is
-    /// skipped until the next interval, a savepoint request fails.
-    fn source_busy(&self, savepoint: Option<Box<PendingSavepoint>>) {
-        const WHY: &str = "the source has not yet taken the barriers of earlier checkpoints that timed out (it is held up by back-pressure); try again later";
-        match savepoint {
-            Some(sp) => {
-                tracing::warn!("savepoint request {} failed: {WHY}", sp.request.id);
-                self.control.savepoint_failed(&sp.request.id, WHY);
-                sp.writer.abort();
-            }
-            None => tracing::debug!("checkpoint skipped: {WHY}"),
-        }
     }
 }
 
