@@ -44,6 +44,14 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    // A panic the checkpoint store catches (sled's, on a damaged file) is
+    // reported as a one-line error; every other panic as usual.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !weir_host::state::checkpoint::panic_is_caught() {
+            report(info);
+        }
+    }));
     let cli = cli::Cli::parse();
     init_tracing();
     match cli.execute() {

@@ -273,6 +273,18 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
         .map_err(|e| format!("undecodable record: {e}"))
 }
 
+thread_local! {
+    /// A panic inside sled on this thread is being caught ([`CheckpointStore::open`]).
+    static SLED_PANIC_CAUGHT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a panic on this thread is one the checkpoint store catches and
+/// reports as an error (sled asserts on some damaged files): a panic hook
+/// stays silent for it.
+pub fn panic_is_caught() -> bool {
+    SLED_PANIC_CAUGHT.with(|c| c.get())
+}
+
 impl CheckpointStore {
     fn err(&self, message: impl std::fmt::Display) -> CheckpointError {
         CheckpointError {
@@ -288,13 +300,32 @@ impl CheckpointStore {
             message,
         };
         std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create it: {e}")))?;
-        let db = sled::Config::new()
-            .path(dir.join("checkpoints.sled"))
-            // Checkpoints are written once and read back only to restore:
-            // sled's default 1 GiB page cache would only hold memory.
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|e| fail(format!("cannot open the database: {e}")))?;
+        // sled asserts (panics) on some damaged files rather than erring:
+        // such a panic is caught here and reported as the damage it is.
+        SLED_PANIC_CAUGHT.with(|c| c.set(true));
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            sled::Config::new()
+                .path(dir.join("checkpoints.sled"))
+                // Checkpoints are written once and read back only to restore:
+                // sled's default 1 GiB page cache would only hold memory.
+                .cache_capacity(CACHE_BYTES)
+                .open()
+        }));
+        SLED_PANIC_CAUGHT.with(|c| c.set(false));
+        let db = match opened {
+            Ok(db) => db.map_err(|e| fail(format!("cannot open the database: {e}")))?,
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("sled failed");
+                let first = why.lines().next().unwrap_or_default();
+                return Err(fail(format!(
+                    "cannot open the database: it is damaged ({first})"
+                )));
+            }
+        };
         let meta = db.open_tree("meta").map_err(|e| fail(e.to_string()))?;
         let logic = db.open_tree("logic").map_err(|e| fail(e.to_string()))?;
         Ok(CheckpointStore {
