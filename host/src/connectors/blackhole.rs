@@ -22,12 +22,12 @@ pub struct BlackholeConfig {
     pub latency: bool,
 }
 
-impl BlackholeConfig {
+impl SinkKind for BlackholeConfig {
     /// The fields of its table.
-    pub const FIELDS: &'static [&'static str] = &["latency"];
+    const FIELDS: &'static [&'static str] = &["latency"];
 
     /// Reads its fields of the `[sink]` table.
-    pub fn from_table(s: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
+    fn from_table(s: &Table<'_, '_>, f: &mut Fields, _job_name: &str) -> Result<Self, JobError> {
         let latency = s.opt(&f.take("latency"), |v| s.boolean("latency", v))?;
         Ok(BlackholeConfig {
             latency: latency.unwrap_or(false),
@@ -108,14 +108,6 @@ impl SinkWriter for BlackholeSink {
 
     fn describe(&self) -> String {
         "blackhole sink".to_string()
-    }
-}
-
-impl SinkKind for BlackholeConfig {
-    const FIELDS: &'static [&'static str] = BlackholeConfig::FIELDS;
-
-    fn from_table(t: &Table<'_, '_>, f: &mut Fields, _job_name: &str) -> Result<Self, JobError> {
-        BlackholeConfig::from_table(t, f)
     }
 }
 

@@ -73,12 +73,12 @@ pub struct FileSourceConfig {
     pub max_line_size: usize,
 }
 
-impl FileSourceConfig {
+impl SourceKind for FileSourceConfig {
     /// The fields of its table, besides those every source has.
-    pub const FIELDS: &'static [&'static str] = &["path", "format", "max_line_size"];
+    const FIELDS: &'static [&'static str] = &["path", "format", "max_line_size"];
 
     /// Reads its fields of the `[source]` table.
-    pub fn from_table(t: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
+    fn from_table(t: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
         let path_field = f.take("path");
         let path_v = t.required("path", &path_field, " (required for a `file` source)")?;
         Ok(FileSourceConfig {
@@ -98,12 +98,12 @@ pub struct FileSinkConfig {
     pub format: Format,
 }
 
-impl FileSinkConfig {
+impl SinkKind for FileSinkConfig {
     /// The fields of its table.
-    pub const FIELDS: &'static [&'static str] = &["path", "format"];
+    const FIELDS: &'static [&'static str] = &["path", "format"];
 
     /// Reads its fields of the `[sink]` table.
-    pub fn from_table(t: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
+    fn from_table(t: &Table<'_, '_>, f: &mut Fields, _job_name: &str) -> Result<Self, JobError> {
         let path_field = f.take("path");
         let path_v = t.required("path", &path_field, " (required for a `file` sink)")?;
         Ok(FileSinkConfig {
@@ -603,14 +603,6 @@ impl SinkWriter for FileSink {
     }
 }
 
-impl SourceKind for FileSourceConfig {
-    const FIELDS: &'static [&'static str] = FileSourceConfig::FIELDS;
-
-    fn from_table(t: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
-        FileSourceConfig::from_table(t, f)
-    }
-}
-
 impl Source for FileSourceConfig {
     fn check(&self, job_file: &Path) -> Result<(), String> {
         if !self.path.is_file() {
@@ -667,14 +659,6 @@ impl Source for FileSourceConfig {
 
     fn json_lines(&self) -> Option<(Format, usize)> {
         Some((self.format, self.max_line_size))
-    }
-}
-
-impl SinkKind for FileSinkConfig {
-    const FIELDS: &'static [&'static str] = FileSinkConfig::FIELDS;
-
-    fn from_table(t: &Table<'_, '_>, f: &mut Fields, _job_name: &str) -> Result<Self, JobError> {
-        FileSinkConfig::from_table(t, f)
     }
 }
 

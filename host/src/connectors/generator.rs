@@ -34,13 +34,13 @@ pub struct GeneratorConfig {
     pub wall_clock: bool,
 }
 
-impl GeneratorConfig {
+impl SourceKind for GeneratorConfig {
     /// The fields of its table, besides those every source has.
-    pub const FIELDS: &'static [&'static str] =
+    const FIELDS: &'static [&'static str] =
         &["count", "keys", "value_size", "seed", "rate", "timestamps"];
 
     /// Reads its fields of the `[source]` table.
-    pub fn from_table(s: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
+    fn from_table(s: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
         let count_field = f.take("count");
         let count_v = s.required(
             "count",
@@ -209,14 +209,6 @@ impl SourceReader for Generator {
             batch.timestamps.iter_mut().for_each(|t| *t = now);
         }
         Ok(Some(batch))
-    }
-}
-
-impl SourceKind for GeneratorConfig {
-    const FIELDS: &'static [&'static str] = GeneratorConfig::FIELDS;
-
-    fn from_table(t: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
-        GeneratorConfig::from_table(t, f)
     }
 }
 

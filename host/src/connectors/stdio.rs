@@ -33,12 +33,12 @@ pub struct StdinConfig {
     pub max_line_size: usize,
 }
 
-impl StdinConfig {
+impl SourceKind for StdinConfig {
     /// The fields of its table, besides those every source has.
-    pub const FIELDS: &'static [&'static str] = &["format", "max_line_size"];
+    const FIELDS: &'static [&'static str] = &["format", "max_line_size"];
 
     /// Reads its fields of the `[source]` table.
-    pub fn from_table(t: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
+    fn from_table(t: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
         Ok(StdinConfig {
             format: format_field(t, &f.take("format"))?,
             max_line_size: max_line_size_field(t, &f.take("max_line_size"))?,
@@ -53,12 +53,12 @@ pub struct StdoutConfig {
     pub format: Format,
 }
 
-impl StdoutConfig {
+impl SinkKind for StdoutConfig {
     /// The fields of its table.
-    pub const FIELDS: &'static [&'static str] = &["format"];
+    const FIELDS: &'static [&'static str] = &["format"];
 
     /// Reads its fields of the `[sink]` table.
-    pub fn from_table(t: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
+    fn from_table(t: &Table<'_, '_>, f: &mut Fields, _job_name: &str) -> Result<Self, JobError> {
         Ok(StdoutConfig {
             format: format_field(t, &f.take("format"))?,
         })
@@ -198,14 +198,6 @@ impl SinkWriter for StdoutSink {
     }
 }
 
-impl SourceKind for StdinConfig {
-    const FIELDS: &'static [&'static str] = StdinConfig::FIELDS;
-
-    fn from_table(t: &Table<'_, '_>, f: &mut Fields) -> Result<Self, JobError> {
-        StdinConfig::from_table(t, f)
-    }
-}
-
 impl Source for StdinConfig {
     fn replayable(&self) -> bool {
         false
@@ -241,14 +233,6 @@ impl Source for StdinConfig {
 
     fn json_lines(&self) -> Option<(Format, usize)> {
         Some((self.format, self.max_line_size))
-    }
-}
-
-impl SinkKind for StdoutConfig {
-    const FIELDS: &'static [&'static str] = StdoutConfig::FIELDS;
-
-    fn from_table(t: &Table<'_, '_>, f: &mut Fields, _job_name: &str) -> Result<Self, JobError> {
-        StdoutConfig::from_table(t, f)
     }
 }
 

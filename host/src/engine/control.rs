@@ -239,6 +239,13 @@ impl JobControl {
         &self,
         request: &crate::engine::upgrades::shadow::ShadowRequest,
     ) -> Result<crate::engine::upgrades::shadow::LiveStatus, Refusal> {
+        self.refuse_once_ended("no shadow run can start")?;
+        self.shadow.start(request)
+    }
+
+    /// Refuses a request once the job has ended (finished, stopped or
+    /// failed): `the job is finished: {what}`.
+    pub(crate) fn refuse_once_ended(&self, what: &str) -> Result<(), Refusal> {
         let state = self.state();
         if matches!(
             state,
@@ -246,10 +253,10 @@ impl JobControl {
         ) {
             return Err(refused(
                 RefusalKind::Conflict,
-                format!("the job is {state:?}: no shadow run can start").to_lowercase(),
+                format!("the job is {state:?}: {what}").to_lowercase(),
             ));
         }
-        self.shadow.start(request)
+        Ok(())
     }
 
     /// Sets the job's checkpoint database, once it is open.

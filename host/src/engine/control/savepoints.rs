@@ -99,16 +99,7 @@ impl JobControl {
                 )
             })?,
         };
-        let state = self.state();
-        if matches!(
-            state,
-            JobState::Finished | JobState::Stopped | JobState::Failed
-        ) {
-            return Err(refused(
-                RefusalKind::Conflict,
-                format!("the job is {state:?}: no savepoint can be taken").to_lowercase(),
-            ));
-        }
+        self.refuse_once_ended("no savepoint can be taken")?;
         if let Some(s) = self.swap_under_way() {
             return Err(refused(
                 RefusalKind::Conflict,
